@@ -1,0 +1,2 @@
+"""In progress."""
+def parse(text, payloads=None, source=None): raise NotImplementedError
