@@ -15,9 +15,9 @@ Example::
     >>> w = g.const(np.ones((3, 4), np.float32), name="fc.weight")
     >>> y = g.call("relu", g.call("linear", x, w))
     >>> g.set_outputs([y])
-    >>> print(g)  # doctest: +NORMALIZE_WHITESPACE
+    >>> print(g, end="")
     graph @tiny(%x: f32[N,4]) -> (f32[N,3]) {
-      %fc.weight = const {value=[[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]} : f32[3,4]
+      %fc.weight = const [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0] : f32[3,4]
       %0 = linear(%x, %fc.weight) : f32[N,3]
       %1 = relu(%0) : f32[N,3]
       return %1

@@ -28,6 +28,7 @@ import json
 import re
 from typing import Any, Mapping
 
+import ml_dtypes
 import numpy as np
 
 from slimgraph.errors import GraphError, OpError, ParseError
@@ -335,6 +336,10 @@ class _Parser:
         flat = np.asarray(raw)
         if flat.size != count:
             raise self.error(f"constant has {flat.size} elements but its type {ttype} needs {count}", tok.pos)
+        if ttype.dtype.is_int and flat.dtype != dtype and flat.size:
+            info = ml_dtypes.iinfo(dtype) if ttype.dtype is DType.int4 else np.iinfo(dtype)
+            if flat.dtype.kind not in "iub" or flat.min() < info.min or flat.max() > info.max:
+                raise self.error(f"constant values do not fit {ttype.dtype.name} ({info.min}..{info.max})", tok.pos)
         try:
             if flat.dtype != dtype:
                 flat = np.asarray(flat, dtype=np.float64 if ttype.dtype.is_float else None).astype(dtype)

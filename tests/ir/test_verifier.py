@@ -100,11 +100,11 @@ def _dangling_producer(g: Graph, y: Value, z: Value) -> None:
 
 
 BROKEN = [
-    (_broken_order, "order", "%y = relu"),
+    (_broken_order, "order", "%z = exp"),
     (_broken_type, "type", "%y = relu"),
     (_broken_dtype, "type", "%z = exp"),
     (_broken_ssa, "ssa", "%y = exp"),
-    (_broken_users, "users", "%y"),
+    (_broken_users, "users", "%z = exp"),
     (_extra_user, "users", "%y"),
     (_foreign_value, "membership", "%z = exp"),
     (_no_outputs, "outputs", None),
