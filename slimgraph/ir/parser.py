@@ -38,8 +38,8 @@ from slimgraph.ir.types import DType, TensorType, check_dim
 
 _TOKEN = re.compile(
     r"""
-    (?P<ws>\s+|\#[^\n]*)
-  | (?P<pname>%(?:[A-Za-z0-9_.$/]+|"(?:[^"\\]|\\.)*"))
+    (?:\s+|\#[^\n]*)*  # whitespace and comments ride along with the next token
+    (?:(?P<pname>%(?:[A-Za-z0-9_.$/]+|"(?:[^"\\]|\\.)*"))
   | (?P<aname>@(?:[A-Za-z0-9_.$/:]+|"(?:[^"\\]|\\.)*"))
   | (?P<arrow>->)
   | (?P<number>[-+]?(?:\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\.\d+(?:[eE][-+]?\d+)?|\d+)(?![A-Za-z_]))
@@ -47,6 +47,7 @@ _TOKEN = re.compile(
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*")
   | (?P<punct>[(){}\[\],=:<>*])
+  | (?P<eof>\Z))
     """,
     re.VERBOSE,
 )
@@ -78,23 +79,25 @@ class _Parser:
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
         self.toks = self._tokenize()
         self.i = 0
+        self.type_cache: dict[str | None, TensorType] = {}
 
     # -- tokens -------------------------------------------------------------
 
     def _tokenize(self) -> list[_Tok]:
         toks: list[_Tok] = []
-        pos, end = 0, len(self.text)
-        match = _TOKEN.match
-        while pos < end:
-            m = match(self.text, pos)
-            if m is None:
-                raise self.error(f"unexpected character {self.text[pos]!r}", pos)
+        append = toks.append
+        expected = 0
+        for m in _TOKEN.finditer(self.text):
+            if m.start() != expected:
+                break
+            expected = m.end()
             kind = m.lastgroup
-            if kind != "ws":
-                toks.append(_Tok(kind, m.group(), pos))
-            pos = m.end()
-        toks.append(_Tok("eof", "", end))
-        return toks
+            append(_Tok(kind, m.group(kind), m.start(kind)))
+            if kind == "eof":
+                return toks
+        skipped = re.match(r"(?:\s+|\#[^\n]*)*", self.text[expected:]).end()
+        pos = expected + skipped
+        raise self.error(f"unexpected character {self.text[pos]!r}", pos)
 
     def error(self, message: str, pos: int) -> ParseError:
         line = bisect.bisect_right(self.line_starts, pos)
@@ -206,6 +209,21 @@ class _Parser:
         return graph.value(name)
 
     def parse_type(self) -> TensorType:
+        # Types repeat a lot in real graphs; parse each spelling once.
+        start = self.i
+        end = start + 2
+        while end < len(self.toks) and self.toks[end].text != "]" and self.toks[end].kind != "eof":
+            end += 1
+        key = self.text[self.toks[start].pos : self.toks[end].pos + 1] if end < len(self.toks) else None
+        cached = self.type_cache.get(key)
+        if cached is not None:
+            self.i = end + 1
+            return cached
+        ttype = self._parse_type()
+        self.type_cache[key] = ttype
+        return ttype
+
+    def _parse_type(self) -> TensorType:
         tok = self.expect_kind("ident", "a type such as f32[1,3]")
         try:
             dtype = DType.of(tok.text)

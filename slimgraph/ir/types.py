@@ -108,6 +108,8 @@ def is_symbolic(dim: Dim) -> bool:
 
 def check_dim(dim: object) -> Dim:
     """Validate one dim, returning it in canonical form."""
+    if type(dim) is int and dim >= 0:
+        return dim
     if isinstance(dim, (bool, np.bool_)):
         raise GraphError(f"bad dim {dim!r}: dims are non-negative ints or symbol names")
     if isinstance(dim, (int, np.integer)):
