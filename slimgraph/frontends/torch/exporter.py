@@ -1,0 +1,106 @@
+"""The torch.export path: export in eval mode, decompose to core ATen, convert the FX graph.
+
+Parameters, buffers and lifted constants arrive as placeholders; the export
+signature maps each to its state_dict name, which becomes the IR constant's
+name. With ``dynamic_batch`` axis 0 of every input is one ``torch.export.Dim``,
+and torch's symbol for it (``s0``) maps to the IR symbol ``N``. Every
+converted node is checked against torch's own shape and dtype metadata.
+
+Example::
+
+    >>> import torch
+    >>> g = export_graph(torch.nn.Linear(4, 3), (torch.zeros(2, 4),), dynamic_batch=True)
+    >>> [str(v.type) for v in g.outputs]
+    ['f32[N,3]']
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.fx
+from torch.export.graph_signature import InputKind, OutputKind
+
+from slimgraph.errors import FrontendError
+from slimgraph.frontends.torch import walker
+from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype
+from slimgraph.ir import Graph, TensorType, Value
+
+
+def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> torch.export.ExportedProgram:
+    """torch.export in eval mode (the module's own flags restored), decomposed to core ATen."""
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch = torch.export.Dim(BATCH, min=1)
+        dynamic_shapes = tuple(
+            {0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs
+        )
+    with evaluating(module), warnings.catch_warnings():
+        # torch 2.13's own pytree deprecation noise, raised from inside export
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
+        return program.run_decompositions()
+
+
+def export_graph(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool = False) -> Graph:
+    """Export ``module`` and convert the program (see :func:`convert_program`)."""
+    return convert_program(export(module, inputs, dynamic_batch), type(module).__name__)
+
+
+def convert_program(program: torch.export.ExportedProgram, name: str) -> Graph:
+    """Convert an ExportedProgram (already decomposed) to a Graph."""
+    graph = program.graph
+    walker.check_supported(graph, None, f"module {name}")
+    ctx = Context(name)
+    specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in placeholders:  # symbols first: every input's batch dim is the same Dim
+        if specs[node.name].kind == InputKind.USER_INPUT:
+            _bind_batch_symbol(ctx, node.meta.get("val"))
+    env = {node: _resolve(ctx, program, specs[node.name], node) for node in placeholders}
+    outputs = walker.convert(ctx, graph, None, env.__getitem__, lambda n, r: _check(ctx, n, r))
+    kinds = [spec.kind for spec in program.graph_signature.output_specs]
+    selected = [v for v, kind in zip(outputs, kinds) if kind == OutputKind.USER_OUTPUT]
+    return ctx.finish(walker.tensor_outputs(selected))
+
+
+def _bind_batch_symbol(ctx: Context, val: Any) -> None:
+    if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt):
+        expr = val.shape[0].node.expr
+        if expr.is_Symbol:
+            ctx.symbols[str(expr)] = BATCH
+
+
+def _resolve(ctx: Context, program: torch.export.ExportedProgram, spec: Any, node: torch.fx.Node) -> Any:
+    kind, target = spec.kind, spec.target
+    if kind == InputKind.USER_INPUT:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            return val  # a Python scalar input, specialized by export
+        shape = tuple(ctx.dim(d) for d in val.shape)
+        return ctx.graph.add_input(node.name, TensorType(ir_dtype(val.dtype, f"input {node.name}: "), shape))
+    if kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+        tensor = program.state_dict.get(target)
+        if tensor is None:
+            tensor = program.constants.get(target)
+        if not isinstance(tensor, torch.Tensor):
+            raise FrontendError(f"{target}: exported {kind.name.lower()} is not a tensor")
+        return ctx.param(target, tensor)
+    raise FrontendError(f"input {node.name} of kind {kind.name} ({target}) is not supported")
+
+
+def _check(ctx: Context, node: torch.fx.Node, result: Any) -> None:
+    """Compare a converted node with torch's metadata; a mismatch is a converter bug, reported with its place."""
+    vals = node.meta.get("val")
+    pairs = zip(result, vals) if isinstance(result, tuple) and isinstance(vals, (tuple, list)) else [(result, vals)]
+    for value, val in pairs:
+        if not isinstance(value, Value) or not isinstance(val, torch.Tensor):
+            continue
+        expected = TensorType(ir_dtype(val.dtype), tuple(ctx.dim(d) for d in val.shape))
+        if value.type != expected:
+            raise FrontendError(
+                f"{ctx.where()}{node.target} converted to {value.type} but torch computes {expected}; "
+                "this is a slimgraph bug, please report it"
+            )
