@@ -70,12 +70,23 @@ def format_scalar(x: Any, dtype: DType) -> str:
     return str(int(x))
 
 
+def _format_narrow_float(x: np.floating) -> str:
+    """Fewest digits that read back to the same f32/f16 value (``1.0562413``, not
+    ``1.0562412738800049``)."""
+    if not np.isfinite(x):
+        return format_float(float(x))
+    if x != 0 and not 1e-4 <= abs(float(x)) < 1e16:
+        return np.format_float_scientific(x, unique=True, trim="0").replace("+", "")
+    return np.format_float_positional(x, unique=True, trim="0")
+
+
 def format_tensor_values(array: np.ndarray) -> str:
     """A flat, row-major list literal of an array's elements."""
     dtype = DType.of(array.dtype)
     flat = array.reshape(-1)
     if dtype.is_float:
-        flat = flat.astype(np.float64)
+        narrow = flat if dtype is not DType.bfloat16 else flat.astype(np.float32)  # numpy cannot format bf16
+        return "[" + ", ".join(_format_narrow_float(x) for x in narrow) + "]"
     return "[" + ", ".join(format_scalar(x, dtype) for x in flat.tolist()) + "]"
 
 
