@@ -178,3 +178,35 @@ def test_too_old_opset() -> None:
                    [_tensor("y", TensorProto.FLOAT, [2])], opset=4)  # fmt: skip
     with pytest.raises(FrontendError, match="opset 4 is older than 6"):
         from_onnx(model)
+
+
+def test_constant_node_without_converter_folds_at_import() -> None:
+    """Mod has no converter, but Mod of two constants (as torch's exporter writes for
+    attention head checks) folds through onnx.reference instead of failing the import."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from slimgraph.frontends import from_onnx
+
+    a = numpy_helper.from_array(np.array([7, 4], np.int64), "a")
+    b = numpy_helper.from_array(np.array([2, 4], np.int64), "b")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])
+    nodes = [
+        helper.make_node("Mod", ["a", "b"], ["m"], name="mod"),
+        helper.make_node("Cast", ["m"], ["mf"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("ReduceSum", ["mf"], ["s"], keepdims=0, name="sum"),
+        helper.make_node("Add", ["x", "s"], ["y"], name="add"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [a, b]), opset_imports=[helper.make_opsetid("", 17)])
+    g = from_onnx(model)
+    assert [n.op for n in g.nodes if n.op != "const"] == ["add"]
+    out = g.run(np.zeros((2, 8), np.float32))[0]
+    np.testing.assert_array_equal(out, np.ones((2, 8), np.float32))  # 7%2 + 4%4 = 1
+
+    runtime = helper.make_model(
+        helper.make_graph([helper.make_node("Mod", ["x", "x"], ["y"], fmod=1, name="mod_rt")], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    with pytest.raises(FrontendError, match="Mod: 1 node, first 'mod_rt'"):
+        from_onnx(runtime)

@@ -39,6 +39,9 @@ from slimgraph.ir.types import DType, TensorType
 #: Ops that are never evaluated at import: quantization stays explicit in the graph.
 NO_FOLD = frozenset({"quantize", "dequantize"})
 
+#: ONNX ops whose outputs are never treated as known at import (see NO_FOLD).
+NO_FOLD_ONNX = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
 #: Opsets of the default domain the converters are written for.
 MIN_OPSET = 6
 
@@ -98,10 +101,17 @@ class Importer:
 
     def _check_supported(self) -> None:
         # The whole graph is scanned first so that one error lists every missing op.
+        # A node with no converter is fine when all its inputs are known at import:
+        # it folds through ONNX's own reference evaluator (shape checks such as
+        # Mod of two constants in exported attention blocks).
         missing: dict[str, list] = {}
+        known = set(self._initializers)
         for index, node in enumerate(self.model.graph.node):
             key = op_key(node.op_type, node.domain)
-            if key not in CONVERTERS:
+            all_known = all(not name or name in known for name in node.input)
+            if all_known and key not in NO_FOLD_ONNX:
+                known.update(node.output)
+            if key not in CONVERTERS and not (all_known and node.domain in DEFAULT_DOMAINS):
                 entry = missing.setdefault(key, [0, node.name or f"{node.op_type}_{index}"])
                 entry[0] += 1
         if missing:
@@ -109,8 +119,9 @@ class Importer:
 
     def _convert(self, node: NodeProto, index: int) -> None:
         ctx = NodeContext(self, node, index)
+        converter = CONVERTERS.get(op_key(node.op_type, node.domain), self._fold_with_reference)
         try:
-            result = CONVERTERS[op_key(node.op_type, node.domain)](ctx)
+            result = converter(ctx)
         except FrontendError:
             raise
         except SlimgraphError as exc:
@@ -130,6 +141,34 @@ class Importer:
                     raise ctx.error(f"output {i} ('{name}') is not supported, but the model reads it")
                 continue
             self._bind(name, results[i], ctx)
+
+    def _fold_with_reference(self, ctx: NodeContext) -> list[np.ndarray]:
+        """Evaluate a node with no converter whose inputs are all known, using
+        onnx.reference, so that it becomes constants."""
+        from onnx.reference import ReferenceEvaluator
+
+        node = ctx.node
+        feeds = {}
+        for name in node.input:
+            if name:
+                operand = self.lookup(name, ctx)
+                if not isinstance(operand, np.ndarray) or is_symbolic(operand):
+                    raise ctx.error(f"no converter for {node.op_type}, and its input '{name}' is not known at import")
+                feeds[name] = operand
+        opset = [onnx.helper.make_opsetid(d.domain, d.version) for d in self.model.opset_import]
+        single = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [node], "fold",
+                [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in feeds.items()],
+                [onnx.helper.make_empty_tensor_value_info(n) for n in node.output if n],
+            ),
+            opset_imports=opset,
+        )
+        try:
+            outs = ReferenceEvaluator(single).run(None, feeds)
+        except Exception as exc:  # the reference evaluator raises anything for nodes it cannot run
+            raise ctx.error(f"no converter for {node.op_type}, and folding it at import failed: {exc}") from None
+        return [np.asarray(o) for o in outs]
 
     def _bind(self, name: str, operand: Operand, ctx: NodeContext) -> None:
         if isinstance(operand, np.ndarray):
