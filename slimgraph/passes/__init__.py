@@ -1,0 +1,100 @@
+"""Passes: the registry, pipelines as text, the pass manager and its
+instruments, the pattern-rewrite API, and the built-in passes.
+
+Importing this package registers the built-in passes (``canonicalize``,
+``cse``, ``dce``, ``fold-constants``, ``fuse``) and the ``default`` pipeline.
+
+Example::
+
+    >>> import numpy as np
+    >>> from slimgraph.ir import Graph, TensorType
+    >>> from slimgraph.passes import run_pipeline
+    >>> g = Graph()
+    >>> x = g.add_input("x", TensorType("f32", (4,)))
+    >>> g.set_outputs([g.call("relu", g.call("mul", x, g.const(np.float32(1))))])
+    >>> out, report = run_pipeline(g, "default")
+    >>> [n.op for n in out.nodes]
+    ['relu']
+"""
+
+from slimgraph.passes.errors import (
+    NumericsError,
+    OptionValueError,
+    PassFailedError,
+    PipelineError,
+    PipelineSyntaxError,
+    RewriteError,
+    UnknownOptionError,
+    UnknownPassError,
+)
+from slimgraph.passes.registry import Pass, PassInfo, PassOption, get_pass, option, register_pass, registered_passes
+from slimgraph.passes.pattern import Any, Const, Match, Pat, RewriteRule, apply_rewrites, replace_node, rewrite
+from slimgraph.passes.stats import GraphStats, StatsDiff, graph_stats
+from slimgraph.passes.pipeline import format_pipeline, named_pipelines, parse_pipeline, register_pipeline
+from slimgraph.passes.manager import (
+    DumpInstrument,
+    Instrument,
+    NumericsInstrument,
+    PassManager,
+    PassRecord,
+    PipelineReport,
+    StatsInstrument,
+    TimingInstrument,
+    VerifyInstrument,
+    random_inputs,
+    run_pipeline,
+)
+from slimgraph.passes.dce import DeadCodeElimination
+from slimgraph.passes.cse import CommonSubexpressionElimination
+from slimgraph.passes.canonicalize import Canonicalize
+from slimgraph.passes.fold_constants import FoldConstants
+from slimgraph.passes.fuse import FuseRegions
+
+__all__ = [
+    "Any",
+    "Canonicalize",
+    "CommonSubexpressionElimination",
+    "Const",
+    "DeadCodeElimination",
+    "DumpInstrument",
+    "FoldConstants",
+    "FuseRegions",
+    "GraphStats",
+    "Instrument",
+    "Match",
+    "NumericsError",
+    "NumericsInstrument",
+    "OptionValueError",
+    "Pass",
+    "PassFailedError",
+    "PassInfo",
+    "PassManager",
+    "PassOption",
+    "PassRecord",
+    "Pat",
+    "PipelineError",
+    "PipelineReport",
+    "PipelineSyntaxError",
+    "RewriteError",
+    "RewriteRule",
+    "StatsDiff",
+    "StatsInstrument",
+    "TimingInstrument",
+    "UnknownOptionError",
+    "UnknownPassError",
+    "VerifyInstrument",
+    "apply_rewrites",
+    "format_pipeline",
+    "get_pass",
+    "graph_stats",
+    "named_pipelines",
+    "option",
+    "parse_pipeline",
+    "random_inputs",
+    "register_pass",
+    "register_pipeline",
+    "registered_passes",
+    "replace_node",
+    "rewrite",
+    "run_pipeline",
+]
