@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from slimgraph.errors import InterpreterError, SlimgraphError
-from slimgraph.ir.types import bind_dim, format_shape
+from slimgraph.ir.types import bind_dim, concrete, format_shape
 
 
 def run(graph, *args: Any, **kwargs: Any) -> list[np.ndarray]:
@@ -95,3 +95,20 @@ def _check_array(array: Any, value, bindings: dict[str, int], where: str) -> np.
             + (f" with {', '.join(f'{k}={v}' for k, v in sorted(bindings.items()))}" if bindings else "")
         )
     return array
+
+
+def random_inputs(graph, seed: int = 0, dim: int = 2) -> list[np.ndarray]:
+    """Seeded sample inputs for ``graph``: normal floats, small ints, random bools;
+    every symbolic dimension symbol is bound to ``dim``."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for value in graph.inputs:
+        t = value.type
+        shape = tuple(concrete(d, default=dim) for d in t.shape)
+        if t.dtype.is_float:
+            arrays.append(rng.standard_normal(shape).astype(t.dtype.numpy))
+        elif t.dtype.name == "bool":
+            arrays.append(rng.random(shape) < 0.5)
+        else:
+            arrays.append(rng.integers(0, 4, shape).astype(t.dtype.numpy))
+    return arrays

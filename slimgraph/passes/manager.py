@@ -41,7 +41,7 @@ import numpy as np
 
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
-from slimgraph.ir.types import concrete
+from slimgraph.ir.interpreter import random_inputs
 from slimgraph.passes.errors import NumericsError, PassFailedError
 from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
 from slimgraph.passes.registry import Pass
@@ -199,23 +199,6 @@ def compare(expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float) 
     diff = np.where(np.isnan(diff), np.inf, diff)
     excess = diff - (atol + rtol * np.where(np.isfinite(want), np.abs(want), 0.0))
     return float(diff.max(initial=0.0)), float(excess.max(initial=-np.inf))
-
-
-def random_inputs(graph: Graph, seed: int = 0, dim: int = 2) -> list[np.ndarray]:
-    """Seeded sample inputs for ``graph``: normal floats, small ints, random bools;
-    every symbolic dimension symbol is bound to ``dim``."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for value in graph.inputs:
-        t = value.type
-        shape = tuple(concrete(d, default=dim) for d in t.shape)
-        if t.dtype.is_float:
-            arrays.append(rng.standard_normal(shape).astype(t.dtype.numpy))
-        elif t.dtype.name == "bool":
-            arrays.append(rng.random(shape) < 0.5)
-        else:
-            arrays.append(rng.integers(0, 4, shape).astype(t.dtype.numpy))
-    return arrays
 
 
 class PassManager:

@@ -112,7 +112,7 @@ def test_networkx_view() -> None:
 
 def test_interpreter_checks_its_inputs() -> None:
     g = GRAPHS["mlp"]()
-    ok = random_inputs(g, batch=3)
+    ok = random_inputs(g, dim=3)
     assert g.run(*ok)[0].shape == (3, 10)
     assert g.run(x=ok[0])[0].shape == (3, 10)
     with pytest.raises(InterpreterError, match="dtype float64"):
