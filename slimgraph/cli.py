@@ -3,14 +3,18 @@
 Subcommands:
 
 - ``slimgraph demo``: build the built-in model in the IR, print it, verify it and run it;
-- ``slimgraph dump MODEL [-o FILE]``: print the IR of an ONNX file, an IR file or a
-  ``package.module:factory`` returning ``(module, example_inputs)``.
+- ``slimgraph dump MODEL [-o FILE]``: print the IR of a model: ``demo``, an IR file
+  (``.sg``), an ONNX file or a ``package.module:factory`` returning
+  ``(module, example_inputs)``;
+- ``slimgraph passes``: every registered pass with its doc and options, and the named pipelines;
+- ``slimgraph opt MODEL --pipeline P [--dump-dir D] [--stats] [-o FILE]``: run a pipeline.
 
 Every user error ends with one line ``slimgraph: error: ...`` and exit status 2.
 
 Example::
 
     $ slimgraph dump model.onnx -o model.sg
+    $ slimgraph opt model.sg --pipeline "fold-constants,fuse{max-ops=8}" --stats
 """
 
 from __future__ import annotations
@@ -52,6 +56,41 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_passes(args: argparse.Namespace) -> int:
+    from slimgraph.passes import named_pipelines, registered_passes
+
+    for name, info in registered_passes().items():
+        print(f"{name}\n    {info.doc}")
+        for opt in info.options:
+            print(f"    {opt.name}: {opt.type_name} = {opt.format(opt.default)}    {opt.doc}")
+    print("\npipelines:")
+    for name, (text, doc) in named_pipelines().items():
+        print(f"{name} = {text}\n    {doc}")
+    return 0
+
+
+def _cmd_opt(args: argparse.Namespace) -> int:
+    from slimgraph.frontends.model_spec import load_model
+    from slimgraph.passes import run_pipeline
+
+    graph = load_model(args.model, dynamic_batch=args.dynamic_batch)
+    out, report = run_pipeline(
+        graph,
+        args.pipeline,
+        dump_dir=args.dump_dir,
+        stats=args.stats,
+        verify=True,
+        sample_inputs="random" if args.check_numerics else None,
+    )
+    print(report, file=sys.stderr)
+    if args.output:
+        out.save(args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif not args.quiet:
+        print(out, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slimgraph`` command."""
     parser = argparse.ArgumentParser(
@@ -70,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("-o", "--output", help="write the IR here (large constants go to FILE.weights)")
     dump.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic (N)")
     dump.set_defaults(func=_cmd_dump)
+
+    passes = sub.add_parser("passes", help="list the registered passes, their options and the named pipelines")
+    passes.set_defaults(func=_cmd_passes)
+
+    opt = sub.add_parser("opt", help="run a pass pipeline over a model and print or write the result")
+    opt.add_argument("model", help="demo, an IR text file, an .onnx file, or package.module:factory")
+    opt.add_argument("--pipeline", default="default", help="pipeline text, e.g. 'fold-constants,fuse{max-ops=8}'")
+    opt.add_argument("--dump-dir", help="write the IR after every pass into this folder (numbered files)")
+    opt.add_argument("--stats", action="store_true", help="report nodes, parameters, bytes and FLOPs per pass")
+    opt.add_argument("--check-numerics", action="store_true",
+                     help="run the reference interpreter before and after each pass on random inputs")
+    opt.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic (N)")
+    opt.add_argument("-o", "--output", help="write the optimized IR here instead of printing it")
+    opt.add_argument("--quiet", action="store_true", help="print only the report")
+    opt.set_defaults(func=_cmd_opt)
     return parser
 
 

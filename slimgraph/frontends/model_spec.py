@@ -1,6 +1,7 @@
-"""Model specs on the command line: a ``.onnx`` file, or ``package.module:factory`` for PyTorch.
+"""Model specs on the command line: ``demo`` (the built-in model), an IR text
+file (``.sg``), a ``.onnx`` file, or ``package.module:factory`` for PyTorch.
 
-``slimgraph dump MODEL`` takes either form. A factory is a function without
+``slimgraph dump``, ``opt`` and ``compile`` take any of these forms. A factory is a function without
 arguments returning ``(module, example_inputs)``; the module is imported with
 the working directory on the import path, as ``python -m`` would.
 
@@ -10,7 +11,7 @@ Example::
     >>> load_model("no-colon")
     Traceback (most recent call last):
     ...
-    slimgraph.errors.FrontendError: model spec 'no-colon' is neither a .onnx file nor package.module:factory
+    slimgraph.errors.FrontendError: model spec 'no-colon' is not 'demo', a .sg or .onnx file, or package.module:factory
 """
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ from slimgraph.ir import Graph
 
 def load_model(spec: str, dynamic_batch: bool = False) -> Graph:
     """Import the model a spec names (see the module docstring) as a Graph."""
+    if spec == "demo":
+        from slimgraph.demo import demo_model
+
+        return demo_model()
+    if spec.endswith(".sg"):
+        from slimgraph.ir import load
+
+        if dynamic_batch:
+            raise FrontendError(f"{spec}: --dynamic-batch applies to imports; an IR file keeps the dims it declares")
+        return load(spec)
     if spec.endswith(".onnx") or os.path.isfile(spec):
         from slimgraph.frontends import from_onnx
 
         return from_onnx(spec, dynamic_batch=dynamic_batch)
     module_name, sep, factory_name = spec.partition(":")
     if not sep or not module_name or not factory_name:
-        raise FrontendError(f"model spec {spec!r} is neither a .onnx file nor package.module:factory")
+        raise FrontendError(f"model spec {spec!r} is not 'demo', a .sg or .onnx file, or package.module:factory")
     factory = getattr(_import(module_name, spec), factory_name, None)
     if not callable(factory):
         raise FrontendError(f"model spec {spec!r}: module {module_name} has no function {factory_name!r}")

@@ -44,8 +44,8 @@ def test_onnx_path_spec_imports_through_from_onnx(tmp_path):
 
 
 @pytest.mark.parametrize("spec, match", [
-    ("no-colon", "neither a .onnx file nor package.module:factory"),
-    ("tests.models:", "neither a .onnx file nor package.module:factory"),
+    ("no-colon", "is not 'demo', a .sg or .onnx file, or package.module:factory"),
+    ("tests.models:", "is not 'demo', a .sg or .onnx file, or package.module:factory"),
     ("tests.models:no_such_factory", "module tests.models has no function 'no_such_factory'"),
     ("no_such_package_xyz.models:mlp", "cannot import no_such_package_xyz.models"),
     (f"{__name__}:not_a_pair", r"must return \(module, example_inputs\), got ReLU"),

@@ -1,0 +1,80 @@
+"""The slimgraph command: help, demo, dump, passes, opt, and its error contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from slimgraph.cli import main
+from slimgraph.ir import load
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def test_help_runs_as_a_console_script() -> None:
+    out = subprocess.run([sys.executable, "-m", "slimgraph.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "dump", "passes", "opt"):
+        assert command in out.stdout
+
+
+def test_demo_builds_prints_and_runs(capsys) -> None:
+    assert main(["demo", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("graph @demo_cnn(%x: f32[N,3,32,32]) -> (f32[N,10]) {")
+    assert "verified" in out and "batch 2" in out
+
+
+def test_dump_onnx_to_file_round_trips(tmp_path, capsys) -> None:
+    target = tmp_path / "squeezenet.sg"
+    assert main(["dump", str(LIGHT / "light_squeezenet.onnx"), "-o", str(target)]) == 0
+    graph = load(target)
+    graph.verify()
+    assert any(n.op == "conv" for n in graph.nodes)
+    assert main(["dump", str(target)]) == 0
+    assert capsys.readouterr().out.startswith("graph @")
+
+
+def test_passes_lists_every_pass_and_option(capsys) -> None:
+    from slimgraph.passes import registered_passes
+
+    assert main(["passes"]) == 0
+    out = capsys.readouterr().out
+    for name, info in registered_passes().items():
+        assert name in out and info.doc in out
+        for opt in info.options:
+            assert opt.name in out
+    assert "default = " in out
+
+
+def test_opt_writes_dumps_and_stats(tmp_path, capsys) -> None:
+    dump_dir = tmp_path / "dumps"
+    out_file = tmp_path / "demo.opt.sg"
+    assert main(["opt", "demo", "--pipeline", "fold-constants,fuse", "--dump-dir", str(dump_dir),
+                 "--stats", "--check-numerics", "-o", str(out_file)]) == 0
+    report = capsys.readouterr().err
+    assert "fold-constants" in report and "weight bytes" in report
+    assert sorted(os.listdir(dump_dir))[:3] == ["00-input.sg", "00-input.sg.weights", "01-fold-constants.sg"]
+    optimized = load(out_file)
+    assert any(n.op == "fused" for n in optimized.nodes)
+    assert not any(n.op == "batch_norm" for n in optimized.nodes)
+
+
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["opt", "demo", "--pipeline", "fuse{max-opz=3}"], "unknown option 'max-opz' for pass 'fuse'"),
+        (["opt", "demo", "--pipeline", "frobnicate"], "unknown pass 'frobnicate'"),
+        (["dump", "missing.onnx"], "missing.onnx"),
+        (["dump", "nonsense"], "is not 'demo', a .sg or .onnx file"),
+    ],
+)
+def test_user_errors_exit_2_with_one_message(argv, fragment, capsys, tmp_path) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slimgraph: error: ") and fragment in err
+    assert "Traceback" not in err
