@@ -1,8 +1,29 @@
-"""slimgraph: trace, slim, fuse and compile neural networks, with every step visible."""
+"""slimgraph: trace, slim, fuse and compile neural networks, with every step visible.
+
+Example::
+
+    >>> import slimgraph
+    >>> from slimgraph.demo import demo_model
+    >>> optimized, report = slimgraph.run_pipeline(demo_model(), "default")
+    >>> any(n.op == "fused" for n in optimized.nodes)
+    True
+"""
 
 from slimgraph.errors import SlimgraphError
-from slimgraph.ir import Graph, TensorType, load, parse
+from slimgraph.ir import Graph, TensorType, parse
+from slimgraph.ir import load as load_ir
+from slimgraph.passes import Pass, register_pass, run_pipeline
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "SlimgraphError", "TensorType", "load", "parse", "__version__"]
+__all__ = [
+    "Graph",
+    "Pass",
+    "SlimgraphError",
+    "TensorType",
+    "__version__",
+    "load_ir",
+    "parse",
+    "register_pass",
+    "run_pipeline",
+]
