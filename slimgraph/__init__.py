@@ -9,9 +9,9 @@ Example::
     True
 """
 
+from slimgraph.api import compile, load
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir import Graph, TensorType, parse
-from slimgraph.ir import load as load_ir
 from slimgraph.passes import Pass, register_pass, run_pipeline
 
 __version__ = "0.1.0"
@@ -22,7 +22,8 @@ __all__ = [
     "SlimgraphError",
     "TensorType",
     "__version__",
-    "load_ir",
+    "compile",
+    "load",
     "parse",
     "register_pass",
     "run_pipeline",

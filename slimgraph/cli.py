@@ -2,12 +2,15 @@
 
 Subcommands:
 
-- ``slimgraph demo``: build the built-in model in the IR, print it, verify it and run it;
+- ``slimgraph demo``: the built-in model end to end: its IR, what each pass did, the
+  compiled model's agreement with the interpreter and its per-kernel benchmark;
 - ``slimgraph dump MODEL [-o FILE]``: print the IR of a model: ``demo``, an IR file
   (``.sg``), an ONNX file or a ``package.module:factory`` returning
   ``(module, example_inputs)``;
 - ``slimgraph passes``: every registered pass with its doc and options, and the named pipelines;
-- ``slimgraph opt MODEL --pipeline P [--dump-dir D] [--stats] [-o FILE]``: run a pipeline.
+- ``slimgraph opt MODEL --pipeline P [--dump-dir D] [--stats] [-o FILE]``: run a pipeline;
+- ``slimgraph compile MODEL --target T --pipeline P [--dump-ir FILE] -o DIR``: compile with TVM;
+- ``slimgraph bench MODEL_OR_DIR``: whole-model latency and the per-kernel table.
 
 Every user error ends with one line ``slimgraph: error: ...`` and exit status 2.
 
@@ -20,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -28,18 +32,27 @@ from slimgraph.errors import SlimgraphError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from slimgraph.api import compile
     from slimgraph.demo import demo_inputs, demo_model
+    from slimgraph.passes import run_pipeline
 
     graph = demo_model()
     graph.verify()
     if not args.quiet:
         print(graph)
     inputs = demo_inputs(batch=args.batch)
-    start = time.perf_counter()
-    (probs,) = graph.run(*inputs)
-    elapsed = time.perf_counter() - start
-    print(f"@{graph.name}: {len(graph.nodes)} nodes, verified; reference interpreter, batch {args.batch}: "
-          f"{elapsed * 1e3:.1f} ms; top-1 classes {probs.argmax(axis=1).tolist()}")
+    optimized, report = run_pipeline(graph, args.pipeline, stats=True, sample_inputs=inputs)
+    print(f"passes ({args.pipeline}):\n{report}\n")
+    if not args.quiet:
+        print(optimized)
+    model = compile(optimized, inputs, target=args.target, pipeline=None, progress=True)
+    (expected,) = graph.run(*inputs)
+    got = model(*inputs)
+    error = float(np.max(np.abs(got - expected)))
+    print(f"{model}: max |compiled - interpreter| = {error:.2e}; top-1 classes {got.argmax(axis=1).tolist()}")
+    print(model.benchmark(*inputs).table())
     return 0
 
 
@@ -91,6 +104,25 @@ def _cmd_opt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from slimgraph.api import compile
+
+    model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True)
+    if args.output:
+        model.save(args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    print(model)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from slimgraph.api import compile, load
+
+    model = load(args.model) if os.path.isdir(args.model) else compile(args.model, target=args.target, progress=True)
+    print(model.benchmark(warmup=args.warmup, runs=args.runs).table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slimgraph`` command."""
     parser = argparse.ArgumentParser(
@@ -99,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="build the built-in model in the IR, print, verify and run it")
+    demo = sub.add_parser("demo", help="the built-in model end to end: IR, passes, TVM compile, benchmark")
     demo.add_argument("--batch", type=int, default=1, help="batch size to run (default 1)")
+    demo.add_argument("--pipeline", default="default", help="pass pipeline (default: the default pipeline)")
+    demo.add_argument("--target", default="llvm", help="compile target (default llvm, this CPU)")
     demo.add_argument("--quiet", action="store_true", help="do not print the IR")
     demo.set_defaults(func=_cmd_demo)
 
@@ -124,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("-o", "--output", help="write the optimized IR here instead of printing it")
     opt.add_argument("--quiet", action="store_true", help="print only the report")
     opt.set_defaults(func=_cmd_opt)
+
+    comp = sub.add_parser("compile", help="compile a model with TVM and save it")
+    comp.add_argument("model", help="demo, an IR text file, an .onnx file, or package.module:factory")
+    comp.add_argument("--target", default="llvm", help="llvm (this CPU), cuda[:sm_XY], opencl (default llvm)")
+    comp.add_argument("--pipeline", default="default", help="pass pipeline run before lowering")
+    comp.add_argument("--dump-ir", help="write the optimized IR here")
+    comp.add_argument("-o", "--output", help="save the compiled model into this folder")
+    comp.set_defaults(func=_cmd_compile)
+
+    bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model (per-kernel table)")
+    bench.add_argument("model", help="a folder written by 'slimgraph compile -o', or a model as for compile")
+    bench.add_argument("--target", default="llvm", help="target when compiling a model (default llvm)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    bench.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

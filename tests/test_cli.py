@@ -18,15 +18,18 @@ LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 def test_help_runs_as_a_console_script() -> None:
     out = subprocess.run([sys.executable, "-m", "slimgraph.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "dump", "passes", "opt"):
+    for command in ("demo", "dump", "passes", "opt", "compile", "bench"):
         assert command in out.stdout
 
 
-def test_demo_builds_prints_and_runs(capsys) -> None:
+def test_demo_runs_end_to_end(capsys) -> None:
     assert main(["demo", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("graph @demo_cnn(%x: f32[N,3,32,32]) -> (f32[N,10]) {")
-    assert "verified" in out and "batch 2" in out
+    for step in ("fold-constants", "fuse", "weight bytes", "max |compiled - interpreter|", "GFLOP/s"):
+        assert step in out
+    error = float(out.split("max |compiled - interpreter| = ")[1].split(";")[0])
+    assert error < 1e-5
 
 
 def test_dump_onnx_to_file_round_trips(tmp_path, capsys) -> None:
@@ -78,3 +81,19 @@ def test_user_errors_exit_2_with_one_message(argv, fragment, capsys, tmp_path) -
     err = capsys.readouterr().err
     assert err.startswith("slimgraph: error: ") and fragment in err
     assert "Traceback" not in err
+
+
+def test_compile_then_bench_the_saved_folder(tmp_path, capsys) -> None:
+    out_dir = tmp_path / "compiled"
+    ir_file = tmp_path / "demo.sg"
+    assert main(["compile", "demo", "--dump-ir", str(ir_file), "-o", str(out_dir)]) == 0
+    assert load(ir_file).find_nodes("fused")
+    assert main(["bench", str(out_dir), "--runs", "3", "--warmup", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| kernel | ops | time (ms) | share | GFLOP/s |" in table
+
+
+def test_unknown_target_lists_the_valid_ones(capsys) -> None:
+    assert main(["compile", "demo", "--target", "vulkan"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'vulkan'" in err and "llvm" in err and "cuda" in err and "opencl" in err

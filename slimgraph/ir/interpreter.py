@@ -97,13 +97,14 @@ def _check_array(array: Any, value, bindings: dict[str, int], where: str) -> np.
     return array
 
 
-def random_inputs(graph, seed: int = 0, dim: int = 2) -> list[np.ndarray]:
-    """Seeded sample inputs for ``graph``: normal floats, small ints, random bools;
-    every symbolic dimension symbol is bound to ``dim``."""
+def random_inputs(graph_or_types, seed: int = 0, dim: int = 2) -> list[np.ndarray]:
+    """Seeded sample inputs for a graph (or a list of input TensorTypes): normal
+    floats, small ints (0..3, valid indices for any axis of 4 or more), random
+    bools; every symbolic dimension symbol is bound to ``dim``."""
+    types = [v.type for v in graph_or_types.inputs] if hasattr(graph_or_types, "inputs") else list(graph_or_types)
     rng = np.random.default_rng(seed)
     arrays = []
-    for value in graph.inputs:
-        t = value.type
+    for t in types:
         shape = tuple(concrete(d, default=dim) for d in t.shape)
         if t.dtype.is_float:
             arrays.append(rng.standard_normal(shape).astype(t.dtype.numpy))

@@ -1,0 +1,147 @@
+"""``slimgraph.compile``: frontend -> pass pipeline -> backend, in one call.
+
+Example::
+
+    >>> import numpy as np
+    >>> from slimgraph.api import compile
+    >>> from slimgraph.demo import demo_model, demo_inputs
+    >>> model = compile(demo_model(), demo_inputs(batch=2))
+    >>> model(*demo_inputs(batch=2)).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from slimgraph.errors import BackendError, FrontendError
+from slimgraph.ir.graph import Graph
+from slimgraph.ir.types import bind_dim
+
+
+def compile(  # noqa: A001 - the public name the design asks for
+    model: Any,
+    example_inputs: Sequence[Any] | None = None,
+    target: str = "llvm",
+    pipeline: str | None = "default",
+    *,
+    shapes: Mapping[str, int] | None = None,
+    tune: int = 0,
+    database: str | os.PathLike | None = None,
+    dump_ir: str | os.PathLike | None = None,
+    progress: bool | Callable[[str, int, int], None] = False,
+):
+    """Compile a model for ``target`` and return a CompiledModel.
+
+    ``model`` is a ``torch.nn.Module`` (``example_inputs`` required), an ONNX
+    ModelProto or ``.onnx`` path, an IR file (``.sg``) or a slimgraph Graph.
+    ``pipeline`` is a pass pipeline (``"default"``, or text such as
+    ``"fold-constants,fuse"``; None runs no passes). Symbolic dims take their
+    sizes from ``example_inputs``, then ``shapes`` (``{"N": 8}``), else 1.
+    ``tune=TRIALS`` tunes with MetaSchedule, keeping records in ``database``.
+    ``dump_ir`` writes the optimized IR there; ``progress=True`` draws a
+    progress bar on stderr (or pass a callback ``(step, done, total)``).
+    """
+    from slimgraph.backends.tvm import build
+
+    graph = import_model(model, example_inputs)
+    optimized = optimize(graph, pipeline)
+    if dump_ir is not None:
+        optimized.save(dump_ir)
+    bindings = bind_shapes(optimized, example_inputs, shapes)
+    report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
+    return build(
+        optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report
+    )
+
+
+def import_model(model: Any, example_inputs: Sequence[Any] | None = None) -> Graph:
+    """The Graph of a torch module, ONNX model or path, IR file or Graph."""
+    if isinstance(model, Graph):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from slimgraph.frontends.model_spec import load_model
+
+        return load_model(str(model))
+    kind = type(model).__module__.split(".")[0]
+    if kind == "onnx":
+        from slimgraph.frontends import from_onnx
+
+        return from_onnx(model)
+    if kind == "torch" or _is_torch_module(model):
+        if example_inputs is None:
+            raise FrontendError("compiling a torch module needs example_inputs (a tuple of tensors)")
+        import torch
+
+        from slimgraph.frontends import from_torch
+
+        return from_torch(model, tuple(torch.as_tensor(x) for x in example_inputs))
+    raise FrontendError(
+        f"cannot compile a {type(model).__name__}: pass a torch.nn.Module, an ONNX model or path, a .sg file or a Graph"
+    )
+
+
+def optimize(graph: Graph, pipeline: str | None) -> Graph:
+    """Run a pass pipeline (None: the graph as is)."""
+    if not pipeline:
+        return graph
+    from slimgraph.passes import run_pipeline
+
+    optimized, _ = run_pipeline(graph, pipeline)
+    return optimized
+
+
+def bind_shapes(graph: Graph, example_inputs: Sequence[Any] | None, shapes: Mapping[str, int] | None) -> dict[str, int]:
+    """Sizes for the graph's symbolic dims: from example inputs, then ``shapes``, else 1."""
+    bindings: dict[str, int] = dict(shapes or {})
+    if example_inputs is not None:
+        for value, array in zip(graph.inputs, example_inputs):
+            for dim, size in zip(value.type.shape, tuple(array.shape)):
+                if not bind_dim(dim, int(size), bindings):
+                    raise BackendError(
+                        f"example input %{value.name} has shape {list(array.shape)}, which does not fit {value.type}"
+                    )
+    for value in graph.inputs:
+        for symbol in sorted(value.type.symbols):
+            bindings.setdefault(symbol, 1)
+    return bindings
+
+
+def _is_torch_module(model: Any) -> bool:
+    try:
+        import torch
+
+        return isinstance(model, torch.nn.Module)
+    except ImportError:
+        return False
+
+
+class ProgressBar:
+    """A tqdm bar on stderr fed by the backend's ``(step, done, total)`` callbacks."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=f"compile @{self.label}", unit="step", leave=True)
+        self.bar.set_postfix_str(step)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
+def load(path: str | os.PathLike):
+    """Load what slimgraph saved: a compiled model's folder (``CompiledModel.save``)
+    gives a CompiledModel; an IR text file (``Graph.save``) gives a Graph."""
+    if os.path.isdir(path):
+        from slimgraph.backends.tvm import load_compiled
+
+        return load_compiled(path)
+    from slimgraph.ir.serialize import load as load_graph
+
+    return load_graph(path)

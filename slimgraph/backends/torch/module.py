@@ -1,0 +1,165 @@
+"""A Graph as a ``torch.nn.Module``, and the fine-tuned weights back into the Graph.
+
+:func:`to_torch` makes a module whose parameters are the graph's float
+weights, named exactly as the graph's constants (``features.0.weight`` is a
+parameter ``weight`` of a submodule ``features.0``, so state dicts line up
+with the original torch model), and whose ``forward`` runs the graph op by
+op in torch. Batch norms run in inference form (their statistics are
+buffers, not trained). :func:`load_weights` writes a module's (fine-tuned)
+tensors back into a copy of the graph by name, keeping its structure;
+re-importing the module with ``slimgraph.frontends.from_torch`` works too.
+
+Example::
+
+    >>> import numpy as np, torch
+    >>> from slimgraph.ir import Graph, TensorType
+    >>> g = Graph()
+    >>> x = g.add_input("x", TensorType("f32", ("N", 4)))
+    >>> g.set_outputs([g.call("linear", x, g.const(np.eye(2, 4, dtype=np.float32), name="fc.weight"))])
+    >>> m = to_torch(g)
+    >>> [name for name, _ in m.named_parameters()]
+    ['fc.weight']
+    >>> m(torch.ones(3, 4)).shape
+    torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimgraph.backends.torch.ops import TORCH_OPS
+from slimgraph.errors import BackendError
+from slimgraph.ir.graph import Graph
+
+#: (op, input index) pairs whose float constant is a trainable parameter; other constants are buffers.
+_TRAINABLE = {
+    ("conv", 1), ("conv", 2), ("conv_transpose", 1), ("conv_transpose", 2),
+    ("linear", 1), ("linear", 2), ("matmul", 1),
+    ("batch_norm", 1), ("batch_norm", 2), ("instance_norm", 1), ("instance_norm", 2),
+    ("layer_norm", 1), ("layer_norm", 2), ("prelu", 1), ("codebook_decode", 1),
+}  # fmt: skip
+
+
+class GraphModule(nn.Module):
+    """Runs a slimgraph Graph op by op in torch; see :func:`to_torch`."""
+
+    def __init__(self, graph: Graph, keep_zeros: bool = False):
+        super().__init__()
+        _check_supported(graph)
+        self.graph = graph
+        self._names: dict[str, str] = {}
+        for node in graph.nodes:
+            if node.op != "const":
+                continue
+            value = node.output
+            trainable = value.type.dtype.is_float and any(
+                (u.op, i) in _TRAINABLE for u in value.users for i, v in enumerate(u.inputs) if v is value
+            )
+            self._names[value.name] = _attach(self, value.name, np.array(value.const_value), trainable, keep_zeros)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        if len(inputs) != len(self.graph.inputs):
+            raise BackendError(f"graph @{self.graph.name} takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
+        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(self.graph.inputs, inputs)}
+        for node in self.graph.nodes:
+            if node.op == "const":
+                env[id(node.output)] = self.get_tensor(node.output.name)
+                continue
+            args = [env[id(v)] for v in node.inputs]
+            result = TORCH_OPS[node.op](*args, **node.attrs)
+            for out, t in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
+                env[id(out)] = t
+        outs = [env[id(v)] for v in self.graph.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def get_tensor(self, const_name: str) -> torch.Tensor:
+        """The parameter or buffer holding the graph constant ``const_name``."""
+        target = self._names[const_name]
+        try:
+            return self.get_parameter(target)
+        except AttributeError:
+            return self.get_buffer(target)
+
+
+def _attach(root: nn.Module, name: str, array: np.ndarray, trainable: bool, keep_zeros: bool) -> str:
+    """Register ``array`` under the dotted ``name`` (submodules for the dots) and return
+    the target name; a name that clashes with the tree is flattened (dots to underscores)."""
+    for target in (name, name.replace(".", "_")):
+        parent, _, leaf = target.rpartition(".")
+        module = _submodule(root, parent.split(".") if parent else [])
+        if module is not None and leaf and not hasattr(module, leaf):
+            break
+    else:
+        raise BackendError(f"cannot name a torch parameter after graph constant %{name}")
+    tensor = torch.from_numpy(array.copy())
+    if not trainable:
+        module.register_buffer(leaf, tensor)
+        return target
+    param = nn.Parameter(tensor)
+    module.register_parameter(leaf, param)
+    if keep_zeros and bool((tensor == 0).any()):
+        mask = (tensor != 0).to(tensor.dtype)
+        # Zero gradients keep pruned weights at exactly zero under SGD and Adam.
+        param.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+    return target
+
+
+def _submodule(root: nn.Module, path: list[str]) -> nn.Module | None:
+    """The submodule at ``path``, created as needed; None if a non-module attribute is in the way."""
+    module = root
+    for part in path:
+        child = module._modules.get(part)
+        if child is None:
+            if not part or hasattr(module, part):
+                return None
+            child = nn.Module()
+            module.add_module(part, child)
+        module = child
+    return module
+
+
+def _check_supported(graph: Graph) -> None:
+    missing = Counter(n.op for n in graph.nodes if n.op != "const" and n.op not in TORCH_OPS)
+    if missing:
+        first = {op: next(n for n in graph.nodes if n.op == op) for op in missing}
+        listed = "; ".join(f"{op} x{count} (first: {first[op].describe()})" for op, count in sorted(missing.items()))
+        raise BackendError(f"the torch backend cannot run graph @{graph.name}: unsupported ops: {listed}")
+
+
+def to_torch(graph: Graph, keep_zeros: bool = False) -> GraphModule:
+    """A ``torch.nn.Module`` running ``graph``; parameters are its float weights, named as its constants.
+
+    ``keep_zeros=True`` masks the gradients of weights that hold zeros, so that
+    fine-tuning a magnitude-pruned graph keeps its sparsity.
+    """
+    return GraphModule(graph.clone(), keep_zeros=keep_zeros)
+
+
+def load_weights(graph: Graph, module: nn.Module) -> Graph:
+    """A copy of ``graph`` whose constants take the values of ``module``'s tensors of the same names.
+
+    ``module`` is a :class:`GraphModule` (or any module whose state dict uses the
+    graph's constant names); shapes must match, so a pruned structure is kept.
+    """
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    names = module._names if isinstance(module, GraphModule) else {}
+    out = graph.clone()
+    for node in out.nodes:
+        if node.op != "const":
+            continue
+        key = names.get(node.output.name, node.output.name)
+        if key not in state:
+            continue
+        array = state[key].astype(node.output.type.dtype.numpy, copy=False)
+        if array.shape != node.output.type.shape:
+            raise BackendError(
+                f"load_weights: module tensor {key!r} has shape {list(array.shape)}, "
+                f"but graph constant %{node.output.name} is {node.output.type}"
+            )
+        node.attrs["value"] = node.opdef.attr("value").coerce(array, "const")
+    return out

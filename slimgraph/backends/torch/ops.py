@@ -1,0 +1,284 @@
+"""Torch implementations of IR ops, one function per op: ``fn(*tensors, **attrs)``.
+
+They follow the op contract of docs/ops.md (ONNX-style pads, NCHW layout) so
+that a graph run op by op in torch matches the reference interpreter, and
+they are differentiable so the graph's weights can be fine-tuned.
+
+Example::
+
+    >>> import torch
+    >>> TORCH_OPS["relu"](torch.tensor([-1.0, 2.0])).tolist()
+    [0.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slimgraph.errors import BackendError
+
+TorchOp = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
+TORCH_OPS: dict[str, TorchOp] = {}
+
+
+def torch_op(*names: str) -> Callable[[TorchOp], TorchOp]:
+    """Register ``fn`` as the torch implementation of the named ops."""
+
+    def decorate(fn: TorchOp) -> TorchOp:
+        for name in names:
+            TORCH_OPS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _simple(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    TORCH_OPS[name] = lambda *xs, **attrs: fn(*xs)
+
+
+for _name, _fn in {
+    "identity": lambda x: x,
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "pow": torch.pow,
+    "neg": torch.neg,
+    "abs": torch.abs,
+    "sqrt": torch.sqrt,
+    "exp": torch.exp,
+    "log": torch.log,
+    "erf": torch.erf,
+    "reciprocal": torch.reciprocal,
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+    "round": torch.round,
+    "sign": torch.sign,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "silu": F.silu,
+    "softplus": F.softplus,
+    "mish": F.mish,
+    "hardswish": F.hardswish,
+    "prelu": lambda x, slope: torch.where(x >= 0, x, x * slope),
+    "where": torch.where,
+    "equal": torch.eq,
+    "less": torch.lt,
+    "less_equal": torch.le,
+    "greater": torch.gt,
+    "greater_equal": torch.ge,
+    "logical_not": torch.logical_not,
+    "matmul": torch.matmul,
+    "global_avg_pool": lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
+    "global_max_pool": lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
+}.items():
+    _simple(_name, _fn)
+
+
+@torch_op("div")
+def _div(a, b):
+    return torch.div(a, b, rounding_mode=None if a.is_floating_point() else "trunc")
+
+
+def _variadic(reduce: Callable) -> TorchOp:
+    def fn(*xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = reduce(out, x)
+        return out
+
+    return fn
+
+
+TORCH_OPS["min"] = _variadic(torch.minimum)
+TORCH_OPS["max"] = _variadic(torch.maximum)
+
+
+@torch_op("cast")
+def _cast(x, *, to):
+    return x.to(torch.from_numpy(np.zeros(0, to.numpy)).dtype)
+
+
+@torch_op("leaky_relu")
+def _leaky_relu(x, *, alpha):
+    return F.leaky_relu(x, alpha)
+
+
+@torch_op("elu")
+def _elu(x, *, alpha):
+    return F.elu(x, alpha)
+
+
+@torch_op("selu")
+def _selu(x, *, alpha, gamma):
+    return gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
+
+
+@torch_op("gelu")
+def _gelu(x, *, approximate):
+    return F.gelu(x, approximate=approximate)
+
+
+@torch_op("hardsigmoid")
+def _hardsigmoid(x, *, alpha, beta):
+    return torch.clamp(alpha * x + beta, 0.0, 1.0)
+
+
+@torch_op("clip")
+def _clip(x, *, min, max):  # noqa: A002 - the IR's attribute names
+    return torch.clamp(x, None if math.isinf(min) else min, None if math.isinf(max) else max)
+
+
+@torch_op("linear")
+def _linear(x, w, b=None, *, trans_a, trans_b, alpha, beta):
+    a = x.transpose(-1, -2) if trans_a else x
+    y = a @ (w.t() if trans_b else w)
+    if alpha != 1.0:
+        y = alpha * y
+    if b is not None:
+        y = y + (beta * b if beta != 1.0 else b)
+    return y
+
+
+def _split_pads(pads, rank: int) -> tuple[list[int], list[int]]:
+    pads = list(pads) or [0] * (2 * rank)
+    return pads[:rank], pads[rank:]
+
+
+def _torch_pad(begins, ends) -> list[int]:
+    """ONNX begins/ends per axis -> F.pad's (last axis first) pairs."""
+    out: list[int] = []
+    for b, e in zip(reversed(begins), reversed(ends)):
+        out += [b, e]
+    return out
+
+
+@torch_op("conv")
+def _conv(x, w, b=None, *, strides, pads, dilations, groups):
+    rank = x.dim() - 2
+    begins, ends = _split_pads(pads, rank)
+    padding: list[int] | int = begins
+    if begins != ends:
+        x, padding = F.pad(x, _torch_pad(begins, ends)), 0
+    fn = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
+    return fn(x, w, b, tuple(strides) or 1, padding, tuple(dilations) or 1, groups)
+
+
+@torch_op("batch_norm")
+def _batch_norm(x, scale, bias, mean, var, *, epsilon):
+    return F.batch_norm(x, mean, var, scale, bias, training=False, eps=epsilon)
+
+
+@torch_op("instance_norm")
+def _instance_norm(x, scale, bias, *, epsilon):
+    return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
+
+
+@torch_op("layer_norm")
+def _layer_norm(x, scale=None, bias=None, *, axis, epsilon):
+    axis = axis % x.dim()
+    shape = x.shape[axis:]
+    return F.layer_norm(
+        x, shape, None if scale is None else scale.expand(shape), None if bias is None else bias.expand(shape), epsilon
+    )
+
+
+@torch_op("max_pool")
+def _max_pool(x, *, kernel, strides, pads, dilations, ceil_mode):
+    rank = x.dim() - 2
+    begins, ends = _split_pads(pads, rank)
+    if any(begins) or any(ends):
+        x = F.pad(x, _torch_pad(begins, ends), value=float("-inf"))
+    fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1]
+    return fn(x, tuple(kernel), tuple(strides) or tuple(kernel), 0, tuple(dilations) or 1, ceil_mode)
+
+
+@torch_op("avg_pool")
+def _avg_pool(x, *, kernel, strides, pads, ceil_mode, count_include_pad):
+    rank = x.dim() - 2
+    begins, ends = _split_pads(pads, rank)
+    if begins != ends or any(2 * p > k for p, k in zip(begins, kernel)):
+        raise BackendError(f"avg_pool: the torch backend needs symmetric pads of at most half the kernel, got {pads}")
+    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
+    return fn(x, tuple(kernel), tuple(strides) or tuple(kernel), tuple(begins), ceil_mode, count_include_pad)
+
+
+@torch_op("softmax")
+def _softmax(x, *, axis):
+    return torch.softmax(x, axis)
+
+
+@torch_op("log_softmax")
+def _log_softmax(x, *, axis):
+    return torch.log_softmax(x, axis)
+
+
+def _reduce(fn: Callable) -> TorchOp:
+    def reduce(x, *, axes, keepdims):
+        dims = tuple(axes) or tuple(range(x.dim()))
+        return fn(x, dims, keepdims)
+
+    return reduce
+
+
+TORCH_OPS["reduce_sum"] = _reduce(lambda x, d, k: torch.sum(x, d, keepdim=k))
+TORCH_OPS["reduce_mean"] = _reduce(lambda x, d, k: torch.mean(x, d, keepdim=k))
+TORCH_OPS["reduce_max"] = _reduce(lambda x, d, k: torch.amax(x, d, keepdim=k))
+TORCH_OPS["reduce_min"] = _reduce(lambda x, d, k: torch.amin(x, d, keepdim=k))
+
+
+@torch_op("reshape")
+def _reshape(x, *, shape):
+    # ONNX reshape: 0 copies the input's dim; torch has no such code.
+    return x.reshape([x.shape[i] if d == 0 else d for i, d in enumerate(shape)])
+
+
+@torch_op("flatten")
+def _flatten(x, *, axis):
+    axis = axis % x.dim() if x.dim() else 0
+    return x.reshape(math.prod(x.shape[:axis]), -1)
+
+
+@torch_op("transpose")
+def _transpose(x, *, perm):
+    return x.permute(tuple(perm) or tuple(reversed(range(x.dim()))))
+
+
+@torch_op("squeeze")
+def _squeeze(x, *, axes):
+    dims = tuple(a % x.dim() for a in axes) or tuple(i for i, n in enumerate(x.shape) if n == 1)
+    return x.squeeze(dims) if dims else x
+
+
+@torch_op("unsqueeze")
+def _unsqueeze(x, *, axes):
+    rank = x.dim() + len(axes)
+    for a in sorted(a % rank for a in axes):
+        x = x.unsqueeze(a)
+    return x
+
+
+@torch_op("concat")
+def _concat(*xs, axis):
+    return torch.cat(xs, axis)
+
+
+@torch_op("split")
+def _split(x, *, axis, sizes):
+    return tuple(torch.split(x, list(sizes), axis))
+
+
+@torch_op("codebook_decode")
+def _codebook_decode(indices, codebook, *, bits, shape):
+    from slimgraph.ir.ops.compress import unpack_codes
+
+    count = math.prod(shape)
+    codes = torch.from_numpy(unpack_codes(indices.detach().cpu().numpy(), bits, count).astype(np.int64))
+    return codebook[codes.to(codebook.device)].reshape(shape)

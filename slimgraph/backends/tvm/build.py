@@ -1,0 +1,140 @@
+"""Graph -> CompiledModel: lower, schedule (or apply tuning records), compile with TVM.
+
+Example::
+
+    >>> import numpy as np
+    >>> from slimgraph.ir import Graph, TensorType
+    >>> g = Graph("double")
+    >>> x = g.add_input("x", TensorType("f32", (4,)))
+    >>> g.set_outputs([g.call("add", x, x)])
+    >>> model = build(g, "llvm")
+    >>> model(np.arange(4, dtype=np.float32))
+    array([0., 2., 4., 6.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from slimgraph.backends.tvm.compiled import CompiledModel, metadata
+from slimgraph.backends.tvm.lower import lower_graph
+from slimgraph.backends.tvm.schedules import schedule_module
+from slimgraph.backends.tvm.targets import TargetSpec, parse_target
+from slimgraph.errors import BackendError
+from slimgraph.ir.graph import Graph
+
+Progress = Callable[[str, int, int], None]
+
+
+def build(
+    graph: Graph,
+    target: "str | TargetSpec" = "llvm",
+    bindings: dict[str, int] | None = None,
+    *,
+    tune: int = 0,
+    database: str | None = None,
+    progress: Progress | None = None,
+) -> CompiledModel:
+    """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
+
+    ``tune=TRIALS`` runs MetaSchedule for that many trials in all (CPU and
+    runnable GPU targets) and keeps its records in ``database`` (a folder);
+    any later build given the same folder reuses them without tuning again.
+    ``progress(step, done, total)`` is called as the build advances.
+    """
+    import tvm
+    from tvm import relax
+
+    spec = parse_target(target)
+    bindings = dict(bindings or {})
+    report = progress or (lambda step, done, total: None)
+    report("lower", 0, 3)
+    lowered = lower_graph(graph, spec, bindings)
+    report("schedule", 1, 3)
+    mod = schedule_module(lowered.mod, spec)
+    if tune or database:
+        from slimgraph.backends.tvm.tune import apply_tuning
+
+        mod = apply_tuning(mod, lowered.mod, spec, trials=tune, database=database, progress=report)
+    report("compile", 2, 3)
+    try:
+        executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
+    except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
+        raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
+    report("done", 3, 3)
+    sources = kernel_sources(executable, mod, [k.name for k in lowered.kernels], spec)
+    meta = metadata(graph.name, lowered, sources, bindings)
+    return CompiledModel(executable, meta, lowered.params, graph, spec)
+
+
+def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:
+    """Per kernel: (scheduled TIR, generated target source)."""
+    device_text, host_text = _module_sources(executable)
+    out = {}
+    for name in names:
+        tir = mod[name].script() if name in [gv.name_hint for gv in mod.functions] else ""
+        if spec.is_gpu:
+            source = _cut_functions(device_text, name, gpu=True)
+        else:
+            source = _cut_functions(host_text, name, gpu=False)
+        out[name] = (tir, source)
+    return out
+
+
+def _module_sources(executable) -> tuple[str, str]:
+    """(device source: CUDA/OpenCL C, host source: LLVM IR) of a built executable."""
+    device, host = [], []
+    stack = list(executable.mod.imports)
+    while stack:
+        m = stack.pop()
+        kind = m.kind
+        try:
+            if kind in ("cuda", "opencl"):
+                device.append(m.inspect_source())
+            elif kind == "llvm":
+                host.append(m.inspect_source("ll"))
+        except Exception:  # noqa: BLE001 - a module without inspectable source contributes nothing
+            pass
+        stack.extend(m.imports)
+    return "\n".join(device), "\n".join(host)
+
+
+def _cut_functions(text: str, name: str, gpu: bool) -> str:
+    """The functions of ``text`` belonging to kernel ``name``: on CPU its entry,
+    its body and the parallel lambdas they call; on GPU its device kernels."""
+    if gpu:
+        pattern = rf'(extern "C" __global__ void[^\n]*|__kernel void\s+)\b{re.escape(name)}\w*\s*\('
+        return "\n\n".join(_definitions(text, re.compile(pattern)))
+    pieces = _definitions(text, re.compile(rf"^define [^\n]*@(__tvm_ffi_)?{re.escape(name)}(_compute_\w*)?\(", re.M))
+    seen: set[str] = set()
+    pending = [lam for piece in pieces for lam in re.findall(r"@(__tvm_parallel_lambda[.\d]*)\b", piece)]
+    while pending:
+        lam = pending.pop()
+        if lam in seen:
+            continue
+        seen.add(lam)
+        for body in _definitions(text, re.compile(rf"^define [^\n]*@{re.escape(lam)}\(", re.M)):
+            pieces.append(body)
+            pending.extend(re.findall(r"@(__tvm_parallel_lambda[.\d]*)\b", body))
+    return "\n\n".join(pieces)
+
+
+def _definitions(text: str, pattern: re.Pattern) -> list[str]:
+    """The brace-delimited definitions starting at each match (declarations skipped)."""
+    pieces = []
+    for match in pattern.finditer(text):
+        brace, semicolon = text.find("{", match.end()), text.find(";", match.end())
+        if brace < 0 or 0 <= semicolon < brace:
+            continue
+        depth, i = 0, brace
+        while i < len(text):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        pieces.append(text[match.start() : i + 1])
+    return pieces

@@ -1,0 +1,371 @@
+"""The compiled model: call it, inspect its kernels, save and load it, benchmark it.
+
+A :class:`CompiledModel` wraps a Relax VM executable built from a lowered
+graph. Call it with numpy arrays (numpy comes back) or torch tensors (torch
+comes back; passed through DLPack without a copy when they are contiguous and
+on the model's device). ``.ir`` is the optimized graph, ``.kernels`` lists each
+kernel with its generated source and FLOPs, ``.save(dir)`` writes the shared
+library, the weights, the IR and the metadata (atomically), and
+:func:`load_compiled` reads them back in any process.
+
+Example::
+
+    >>> import numpy as np, slimgraph.backends.tvm as sgtvm   # doctest: +SKIP
+    >>> from slimgraph.demo import demo_model, demo_inputs     # doctest: +SKIP
+    >>> model = sgtvm.build(demo_model(), "llvm", {"N": 1})    # doctest: +SKIP
+    >>> probs = model(*demo_inputs())                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from slimgraph.errors import BackendError
+from slimgraph.ir.interpreter import random_inputs
+from slimgraph.ir.types import DType, TensorType
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One generated kernel: PrimFunc ``name``, the ``ops`` it computes, the IR
+    ``node`` it came from, its FLOPs, its scheduled TIR and its target ``source``
+    (LLVM IR on CPU, CUDA C or OpenCL C on GPUs)."""
+
+    name: str
+    ops: tuple[str, ...]
+    node: str
+    flops: int
+    tir: str
+    source: str
+
+
+@dataclass(frozen=True)
+class KernelTiming:
+    """Per-kernel benchmark row."""
+
+    name: str
+    ops: str
+    ms: float
+    share: float
+    gflops: float
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Whole-model latency (median and p90 over runs after warm-up) and the per-kernel table."""
+
+    median_ms: float
+    p90_ms: float
+    runs: int
+    kernels: list[KernelTiming]
+
+    def table(self) -> str:
+        """The per-kernel table as Markdown, slowest first."""
+        lines = [
+            f"whole model: median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms over {self.runs} runs",
+            "",
+            "| kernel | ops | time (ms) | share | GFLOP/s |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for k in sorted(self.kernels, key=lambda k: -k.ms):
+            lines.append(f"| {k.name} | {k.ops} | {k.ms:.4f} | {k.share * 100:.1f}% | {k.gflops:.1f} |")
+        return "\n".join(lines)
+
+
+class CompiledModel:
+    """A model compiled by the TVM backend. See the module docstring."""
+
+    def __init__(self, executable, meta: dict, params: list[tuple[str, np.ndarray]], ir, target):
+        from slimgraph.backends.tvm.targets import parse_target
+
+        self._exec = executable
+        self._meta = meta
+        self._params_np = params
+        self.ir = ir
+        self.target = parse_target(target) if isinstance(target, str) else target
+        self._vm = None
+        self._params_dev = None
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return [_type_from(t) for _, t in self._meta["inputs"]]
+
+    @property
+    def output_types(self) -> list[TensorType]:
+        return [_type_from(t) for t in self._meta["output_types"]]
+
+    @property
+    def kernels(self) -> list[Kernel]:
+        """Each kernel with its scheduled TIR, generated source and FLOPs, in execution order."""
+        return [
+            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"])
+            for k in self._meta["kernels"]
+        ]
+
+    @property
+    def flops(self) -> int:
+        return sum(k["flops"] for k in self._meta["kernels"])
+
+    def __repr__(self) -> str:
+        ins = ", ".join(t for _, t in self._meta["inputs"])
+        return f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} kernels>"
+
+    # -- running -------------------------------------------------------------
+
+    def _device(self):
+        return self.target.device()
+
+    def _ensure_vm(self):
+        if self._vm is None:
+            import tvm
+            from tvm import relax
+
+            dev = self._device()
+            self._vm = relax.VirtualMachine(self._exec, dev)
+            self._params_dev = [tvm.runtime.tensor(a, dev) for _, a in self._params_np]
+        return self._vm
+
+    def __call__(self, *inputs: Any):
+        """Run the model. Numpy in, numpy out; torch in, torch out. One output comes
+        back as a single array, several as a tuple."""
+        vm = self._ensure_vm()
+        as_torch = any(_is_torch(x) for x in inputs)
+        args = self._convert_inputs(inputs)
+        result = vm["main"](*args, *self._params_dev)
+        outs = _flatten(result)
+        converted = [self._convert_output(o, t, as_torch) for o, t in zip(outs, self.output_types)]
+        return converted[0] if len(converted) == 1 else tuple(converted)
+
+    def _convert_inputs(self, inputs: Sequence[Any]) -> list:
+        import tvm
+
+        expected = self.input_types
+        if len(inputs) != len(expected):
+            raise BackendError(f"model takes {len(expected)} inputs ({', '.join(map(str, expected))}), got {len(inputs)}")
+        dev = self._device()
+        out = []
+        for i, (x, t) in enumerate(zip(inputs, expected)):
+            if _is_torch(x):
+                x = x.detach()
+                if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
+                    raise BackendError(f"input {i}: got torch {tuple(x.shape)} {x.dtype}, compiled for {t}")
+                device_ok = (x.device.type == "cpu") == (self.target.kind == "llvm")
+                if not device_ok:
+                    x = x.to("cpu" if self.target.kind == "llvm" else "cuda")
+                if not x.is_contiguous() or x.data_ptr() % 64:
+                    x = x.contiguous().clone()  # TVM kernels assume dense, aligned buffers
+                out.append(tvm.runtime.from_dlpack(x))
+                continue
+            array = np.asarray(x)
+            if t.dtype is DType.int4 and array.dtype == t.dtype.numpy:
+                array = array.astype(np.int8)
+            elif array.dtype != t.dtype.numpy:
+                raise BackendError(f"input {i}: got dtype {array.dtype}, compiled for {t}")
+            if tuple(array.shape) != tuple(t.shape):
+                raise BackendError(
+                    f"input {i}: got shape {list(array.shape)}, compiled for {t} (compile again with example inputs of "
+                    f"this shape)"
+                )
+            out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
+        return out
+
+    def _convert_output(self, tensor, t: TensorType, as_torch: bool):
+        if as_torch:
+            import torch
+
+            return torch.from_dlpack(tensor)  # torch has no int4: it stays widened to int8
+        array = tensor.numpy()
+        return array.astype(t.dtype.numpy) if t.dtype is DType.int4 else array
+
+    # -- save / load ---------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model to ``directory`` (library, weights, IR, metadata); atomic: on failure nothing is left."""
+        target = Path(directory)
+        if target.exists() and any(target.iterdir()):
+            if not (target / "metadata.json").exists():
+                raise BackendError(f"{target} exists and is not a saved slimgraph model; refusing to overwrite it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".sg-save-", dir=target.parent))
+        try:
+            self._exec.export_library(str(staging / "model.so"))
+            _save_params(staging / "params.npz", self._params_np)
+            if self.ir is not None:
+                self.ir.save(staging / "model.sg")
+            meta = dict(self._meta, format=FORMAT_VERSION, target=self.target.text)
+            (staging / "metadata.json").write_text(json.dumps(meta, indent=1))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    # -- benchmark -----------------------------------------------------------
+
+    def benchmark(self, *inputs: Any, warmup: int = 5, runs: int = 30, kernel_repeat: int = 10) -> BenchmarkResult:
+        """Whole-model latency (median, p90 after ``warmup`` runs) and per-kernel
+        time, share and GFLOP/s. Inputs default to seeded random data."""
+        import tvm
+
+        vm = self._ensure_vm()
+        dev = self._device()
+        feeds = self._convert_inputs(inputs or random_inputs(self.input_types))
+        for _ in range(warmup):
+            vm["main"](*feeds, *self._params_dev)
+        dev.sync()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            vm["main"](*feeds, *self._params_dev)
+            dev.sync()
+            times.append((time.perf_counter() - start) * 1e3)
+        per_kernel = self._time_kernels(feeds, kernel_repeat, dev, tvm)
+        total = sum(ms for _, ms in per_kernel) or 1.0
+        flops = {k["name"]: k for k in self._meta["kernels"]}
+        rows = [
+            KernelTiming(name, "+".join(flops[name]["ops"]), ms, ms / total,
+                         flops[name]["flops"] / (ms * 1e6) if ms > 0 else 0.0)
+            for name, ms in per_kernel
+        ]
+        return BenchmarkResult(float(np.median(times)), float(np.percentile(times, 90)), runs, rows)
+
+    def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
+        """Run the kernels one by one on real intermediate values, timing each."""
+        lib = self._library()
+        env: dict[str, Any] = {key: t for (key, _), t in zip(self._meta["inputs"], feeds)}
+        env.update({"p:" + name: t for (name, _), t in zip(self._params_np, self._params_dev)})
+        results = []
+        for step in self._meta["steps"]:
+            if step["kind"] == "view":
+                src = env[step["src"]]
+                env[step["out"]] = src._create_view(tuple(_type_from(step["type"]).shape))
+                continue
+            args = [env[k] for k in step["args"]]
+            outs = [tvm.runtime.empty(tuple(t.shape), _tvm_dtype(t), dev) for t in map(_type_from, step["out_types"])]
+            timer = lib.time_evaluator(step["name"], dev, number=1, repeat=repeat, min_repeat_ms=0)
+            timing = timer(*args, *outs)
+            results.append((step["name"], float(np.median(timing.results)) * 1e3))
+            env.update(zip(step["outs"], outs))
+        return results
+
+    def _library(self):
+        mod = self._exec.mod if hasattr(self._exec, "mod") else self._exec
+        for m in mod.imports:
+            if self._meta["kernels"] and m.implements_function(self._meta["kernels"][0]["name"]):
+                return m
+        return mod.imports[0]
+
+
+def load_compiled(directory: str | os.PathLike) -> CompiledModel:
+    """Load a model written by :meth:`CompiledModel.save`."""
+    import tvm
+
+    path = Path(directory)
+    meta_file = path / "metadata.json"
+    if not meta_file.exists():
+        raise BackendError(f"{path} is not a saved slimgraph model (no metadata.json)")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise BackendError(f"{path}: saved with format {meta.get('format')}, this slimgraph reads {FORMAT_VERSION}")
+    lib = tvm.runtime.load_module(str(path / "model.so"))
+    params = _load_params(path / "params.npz", meta["params"])
+    ir = None
+    if (path / "model.sg").exists():
+        from slimgraph.ir.serialize import load
+
+        ir = load(path / "model.sg")
+    return CompiledModel(lib, meta, params, ir, meta["target"])
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _type_from(text: str) -> TensorType:
+    dtype, _, rest = text.partition("[")
+    dims = [int(d) for d in rest.rstrip("]").split(",") if d]
+    return TensorType(dtype, tuple(dims))
+
+
+def _tvm_dtype(t: TensorType) -> str:
+    from slimgraph.backends.tvm.lower import TVM_DTYPE
+
+    return TVM_DTYPE[t.dtype]
+
+
+def _torch_name(dtype: DType) -> str:
+    return {DType.float32: "float32", DType.float16: "float16", DType.bfloat16: "bfloat16", DType.int8: "int8",
+            DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
+            DType.int4: "int8"}[dtype]
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "__dlpack__")
+
+
+def _flatten(result) -> list:
+    import tvm
+
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result]
+    return [r for item in result for r in _flatten(item)]
+
+
+def _save_params(path: Path, params: list[tuple[str, np.ndarray]]) -> None:
+    # bf16 has no numpy file dtype: stored as its bits and restored from the metadata's dtype
+    arrays = {f"p{i}": (a.view(np.uint16) if a.dtype.kind == "V" else a) for i, (_, a) in enumerate(params)}
+    np.savez(path, **arrays)
+
+
+def _load_params(path: Path, specs: list) -> list[tuple[str, np.ndarray]]:
+    with np.load(path) as data:
+        out = []
+        for i, (name, dtype) in enumerate(specs):
+            array = data[f"p{i}"]
+            want = DType.of(dtype).numpy
+            out.append((name, array.view(want) if array.dtype != want else array))
+    return out
+
+
+def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bindings: dict[str, int]) -> dict:
+    """The JSON-able description of a lowered model that :class:`CompiledModel` keeps and saves."""
+    from slimgraph.backends.tvm.lower import ViewStep
+
+    steps = []
+    for s in lowered.steps:
+        if isinstance(s, ViewStep):
+            steps.append({"kind": "view", "src": s.src, "out": s.out, "type": str(s.type)})
+        else:
+            steps.append({"kind": "kernel", "name": s.name, "args": s.args, "outs": s.outs,
+                          "out_types": [str(t) for t in s.out_types]})
+    kernels = []
+    for k in lowered.kernels:
+        tir, source = kernel_sources.get(k.name, ("", ""))
+        info = asdict(k)
+        kernels.append({"name": k.name, "ops": list(k.ops), "node": k.node, "flops": info["flops"], "tir": tir,
+                        "source": source})
+    return {
+        "name": name,
+        "inputs": [[key, str(t)] for key, t in lowered.inputs],
+        "params": [[n, TensorType.of_array(a).dtype.value] for n, a in lowered.params],
+        "outputs": lowered.outputs,
+        "output_types": [str(t) for t in lowered.output_types],
+        "kernels": kernels,
+        "steps": steps,
+        "bindings": bindings,
+    }

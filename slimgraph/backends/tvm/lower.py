@@ -1,0 +1,456 @@
+"""Lowering: a slimgraph Graph becomes a Relax module with one TIR PrimFunc per kernel.
+
+Every op has one lowering function, registered here by op name (the op
+modules under ``backends/tvm/ops`` fill :data:`LOWERINGS`). A lowering turns
+the TE tensors of its inputs into the TE tensors of its outputs. A kernel is
+one unfused node, or one ``fused`` node whose body's lowerings are composed
+into a single TE graph: so each fused region becomes exactly one PrimFunc,
+and the IR's fusion decides the kernels. Unfused reshapes (reshape, flatten,
+squeeze, unsqueeze, identity) move no data and become Relax views.
+
+Weights (``const`` nodes) become parameters of the Relax ``main`` function,
+after the graph inputs; a lowering may replace a weight by a re-laid-out copy
+(:meth:`OpCall.param`), which is what the CPU convolution and matmul rules do.
+Symbolic dims are bound to concrete sizes: a compiled model has static shapes.
+
+Example::
+
+    >>> import numpy as np
+    >>> from slimgraph.ir import Graph, TensorType
+    >>> from slimgraph.backends.tvm.targets import parse_target
+    >>> g = Graph("tiny")
+    >>> x = g.add_input("x", TensorType("f32", ("N", 4)))
+    >>> g.set_outputs([g.call("relu", g.call("linear", x, g.const(np.ones((3, 4), np.float32))))])
+    >>> lowered = lower_graph(g, parse_target("llvm"), {"N": 2})
+    >>> [k.name for k in lowered.kernels]
+    ['k0_linear', 'k1_relu']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from slimgraph.errors import BackendError
+from slimgraph.ir.graph import Graph, Node, Value
+from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
+
+#: TVM dtype of each IR dtype; int4 is held one value per byte, as ml_dtypes does.
+TVM_DTYPE = {
+    DType.float32: "float32",
+    DType.float16: "float16",
+    DType.bfloat16: "bfloat16",
+    DType.int4: "int8",
+    DType.int8: "int8",
+    DType.uint8: "uint8",
+    DType.int32: "int32",
+    DType.int64: "int64",
+    DType.bool: "bool",
+}
+
+#: Ops the lowering driver handles itself: constants become parameters, fused regions compose their body.
+DRIVER_OPS = frozenset({"const", "fused"})
+
+#: Ops that only reinterpret a shape: unfused, they become Relax views (no kernel).
+VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "unsqueeze", "identity"})
+
+
+@dataclass
+class OpCall:
+    """What a lowering function gets: the TE tensors of the inputs, the constant
+    arrays behind them (None where an input is not a constant), the attributes
+    and the concrete input and output types."""
+
+    op: str
+    args: list
+    consts: list
+    attrs: dict
+    in_types: list[TensorType]
+    out_types: list[TensorType]
+    target: object
+    kernel: "_KernelBuilder"
+
+    def shape(self, i: int = 0) -> tuple[int, ...]:
+        """The concrete shape of output ``i``."""
+        return tuple(int(d) for d in self.out_types[i].shape)
+
+    def dtype(self, i: int = 0) -> str:
+        """The TVM dtype of output ``i``."""
+        return TVM_DTYPE[self.out_types[i].dtype]
+
+    def param(self, array: np.ndarray, hint: str):
+        """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
+        return self.kernel.new_param(np.ascontiguousarray(array), hint)
+
+
+LowerFn = Callable[[OpCall], "object | Sequence[object]"]
+
+#: Op name -> lowering function. Filled by the modules of ``slimgraph.backends.tvm.ops``.
+LOWERINGS: dict[str, LowerFn] = {}
+
+
+def register(*ops: str) -> Callable[[LowerFn], LowerFn]:
+    """Decorator registering a lowering function for one or more op names."""
+
+    def wrap(fn: LowerFn) -> LowerFn:
+        for op in ops:
+            if op in LOWERINGS:
+                raise BackendError(f"op {op!r} already has a TVM lowering")
+            LOWERINGS[op] = fn
+        return fn
+
+    return wrap
+
+
+def lowering_table() -> dict[str, LowerFn]:
+    """Every registered lowering, by op name (importing the op modules first)."""
+    import slimgraph.backends.tvm.ops  # noqa: F401  (registers the lowerings)
+
+    return dict(LOWERINGS)
+
+
+def unsupported_ops() -> list[str]:
+    """Registered IR ops that the TVM backend cannot lower (empty when complete)."""
+    from slimgraph.ir.registry import all_ops
+
+    table = lowering_table()
+    return sorted(op for op in all_ops() if op not in table and op not in DRIVER_OPS)
+
+
+# ---------------------------------------------------------------------------
+# The lowered form
+
+
+@dataclass
+class KernelInfo:
+    """One kernel: its PrimFunc name, the node(s) it computes, FLOPs, and the
+    keys of the values it reads and writes (see :class:`Lowered`)."""
+
+    name: str
+    ops: tuple[str, ...]
+    node: str
+    flops: int
+    args: list[str]
+    outs: list[str]
+    out_types: list[TensorType]
+    anchor: str = ""
+
+
+@dataclass
+class ViewStep:
+    """A reshape that moves no data: ``out`` is ``src`` seen with another shape."""
+
+    src: str
+    out: str
+    type: TensorType
+
+
+@dataclass
+class Lowered:
+    """A lowered graph. Values are named by keys: ``in:NAME`` for inputs,
+    ``p:NAME`` for parameters, ``v:NAME`` for node outputs. ``steps`` run in
+    order (kernels and views); ``main`` of ``mod`` runs them all."""
+
+    mod: object
+    inputs: list[tuple[str, TensorType]]
+    params: list[tuple[str, np.ndarray]]
+    outputs: list[str]
+    output_types: list[TensorType]
+    kernels: list[KernelInfo]
+    steps: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Building one kernel
+
+
+class _KernelBuilder:
+    """Collects the TE placeholders of one kernel and where each one comes from."""
+
+    def __init__(self, name: str, params: "_ParamTable"):
+        self.name = name
+        self.params = params
+        self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
+        self._by_key: dict[str, object] = {}
+
+    def placeholder(self, key: str, ttype: TensorType):
+        from tvm import te
+
+        if key not in self._by_key:
+            ph = te.placeholder(_shape(ttype), TVM_DTYPE[ttype.dtype], name=_ident(key.split(":", 1)[1]))
+            self._by_key[key] = ph
+            self.sources.append((ph, key))
+        return self._by_key[key]
+
+    def new_param(self, array: np.ndarray, hint: str):
+        key = self.params.add(f"{self.name}.{hint}", array)
+        return self.placeholder(key, TensorType.of_array(_storable(array)))
+
+
+class _ParamTable:
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        base, n = name, 1
+        while name in self.arrays:
+            n += 1
+            name = f"{base}_{n}"
+        self.arrays[name] = array
+        return "p:" + name
+
+
+# ---------------------------------------------------------------------------
+# Graph -> Relax
+
+
+def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
+    """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
+
+    Raises BackendError naming every op without a lowering (with counts and
+    where each first occurs) before doing any work.
+    """
+    table = lowering_table()
+    _check_supported(graph, table)
+    params = _ParamTable()
+    env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, concrete type)
+    consts: dict[int, np.ndarray] = {}
+    inputs = []
+    for v in graph.inputs:
+        t = concrete_type(v.type, bindings)
+        env[id(v)] = ("in:" + v.name, t)
+        inputs.append(("in:" + v.name, t))
+    kernels: list[KernelInfo] = []
+    steps: list = []
+    prim_funcs: dict[str, object] = {}
+    for node in graph.nodes:
+        if node.op == "const":
+            array = node.attrs["value"]
+            consts[id(node.output)] = array
+            env[id(node.output)] = (params.add(node.output.name, array), concrete_type(node.output.type, bindings))
+            continue
+        if node.op in VIEW_OPS:
+            src_key, _ = env[id(node.inputs[0])]
+            t = concrete_type(node.output.type, bindings)
+            env[id(node.output)] = ("v:" + node.output.name, t)
+            steps.append(ViewStep(src_key, "v:" + node.output.name, t))
+            continue
+        name = _kernel_name(len(kernels), node)
+        builder = _KernelBuilder(name, params)
+        arg_tensors = [builder.placeholder(*env[id(v)]) for v in node.inputs]
+        arg_consts = [consts.get(id(v)) for v in node.inputs]
+        out_types = [concrete_type(v.type, bindings) for v in node.outputs]
+        flops_box = [0]
+        outs = _lower_node(node, arg_tensors, arg_consts, out_types, target, builder, table, bindings, flops_box)
+        func, used = _make_prim_func(name, builder, outs, out_types)
+        prim_funcs[name] = func
+        for v, t in zip(node.outputs, out_types):
+            env[id(v)] = ("v:" + v.name, t)
+        info = KernelInfo(
+            name=name,
+            ops=_ops_of(node),
+            node=node.describe(),
+            flops=flops_box[0],
+            args=used,
+            outs=["v:" + v.name for v in node.outputs],
+            out_types=out_types,
+            anchor=node.attrs.get("anchor", "") if node.op == "fused" else node.op,
+        )
+        kernels.append(info)
+        steps.append(info)
+    used_params = {k for info in kernels for k in info.args if k.startswith("p:")}
+    used_params |= {env[id(v)][0] for v in graph.outputs if env[id(v)][0].startswith("p:")}
+    used_params |= {s.src for s in steps if isinstance(s, ViewStep) and s.src.startswith("p:")}
+    param_list = [(k[2:], _storable(a)) for k, a in ((("p:" + n), a) for n, a in params.arrays.items()) if k in used_params]
+    outputs = [env[id(v)][0] for v in graph.outputs]
+    output_types = [env[id(v)][1] for v in graph.outputs]
+    lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps)
+    lowered.mod = _build_relax(lowered, prim_funcs)
+    return lowered
+
+
+def concrete_type(t: TensorType, bindings: dict[str, int]) -> TensorType:
+    """``t`` with every symbolic dim evaluated (unbound symbols are an error)."""
+    missing = sorted(s for s in t.symbols if s not in bindings)
+    if missing:
+        raise BackendError(f"cannot compile {t}: no size for {', '.join(missing)}; pass example inputs or shapes")
+    return t.with_shape(concrete(d, bindings) for d in t.shape)
+
+
+def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table, bindings, flops_box) -> list:
+    if node.op != "fused":
+        in_types = [concrete_type(v.type, bindings) for v in node.inputs]
+        flops_box[0] += int(node.opdef.flops(in_types, out_types, node.attrs))
+        return _call(table, node.op, args, arg_consts, node.attrs, in_types, out_types, target, builder, node)
+    body = node.body
+    inner = dict(bindings)
+    for param, t in zip(body.inputs, (_concrete_arg(a) for a in args)):
+        for dim, size in zip(param.type.shape, t):
+            bind_dim(dim, size, inner)
+    tensors: dict[int, object] = {id(p): a for p, a in zip(body.inputs, args)}
+    values: dict[int, np.ndarray | None] = {id(p): c for p, c in zip(body.inputs, arg_consts)}
+    for inner_node in body.nodes:
+        if inner_node.op == "const":
+            array = inner_node.attrs["value"]
+            tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
+            values[id(inner_node.output)] = array
+            continue
+        in_types = [concrete_type(v.type, inner) for v in inner_node.inputs]
+        outs_t = [concrete_type(v.type, inner) for v in inner_node.outputs]
+        flops_box[0] += int(inner_node.opdef.flops(in_types, outs_t, inner_node.attrs))
+        results = _lower_node(
+            inner_node, [tensors[id(v)] for v in inner_node.inputs], [values.get(id(v)) for v in inner_node.inputs],
+            outs_t, target, builder, table, inner, [0],
+        ) if inner_node.op == "fused" else _call(
+            table, inner_node.op, [tensors[id(v)] for v in inner_node.inputs],
+            [values.get(id(v)) for v in inner_node.inputs], inner_node.attrs, in_types, outs_t, target, builder,
+            inner_node,
+        )
+        for v, r in zip(inner_node.outputs, results):
+            tensors[id(v)] = r
+            values[id(v)] = None
+    return [tensors[id(v)] for v in body.outputs]
+
+
+def _concrete_arg(tensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.shape)
+
+
+def _call(table, op, args, arg_consts, attrs, in_types, out_types, target, builder, node) -> list:
+    call = OpCall(op, list(args), list(arg_consts), dict(attrs), in_types, out_types, target, builder)
+    try:
+        result = table[op](call)
+    except BackendError:
+        raise
+    except Exception as exc:  # a lowering failing on a node its types admitted is a bug worth locating
+        raise BackendError(f"{node.describe()}: lowering to TVM failed: {type(exc).__name__}: {exc}") from exc
+    results = list(result) if isinstance(result, (list, tuple)) else [result]
+    if len(results) != len(out_types):
+        raise BackendError(f"{node.describe()}: lowering returned {len(results)} outputs, expected {len(out_types)}")
+    return results
+
+
+def _make_prim_func(name: str, builder: _KernelBuilder, outs: list, out_types: list[TensorType]):
+    from tvm import te
+
+    fixed = []
+    for i, (t, ttype) in enumerate(zip(outs, out_types)):
+        if isinstance(t.op, te.PlaceholderOp) or any(t.same_as(o) for o in fixed):
+            # PrimFunc outputs must be computed, and distinct
+            t = _copy(t, f"out{i}")
+        fixed.append(t)
+    reachable = _reachable_placeholders(fixed)
+    used = [(ph, key) for ph, key in builder.sources if any(ph.same_as(r) for r in reachable)]
+    func = te.create_prim_func([ph for ph, _ in used] + fixed)
+    return func.with_attr("global_symbol", name), [key for _, key in used]
+
+
+def _copy(tensor, name: str):
+    from tvm import te
+
+    return te.compute(tensor.shape, lambda *idx: tensor(*idx), name=name)
+
+
+def _reachable_placeholders(outs: list) -> list:
+    from tvm import te
+
+    seen, found, stack = set(), [], list(outs)
+    while stack:
+        t = stack.pop()
+        op = t.op
+        if op in seen:
+            continue
+        seen.add(op)
+        if isinstance(op, te.PlaceholderOp):
+            found.append(t)
+        else:
+            stack.extend(op.input_tensors)
+    return found
+
+
+def _build_relax(lowered: Lowered, prim_funcs: dict):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    env: dict[str, object] = {}
+    params = []
+    for key, t in lowered.inputs:
+        env[key] = relax.Var(key[3:], _rtype(t))
+        params.append(env[key])
+    for name, array in lowered.params:
+        env["p:" + name] = relax.Var(_ident(name), _rtype(TensorType.of_array(array)))
+        params.append(env["p:" + name])
+    with bb.function("main", params):
+        with bb.dataflow():
+            for step in lowered.steps:
+                if isinstance(step, ViewStep):
+                    src = env[step.src]
+                    same = tuple(int(d) for d in src.ty.shape) == tuple(step.type.shape)
+                    env[step.out] = src if same else bb.emit(relax.op.reshape(src, tuple(step.type.shape)))
+                    continue
+                gv = bb.add_func(prim_funcs[step.name], step.name)
+                sinfo = [_rtype(t) for t in step.out_types]
+                call = relax.call_tir(gv, [env[k] for k in step.args], sinfo if len(sinfo) > 1 else sinfo[0])
+                result = bb.emit(call)
+                if len(sinfo) == 1:
+                    env[step.outs[0]] = result
+                else:
+                    for i, key in enumerate(step.outs):
+                        env[key] = bb.emit(relax.TupleGetItem(result, i))
+            outs = [env[k] for k in lowered.outputs]
+            result = outs[0] if len(outs) == 1 else relax.Tuple(outs)
+            gv_out = bb.emit_output(result)
+        bb.emit_func_output(gv_out)
+    return bb.get()
+
+
+def _rtype(t: TensorType):
+    from tvm import relax
+
+    return relax.TensorType(tuple(int(d) for d in t.shape), TVM_DTYPE[t.dtype])
+
+
+def _shape(t: TensorType) -> tuple[int, ...]:
+    return tuple(int(d) for d in t.shape)
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """Arrays as TVM holds them: int4 widened to one int8 per value."""
+    return array.astype(np.int8) if TensorType.of_array(array).dtype is DType.int4 else array
+
+
+def _check_supported(graph: Graph, table: dict) -> None:
+    missing: dict[str, list] = {}
+
+    def visit(g: Graph) -> None:
+        for node in g.nodes:
+            if node.op == "fused":
+                visit(node.body)
+            elif node.op not in table and node.op not in DRIVER_OPS:
+                missing.setdefault(node.op, []).append(node)
+
+    visit(graph)
+    if missing:
+        parts = [f"{op} (x{len(nodes)}, first at {nodes[0].describe()})" for op, nodes in sorted(missing.items())]
+        raise BackendError(f"the TVM backend has no lowering for {len(missing)} op(s): {'; '.join(parts)}")
+
+
+def _ops_of(node: Node) -> tuple[str, ...]:
+    if node.op != "fused":
+        return (node.op,)
+    return tuple(op for n in node.body.nodes if n.op != "const" for op in _ops_of(n))
+
+
+def _kernel_name(index: int, node: Node) -> str:
+    ops = [op for op in _ops_of(node) if op not in VIEW_OPS]
+    label = "_".join(dict.fromkeys(ops))[:40] or node.op
+    return _ident(f"k{index}_{label}")
+
+
+def _ident(text: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    return out if out and not out[0].isdigit() else "v" + out
+

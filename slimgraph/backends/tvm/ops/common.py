@@ -1,0 +1,96 @@
+"""Helpers shared by the TE lowerings: broadcasting, half-precision compute, scalar constants.
+
+Half-precision values are computed in float32 and rounded once per op, as the
+reference interpreter does, so fused and unfused kernels agree with it.
+
+Example::
+
+    >>> from tvm import te
+    >>> x = te.placeholder((2, 1), "float32", name="x")
+    >>> f = broadcast(x, (2, 3))
+    >>> f(1, 2).indices
+    (1, 0)
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from tvm import te, tirx
+
+Index = Callable[..., object]
+
+COMPUTE_DTYPE = {"float16": "float32", "bfloat16": "float32"}
+
+
+def dtype_of(expr) -> str:
+    """The dtype of a TIR expression, a TE element read or a TE tensor, as a string."""
+    ty = getattr(expr, "ty", None)
+    return str(ty.dtype) if ty is not None and hasattr(ty, "dtype") else str(expr.dtype)
+
+
+def up(expr):
+    """``expr`` in the dtype it is computed in (float32 for half types)."""
+    wide = COMPUTE_DTYPE.get(dtype_of(expr))
+    return expr.astype(wide) if wide else expr
+
+
+def down(expr, dtype: str):
+    """``expr`` cast to ``dtype`` when it differs."""
+    return expr if dtype_of(expr) == dtype else expr.astype(dtype)
+
+
+def const(value, dtype: str):
+    """A scalar constant of ``dtype`` (bools and ints exactly, floats rounded)."""
+    if dtype == "bool":
+        return tirx.const(bool(value), "bool")
+    if dtype.startswith(("int", "uint")):
+        return tirx.const(int(value), dtype)
+    return tirx.const(float(value), dtype)
+
+
+def broadcast(tensor, out_shape: Sequence[int]) -> Index:
+    """An index function reading ``tensor`` broadcast numpy-style to ``out_shape``."""
+    shape = [int(d) for d in tensor.shape]
+    offset = len(out_shape) - len(shape)
+
+    def read(*idx):
+        return tensor[tuple(0 if d == 1 else idx[offset + i] for i, d in enumerate(shape))]
+
+    return read
+
+
+def operand(call, i: int, out_shape: Sequence[int]) -> Index:
+    """Input ``i`` of ``call`` broadcast to ``out_shape``; a one-element constant is inlined."""
+    array = call.consts[i]
+    if array is not None and array.size == 1:
+        value = const(np.asarray(array).reshape(()).item(), dtype_of(call.args[i]))
+        return lambda *idx: value
+    return broadcast(call.args[i], out_shape)
+
+
+def lowest(dtype: str):
+    """The smallest value of ``dtype`` (-inf for floats): the identity of max."""
+    if dtype.startswith(("float", "bfloat")):
+        return tirx.const(-np.inf, dtype)
+    return tirx.min_value(dtype)
+
+
+def highest(dtype: str):
+    """The largest value of ``dtype`` (+inf for floats): the identity of min."""
+    if dtype.startswith(("float", "bfloat")):
+        return tirx.const(np.inf, dtype)
+    return tirx.max_value(dtype)
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def spatial_compute(shape, fn, name: str, rule: str | None = None, **attrs):
+    """``te.compute`` with the schedule hints the CPU and GPU rules read."""
+    block_attrs = {f"sg.{k}": v for k, v in attrs.items()}
+    if rule:
+        block_attrs["sg.rule"] = rule
+    return te.compute(tuple(shape), fn, name=name, attrs=block_attrs or None)

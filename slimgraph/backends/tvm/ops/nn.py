@@ -1,0 +1,476 @@
+"""TE lowerings of the compute ops: matmul, linear, convolutions, normalizations, pooling, softmax.
+
+On CPU targets a constant weight is re-laid out once at compile time so that
+the innermost loop of the schedule reads it contiguously: convolutions use
+``[C_out/B, C_in, KH, KW, B]`` and matmuls ``[N/B, K, B]`` (B = the CPU rule's
+vector block). The compute blocks carry ``sg.rule`` hints that the schedule
+rules dispatch on. Sums of half-precision values accumulate in float32.
+
+Example::
+
+    >>> vector_block(96), vector_block(1000), vector_block(3)
+    (16, 8, 1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import te, tirx
+
+from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops.common import down, dtype_of, is_float, lowest, spatial_compute, up
+from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry
+
+
+def vector_block(n: int) -> int:
+    """The largest of 16, 8, 4, 2, 1 dividing ``n``: the channel block of packed weights."""
+    return next(b for b in (16, 8, 4, 2, 1) if n % b == 0)
+
+
+def _acc_dtype(dtype: str) -> str:
+    return "float32" if is_float(dtype) else dtype
+
+
+def _cpu_f32(call) -> bool:
+    return call.target.kind == "llvm" and call.dtype() == "float32"
+
+
+def pad_spatial(x, begins, ends, fill, name: str = "pad"):
+    """``x`` [N, C, *spatial] padded with ``fill``; ``x`` itself when nothing is padded."""
+    if not any(begins) and not any(ends):
+        return x
+    sizes = [int(d) for d in x.shape[2:]]
+    shape = [int(x.shape[0]), int(x.shape[1])] + [s + b + e for s, b, e in zip(sizes, begins, ends)]
+
+    def f(n, c, *pos):
+        inside = tirx.const(True, "bool")
+        for p, b, s in zip(pos, begins, sizes):
+            if b:
+                inside = tirx.And(inside, p >= b)
+            inside = tirx.And(inside, p < b + s)
+        # clamped reads: a vectorized if_then_else may load both sides
+        src = tuple(tirx.max(tirx.min(p - b, s - 1), 0) if b or e else p for p, b, e, s in zip(pos, begins, ends, sizes))
+        return tirx.if_then_else(inside, x[(n, c) + src], fill)
+
+    return spatial_compute(shape, f, name=name, rule="pad")
+
+
+def _bias_epilogue(call, acc, bias_index: int, scale: float = 1.0, bias_scale: float = 1.0, channel_axis: int = 1):
+    """``scale * acc + bias_scale * b`` (b along ``channel_axis``), cast to the output dtype."""
+    shape, dtype = call.shape(), call.dtype()
+    bias = call.args[bias_index] if len(call.args) > bias_index else None
+    if bias is None and scale == 1.0 and dtype_of(acc) == dtype:
+        return acc
+
+    def f(*idx):
+        v = acc[idx]
+        if scale != 1.0:
+            v = v * tirx.const(scale, dtype_of(v))
+        if bias is not None:
+            bidx = tuple(0 if int(d) == 1 else idx[len(idx) - bias.ndim + i] for i, d in enumerate(bias.shape))
+            if channel_axis == 1 and bias.ndim == 1:
+                bidx = (idx[1],)
+            bv = up(bias[bidx])
+            v = v + (bv * tirx.const(bias_scale, dtype_of(bv)) if bias_scale != 1.0 else bv)
+        return down(v, dtype)
+
+    return spatial_compute(shape, f, name="epilogue", rule="elementwise")
+
+
+# ---------------------------------------------------------------------------
+# Convolution
+
+
+@register("conv")
+def lower_conv(call):
+    """N-d grouped convolution; on CPU, packed 2-d and depthwise forms for constant weights."""
+    x, w = call.args[:2]
+    k = len(x.shape) - 2
+    strides, begins, ends, dilations = _conv_geometry(call.attrs, k)
+    groups = call.attrs["groups"]
+    c_in, c_out = int(x.shape[1]), int(w.shape[0])
+    kernel = [int(d) for d in w.shape[2:]]
+    shape = call.shape()
+    xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
+    weight = call.consts[1]
+    if _cpu_f32(call) and k == 2 and groups == 1 and weight is not None:
+        block = vector_block(c_out)
+        packed = weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1)
+        wp = call.param(packed, "w_packed")
+        rc, rh, rw = te.reduce_axis((0, c_in), "rc"), te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
+        (sh, sw), (dh, dw) = strides, dilations
+        conv = te.compute(
+            shape,
+            lambda n, o, h, v: te.sum(
+                xp[n, rc, h * sh + rh * dh, v * sw + rw * dw] * wp[o // block, rc, rh, rw, o % block], axis=[rc, rh, rw]
+            ),
+            name="conv",
+            attrs={"sg.rule": "conv2d_packed", "sg.block": block},
+        )
+    elif _cpu_f32(call) and k == 2 and groups == c_in == c_out:
+        rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
+        (sh, sw), (dh, dw) = strides, dilations
+        conv = te.compute(
+            shape,
+            lambda n, c, h, v: te.sum(xp[n, c, h * sh + rh * dh, v * sw + rw * dw] * w[c, 0, rh, rw], axis=[rh, rw]),
+            name="conv",
+            attrs={"sg.rule": "depthwise"},
+        )
+    else:
+        per_group_in, per_group_out = c_in // groups, c_out // groups
+        rc = te.reduce_axis((0, per_group_in), "rc")
+        rk = [te.reduce_axis((0, kk), f"rk{i}") for i, kk in enumerate(kernel)]
+
+        def f(n, o, *pos):
+            channel = (o // per_group_out) * per_group_in + rc if groups > 1 else rc
+            where = tuple(p * s + r * d for p, s, r, d in zip(pos, strides, rk, dilations))
+            return te.sum(up(xp[(n, channel) + where]) * up(w[(o, rc) + tuple(rk)]), axis=[rc, *rk])
+
+        conv = te.compute(shape, f, name="conv", attrs={"sg.rule": "conv"})
+    return _bias_epilogue(call, conv, 2)
+
+
+@register("conv_transpose")
+def lower_conv_transpose(call):
+    """Transposed convolution, gathered: each output sums the inputs that scatter onto it."""
+    x, w = call.args[:2]
+    k = len(x.shape) - 2
+    strides, begins, _, dilations, _ = _transpose_geometry(call.attrs, k)
+    groups = call.attrs["groups"]
+    c_in = int(x.shape[1])
+    per_group_in, per_group_out = c_in // groups, int(w.shape[1])
+    sizes = [int(d) for d in x.shape[2:]]
+    kernel = [int(d) for d in w.shape[2:]]
+    rc = te.reduce_axis((0, per_group_in), "rc")
+    rk = [te.reduce_axis((0, kk), f"rk{i}") for i, kk in enumerate(kernel)]
+    acc = _acc_dtype(call.dtype())
+
+    def f(n, o, *pos):
+        channel = (o // per_group_out) * per_group_in + rc
+        valid = tirx.const(True, "bool")
+        where = []
+        for p, s, b, r, d, size in zip(pos, strides, begins, rk, dilations, sizes):
+            offset = p + b - r * d
+            q = tirx.floordiv(offset, s)
+            valid = tirx.And(valid, tirx.And(tirx.EQ(tirx.floormod(offset, s), 0), tirx.And(q >= 0, q < size)))
+            where.append(tirx.max(tirx.min(q, size - 1), 0))
+        term = up(x[(n, channel) + tuple(where)]) * up(w[(channel, o % per_group_out) + tuple(rk)])
+        return te.sum(tirx.Select(valid, term, tirx.const(0, acc)), axis=[rc, *rk])
+
+    conv = te.compute(call.shape(), f, name="conv_transpose", attrs={"sg.rule": "conv"})
+    return _bias_epilogue(call, conv, 2)
+
+
+# ---------------------------------------------------------------------------
+# matmul and linear
+
+
+def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape, trans_a: bool = False):
+    """``x @ W`` for a constant W [K, N], packed [N/B, K, B]; x is [..., K]."""
+    k_dim, n_dim = weight_kn.shape
+    block = vector_block(n_dim)
+    wp = call.param(weight_kn.reshape(k_dim, n_dim // block, block).transpose(1, 0, 2), "w_packed")
+    rk = te.reduce_axis((0, k_dim), "rk")
+    return te.compute(
+        tuple(lead_shape) + (n_dim,),
+        lambda *idx: te.sum(x[idx[:-1] + (rk,)] * wp[idx[-1] // block, rk, idx[-1] % block], axis=rk),
+        name="matmul",
+        attrs={"sg.rule": "matmul_packed", "sg.block": block},
+    )
+
+
+@register("linear")
+def lower_linear(call):
+    """alpha * op(x) @ op(w) + beta * b."""
+    x, w = call.args[:2]
+    trans_a, trans_b = call.attrs["trans_a"], call.attrs["trans_b"]
+    shape = call.shape()
+    weight = call.consts[1]
+    if _cpu_f32(call) and weight is not None and not trans_a:
+        mm = _packed_matmul(call, x, weight.T if trans_b else weight, shape[:-1])
+    else:
+        k_dim = int(x.shape[0] if trans_a else x.shape[-1])
+        rk = te.reduce_axis((0, k_dim), "rk")
+
+        def f(*idx):
+            a = x[rk, idx[0]] if trans_a else x[idx[:-1] + (rk,)]
+            b = w[idx[-1], rk] if trans_b else w[rk, idx[-1]]
+            return te.sum(up(a) * up(b), axis=rk)
+
+        mm = te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
+    return _bias_epilogue(call, mm, 2, call.attrs["alpha"], call.attrs["beta"], channel_axis=-1)
+
+
+@register("matmul")
+def lower_matmul(call):
+    """Numpy matmul: batched with broadcast batch dims; 1-d operands are promoted and dropped."""
+    a, b = call.args
+    a_shape, b_shape = [int(d) for d in a.shape], [int(d) for d in b.shape]
+    shape = call.shape()
+    weight = call.consts[1]
+    if _cpu_f32(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
+        return _packed_matmul(call, a, weight, shape[:-1])
+    k_dim = a_shape[-1]
+    rk = te.reduce_axis((0, k_dim), "rk")
+    a_rank, b_rank = len(a_shape), len(b_shape)
+    batch = len(shape) - (a_rank > 1) - (b_rank > 1)
+
+    def f(*idx):
+        bidx = idx[:batch]
+        i = idx[batch] if a_rank > 1 else None
+        j = idx[-1] if b_rank > 1 else None
+        a_batch = tuple(0 if d == 1 else bidx[batch - (a_rank - 2) + n] for n, d in enumerate(a_shape[:-2]))
+        b_batch = tuple(0 if d == 1 else bidx[batch - (b_rank - 2) + n] for n, d in enumerate(b_shape[:-2]))
+        av = a[a_batch + (i, rk)] if a_rank > 1 else a[rk]
+        bv = b[b_batch + (rk, j)] if b_rank > 1 else b[rk]
+        return te.sum(up(av) * up(bv), axis=rk)
+
+    mm = te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
+    return mm if dtype_of(mm) == call.dtype() else spatial_compute(
+        shape, lambda *idx: down(mm[idx], call.dtype()), name="cast", rule="elementwise"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Normalizations
+
+
+def _channel_vector(call, i: int):
+    """A per-channel input as an index function of the channel."""
+    return lambda c: up(call.args[i][c])
+
+
+@register("batch_norm")
+def lower_batch_norm(call):
+    """x * m + a per channel; m and a are computed at compile time when the statistics are constants."""
+    x = call.args[0]
+    eps = call.attrs["epsilon"]
+    if all(c is not None for c in call.consts[1:]):
+        scale, bias, mean, var = (c.astype(np.float32) for c in call.consts[1:])
+        mul = scale / np.sqrt(var + np.float32(eps))
+        add = bias - mean * mul
+        m, a = call.param(mul, "bn_mul"), call.param(add, "bn_add")
+        mul_of, add_of = (lambda c: m[c]), (lambda c: a[c])
+    else:
+        s, b, mu, v = (_channel_vector(call, i) for i in range(1, 5))
+
+        def mul_of(c):
+            return s(c) / tirx.sqrt(v(c) + tirx.const(eps, "float32"))
+
+        def add_of(c):
+            return b(c) - mu(c) * mul_of(c)
+
+    return spatial_compute(
+        call.shape(), lambda n, c, *rest: down(up(x[(n, c) + rest]) * mul_of(c) + add_of(c), call.dtype()),
+        name="batch_norm", rule="elementwise",
+    )
+
+
+def _normalize(call, axes: list[int], name: str):
+    """(x - mean) / sqrt(var + eps) over ``axes``, as float32 stages."""
+    x = call.args[0]
+    shape = call.shape()
+    count = math.prod(shape[a] for a in axes)
+    eps = call.attrs["epsilon"]
+    kept = [a for a in range(len(shape)) if a not in axes]
+    stat_shape = [shape[a] if a in kept else 1 for a in range(len(shape))]
+
+    def reduce_over(fn, stage):
+        red = [te.reduce_axis((0, shape[a]), f"r{a}") for a in axes]
+
+        def f(*idx):
+            full = list(idx)
+            for a, r in zip(axes, red):
+                full[a] = r
+            return te.sum(fn(tuple(full)), axis=red)
+
+        return te.compute(stat_shape, f, name=stage, attrs={"sg.rule": "reduction"})
+
+    total = reduce_over(lambda i: up(x[i]), f"{name}_sum")
+    inv = tirx.const(1.0 / count, "float32")
+
+    def stat(t, idx):
+        return t[tuple(0 if a in axes else idx[a] for a in range(len(shape)))]
+
+    centred_sq = reduce_over(lambda i: (up(x[i]) - stat(total, i) * inv) * (up(x[i]) - stat(total, i) * inv), f"{name}_var")
+
+    def normalized(idx):
+        mean = stat(total, idx) * inv
+        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + tirx.const(eps, "float32"))
+
+    return normalized
+
+
+@register("layer_norm")
+def lower_layer_norm(call):
+    """Normalize over axis..rank-1, then optional scale and bias (broadcast over the tail)."""
+    rank = len(call.shape())
+    start = call.attrs["axis"] % rank
+    norm = _normalize(call, list(range(start, rank)), "ln")
+    extras = [call.args[i] for i in (1, 2) if i < len(call.args)]
+
+    def f(*idx):
+        v = norm(idx)
+        for i, t in enumerate(extras):
+            tidx = tuple(0 if int(d) == 1 else idx[rank - len(t.shape) + j] for j, d in enumerate(t.shape))
+            v = v * up(t[tidx]) if i == 0 else v + up(t[tidx])
+        return down(v, call.dtype())
+
+    return spatial_compute(call.shape(), f, name="layer_norm", rule="elementwise")
+
+
+@register("instance_norm")
+def lower_instance_norm(call):
+    """Normalize each (sample, channel) over its spatial axes, then scale and bias per channel."""
+    rank = len(call.shape())
+    norm = _normalize(call, list(range(2, rank)), "in")
+    s, b = _channel_vector(call, 1), _channel_vector(call, 2)
+    return spatial_compute(
+        call.shape(), lambda *idx: down(norm(idx) * s(idx[1]) + b(idx[1]), call.dtype()),
+        name="instance_norm", rule="elementwise",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Pooling
+
+
+def _window(call, x, kernel, strides, begins, dilations, reduce_axes, pos):
+    """Input positions of one window element, and whether it lies inside the input."""
+    sizes = [int(d) for d in x.shape[2:]]
+    inside = None
+    where = []
+    for p, s, b, r, d, size, out in zip(pos, strides, begins, reduce_axes, dilations, sizes, call.shape()[2:]):
+        q = p * s - b + r * d
+        where.append(q)
+        last = (out - 1) * s - b + (int(r.dom.extent) - 1) * d
+        if b > 0 or last >= size:  # only axes whose windows can leave the input need a guard
+            cond = tirx.And(q >= 0, q < size)
+            inside = cond if inside is None else tirx.And(inside, cond)
+            where[-1] = tirx.max(tirx.min(q, size - 1), 0)
+    return tuple(where), inside
+
+
+@register("max_pool")
+def lower_max_pool(call):
+    """Max over each window; padding never wins."""
+    x = call.args[0]
+    k = len(x.shape) - 2
+    kernel, strides, begins, _, dilations = _pool_geometry(call.attrs, k)
+    rk = [te.reduce_axis((0, kk), f"rk{i}") for i, kk in enumerate(kernel)]
+    low = lowest(dtype_of(x))
+
+    def f(n, c, *pos):
+        where, inside = _window(call, x, kernel, strides, begins, dilations, rk, pos)
+        v = x[(n, c) + where]
+        return te.max(v if inside is None else tirx.if_then_else(inside, v, low), axis=rk)
+
+    return te.compute(call.shape(), f, name="max_pool", attrs={"sg.rule": "pool"})
+
+
+@register("avg_pool")
+def lower_avg_pool(call):
+    """Mean over each window, dividing by the elements counted (with or without declared padding)."""
+    x = call.args[0]
+    k = len(x.shape) - 2
+    kernel, strides, begins, ends, dilations = _pool_geometry(call.attrs, k)
+    include = call.attrs["count_include_pad"]
+    sizes = [int(d) for d in x.shape[2:]]
+    rk = [te.reduce_axis((0, kk), f"rk{i}") for i, kk in enumerate(kernel)]
+
+    def total_f(n, c, *pos):
+        where, inside = _window(call, x, kernel, strides, begins, dilations, rk, pos)
+        v = up(x[(n, c) + where])
+        return te.sum(v if inside is None else tirx.if_then_else(inside, v, tirx.const(0, "float32")), axis=rk)
+
+    total = te.compute(call.shape(), total_f, name="avg_pool_sum", attrs={"sg.rule": "pool"})
+
+    def f(n, c, *pos):
+        count = tirx.const(1, "int32")
+        for p, s, b, e, kk, size in zip(pos, strides, begins, ends, kernel, sizes):
+            start = p * s - b
+            stop = start + kk
+            if include:
+                count = count * (tirx.min(stop, size + e) - start)
+            else:
+                count = count * (tirx.min(stop, size) - tirx.max(start, 0))
+        count = tirx.max(count, 1).astype("float32")
+        return down(total[(n, c) + pos] / count, call.dtype())
+
+    return spatial_compute(call.shape(), f, name="avg_pool", rule="elementwise")
+
+
+def _reduce_spatial(call, combine, name: str):
+    x = call.args[0]
+    spatial = [int(d) for d in x.shape[2:]]
+    rk = [te.reduce_axis((0, s), f"rk{i}") for i, s in enumerate(spatial)]
+    return te.compute(
+        call.shape(), lambda n, c, *_: combine(x, n, c, rk), name=name, attrs={"sg.rule": "reduction"}
+    )
+
+
+@register("global_avg_pool")
+def lower_global_avg_pool(call):
+    """Mean over all spatial axes."""
+    count = math.prod(int(d) for d in call.args[0].shape[2:])
+    total = _reduce_spatial(call, lambda x, n, c, rk: te.sum(up(x[(n, c) + tuple(rk)]), axis=rk), "gap_sum")
+    inv = tirx.const(1.0 / count, "float32")
+    return spatial_compute(
+        call.shape(), lambda *idx: down(total[idx] * inv, call.dtype()), name="global_avg_pool", rule="elementwise"
+    )
+
+
+@register("global_max_pool")
+def lower_global_max_pool(call):
+    """Max over all spatial axes."""
+    return _reduce_spatial(call, lambda x, n, c, rk: te.max(x[(n, c) + tuple(rk)], axis=rk), "global_max_pool")
+
+
+# ---------------------------------------------------------------------------
+# softmax
+
+
+def _softmax_stages(call):
+    x = call.args[0]
+    shape = call.shape()
+    axis = call.attrs["axis"] % len(shape)
+    red_shape = [1 if a == axis else d for a, d in enumerate(shape)]
+
+    def along(idx, r):
+        return idx[:axis] + (r,) + idx[axis + 1 :]
+
+    r1 = te.reduce_axis((0, shape[axis]), "r1")
+    mx = te.compute(red_shape, lambda *i: te.max(up(x[along(i, r1)]), axis=r1), name="softmax_max",
+                    attrs={"sg.rule": "reduction"})
+
+    def at(t, idx):
+        return t[along(idx, 0)]
+
+    r2 = te.reduce_axis((0, shape[axis]), "r2")
+    total = te.compute(
+        red_shape, lambda *i: te.sum(tirx.exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
+        attrs={"sg.rule": "reduction"},
+    )
+    return x, shape, mx, total, at
+
+
+@register("softmax")
+def lower_softmax(call):
+    """exp(x - max) / sum, along axis."""
+    x, shape, mx, total, at = _softmax_stages(call)
+    return spatial_compute(
+        shape, lambda *i: down(tirx.exp(up(x[i]) - at(mx, i)) / at(total, i), call.dtype()), name="softmax",
+        rule="elementwise",
+    )
+
+
+@register("log_softmax")
+def lower_log_softmax(call):
+    """x - max - log(sum(exp(x - max))), along axis."""
+    x, shape, mx, total, at = _softmax_stages(call)
+    return spatial_compute(
+        shape, lambda *i: down(up(x[i]) - at(mx, i) - tirx.log(at(total, i)), call.dtype()), name="log_softmax",
+        rule="elementwise",
+    )

@@ -1,0 +1,273 @@
+"""TE lowerings of the reductions and the injective (data-movement) ops.
+
+Shape arithmetic is not repeated here: output shapes come from the node's
+types, and the ONNX index rules (slice clamping, pad crops, split points)
+come from the op declarations' own helpers.
+
+Example::
+
+    >>> ravel((1, 2), (3, 4))
+    6
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from tvm import te, tirx
+
+from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops.common import broadcast, const, down, dtype_of, highest, is_float, lowest, spatial_compute
+from slimgraph.ir.ops.shape import _pad_widths, _perm, _slices, _split_points
+
+
+def ravel(idx: Sequence, shape: Sequence[int]):
+    """The row-major flat offset of ``idx`` in ``shape``."""
+    flat = 0
+    for i, d in zip(idx, shape):
+        flat = flat * d + i
+    return flat
+
+
+def unravel(flat, shape: Sequence[int]) -> tuple:
+    """The row-major index of a flat offset in ``shape``."""
+    out = []
+    for d in reversed(shape):
+        out.append(flat % d if d != 1 else 0)
+        flat = flat // d
+    return tuple(reversed(out))
+
+
+def _inject(call, fn, i: int = 0, name: str | None = None):
+    return spatial_compute(call.shape(i), fn, name=name or call.op, rule="elementwise")
+
+
+# ---------------------------------------------------------------------------
+# Reductions
+
+
+def _reduce(call, combine, acc_dtype: str, finish=None):
+    x = call.args[0]
+    in_shape = [int(d) for d in x.shape]
+    axes = [a % len(in_shape) for a in call.attrs["axes"]] or list(range(len(in_shape)))
+    keep = call.attrs["keepdims"]
+    red = {a: te.reduce_axis((0, in_shape[a]), f"r{a}") for a in axes}
+
+    def f(*idx):
+        it = iter(idx)
+        full = []
+        for a in range(len(in_shape)):
+            if a in red:
+                full.append(red[a])
+                if keep:
+                    next(it)
+            else:
+                full.append(next(it))
+        return combine(x[tuple(full)].astype(acc_dtype), axis=list(red.values()))
+
+    total = te.compute(call.shape(), f, name=call.op, attrs={"sg.rule": "reduction"})
+    count = math.prod(in_shape[a] for a in axes)
+    if finish is None and dtype_of(total) == call.dtype():
+        return total
+    return _inject(call, lambda *i: down(finish(total[i], count) if finish else total[i], call.dtype()), name="finish")
+
+
+def _acc(dtype: str) -> str:
+    # floats accumulate in float32, integers in int64 (the reference is wider still)
+    return "float32" if is_float(dtype) else "int64"
+
+
+_prod = te.comm_reducer(lambda a, b: a * b, lambda t: tirx.const(1, t), name="prod")
+
+
+@register("reduce_sum")
+def lower_reduce_sum(call):
+    return _reduce(call, te.sum, _acc(dtype_of(call.args[0])))
+
+
+@register("reduce_mean")
+def lower_reduce_mean(call):
+    return _reduce(call, te.sum, "float32", finish=lambda t, n: t / tirx.const(n, "float32"))
+
+
+@register("reduce_prod")
+def lower_reduce_prod(call):
+    return _reduce(call, _prod, _acc(dtype_of(call.args[0])))
+
+
+@register("reduce_max", "reduce_min")
+def lower_reduce_extreme(call):
+    dtype = dtype_of(call.args[0])
+    if dtype == "bool":  # max of bools is any, min is all
+        wide = te.max if call.op == "reduce_max" else te.min
+        return _reduce(call, wide, "int8")
+    return _reduce(call, te.max if call.op == "reduce_max" else te.min, dtype)
+
+
+def _arg_reducer(better):
+    def combine(lhs, rhs):
+        take_rhs = better(rhs[1], lhs[1])
+        return tirx.Select(take_rhs, rhs[0], lhs[0]), tirx.Select(take_rhs, rhs[1], lhs[1])
+
+    return combine
+
+
+@register("argmax", "argmin")
+def lower_arg_reduction(call):
+    """Index of the first extreme along an axis; ties keep the lower index."""
+    x = call.args[0]
+    in_shape = [int(d) for d in x.shape]
+    axis = call.attrs["axis"] % len(in_shape)
+    keep = call.attrs["keepdims"]
+    dtype = dtype_of(x)
+    is_max = call.op == "argmax"
+    init = lowest(dtype) if is_max else highest(dtype)
+    if dtype == "bool":
+        x = te.compute(x.shape, lambda *i: x[i].astype("int8"), name="widen")
+        dtype, init = "int8", tirx.const(-1 if is_max else 2, "int8")
+    # the scan runs in index order, so a strict comparison keeps the first extreme
+    better = (lambda a, b: a > b) if is_max else (lambda a, b: a < b)
+    reducer = te.comm_reducer(
+        _arg_reducer(better), lambda t0, t1: (tirx.const(-1, t0), init), name=call.op
+    )
+    r = te.reduce_axis((0, in_shape[axis]), "r")
+
+    def f(*idx):
+        full = list(idx[:axis]) + [r] + list(idx[axis + (1 if keep else 0):])
+        return reducer((r.var.astype("int64"), x[tuple(full)]), axis=r)
+
+    index, _ = te.compute(call.shape(), f, name=call.op, attrs={"sg.rule": "reduction"})
+    return index
+
+
+# ---------------------------------------------------------------------------
+# Reshapes and permutations
+
+
+@register("reshape", "flatten", "squeeze", "unsqueeze", "identity")
+def lower_reshape(call):
+    """Any reshape: read the input at the same row-major offset."""
+    x = call.args[0]
+    in_shape = [int(d) for d in x.shape]
+    out_shape = call.shape()
+    if in_shape == list(out_shape):
+        return _inject(call, lambda *i: x[i])
+    return _inject(call, lambda *i: x[unravel(ravel(i, out_shape), in_shape)])
+
+
+@register("transpose")
+def lower_transpose(call):
+    x = call.args[0]
+    perm = _perm(call.attrs["perm"], len(x.shape))
+    inverse = [perm.index(a) for a in range(len(perm))]
+    return _inject(call, lambda *i: x[tuple(i[inverse[a]] for a in range(len(perm)))])
+
+
+@register("expand")
+def lower_expand(call):
+    read = broadcast(call.args[0], call.shape())
+    return _inject(call, lambda *i: read(*i))
+
+
+@register("tile")
+def lower_tile(call):
+    x = call.args[0]
+    sizes = [int(d) for d in x.shape]
+    return _inject(call, lambda *i: x[tuple(v % s if s != 1 else 0 for v, s in zip(i, sizes))])
+
+
+# ---------------------------------------------------------------------------
+# Joining and cutting
+
+
+@register("concat")
+def lower_concat(call):
+    axis = call.attrs["axis"] % len(call.shape())
+    starts, offset = [], 0
+    for t in call.args:
+        starts.append(offset)
+        offset += int(t.shape[axis])
+
+    def f(*i):
+        p = i[axis]
+        value = None
+        for t, start in zip(call.args, starts):
+            # clamped, so that no branch reads out of bounds even once vectorized into a select
+            inner = tirx.max(tirx.min(p - start, int(t.shape[axis]) - 1), 0)
+            local = i[:axis] + (inner,) + i[axis + 1 :]
+            read = t[local]
+            value = read if value is None else tirx.if_then_else(p >= start, read, value)
+        return value
+
+    return _inject(call, f)
+
+
+@register("split")
+def lower_split(call):
+    x = call.args[0]
+    shape = [int(d) for d in x.shape]
+    axis, points = _split_points(tuple(shape), call.attrs["axis"], call.attrs["sizes"])
+    starts = [0] + list(points)
+
+    def piece(k: int, start: int):
+        return spatial_compute(
+            call.shape(k), lambda *i: x[i[:axis] + (i[axis] + start,) + i[axis + 1 :]], name=f"split{k}",
+            rule="elementwise",
+        )
+
+    return [piece(k, s) for k, s in enumerate(starts)]
+
+
+@register("slice")
+def lower_slice(call):
+    x = call.args[0]
+    shape = tuple(int(d) for d in x.shape)
+    index, _ = _slices(shape, call.attrs["starts"], call.attrs["ends"], call.attrs["axes"], call.attrs["steps"])
+    ranges = [s.indices(d) for s, d in zip(index, shape)]
+    return _inject(call, lambda *i: x[tuple(start + v * step for v, (start, _, step) in zip(i, ranges))])
+
+
+@register("gather")
+def lower_gather(call):
+    data, indices = call.args
+    axis = call.attrs["axis"] % len(data.shape)
+    size = int(data.shape[axis])
+    rank_i = len(indices.shape)
+
+    def f(*i):
+        raw = indices[i[axis : axis + rank_i]]
+        pos = tirx.Select(raw < const(0, dtype_of(raw)), raw + const(size, dtype_of(raw)), raw)
+        return data[i[:axis] + (pos,) + i[axis + rank_i :]]
+
+    return _inject(call, f)
+
+
+@register("pad")
+def lower_pad(call):
+    x = call.args[0]
+    shape = tuple(int(d) for d in x.shape)
+    mode = call.attrs["mode"]
+    widths = _pad_widths(shape, call.attrs["pads"], mode)
+    lows = [max(-b, 0) for b, _ in widths]
+    highs = [d + min(e, 0) for d, (_, e) in zip(shape, widths)]
+    fill = const(call.attrs["value"], dtype_of(x))
+
+    def f(*i):
+        src = [v - b for v, (b, _) in zip(i, widths)]
+        if mode == "constant":
+            inside = tirx.const(True, "bool")
+            for s, lo, hi in zip(src, lows, highs):
+                inside = tirx.And(inside, tirx.And(s >= lo, s < hi))
+            return tirx.if_then_else(inside, x[tuple(tirx.max(tirx.min(s, d - 1), 0) for s, d in zip(src, shape))], fill)
+        fixed = []
+        for s, lo, hi in zip(src, lows, highs):
+            if mode == "edge":
+                fixed.append(tirx.max(tirx.min(s, hi - 1), lo))
+            else:  # reflect about the first and last kept elements
+                s = tirx.Select(s < lo, 2 * lo - s, s)
+                fixed.append(tirx.Select(s >= hi, 2 * (hi - 1) - s, s))
+        return x[tuple(fixed)]
+
+    return _inject(call, f)
+

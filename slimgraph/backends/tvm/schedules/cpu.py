@@ -1,0 +1,318 @@
+"""The project's CPU schedule rules: tiling, vectorization, parallel outer loops, fused epilogues.
+
+A kernel's PrimFunc is scheduled in three steps:
+
+1. inline: every spatial block that is neither an output nor a rule's anchor
+   is computed inside its consumer, so a fused region's elementwise chain
+   becomes the epilogue of its anchor (or one loop nest);
+2. anchors: blocks tagged by the lowerings (``sg.rule``) get their rule:
+   ``conv2d_packed`` and ``matmul_packed`` are register-tiled micro-kernels
+   (a [tile x vector] accumulator kept in registers, the epilogue computed
+   inside the tile as it is written back), ``depthwise`` vectorizes along
+   the output row, ``pool`` and reductions run parallel over their outer
+   spatial loops;
+3. the rest (elementwise outputs, reductions without a rule) get a parallel,
+   vectorized loop nest.
+
+If a rule throws on an unusual kernel, the kernel is rescheduled with the
+generic steps only, so a build never fails on a schedule.
+
+Example::
+
+    >>> pick_tile(56, (7, 8, 4))
+    7
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+#: Vector lanes of float32 the rules aim for (AVX-512: 16; AVX2 machines split them in two).
+VECTOR = 16
+#: Parallel chunks per core: enough slack for uneven work.
+PARALLEL_CHUNKS_PER_CORE = 4
+
+
+def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
+    """The first candidate dividing ``extent`` (else the largest divisor below the first candidate)."""
+    for c in candidates:
+        if extent % c == 0:
+            return c
+    return max(d for d in range(1, candidates[0] + 1) if extent % d == 0)
+
+
+def schedule_cpu(func, target):
+    """Schedule one PrimFunc for a CPU target; returns the scheduled PrimFunc."""
+    from tvm import s_tir
+
+    cores = max(target.cores, 1)
+    try:
+        sch = s_tir.Schedule(func)
+        _schedule(sch, cores, use_rules=True)
+    except Exception:  # noqa: BLE001 - any rule failure falls back to the generic schedule
+        sch = s_tir.Schedule(func)
+        try:
+            _schedule(sch, cores, use_rules=False)
+        except Exception:  # noqa: BLE001 - an unschedulable kernel still runs, serially
+            return func
+    return sch.mod["main"]
+
+
+# ---------------------------------------------------------------------------
+# Block queries
+
+
+def _blocks(sch):
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _stmt(sch, block):
+    return sch.get(block)
+
+
+def _rule(sch, block) -> str:
+    ann = _stmt(sch, block).annotations
+    return str(ann["sg.rule"]) if "sg.rule" in ann else ""
+
+
+def _ann_int(sch, block, key: str, default: int) -> int:
+    ann = _stmt(sch, block).annotations
+    return int(ann[key]) if key in ann else default
+
+
+def _is_reduction(sch, block) -> bool:
+    return any(int(iv.iter_type) != 0 for iv in _stmt(sch, block).iter_vars)
+
+
+def _output_buffers(sch) -> list:
+    # a PrimFunc's parameters are its buffers; outputs are written, inputs only read
+    return list(sch.mod["main"].params)
+
+
+def _writes_output(sch, block, outputs) -> bool:
+    return any(region.source.same_as(p) for region in _stmt(sch, block).writes for p in outputs)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+# ---------------------------------------------------------------------------
+# The driver
+
+
+def _schedule(sch, cores: int, use_rules: bool) -> None:
+    outputs = _output_buffers(sch)
+    anchors = set(CPU_RULES) if use_rules else set()
+    _inline(sch, outputs, anchors)
+    done: set[str] = set()
+    if use_rules:
+        for block in _blocks(sch):
+            name = _stmt(sch, block).name_hint
+            rule = _rule(sch, block)
+            if rule in CPU_RULES and name not in done:
+                done |= CPU_RULES[rule](sch, block, cores, outputs)
+    for block in _blocks(sch):
+        if _stmt(sch, block).name_hint not in done:
+            _generic(sch, block, cores)
+
+
+def _inline(sch, outputs, anchors) -> None:
+    """Compute every spatial non-output block inside its consumers (pads of packed convs excepted)."""
+    changed = True
+    while changed:
+        changed = False
+        for block in reversed(_blocks(sch)):
+            rule = _rule(sch, block)
+            if rule in anchors or _is_reduction(sch, block) or _writes_output(sch, block, outputs):
+                continue
+            if rule == "pad" and anchors and any(_rule(sch, c) == "conv2d_packed" for c in sch.get_consumers(block)):
+                continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
+            try:
+                sch.compute_inline(block)
+                changed = True
+            except Exception:  # noqa: BLE001 - not inlinable (e.g. read by a reduction's init); leave it
+                continue
+
+
+def _parallel_vectorize(sch, loops: list, cores: int, vectorize: bool = True) -> None:
+    """Vectorize the innermost loop when its extent allows, and run the outer loops in parallel."""
+    if not loops:
+        return
+    if vectorize:
+        inner = loops[-1]
+        extent = _extent(sch, inner)
+        lanes = next((v for v in (VECTOR, 8, 4) if extent % v == 0), 0)
+        if lanes and extent >= lanes:
+            outer, vec = sch.split(inner, [None, lanes])
+            sch.vectorize(vec)
+            loops = loops[:-1] + ([outer] if extent > lanes else [])
+    _parallelize(sch, loops, cores)
+
+
+def _parallelize(sch, loops: list, cores: int) -> None:
+    """Fuse the outer loops until there is enough parallel work, and mark them parallel."""
+    if not loops or cores <= 1:
+        return
+    want = cores * PARALLEL_CHUNKS_PER_CORE
+    count, work = 0, 1
+    for loop in loops:
+        count += 1
+        work *= _extent(sch, loop)
+        if work >= want:
+            break
+    if work < 2:
+        return
+    fused = sch.fuse(*loops[:count]) if count > 1 else loops[0]
+    sch.parallel(fused)
+
+
+def _generic(sch, block, cores: int) -> None:
+    """A parallel (and, for elementwise blocks, vectorized) loop nest."""
+    loops = list(sch.get_loops(block))
+    if not loops:
+        return
+    spatial = len([iv for iv in _stmt(sch, block).iter_vars if int(iv.iter_type) == 0])
+    if _is_reduction(sch, block):
+        _parallelize(sch, loops[:spatial], cores)
+    else:
+        _parallel_vectorize(sch, loops, cores)
+
+
+# ---------------------------------------------------------------------------
+# Anchor rules. Each returns the names of the blocks it scheduled.
+
+
+def _epilogue(sch, block, outputs):
+    """The one consumer block the anchor's result flows into, or None when the anchor writes the output."""
+    consumers = list(sch.get_consumers(block))
+    if not consumers:
+        return None
+    if len(consumers) > 1:
+        raise ValueError("anchor with several consumers")
+    return consumers[0]
+
+
+def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int):
+    """Shared micro-kernel scheduling.
+
+    ``spatial_tiles`` gives, per spatial loop, (tile, rank): each loop is split
+    by its tile and the tiles go innermost in rank order, the last one
+    vectorized and the others unrolled, so the accumulator (re-laid out by
+    ``layout`` to make the vector dim innermost) stays in registers. The
+    epilogue (or a plain copy) writes the tile back inside the tile loop.
+    """
+    consumer = _epilogue(sch, block, outputs)
+    if consumer is None:
+        consumer = sch.cache_write(block, 0, "global")
+    sch.transform_layout(block, ("write", 0), layout)
+    loops = list(sch.get_loops(block))
+    n_spatial = len(spatial_tiles)
+    spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+    outers, inners = [], []
+    for loop, (tile, rank) in zip(spatial, spatial_tiles):
+        if tile > 1:
+            o, i = sch.split(loop, [None, tile])
+            outers.append(o)
+            inners.append((rank, i))
+        else:
+            outers.append(loop)
+    ranked = [i for _, i in sorted(inners, key=lambda p: p[0])]
+    sch.reorder(*outers, *reduce, *ranked)
+    sch.reverse_compute_at(consumer, outers[-1], preserve_unit_loops=True)
+    for loop in list(sch.get_loops(consumer))[len(outers):]:
+        sch.unroll(loop)
+    # annotate before splitting off the init: the update block alone is no longer a reduction block
+    for loop in ranked[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(ranked[-1])
+    _parallelize(sch, outers[:-1] or outers, cores)
+    init = sch.decompose_reduction(block, reduce[0])
+    init_loops = list(sch.get_loops(init))[-len(ranked):]
+    for loop in init_loops[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(init_loops[-1])
+    return {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+
+
+def _conv2d_packed(sch, block, cores: int, outputs) -> set[str]:
+    """Conv with weights [C_out/B, C_in, KH, KW, B]: a (width-tile x B) accumulator per step."""
+    block_c = _ann_int(sch, block, "sg.block", VECTOR)
+    loops = list(sch.get_loops(block))
+    width = _extent(sch, loops[3])
+    tile_w = pick_tile(width, (7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
+    names = _tiled_accumulate(
+        sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
+        lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores,
+    )
+    return names | _schedule_pad(sch, cores)
+
+
+def _schedule_pad(sch, cores: int) -> set[str]:
+    names = set()
+    for block in _blocks(sch):
+        if _rule(sch, block) == "pad":
+            _parallel_vectorize(sch, list(sch.get_loops(block)), cores)
+            names.add(_stmt(sch, block).name_hint)
+    return names
+
+
+def _matmul_packed(sch, block, cores: int, outputs) -> set[str]:
+    """x @ W with W packed [N/B, K, B]: leading dims fused into rows, an (M-tile x B) accumulator."""
+    block_n = _ann_int(sch, block, "sg.block", VECTOR)
+    loops = list(sch.get_loops(block))
+    rank = len(loops) - 1
+    rows = math.prod(_extent(sch, loop) for loop in loops[:-2])
+    tile_m = pick_tile(rows, (6, 8, 4, 7, 5, 3, 2)) if rank > 1 else 1
+    if rank > 2:
+        sch.fuse(*loops[:-2])
+    tiles = ([(tile_m, 1)] if rank > 1 else []) + [(block_n, 2)]
+
+    def layout(*i):
+        return tuple(i[:-1]) + (i[-1] // block_n, i[-1] % block_n)
+
+    if rank > 2:  # the fused rows are one loop, the buffer keeps its dims: tile only the vector dim
+        return _tiled_accumulate(sch, block, outputs, [(1, 0), (block_n, 2)], layout, cores)
+    return _tiled_accumulate(sch, block, outputs, tiles, layout, cores)
+
+
+def _depthwise(sch, block, cores: int, outputs) -> set[str]:
+    """Depthwise conv: the output row vectorized, the small kernel unrolled."""
+    consumer = _epilogue(sch, block, outputs)
+    n, c, h, w, rh, rw = sch.get_loops(block)
+    sch.reorder(n, c, h, rh, rw, w)
+    if consumer is not None:
+        sch.reverse_compute_at(consumer, h, preserve_unit_loops=True)
+    init = sch.decompose_reduction(block, rh)
+    for loop in (rh, rw):
+        sch.unroll(loop)
+    width = _extent(sch, w)
+    lanes = next((v for v in (VECTOR, 8, 4) if width % v == 0), 0)
+    if lanes:
+        sch.vectorize(sch.split(w, [None, lanes])[1])
+    _parallelize(sch, [n, c, h], cores)
+    names = {_stmt(sch, b).name_hint for b in (block, init)}
+    if consumer is not None:
+        names.add(_stmt(sch, consumer).name_hint)
+    return names | _schedule_pad(sch, cores)
+
+
+def _pool(sch, block, cores: int, outputs) -> set[str]:
+    """Pooling: parallel over (n, c, rows), the window unrolled."""
+    loops = list(sch.get_loops(block))
+    spatial = len([iv for iv in _stmt(sch, block).iter_vars if int(iv.iter_type) == 0])
+    for loop in loops[spatial:]:
+        if _extent(sch, loop) <= 8:
+            sch.unroll(loop)
+    _parallelize(sch, loops[:spatial - 1], cores)
+    return {_stmt(sch, block).name_hint}
+
+
+CPU_RULES: dict[str, Callable] = {
+    "conv2d_packed": _conv2d_packed,
+    "matmul_packed": _matmul_packed,
+    "depthwise": _depthwise,
+    "pool": _pool,
+}
+

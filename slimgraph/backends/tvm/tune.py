@@ -1,0 +1,66 @@
+"""Optional MetaSchedule tuning, with records kept in a database folder that later builds reuse.
+
+Tuning searches schedules for the unscheduled kernels (MetaSchedule needs
+them untouched), measuring candidates on this machine. Kernels with a record
+in the database take the tuned schedule; the others keep the project's rules.
+A build given a database folder and ``tune=0`` only applies its records.
+
+Example::
+
+    >>> from slimgraph.backends.tvm.tune import database_files
+    >>> database_files("/nonexistent")
+    []
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from slimgraph.errors import BackendError
+
+#: The JSON files MetaSchedule's JSONDatabase keeps in its work directory.
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def database_files(folder: str | os.PathLike) -> list[Path]:
+    """The database files present in ``folder``."""
+    return [Path(folder) / name for name in DATABASE_FILES if (Path(folder) / name).exists()]
+
+
+def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str | None, progress=None):
+    """Tune ``unscheduled`` (when ``trials`` > 0) and return ``scheduled`` with
+    every kernel that has a database record replaced by its tuned form."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    if target.is_gpu and not target.can_run:
+        raise BackendError(f"tuning measures kernels on the device: {target.cannot_run_reason()}")
+    folder = Path(database or "slimgraph-tuning")
+    folder.mkdir(parents=True, exist_ok=True)
+    tvm_target = target.tvm()
+    if trials > 0:
+        if progress:
+            progress(f"tune {trials} trials", 1, 3)
+        with tvm_target:
+            relax.transform.MetaScheduleTuneIRMod(params={}, work_dir=str(folder), max_trials_global=trials)(unscheduled)
+    if not database_files(folder):
+        return scheduled
+    db = ms.database.JSONDatabase(work_dir=str(folder))
+    with tvm_target, db:
+        tuned = relax.transform.MetaScheduleApplyDatabase()(unscheduled)
+    for gv, func in tuned.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc) and _was_tuned(func, unscheduled[gv]):
+            scheduled[gv] = func
+    return scheduled
+
+
+def _was_tuned(tuned, original) -> bool:
+    return not tuned.same_as(original) and not tvm_structural_equal(tuned, original)
+
+
+def tvm_structural_equal(a, b) -> bool:
+    import tvm
+
+    return bool(tvm.ir.structural_equal(a, b))

@@ -1,0 +1,121 @@
+"""CompiledModel: numpy and torch calls, kernels with source, benchmark, save/load, targets and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from slimgraph.api import compile  # noqa: E402
+from slimgraph.backends.tvm import TargetError, load_compiled, parse_target  # noqa: E402
+from slimgraph.demo import demo_inputs, demo_model  # noqa: E402
+from slimgraph.errors import BackendError, SlimgraphError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def demo():
+    graph = demo_model()
+    return graph, compile(graph, demo_inputs(batch=2))
+
+
+def test_numpy_in_numpy_out_and_torch_in_torch_out(demo):
+    torch = pytest.importorskip("torch")
+    graph, model = demo
+    (x,) = demo_inputs(batch=2)
+    out = model(x)
+    assert isinstance(out, np.ndarray)
+    t_out = model(torch.from_numpy(x))
+    assert isinstance(t_out, torch.Tensor)
+    np.testing.assert_array_equal(t_out.numpy(), out)
+    # a non-contiguous tensor is made dense first, with the same result
+    strided = torch.from_numpy(np.ascontiguousarray(np.concatenate([x, x], axis=3)))[..., ::2]
+    np.testing.assert_allclose(model(strided).numpy(), model(np.ascontiguousarray(strided.numpy())), rtol=0, atol=0)
+
+
+def test_wrong_input_shape_or_count_is_a_clear_error(demo):
+    _, model = demo
+    with pytest.raises(BackendError, match=r"compiled for f32\[2,3,32,32\]"):
+        model(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(BackendError, match="takes 1 inputs"):
+        model()
+
+
+def test_kernels_carry_source_tir_and_flops(demo):
+    graph, model = demo
+    kernels = model.kernels
+    assert kernels and all(k.source.startswith("define") for k in kernels)
+    assert all("T.prim_func" in k.tir for k in kernels)
+    conv = next(k for k in kernels if "conv" in k.ops)
+    assert conv.flops > 0
+    assert "__tvm_parallel_lambda" in conv.source and "<16 x float>" in conv.source  # parallel and vectorized
+
+
+def test_benchmark_reports_latency_and_per_kernel_shares(demo):
+    _, model = demo
+    result = model.benchmark(warmup=1, runs=5, kernel_repeat=2)
+    assert 0 < result.median_ms <= result.p90_ms
+    assert [k.name for k in result.kernels] == [k.name for k in model.kernels]
+    assert sum(k.share for k in result.kernels) == pytest.approx(1.0)
+    assert "| kernel |" in result.table()
+
+
+def test_saved_model_loaded_in_a_fresh_process_gives_bit_identical_outputs(demo, tmp_path):
+    _, model = demo
+    (x,) = demo_inputs(batch=2, seed=3)
+    expected = model(x)
+    model.save(tmp_path / "m")
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from slimgraph.backends.tvm import load_compiled
+        m = load_compiled({str(tmp_path / "m")!r})
+        np.save({str(tmp_path / "y.npy")!r}, m(np.load({str(tmp_path / "x.npy")!r})))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    got = np.load(tmp_path / "y.npy")
+    assert got.tobytes() == expected.tobytes()
+    loaded = load_compiled(tmp_path / "m")
+    assert loaded.ir is not None and [k.name for k in loaded.kernels] == [k.name for k in model.kernels]
+    assert json.loads((tmp_path / "m" / "metadata.json").read_text())["target"] == "llvm"
+
+
+def test_save_refuses_to_overwrite_a_foreign_folder(demo, tmp_path):
+    _, model = demo
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(BackendError, match="not a saved slimgraph model"):
+        model.save(tmp_path)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_loading_a_folder_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="no metadata.json"):
+        load_compiled(tmp_path)
+
+
+def test_unknown_target_lists_the_valid_ones():
+    with pytest.raises(TargetError, match="unknown target 'vulkan'.*llvm.*cuda.*opencl"):
+        parse_target("vulkan")
+    with pytest.raises(SlimgraphError, match="sm_XY"):
+        parse_target("cuda:ampere")
+
+
+def test_cuda_build_cross_compiles_here_and_explains_it_cannot_run():
+    model = compile(demo_model(), target="cuda:sm_90")
+    kernels = model.kernels
+    assert kernels and all("__global__" in k.source for k in kernels)
+    if not parse_target("cuda:sm_90").can_run:
+        with pytest.raises(TargetError, match="cannot run here.*llvm"):
+            model(*demo_inputs())
+
+
+def test_opencl_builds_source_and_refuses_to_run():
+    model = compile(demo_model(), target="opencl")
+    assert all("__kernel" in k.source for k in model.kernels)
+    with pytest.raises(TargetError, match="no OpenCL runtime"):
+        model(*demo_inputs())
