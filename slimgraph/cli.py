@@ -96,6 +96,10 @@ def _cmd_opt(args: argparse.Namespace) -> int:
         sample_inputs="random" if args.check_numerics else None,
     )
     print(report, file=sys.stderr)
+    if args.stats:
+        from slimgraph.analysis import compare_sizes
+
+        print(compare_sizes(graph, out), file=sys.stderr)
     if args.output:
         out.save(args.output)
         print(f"wrote {args.output}", file=sys.stderr)

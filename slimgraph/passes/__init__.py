@@ -49,6 +49,8 @@ from slimgraph.passes.cse import CommonSubexpressionElimination
 from slimgraph.passes.canonicalize import Canonicalize
 from slimgraph.passes.fold_constants import FoldConstants
 from slimgraph.passes.fuse import FuseRegions
+from slimgraph.passes.prune import Prune
+from slimgraph.passes.share_weights import ShareWeights
 
 __all__ = [
     "Any",
@@ -69,6 +71,7 @@ __all__ = [
     "PassFailedError",
     "PassInfo",
     "PassManager",
+    "Prune",
     "PassOption",
     "PassRecord",
     "Pat",
@@ -78,6 +81,7 @@ __all__ = [
     "RewriteError",
     "RewriteRule",
     "StatsDiff",
+    "ShareWeights",
     "StatsInstrument",
     "TimingInstrument",
     "UnknownOptionError",

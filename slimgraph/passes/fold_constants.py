@@ -5,8 +5,9 @@
   disagree with the interpreter). A result larger than the node's inputs
   folds only up to ``max-elements`` elements, so that folding does not
   inflate the weights (a large ``expand`` of a scalar stays an expand).
-  ``dequantize`` of a constant stays too, as in ONNX Runtime's QDQ handling:
-  folding it would turn quantized weights back into float ones.
+  ``dequantize`` and ``codebook_decode`` of a constant stay too, as in ONNX
+  Runtime's QDQ handling: folding them would turn encoded weights back into
+  float ones.
 - ``batch_norm(conv(x, w, b))`` becomes ``conv(x, w*s, (b-mean)*s+beta)``
   with ``s = gamma/sqrt(var+eps)``, computed in float64; the same for
   ``linear`` with a 2-d output. A batch norm that cannot fold into its
@@ -69,12 +70,16 @@ def fold_node(m: Match, max_elements: int) -> list[Value] | None:
     return values
 
 
+#: Ops that decode stored weights; their constant inputs are the point, not waste.
+DECODERS = frozenset({"dequantize", "codebook_decode"})
+
+
 def _all_const_inputs(node) -> bool:
     return bool(node.inputs) and all(v.is_const for v in node.inputs)
 
 
 def _foldable(node) -> bool:
-    return node.op != "dequantize" and _all_const_inputs(node)
+    return node.op not in DECODERS and _all_const_inputs(node)
 
 
 _BN_PARAMS = (Const("gamma"), Const("beta"), Const("mean"), Const("var"))
@@ -137,7 +142,7 @@ class FoldConstants(Pass):
     max_elements: int = option(4096, "a folded result larger than its inputs may have at most this many elements")
     batch_norm: bool = option(True, "fold batch_norm into the preceding conv/linear, else into a scale and shift")
     shapes: bool = option(True, "drop no-op shape ops and collapse reshape and transpose chains")
-    dequantize: bool = option(False, "also fold dequantize of constants (turns quantized weights into floats)")
+    dequantize: bool = option(False, "also fold dequantize and codebook_decode of constants (encoded weights become floats)")
 
     def apply(self, graph: Graph) -> None:
         @rewrite(Pat("*", where=_all_const_inputs if self.dequantize else _foldable))

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from typing import Any
 
@@ -63,6 +64,7 @@ class GraphModule(nn.Module):
             self._names[value.name] = _attach(self, value.name, np.array(value.const_value), trainable, keep_zeros)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
+        """Run the graph on its inputs (positional, in the graph's order)."""
         if len(inputs) != len(self.graph.inputs):
             raise BackendError(f"graph @{self.graph.name} takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
         env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(self.graph.inputs, inputs)}
@@ -137,7 +139,21 @@ def to_torch(graph: Graph, keep_zeros: bool = False) -> GraphModule:
     ``keep_zeros=True`` masks the gradients of weights that hold zeros, so that
     fine-tuning a magnitude-pruned graph keeps its sparsity.
     """
-    return GraphModule(graph.clone(), keep_zeros=keep_zeros)
+    # torch.export binds arguments by the forward's signature: give it one
+    # parameter per graph input (a class per graph, named after the graph).
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+        inspect.Parameter(name if name.isidentifier() else f"input{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for i, name in enumerate(v.name for v in graph.inputs)
+    ]
+
+    def forward(self: GraphModule, *inputs: torch.Tensor) -> Any:
+        return GraphModule.forward(self, *inputs)
+
+    forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    name = graph.name if graph.name.isidentifier() else "GraphModule"
+    return type(name, (GraphModule,), {"forward": forward, "__doc__": GraphModule.__doc__})(
+        graph.clone(), keep_zeros=keep_zeros
+    )
 
 
 def load_weights(graph: Graph, module: nn.Module) -> Graph:

@@ -282,3 +282,45 @@ def _codebook_decode(indices, codebook, *, bits, shape):
     count = math.prod(shape)
     codes = torch.from_numpy(unpack_codes(indices.detach().cpu().numpy(), bits, count).astype(np.int64))
     return codebook[codes.to(codebook.device)].reshape(shape)
+
+
+@torch_op("expand")
+def _expand(x, *, shape):
+    return torch.broadcast_to(x, np.broadcast_shapes(tuple(x.shape), tuple(shape)))
+
+
+@torch_op("tile")
+def _tile(x, *, repeats):
+    return x.repeat(tuple(repeats))
+
+
+@torch_op("slice")
+def _slice(x, *, starts, ends, axes, steps):
+    axes = tuple(axes) or tuple(range(len(starts)))
+    steps = tuple(steps) or (1,) * len(starts)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis %= x.dim()
+        # Python's slice clamping is ONNX's, and index_select also covers negative steps (torch slicing cannot).
+        picked = range(x.shape[axis])[slice(start, end, step)]
+        index = torch.tensor(list(picked), dtype=torch.long, device=x.device)
+        x = x.index_select(axis, index)
+    return x
+
+
+@torch_op("gather")
+def _gather(data, indices, *, axis):
+    axis %= data.dim()
+    size = data.shape[axis]
+    flat = indices.reshape(-1).long()
+    flat = torch.where(flat < 0, flat + size, flat)
+    out = data.index_select(axis, flat)
+    return out.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1 :]))
+
+
+@torch_op("pad")
+def _pad(x, *, pads, mode, value):
+    rank = x.dim()
+    begins, ends = list(pads[:rank]), list(pads[rank:])
+    torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[mode]
+    # F.pad's reflect/replicate modes leave the batch and channel axes alone.
+    return F.pad(x, _torch_pad(begins, ends), mode=torch_mode, value=value if mode == "constant" else None)

@@ -1,0 +1,102 @@
+"""The torch backend: Graph -> nn.Module with the graph's weights as parameters, and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from slimgraph.backends.torch import load_weights, to_torch
+from slimgraph.errors import BackendError
+from slimgraph.frontends import from_torch
+from slimgraph.ir import Graph, TensorType
+from slimgraph.passes.prune import Prune
+from slimgraph.passes.share_weights import ShareWeights
+from tests.compression.common import digits_graph, fine_tune, light_resnet50, random_input
+from tests.digits import digits_data, trained_digits_cnn
+from tests.models import mobilenet_v2, resnet18, transformer_block
+
+
+def _run(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("factory", [resnet18, mobilenet_v2])
+def test_module_matches_the_interpreter(factory):
+    module, (example,) = factory()
+    g = from_torch(module, (example,))
+    np.testing.assert_allclose(_run(to_torch(g), example.numpy()), g.run(example.numpy())[0], rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_resnet50_runs_in_torch():
+    g = light_resnet50()
+    x = random_input((1, 3, 224, 224))
+    np.testing.assert_allclose(_run(to_torch(g), x), g.run(x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_parameters_are_named_after_the_graph_constants():
+    g = digits_graph()
+    module = to_torch(g)
+    params = dict(module.named_parameters())
+    assert set(params) == {n for n in g.consts() if "running" not in n}
+    original = {k for k in trained_digits_cnn().state_dict() if not k.endswith("num_batches_tracked")}
+    assert set(module.state_dict()) == original
+    for name, p in params.items():
+        np.testing.assert_array_equal(p.detach().numpy(), g.value(name).const_value)
+
+
+def test_fine_tuned_pruned_module_reimports_with_its_structure():
+    pruned = Prune(method="channel", ratio=0.5)(digits_graph())
+    module = fine_tune(pruned, epochs=1, lr=1e-3)
+    changed = load_weights(pruned, module)
+    assert not np.array_equal(changed.value("features.3.weight").const_value, pruned.value("features.3.weight").const_value)
+    again = from_torch(module, (torch.from_numpy(digits_data().x_test[:4]),), dynamic_batch=True)
+    assert {n: a.shape for n, a in again.consts().items()} == {n: a.shape for n, a in changed.consts().items()}
+    x = digits_data().x_test[:32]
+    np.testing.assert_allclose(again.run(x)[0], changed.run(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_keep_zeros_holds_sparsity_through_training():
+    pruned = Prune(sparsity=0.6)(digits_graph())
+    module = to_torch(pruned, keep_zeros=True)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    x, y = torch.from_numpy(digits_data().x_train[:64]), torch.from_numpy(digits_data().y_train[:64])
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+        opt.step()
+    tuned = load_weights(pruned, module)
+    for name in ("features.3.weight", "classifier.weight"):
+        np.testing.assert_array_equal(tuned.value(name).const_value == 0, pruned.value(name).const_value == 0)
+        assert not np.array_equal(tuned.value(name).const_value, pruned.value(name).const_value)
+
+
+def test_shared_weights_train_their_codebook():
+    shared = ShareWeights(bits=4)(digits_graph())
+    module = to_torch(shared)
+    names = dict(module.named_parameters())
+    assert "features.3.weight.codebook" in names and names["features.3.weight.codebook"].shape == (16,)
+    x = digits_data().x_test[:16]
+    np.testing.assert_allclose(_run(module, x), shared.run(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_ops_are_listed():
+    g = Graph("odd")
+    x = g.add_input("x", TensorType("f32", (2, 3)))
+    g.set_outputs([g.call("argmax", x, axis=1), g.call("argmax", x, axis=0)])
+    with pytest.raises(BackendError, match=r"unsupported ops: argmax x2 \(first: %0 = argmax\)"):
+        to_torch(g)
+
+
+def test_load_weights_checks_shapes():
+    g = digits_graph()
+    module = to_torch(Prune(method="channel", ratio=0.5)(g))
+    with pytest.raises(BackendError, match="features.0.weight"):
+        load_weights(g, module)
+
+
+def test_transformer_block_runs():
+    module, (example,) = transformer_block()
+    g = from_torch(module, (example,))
+    np.testing.assert_allclose(_run(to_torch(g), example.numpy()), g.run(example.numpy())[0], rtol=1e-4, atol=1e-4)
