@@ -13,17 +13,21 @@ from slimgraph.api import compile, load
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir import Graph, TensorType, parse
 from slimgraph.passes import Pass, register_pass, run_pipeline
+from slimgraph.runtime import GuardedModel, Variant, narrow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph",
+    "GuardedModel",
     "Pass",
     "SlimgraphError",
     "TensorType",
+    "Variant",
     "__version__",
     "compile",
     "load",
+    "narrow",
     "parse",
     "register_pass",
     "run_pipeline",

@@ -31,6 +31,12 @@ def compile(  # noqa: A001 - the public name the design asks for
     database: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
     progress: bool | Callable[[str, int, int], None] = False,
+    variants: Sequence[float] | None = None,
+    batches: Sequence[int] | None = None,
+    eval_data: Any = None,
+    finetune: Callable | None = None,
+    budget_ms: float | None = None,
+    policy: Callable | None = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -42,7 +48,17 @@ def compile(  # noqa: A001 - the public name the design asks for
     ``tune=TRIALS`` tunes with MetaSchedule, keeping records in ``database``.
     ``dump_ir`` writes the optimized IR there; ``progress=True`` draws a
     progress bar on stderr (or pass a callback ``(step, done, total)``).
+
+    ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
+    channel pruning and returns a GuardedModel that picks one per call (input
+    guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
+    :func:`slimgraph.runtime.narrow`.
     """
+    if variants is not None:
+        from slimgraph.runtime import narrow
+
+        return narrow(model, example_inputs, variants, batches=batches, eval_data=eval_data, finetune=finetune,
+                      target=target, pipeline=pipeline, budget_ms=budget_ms, policy=policy)
     from slimgraph.backends.tvm import build
 
     graph = import_model(model, example_inputs)
@@ -136,8 +152,13 @@ class ProgressBar:
 
 
 def load(path: str | os.PathLike):
-    """Load what slimgraph saved: a compiled model's folder (``CompiledModel.save``)
-    gives a CompiledModel; an IR text file (``Graph.save``) gives a Graph."""
+    """Load what slimgraph saved: a guarded set's folder (``GuardedModel.save``)
+    gives a GuardedModel, a compiled model's folder (``CompiledModel.save``) a
+    CompiledModel, an IR text file (``Graph.save``) a Graph."""
+    if os.path.isfile(os.path.join(path, "guarded.json")):
+        from slimgraph.runtime import load_guarded
+
+        return load_guarded(path)
     if os.path.isdir(path):
         from slimgraph.backends.tvm import load_compiled
 

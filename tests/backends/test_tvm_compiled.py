@@ -119,3 +119,29 @@ def test_opencl_builds_source_and_refuses_to_run():
     assert all("__kernel" in k.source for k in model.kernels)
     with pytest.raises(TargetError, match="no OpenCL runtime"):
         model(*demo_inputs())
+
+
+def test_calls_from_several_threads_agree() -> None:
+    """Each thread gets its own VM over shared weights; a shared VM crashed here."""
+    import threading
+
+    from slimgraph.api import compile
+    from slimgraph.demo import demo_inputs, demo_model
+
+    model = compile(demo_model(), demo_inputs(batch=4))
+    assert model.thread_safe
+    x = demo_inputs(batch=4)[0]
+    expected = model(x)
+    mismatches: list[int] = []
+
+    def work() -> None:
+        for _ in range(50):
+            if not np.array_equal(model(x), expected):
+                mismatches.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not mismatches

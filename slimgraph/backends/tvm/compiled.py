@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,7 +95,8 @@ class CompiledModel:
         self._params_np = params
         self.ir = ir
         self.target = parse_target(target) if isinstance(target, str) else target
-        self._vm = None
+        self._local = threading.local()  # one VM per thread: a TVM VM is not safe to share
+        self._params_lock = threading.Lock()
         self._params_dev = None
 
     # -- introspection -------------------------------------------------------
@@ -128,15 +130,21 @@ class CompiledModel:
     def _device(self):
         return self.target.device()
 
+    #: Calls from several threads are safe: each thread gets its own VM over the shared weights.
+    thread_safe = True
+
     def _ensure_vm(self):
-        if self._vm is None:
+        vm = getattr(self._local, "vm", None)
+        if vm is None:
             import tvm
             from tvm import relax
 
             dev = self._device()
-            self._vm = relax.VirtualMachine(self._exec, dev)
-            self._params_dev = [tvm.runtime.tensor(a, dev) for _, a in self._params_np]
-        return self._vm
+            with self._params_lock:
+                if self._params_dev is None:
+                    self._params_dev = [tvm.runtime.tensor(a, dev) for _, a in self._params_np]
+            vm = self._local.vm = relax.VirtualMachine(self._exec, dev)
+        return vm
 
     def __call__(self, *inputs: Any):
         """Run the model. Numpy in, numpy out; torch in, torch out. One output comes

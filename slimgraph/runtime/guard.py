@@ -1,0 +1,593 @@
+"""The guarded model: several variants of one model, one picked per call.
+
+A :class:`Variant` is anything callable on arrays (a TVM CompiledModel, a
+:class:`GraphRunner` over the reference interpreter) plus what the guard needs
+to know about it: its width, the batch bucket it was specialized for (None
+for the symbolic-batch fallback), its input types and device, its measured
+latency and accuracy.
+
+:class:`GuardedModel` picks the variant for each call in three steps:
+
+1. input guards: the variants whose input types (shape with batch, dtype) and
+   device admit the call; an exact batch specialization wins over the
+   symbolic fallback. Variants with the same inputs form a ladder of widths.
+   A call no guard admits raises :class:`GuardError` listing what is accepted.
+2. a latency budget: a :class:`~slimgraph.runtime.controller.LatencyController`
+   per ladder steps to narrower widths when calls run over budget and back up
+   when there is headroom;
+3. or, instead of the budget, a ``policy`` callable that gets the ladder's
+   :class:`Candidate` s (measured latency, smoothed latency, accuracy) and
+   returns the name of the one to run.
+
+Calls run outside the lock, which guards only the controller state and the
+statistics, so several threads can call one GuardedModel at once. A variant
+whose model does not declare ``thread_safe = True`` serves one call at a time
+(its latency is measured from when the call starts running).
+
+Example::
+
+    >>> import numpy as np
+    >>> from slimgraph.ir import Graph, TensorType
+    >>> def scale(k):
+    ...     g = Graph(f"scale{k}")
+    ...     x = g.add_input("x", TensorType("f32", ("N", 2)))
+    ...     g.set_outputs([g.call("mul", x, g.const(np.float32(k)))])
+    ...     return GraphRunner(g)
+    >>> model = GuardedModel([Variant("full", scale(2), width=1.0, latency_ms=2.0),
+    ...                       Variant("half", scale(1), width=0.5, latency_ms=1.0)], budget_ms=3.0)
+    >>> model(np.ones((1, 2), np.float32)).tolist()
+    [[2.0, 2.0]]
+    >>> model.stats().calls
+    {'full': 1, 'half': 0}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from slimgraph.errors import SlimgraphError
+from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
+from slimgraph.runtime.controller import ControllerConfig, LatencyController
+
+log = logging.getLogger("slimgraph.runtime")
+
+MANIFEST = "guarded.json"
+FORMAT_VERSION = 1
+
+
+class GuardError(SlimgraphError):
+    """A call no variant admits, a policy answer that names no candidate, or a bad variant set."""
+
+
+# ---------------------------------------------------------------------------
+# variants
+
+
+class GraphRunner:
+    """A variant backend that runs a Graph with the reference interpreter.
+
+    It serves the symbolic-batch fallback (any batch size) and the tests that
+    must not need TVM.
+
+    Example::
+
+        >>> import numpy as np
+        >>> from slimgraph.ir import Graph, TensorType
+        >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N",))); g.set_outputs([g.call("relu", x)])
+        >>> GraphRunner(g)(np.array([-1.0, 1.0], np.float32)).tolist()
+        [0.0, 1.0]
+    """
+
+    kind = "graph"
+    thread_safe = True  # the interpreter keeps no state between calls
+
+    def __init__(self, graph):
+        self.ir = graph
+        self.input_types = [v.type for v in graph.inputs]
+
+    def __call__(self, *inputs: Any):
+        outs = self.ir.run(*[np.asarray(x) for x in inputs])
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.ir.save(path / "model.sg")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "GraphRunner":
+        from slimgraph.ir.serialize import load
+
+        return cls(load(Path(directory) / "model.sg"))
+
+
+def _load_tvm(directory: str | os.PathLike):
+    from slimgraph.backends.tvm import load_compiled
+
+    return load_compiled(directory)
+
+
+# kind -> loader; a variant's kind comes from its model's ``kind`` attribute or class
+LOADERS: dict[str, Callable[[str | os.PathLike], Any]] = {"graph": GraphRunner.load, "tvm": _load_tvm}
+
+
+def register_variant_kind(kind: str, load: Callable[[str | os.PathLike], Any]) -> None:
+    """Teach :func:`load_guarded` to load variants whose model has ``kind = <kind>``."""
+    LOADERS[kind] = load
+
+
+def _kind_of(model: Any) -> str:
+    kind = getattr(model, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    if type(model).__name__ == "CompiledModel":
+        return "tvm"
+    raise GuardError(
+        f"cannot save a variant backed by {type(model).__name__}: give it a `kind` attribute and register a "
+        f"loader with register_variant_kind"
+    )
+
+
+@dataclass
+class Variant:
+    """One compiled width of a model, specialized for one batch bucket (None: any batch).
+
+    ``inputs`` default to the model's ``input_types``; ``device`` is ``cpu`` or
+    ``cuda`` (from the model's target when it has one).
+
+    Example::
+
+        >>> import numpy as np
+        >>> from slimgraph.ir import Graph, TensorType
+        >>> g = Graph(); x = g.add_input("x", TensorType("f32", (8, 3))); g.set_outputs([g.call("relu", x)])
+        >>> Variant("w100-b8", GraphRunner(g)).batch
+        8
+    """
+
+    name: str
+    model: Callable[..., Any]
+    width: float = 1.0
+    inputs: tuple = ()
+    batch: int | None = field(default=None)
+    device: str = ""
+    latency_ms: float | None = None
+    accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            types = getattr(self.model, "input_types", None)
+            if types is None:
+                raise GuardError(f"variant {self.name}: give its input types (the model has no input_types)")
+            self.inputs = tuple(types)
+        self.inputs = tuple(self.inputs)
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].rank else None
+        if self.batch is None and isinstance(first, int):
+            self.batch = first
+        if self.batch is not None and first != self.batch:
+            raise GuardError(f"variant {self.name}: batch bucket {self.batch} but its first input is {self.inputs[0]}")
+        if not self.device:
+            target = getattr(self.model, "target", None)
+            self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
+
+    @property
+    def spec(self) -> str:
+        """The guard in words: ``(f32[8,1,8,8]) on cpu``."""
+        return f"({', '.join(map(str, self.inputs))}) on {self.device}"
+
+    def admits(self, arrays: Sequence[Any]) -> bool:
+        """Whether the inputs fit this variant's types (symbolic dims bound consistently) and device."""
+        if len(arrays) != len(self.inputs):
+            return False
+        bindings: dict[str, int] = {}
+        for array, want in zip(arrays, self.inputs):
+            dtype, shape, device = _describe(array)
+            if device != self.device or dtype != want.dtype.value or len(shape) != want.rank:
+                return False
+            if not all(bind_dim(d, s, bindings) for d, s in zip(want.shape, shape)):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a policy sees of a variant: measured (unloaded) latency, the median
+    latency of its recent calls (None before any), accuracy (None when unmeasured)."""
+
+    name: str
+    width: float
+    batch: int | None
+    latency_ms: float | None
+    recent_ms: float | None
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One served call: when (guard clock, seconds), which variant, its latency, and
+    whether it was a probe of a wider variant."""
+
+    time: float
+    variant: str
+    batch: int
+    latency_ms: float
+    probe: bool
+
+
+@dataclass(frozen=True)
+class GuardStats:
+    """Calls per variant, latency percentiles (ms) per variant and ``overall``, and
+    the number of switches between widths."""
+
+    calls: dict[str, int]
+    latency: dict[str, dict[str, float]]
+    switches: int
+
+    def table(self) -> str:
+        """The statistics as Markdown."""
+        lines = ["| variant | calls | p50 ms | p95 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name in [*self.calls, "overall"]:
+            lat = self.latency.get(name, {})
+            count = self.calls.get(name, sum(self.calls.values()))
+            cells = [f"{lat[k]:.3f}" if k in lat else "-" for k in ("p50", "p95", "p99")]
+            lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
+        lines.append(f"\nswitches: {self.switches}")
+        return "\n".join(lines)
+
+
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    arr = np.asarray(samples, dtype=np.float64)
+    out = {k: float(np.percentile(arr, q)) for k, q in PERCENTILES.items()}
+    out["mean"] = float(arr.mean())
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the guarded model
+
+
+class _Ladder:
+    """Variants with the same inputs and device, widest first, and their selection state."""
+
+    def __init__(self, variants: list[Variant], budget_ms: float | None, config, clock):
+        self.variants = sorted(variants, key=lambda v: -v.width)
+        self.spec = self.variants[0].spec
+        self.static = all(t.is_static for t in self.variants[0].inputs)
+        self.controller = None
+        self.recent = [deque(maxlen=config.window) for _ in self.variants]
+        self.current = 0
+        if budget_ms is not None and len(self.variants) > 1:
+            missing = [v.name for v in self.variants if not v.latency_ms]
+            if missing:
+                raise GuardError(
+                    f"a latency budget needs each variant's measured latency; missing for {', '.join(missing)}"
+                )
+            self.controller = LatencyController([v.latency_ms for v in self.variants], budget_ms, config, clock)
+
+    def candidates(self) -> list[Candidate]:
+        return [
+            Candidate(v.name, v.width, v.batch, v.latency_ms, float(np.median(r)) if r else None, v.accuracy)
+            for v, r in zip(self.variants, self.recent)
+        ]
+
+
+class GuardedModel:
+    """Several variants of one model behind input guards and a latency budget or policy.
+
+    ``budget_ms`` is one budget for every batch bucket or a mapping from bucket
+    (None for the fallback) to budget; without a budget and a policy the widest
+    admitted variant runs. ``policy(candidates) -> name`` replaces the budget.
+    ``on_call(record)`` is called after each call (outside the lock); the last
+    ``history`` :class:`CallRecord` s are kept (``records()``).
+    See the module docstring for an example.
+    """
+
+    def __init__(
+        self,
+        variants: Sequence[Variant],
+        budget_ms: float | Mapping[int | None, float] | None = None,
+        *,
+        policy: Callable[[list[Candidate]], str] | None = None,
+        config: ControllerConfig | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        on_call: Callable[[CallRecord], None] | None = None,
+        history: int = 100_000,
+        name: str = "model",
+    ):
+        variants = list(variants)
+        if not variants:
+            raise GuardError("a guarded model needs at least one variant")
+        names = [v.name for v in variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise GuardError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        self.name = name
+        self.variants = variants
+        self.budget_ms = budget_ms
+        self.policy = policy
+        self.config = config or ControllerConfig()
+        self.clock = clock
+        self.on_call = on_call
+        groups: dict[str, list[Variant]] = {}
+        for v in variants:
+            groups.setdefault(v.spec, []).append(v)
+        # exact specializations are tried before symbolic fallbacks
+        self._ladders = sorted(
+            (_Ladder(vs, self._budget_for(vs[0].batch), self.config, clock) for vs in groups.values()),
+            key=lambda ladder: not ladder.static,
+        )
+        self._lock = threading.Lock()
+        # a model that does not declare ``thread_safe = True`` runs one call at a time
+        # (a TVM VM shares its registers between calls); different variants still run in parallel
+        self._call_locks = {
+            v.name: contextlib.nullcontext() if getattr(v.model, "thread_safe", False) else threading.Lock()
+            for v in variants
+        }
+        self._history = history
+        self._clear_stats()
+
+    def _budget_for(self, batch: int | None) -> float | None:
+        if self.budget_ms is None or isinstance(self.budget_ms, (int, float)):
+            return self.budget_ms
+        return self.budget_ms.get(batch)
+
+    # -- calling ---------------------------------------------------------------
+
+    def __call__(self, *inputs: Any):
+        """Run the variant the guards and the budget (or policy) pick; returns its outputs."""
+        ladder = self._admit(inputs)
+        if self.policy is not None:
+            rung, probe = self._ask_policy(ladder), False
+        else:
+            with self._lock:
+                rung, probe = self._choose(ladder)
+        variant = ladder.variants[rung]
+        with self._call_locks[variant.name]:
+            start = self.clock()
+            result = variant.model(*inputs)
+            end = self.clock()
+        ms = (end - start) * 1e3
+        record = CallRecord(end, variant.name, _batch_of(inputs), ms, probe)
+        with self._lock:
+            self._observe(ladder, rung, ms, record)
+        log.debug("%s: %s served batch %d in %.3f ms%s", self.name, variant.name, record.batch, ms,
+                  " (probe)" if probe else "")
+        if self.on_call is not None:
+            self.on_call(record)
+        return result
+
+    def select(self, *inputs: Any) -> Variant:
+        """The variant a call with these inputs would run now (no call made, no state changed)."""
+        ladder = self._admit(inputs)
+        if self.policy is not None:
+            return ladder.variants[self._ask_policy(ladder)]
+        with self._lock:
+            return ladder.variants[ladder.controller.current if ladder.controller else 0]
+
+    def _admit(self, inputs: Sequence[Any]) -> _Ladder:
+        for ladder in self._ladders:
+            if ladder.variants[0].admits(inputs):
+                return ladder
+        got = ", ".join(f"{d}{format_shape(s)} on {dev}" for d, s, dev in map(_describe, inputs)) or "no inputs"
+        expected = "; ".join(ladder.spec for ladder in self._ladders)
+        raise GuardError(f"{self.name}: no variant admits the call ({got}); expected one of: {expected}")
+
+    def _choose(self, ladder: _Ladder) -> tuple[int, bool]:
+        if ladder.controller is None:
+            return 0, False
+        rung = ladder.controller.choose()
+        return rung, rung != ladder.controller.current
+
+    def _ask_policy(self, ladder: _Ladder) -> int:
+        # the user's policy runs outside the lock, on a snapshot of the candidates
+        with self._lock:
+            candidates = ladder.candidates()
+        answer = self.policy(candidates)
+        answer = getattr(answer, "name", answer)
+        for i, v in enumerate(ladder.variants):
+            if v.name == answer:
+                return i
+        valid = ", ".join(v.name for v in ladder.variants)
+        raise GuardError(f"{self.name}: the policy chose {answer!r}, which is not a candidate; candidates: {valid}")
+
+    def _observe(self, ladder: _Ladder, rung: int, ms: float, record: CallRecord) -> None:
+        before = ladder.current
+        if ladder.controller is not None and self.policy is None:
+            ladder.controller.record(rung, ms)
+            ladder.current = ladder.controller.current
+        else:
+            ladder.current = rung
+        ladder.recent[rung].append(ms)
+        self._switches += ladder.current != before
+        self._samples.setdefault(record.variant, deque(maxlen=self._history)).append(ms)
+        self._counts[record.variant] = self._counts.get(record.variant, 0) + 1
+        self._records.append(record)
+
+    # -- statistics ------------------------------------------------------------
+
+    def stats(self) -> GuardStats:
+        """Calls per variant, latency percentiles per variant and overall, switches."""
+        with self._lock:
+            calls = {v.name: self._counts.get(v.name, 0) for v in self.variants}
+            samples = {k: list(v) for k, v in self._samples.items()}
+            switches = self._switches
+        latency = {name: _percentiles(s) for name, s in samples.items()}
+        latency["overall"] = _percentiles([x for s in samples.values() for x in s])
+        return GuardStats(calls, latency, switches)
+
+    def records(self) -> list[CallRecord]:
+        """The most recent calls, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def reset_stats(self) -> None:
+        """Forget counts, latencies and records (the controllers keep their state)."""
+        with self._lock:
+            self._clear_stats()
+
+    def _clear_stats(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._samples: dict[str, deque] = {}
+        self._records: deque = deque(maxlen=self._history)
+        self._switches = 0
+
+    # -- describing, saving ------------------------------------------------------
+
+    def __str__(self) -> str:
+        budget = self.budget_ms
+        head = f"guarded @{self.name}"
+        if self.policy is not None:
+            head += f" policy={getattr(self.policy, '__name__', type(self.policy).__name__)}"
+        elif budget is not None:
+            head += f" budget={_format_budget(budget)}"
+        lines = [head + " {"]
+        for ladder in self._ladders:
+            kind = "batch " + str(ladder.variants[0].batch) if ladder.static else "fallback"
+            lines.append(f"  guard {ladder.spec}  # {kind}")
+            for v in ladder.variants:
+                facts = [f"width={v.width:g}"]
+                if v.latency_ms is not None:
+                    facts.append(f"latency={v.latency_ms:.3f}ms")
+                if v.accuracy is not None:
+                    facts.append(f"accuracy={v.accuracy:.2f}%")
+                lines.append(f"    variant {v.name} {{{', '.join(facts)}}}")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def dump(self) -> str:
+        """The guard table followed by the IR of each variant that has one."""
+        parts = [str(self)]
+        for v in self.variants:
+            ir = getattr(v.model, "ir", None)
+            if ir is not None:
+                parts.append(f"// variant {v.name}\n{ir}")
+        return "\n".join(parts)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write every variant (via its model's ``save``) and a manifest to ``directory``, atomically."""
+        target = Path(directory)
+        if target.exists() and any(target.iterdir()) and not (target / MANIFEST).exists():
+            raise GuardError(f"{target} exists and is not a saved guarded model; refusing to overwrite it")
+        if not isinstance(self.budget_ms, (int, float, type(None))):
+            budget: Any = [[k, v] for k, v in self.budget_ms.items()]
+        else:
+            budget = self.budget_ms
+        manifest = {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "budget_ms": budget,
+            "config": asdict(self.config),
+            "variants": [],
+        }
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".sg-guard-", dir=target.parent))
+        try:
+            for i, v in enumerate(self.variants):
+                folder = f"v{i}-{_safe(v.name)}"
+                kind = _kind_of(v.model)
+                v.model.save(staging / folder)
+                manifest["variants"].append({
+                    "name": v.name, "kind": kind, "dir": folder, "width": v.width, "batch": v.batch,
+                    "device": v.device, "inputs": [[t.dtype.value, list(t.shape)] for t in v.inputs],
+                    "latency_ms": v.latency_ms, "accuracy": v.accuracy,
+                })
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            (staging / "guards.txt").write_text(str(self))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+
+def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
+    """Load a model written by :meth:`GuardedModel.save`; ``options`` (policy, clock,
+    on_call, budget_ms, ...) are passed to :class:`GuardedModel`.
+
+    Example::
+
+        >>> load_guarded("/no/such/dir")
+        Traceback (most recent call last):
+        ...
+        slimgraph.runtime.guard.GuardError: /no/such/dir is not a saved guarded model (no guarded.json)
+    """
+    path = Path(directory)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise GuardError(f"{path} is not a saved guarded model (no {MANIFEST})") from None
+    except (OSError, ValueError) as exc:
+        raise GuardError(f"{path / MANIFEST}: unreadable manifest: {exc}") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise GuardError(f"{path}: saved with format {manifest.get('format')}, this slimgraph reads {FORMAT_VERSION}")
+    variants = []
+    for entry in manifest["variants"]:
+        loader = LOADERS.get(entry["kind"])
+        if loader is None:
+            raise GuardError(
+                f"{path}: variant {entry['name']} has kind {entry['kind']!r}; known kinds: {', '.join(sorted(LOADERS))}"
+            )
+        variants.append(Variant(
+            entry["name"], loader(path / entry["dir"]), width=entry["width"],
+            inputs=tuple(TensorType(d, tuple(s)) for d, s in entry["inputs"]), batch=entry["batch"],
+            device=entry["device"], latency_ms=entry["latency_ms"], accuracy=entry["accuracy"],
+        ))
+    budget = manifest["budget_ms"]
+    if isinstance(budget, list):
+        budget = {k: v for k, v in budget}
+    options.setdefault("budget_ms", budget)
+    options.setdefault("config", ControllerConfig(**manifest["config"]))
+    options.setdefault("name", manifest["name"])
+    return GuardedModel(variants, **options)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _describe(x: Any) -> tuple[str, tuple[int, ...], str]:
+    """dtype (IR short name when the IR has it), shape and device of a numpy array or torch tensor."""
+    if type(x).__module__.startswith("torch") and hasattr(x, "device"):
+        dtype, shape, device = str(x.dtype).removeprefix("torch."), tuple(x.shape), x.device.type
+    else:
+        array = np.asarray(x)
+        dtype, shape, device = array.dtype, tuple(array.shape), "cpu"
+    try:
+        return DType.of(dtype).value, shape, device
+    except SlimgraphError:
+        return str(dtype), shape, device
+
+
+def _batch_of(inputs: Sequence[Any]) -> int:
+    shape = _describe(inputs[0])[1] if inputs else ()
+    return int(shape[0]) if shape else 1
+
+
+def _format_budget(budget) -> str:
+    if isinstance(budget, (int, float)):
+        return f"{budget:g}ms"
+    return "{" + ", ".join(f"{'fallback' if k is None else k}: {v:g}ms" for k, v in budget.items()) + "}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,264 @@
+"""Build a GuardedModel: narrowed widths of one model, compiled per batch bucket, measured.
+
+:func:`narrow` imports the model once with a symbolic batch, derives each
+width (by the structured channel pruning pass, ``prune{method=channel}``, or
+from models the caller trained at each width), optionally fine-tunes it,
+checks that every width keeps the input and output contract of the full
+model, compiles it once per batch bucket, measures each compiled variant's
+latency and, with evaluation data, each width's top-1 accuracy. A
+symbolic-batch variant per width, run by the reference interpreter, serves
+the batch sizes no bucket covers.
+
+Example::
+
+    >>> import numpy as np, torch                                          # doctest: +SKIP
+    >>> guarded = narrow(net, (torch.zeros(8, 1, 8, 8),), variants=[1.0, 0.75, 0.5],
+    ...                  batches=[1, 8, 32], eval_data=(x_test, y_test), budget_ms=2.0)  # doctest: +SKIP
+    >>> guarded(np.zeros((8, 1, 8, 8), np.float32)).shape                 # doctest: +SKIP
+    (8, 10)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from slimgraph.ir.graph import Graph
+from slimgraph.ir.types import concrete, is_symbolic
+from slimgraph.runtime.controller import ControllerConfig
+from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant
+
+Finetune = Callable[[Graph, float], Graph]
+
+
+def narrow(
+    model: Any,
+    example_inputs: Sequence[Any] | None = None,
+    variants: Sequence[float] | Mapping[float, Any] = (1.0, 0.75, 0.5),
+    *,
+    batches: Sequence[int] | None = None,
+    fallback: bool = True,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    finetune: Finetune | None = None,
+    target: str = "llvm",
+    pipeline: str | None = "default",
+    budget_ms: float | Mapping[int | None, float] | None = None,
+    policy: Callable | None = None,
+    config: ControllerConfig | None = None,
+    runs: int = 30,
+    progress: Callable[[str], None] | None = None,
+) -> GuardedModel:
+    """Narrowed, compiled, measured variants of ``model`` behind a guard.
+
+    ``variants`` lists widths (fractions of the channels kept; the pruning
+    pass removes the rest) or maps each width to a model of that width with
+    the same inputs and outputs. ``batches`` are the batch buckets compiled
+    ahead of time (default: the example inputs' batch); ``fallback`` adds a
+    symbolic-batch variant per width. ``eval_data=(x, y)`` measures top-1
+    accuracy. ``finetune(graph, width) -> graph`` runs on every pruned width
+    (:func:`finetune_with` trains through the torch round trip).
+    ``budget_ms``, ``policy`` and ``config`` go to :class:`GuardedModel`.
+    """
+    widths = sorted(variants, reverse=True)
+    if not widths or any(not 0.0 < w <= 1.0 for w in widths):
+        raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
+    say = progress or (lambda _msg: None)
+    if isinstance(variants, Mapping):
+        graphs = {w: _import(variants[w], example_inputs) for w in widths}
+    else:
+        full = _import(model, example_inputs)
+        graphs = {w: full if w == 1.0 else _prune(full, 1.0 - w) for w in widths}
+        if finetune is not None:
+            graphs = {w: g if w == 1.0 else finetune(g, w) for w, g in graphs.items()}
+    reference = graphs[widths[0]]
+    for w in widths[1:]:
+        _check_contract(reference, graphs[w], w)
+    symbol, default_batch = _batch_symbol(reference, example_inputs)
+    buckets = list(batches) if batches is not None else [default_batch]
+    if symbol is None and (fallback or buckets != [default_batch]):
+        raise GuardError(
+            f"@{reference.name} has a fixed batch of {default_batch}: import it with a symbolic batch to get "
+            f"buckets {buckets} or a fallback"
+        )
+
+    from slimgraph.api import compile as compile_graph
+
+    out: list[Variant] = []
+    feeds: dict[str, list[np.ndarray]] = {}
+    for w in widths:
+        graph = graphs[w]
+        per_width: list[Variant] = []
+        for b in buckets:
+            say(f"compile width {w:g} batch {b}")
+            compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None)
+            per_width.append(Variant(_name(w, b), compiled, width=w))
+            feeds[per_width[-1].name] = _zeros(compiled.input_types)
+        if fallback:
+            per_width.append(Variant(_name(w, None), GraphRunner(graph), width=w, batch=None))
+            feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
+        if eval_data is not None:
+            say(f"evaluate width {w:g}")
+            acc = top1_accuracy(_largest_bucket(per_width), *eval_data)
+            for v in per_width:
+                v.accuracy = acc
+        out.extend(per_width)
+    say("measure latencies")
+    measure_variants(out, feeds, runs=runs)
+    return GuardedModel(out, budget_ms, policy=policy, config=config, name=reference.name)
+
+
+def measure_variants(
+    variants: Sequence[Variant], feeds: Mapping[str, Sequence[np.ndarray]], runs: int = 30, rounds: int = 5
+) -> None:
+    """Set each variant's ``latency_ms``: the median over ``rounds`` interleaved rounds of
+    :func:`measure_latency`, so that a burst of foreign load on a shared machine
+    skews every variant alike instead of one. Interpreter variants get a tenth of the runs.
+
+    Example::
+
+        >>> from slimgraph.ir import Graph, TensorType
+        >>> g = Graph(); x = g.add_input("x", TensorType("f32", (2,))); g.set_outputs([g.call("relu", x)])
+        >>> v = Variant("relu", GraphRunner(g))
+        >>> measure_variants([v], {"relu": [np.zeros(2, np.float32)]}, runs=5); v.latency_ms > 0
+        True
+    """
+    samples: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            share = runs if not isinstance(v.model, GraphRunner) else max(1, runs // 10)
+            samples[v.name].append(measure_latency(v.model, feeds[v.name], runs=max(1, share // rounds)))
+    for v in variants:
+        v.latency_ms = float(np.median(samples[v.name]))
+
+
+def finetune_with(
+    x: np.ndarray, y: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch: int = 64, seed: int = 0
+) -> Finetune:
+    """A ``finetune`` for :func:`narrow`: train a pruned graph through the torch round trip
+    (``to_torch``, Adam on cross-entropy over ``(x, y)``, ``load_weights``), seeded.
+
+    Example::
+
+        >>> tune = finetune_with(x_train, y_train, epochs=2)     # doctest: +SKIP
+        >>> narrow(net, example, [1.0, 0.5], finetune=tune)      # doctest: +SKIP
+    """
+
+    def finetune(graph: Graph, width: float) -> Graph:
+        import torch
+
+        from slimgraph.backends.torch import load_weights, to_torch
+
+        torch.manual_seed(seed)
+        module = to_torch(graph)
+        inputs, labels = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
+        optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        module.train()
+        for _ in range(epochs):
+            for idx in torch.randperm(len(labels), generator=generator).split(batch):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(module(inputs[idx]), labels[idx]).backward()
+                optimizer.step()
+        module.eval()
+        return load_weights(graph, module)
+
+    return finetune
+
+
+def measure_latency(fn: Callable[..., Any], inputs: Sequence[np.ndarray], warmup: int = 3, runs: int = 30) -> float:
+    """Median wall time of ``fn(*inputs)`` in milliseconds, after ``warmup`` calls.
+
+    Example::
+
+        >>> measure_latency(lambda x: x + 1, [np.zeros(4)], runs=5) < 10.0
+        True
+    """
+    for _ in range(warmup):
+        fn(*inputs)
+    times = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        fn(*inputs)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy (percent) of a variant on ``(x, y)``, run in chunks of its batch
+    bucket (the last chunk zero-padded) or all at once on a symbolic-batch variant.
+
+    Example::
+
+        >>> from slimgraph.ir import Graph, TensorType
+        >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N", 2))); g.set_outputs([g.call("relu", x)])
+        >>> top1_accuracy(Variant("id", GraphRunner(g)), np.eye(2, dtype=np.float32), np.array([0, 0]))
+        50.0
+    """
+    x = np.asarray(x)
+    chunk = variant.batch or len(x)
+    logits = []
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
+        logits.append(np.asarray(variant.model(padded))[: len(part)])
+    predicted = np.concatenate(logits).argmax(axis=1)
+    return float((predicted == np.asarray(y)).mean() * 100.0)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _import(model: Any, example_inputs: Sequence[Any] | None) -> Graph:
+    """The model's graph, with a symbolic batch when it is a torch module."""
+    from slimgraph.api import _is_torch_module, import_model
+
+    if _is_torch_module(model):
+        from slimgraph.frontends import from_torch
+
+        if example_inputs is None:
+            raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
+        return from_torch(model, tuple(example_inputs), dynamic_batch=True)
+    return import_model(model, example_inputs)
+
+
+def _prune(graph: Graph, ratio: float) -> Graph:
+    """Structured channel pruning: ``ratio`` of each channel group's channels removed."""
+    from slimgraph.passes import Prune
+
+    return Prune(method="channel", ratio=ratio)(graph).verify()
+
+
+def _check_contract(full: Graph, narrowed: Graph, width: float) -> None:
+    """Every width takes the full model's inputs and gives its outputs (types, in order)."""
+    want = ([str(v.type) for v in full.inputs], [str(v.type) for v in full.outputs])
+    got = ([str(v.type) for v in narrowed.inputs], [str(v.type) for v in narrowed.outputs])
+    if want != got:
+        raise GuardError(
+            f"width {width:g} changes the model's contract: inputs {got[0]} -> outputs {got[1]}, but the full "
+            f"model has inputs {want[0]} -> outputs {want[1]}"
+        )
+
+
+def _batch_symbol(graph: Graph, example_inputs: Sequence[Any] | None) -> tuple[str | None, int]:
+    """The symbol of the first input's batch dim (None when fixed) and the example batch size."""
+    if not graph.inputs or not graph.inputs[0].type.rank:
+        raise GuardError(f"@{graph.name} has no batched first input to guard on")
+    dim = graph.inputs[0].type.shape[0]
+    example = int(np.shape(example_inputs[0])[0]) if example_inputs else concrete(dim)
+    return (dim if is_symbolic(dim) else None), example
+
+
+def _zeros(types, bindings: dict | None = None) -> list[np.ndarray]:
+    return [np.zeros(tuple(concrete(d, bindings) for d in t.shape), t.dtype.numpy) for t in types]
+
+
+def _largest_bucket(variants: list[Variant]) -> Variant:
+    compiled = [v for v in variants if v.batch is not None]
+    return max(compiled, key=lambda v: v.batch) if compiled else variants[0]
+
+
+def _name(width: float, batch: int | None) -> str:
+    return f"w{round(width * 100)}-b{batch if batch is not None else 'N'}"
