@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 LIGHT = os.path.join(os.path.dirname(__import__("onnx").__file__), "backend", "test", "data", "light")
 ONNX_MODELS = {"resnet50-onnx": "light_resnet50", "inception_v1": "light_inception_v1",
                "squeezenet": "light_squeezenet", "shufflenet": "light_shufflenet"}
-TORCH_MODELS = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2",
+TORCH_MODELS = {"resnet50-full": "resnet50_imagenet", "resnet18": "resnet18", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2",
                 "transformer_block": "transformer_block"}
 CONTENDERS = ("slimgraph", "torch eager", "torch.compile", "onnxruntime", "tvm default")
 

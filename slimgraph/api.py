@@ -37,6 +37,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     finetune: Callable | None = None,
     budget_ms: float | None = None,
     policy: Callable | None = None,
+    calibration_data: Any = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -48,6 +49,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     ``tune=TRIALS`` tunes with MetaSchedule, keeping records in ``database``.
     ``dump_ir`` writes the optimized IR there; ``progress=True`` draws a
     progress bar on stderr (or pass a callback ``(step, done, total)``).
+
+    ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
+    calibrates every ``quantize`` pass of the pipeline.
 
     ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
     channel pruning and returns a GuardedModel that picks one per call (input
@@ -62,7 +66,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     from slimgraph.backends.tvm import build
 
     graph = import_model(model, example_inputs)
-    optimized = optimize(graph, pipeline)
+    optimized = optimize(graph, pipeline, calibration_data)
     if dump_ir is not None:
         optimized.save(dump_ir)
     bindings = bind_shapes(optimized, example_inputs, shapes)
@@ -98,14 +102,16 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None = None) -> Gra
     )
 
 
-def optimize(graph: Graph, pipeline: str | None) -> Graph:
-    """Run a pass pipeline (None: the graph as is)."""
+def optimize(graph: Graph, pipeline: str | None, calibration_data: Any = None) -> Graph:
+    """Run a pass pipeline (None: the graph as is); ``quantize`` passes calibrate on ``calibration_data``."""
     if not pipeline:
         return graph
-    from slimgraph.passes import run_pipeline
+    from slimgraph.passes import PassManager, VerifyInstrument, parse_pipeline
 
-    optimized, _ = run_pipeline(graph, pipeline)
-    return optimized
+    passes = parse_pipeline(pipeline)
+    if calibration_data is not None:
+        passes = [p.with_calibration(calibration_data) if p.name == "quantize" else p for p in passes]
+    return PassManager(passes, instruments=[VerifyInstrument()]).run(graph)
 
 
 def bind_shapes(graph: Graph, example_inputs: Sequence[Any] | None, shapes: Mapping[str, int] | None) -> dict[str, int]:

@@ -10,7 +10,9 @@ Subcommands:
 - ``slimgraph passes``: every registered pass with its doc and options, and the named pipelines;
 - ``slimgraph opt MODEL --pipeline P [--dump-dir D] [--stats] [-o FILE]``: run a pipeline;
 - ``slimgraph compile MODEL --target T --pipeline P [--dump-ir FILE] -o DIR``: compile with TVM;
-- ``slimgraph bench MODEL_OR_DIR``: whole-model latency and the per-kernel table.
+- ``slimgraph bench MODEL_OR_DIR``: whole-model latency and the per-kernel table;
+- ``slimgraph ledger MODEL --pipeline P [--data FILE] [--json F] [--png F]``: what each pass buys,
+  measured on the compiled model.
 
 Every user error ends with one line ``slimgraph: error: ...`` and exit status 2.
 
@@ -127,6 +129,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    from slimgraph.frontends.model_spec import load_model
+    from slimgraph.ir.interpreter import random_inputs
+    from slimgraph.ledger import ledger, load_data
+
+    graph = load_model(args.model, dynamic_batch=args.dynamic_batch)
+    evalset, calibration = load_data(args.data) if args.data else (None, None)
+    first = graph.inputs[0].type.shape[0] if graph.inputs and graph.inputs[0].type.shape else 1
+    batch = args.batch or (first if isinstance(first, int) else 1)
+    examples = [x[:batch] for x in evalset.inputs] if evalset is not None else random_inputs(graph, dim=batch)
+    book = ledger(
+        graph, examples, args.pipeline, target=args.target, eval_data=evalset, calibration_data=calibration,
+        runs=args.runs, warmup=args.warmup, max_metric_drop=args.max_drop, progress=True,
+    )
+    print(book)
+    for path, save in ((args.json, book.save_json), (args.png, book.save_chart)):
+        if path:
+            print(f"wrote {save(path)}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slimgraph`` command."""
     parser = argparse.ArgumentParser(
@@ -177,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     bench.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
     bench.set_defaults(func=_cmd_bench)
+
+    led = sub.add_parser("ledger", help="what each pass buys: size, FLOPs, compiled latency and accuracy after every pass")
+    led.add_argument("model", help="demo, an IR text file, an .onnx file, or package.module:factory")
+    led.add_argument("--pipeline", default="default", help="pipeline text; ';' between groups gives one row per group")
+    led.add_argument("--data", help=".npz: x (or x0, x1, ...) inputs, optional y labels, optional calib inputs")
+    led.add_argument("--target", default="llvm", help="compile target (default llvm, this CPU)")
+    led.add_argument("--batch", type=int, help="batch of the compiled model (default: the model's, else 1)")
+    led.add_argument("--runs", type=int, default=30, help="timed runs per row (default 30)")
+    led.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    led.add_argument("--max-drop", type=float, default=1.0, help="warn when a pass costs more points of accuracy")
+    led.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic (N)")
+    led.add_argument("--json", help="write the ledger as JSON here")
+    led.add_argument("--png", help="write the chart (latency and accuracy against bytes) here")
+    led.set_defaults(func=_cmd_ledger)
     return parser
 
 

@@ -129,6 +129,11 @@ def resnet50(batch: int = 2) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return _seeded_init(ResNet(Bottleneck, [3, 4, 6, 3], width=8), 50), (_input(2, batch, 3, 64, 64),)
 
 
+def resnet50_imagenet(batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Full-size ResNet-50 (torchvision's layout: width 64, 1000 classes, 224x224), for benchmarks."""
+    return _seeded_init(ResNet(Bottleneck, [3, 4, 6, 3], num_classes=1000, width=64), 50), (_input(2, batch, 3, 224, 224),)
+
+
 # ---------------------------------------------------------------------------
 # MobileNetV2 style: inverted residuals with depthwise convolutions and ReLU6
 

@@ -1,0 +1,178 @@
+"""TE lowerings of the integer ops: ``qconv``, ``qlinear`` (int8 x int8 -> int32) and ``requantize``.
+
+The kernels read int8/uint8 activations and int8 weights (int4 weights are
+widened to int8 at compile time) and multiply-accumulate in int32. On CPU a
+constant weight is packed as the float rules pack it (``[C_out/B, C_in, KH,
+KW, B]`` and ``[N/B, K, B]``) and the compute blocks carry the same
+``sg.rule`` hints, so the register-tiled micro-kernels of the CPU schedule
+run them with int32 accumulators and the requantize epilogue fused in.
+
+The activations' zero point is handled as integer libraries do: the input
+is padded with the zero point, the kernel sums ``x * w`` and the epilogue
+adds ``bias - x_zero_point * sum(w)`` per output channel (a compile-time
+constant). ``requantize`` is gemmlowp's fixed-point arithmetic in int64.
+
+Example::
+
+    >>> from slimgraph.backends.tvm.lower import lowering_table
+    >>> import slimgraph.backends.tvm.ops.quantized  # noqa: F401
+    >>> {"qconv", "qlinear", "requantize"} <= set(lowering_table())
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops.common import const, spatial_compute
+from slimgraph.backends.tvm.ops.nn import pad_spatial, vector_block
+from slimgraph.ir.ops.nn import _conv_geometry
+from slimgraph.ir.ops.qlinear import _clip_range
+
+_ACC = "int32"
+
+
+def _wide(expr):
+    return expr.astype(_ACC)
+
+
+def _int8_weight(call, index: int = 1) -> np.ndarray | None:
+    weight = call.consts[index]
+    return None if weight is None else np.asarray(weight).astype(np.int8)
+
+
+def _zero_point_epilogue(call, acc, weight: np.ndarray | None, channel_axis: int):
+    """``acc - x_zero_point * sum(w) + bias`` per output channel, in int32."""
+    zx = call.attrs["x_zero_point"]
+    bias = call.args[2] if len(call.args) > 2 else None
+    if not zx and bias is None:
+        return acc
+    shape = call.shape()
+    axis = channel_axis % len(shape)
+    bias_const = call.consts[2] if len(call.consts) > 2 else None
+    if weight is not None:
+        correction = -zx * weight.reshape(weight.shape[0], -1).astype(np.int64).sum(axis=1)
+        if bias_const is not None:  # folded with the zero-point term into one constant
+            correction = correction + bias_const.astype(np.int64)
+            bias = None
+        offset = call.param(correction.astype(np.int32), "qbias")
+        read_offset = lambda c: offset[c]  # noqa: E731
+    else:
+        w = call.args[1]
+        r = [te.reduce_axis((0, int(d)), f"rs{i}") for i, d in enumerate(w.shape[1:])]
+        sums = te.compute((int(w.shape[0]),), lambda o: te.sum(_wide(w[(o, *r)]), axis=r), name="wsum")
+        read_offset = lambda c: -const(zx, _ACC) * sums[c]  # noqa: E731
+
+    def f(*idx):
+        v = acc[idx] + read_offset(idx[axis])
+        return v + bias[idx[axis]] if bias is not None else v
+
+    return spatial_compute(shape, f, name="qbias", rule="elementwise")
+
+
+@register("qconv")
+def lower_qconv(call):
+    """Integer convolution; on CPU, the packed micro-kernel layout for a constant 2-d weight."""
+    x, w = call.args[:2]
+    k = len(x.shape) - 2
+    strides, begins, ends, dilations = _conv_geometry(call.attrs, k)
+    groups = call.attrs["groups"]
+    c_in, c_out = int(x.shape[1]), int(w.shape[0])
+    kernel = [int(d) for d in w.shape[2:]]
+    shape = call.shape()
+    xp = pad_spatial(x, begins, ends, const(call.attrs["x_zero_point"], str(x.dtype)))
+    weight = _int8_weight(call)
+    if call.target.kind == "llvm" and k == 2 and groups == 1 and weight is not None:
+        block = vector_block(c_out)
+        wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
+        rc, rh, rw = (te.reduce_axis((0, n), name) for n, name in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
+        (sh, sw), (dh, dw) = strides, dilations
+        acc = te.compute(
+            shape,
+            lambda n, o, h, v: te.sum(
+                _wide(xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]) * _wide(wp[o // block, rc, rh, rw, o % block]),
+                axis=[rc, rh, rw],
+            ),
+            name="qconv",
+            attrs={"sg.rule": "conv2d_packed", "sg.block": block},
+        )
+    else:
+        wt = call.param(weight, "w_int8") if weight is not None else w
+        per_in, per_out = c_in // groups, c_out // groups
+        rc = te.reduce_axis((0, per_in), "rc")
+        rk = [te.reduce_axis((0, n), f"rk{i}") for i, n in enumerate(kernel)]
+
+        def f(n, o, *pos):
+            channel = (o // per_out) * per_in + rc if groups > 1 else rc
+            where = tuple(p * s + r * d for p, s, r, d in zip(pos, strides, rk, dilations))
+            return te.sum(_wide(xp[(n, channel) + where]) * _wide(wt[(o, rc) + tuple(rk)]), axis=[rc, *rk])
+
+        acc = te.compute(shape, f, name="qconv", attrs={"sg.rule": "conv"})
+    return _zero_point_epilogue(call, acc, weight, 1)
+
+
+@register("qlinear")
+def lower_qlinear(call):
+    """Integer x @ w.T; on CPU, a constant weight packed [N/B, K, B] for the matmul micro-kernel."""
+    x, w = call.args[:2]
+    n_dim, k_dim = (int(d) for d in w.shape)
+    shape = call.shape()
+    weight = _int8_weight(call)
+    rk = te.reduce_axis((0, k_dim), "rk")
+    if call.target.kind == "llvm" and weight is not None:
+        block = vector_block(n_dim)
+        wp = call.param(weight.reshape(n_dim // block, block, k_dim).transpose(0, 2, 1), "w_packed")
+        acc = te.compute(
+            shape,
+            lambda *i: te.sum(_wide(x[i[:-1] + (rk,)]) * _wide(wp[i[-1] // block, rk, i[-1] % block]), axis=rk),
+            name="qlinear",
+            attrs={"sg.rule": "matmul_packed", "sg.block": block},
+        )
+    else:
+        acc = te.compute(
+            shape,
+            lambda *i: te.sum(_wide(x[i[:-1] + (rk,)]) * _wide(w[i[-1], rk]), axis=rk),
+            name="qlinear",
+            attrs={"sg.rule": "matmul"},
+        )
+    return _zero_point_epilogue(call, acc, weight, -1)
+
+
+def _channel_param(call, values, name: str):
+    """Index -> the value of the slice it lies in (inline when there is one value)."""
+    if len(set(int(v) for v in values)) == 1:  # one value: a constant the compiler can fold
+        value = tirx.const(int(values[0]), "int64")
+        return lambda idx: value
+    axis = call.attrs["axis"] % len(call.shape())
+    buf = call.param(np.asarray(values, np.int64), name)
+    return lambda idx: buf[idx[axis]]
+
+
+@register("requantize")
+def lower_requantize(call):
+    """gemmlowp's MultiplyByQuantizedMultiplier, then the zero point and the clamp."""
+    x = call.args[0]
+    shifts = np.asarray(call.attrs["shift"], np.int64)
+    multiplier = _channel_param(call, call.attrs["multiplier"], "multiplier")
+    left = _channel_param(call, np.maximum(shifts, 0), "left_shift")
+    right = _channel_param(call, np.maximum(-shifts, 0), "right_shift")
+    lo, hi = _clip_range(call.out_types[0].dtype, call.attrs["clip"])
+    zero = call.attrs["zero_point"]
+    i64 = lambda v: tirx.const(v, "int64")  # noqa: E731
+    out_dtype = call.dtype()
+
+    def f(*idx):
+        v = x[idx].astype("int64")
+        if shifts.max() > 0:  # only multipliers above 1 shift left first
+            v = tirx.min(tirx.max(v << left(idx), i64(-(2**31))), i64(2**31 - 1))
+        total = v * multiplier(idx) + tirx.Select(v >= i64(0), i64(1 << 30), i64(1 - (1 << 30)))
+        high = tirx.Select(total >= i64(0), total >> i64(31), i64(0) - ((i64(0) - total) >> i64(31)))
+        r = right(idx)
+        mask = (i64(1) << r) - i64(1)
+        threshold = (mask >> i64(1)) + tirx.Select(high < i64(0), i64(1), i64(0))
+        rounded = (high >> r) + tirx.Select((high & mask) > threshold, i64(1), i64(0))
+        return tirx.min(tirx.max(rounded + i64(zero), i64(lo)), i64(hi)).astype(out_dtype)
+
+    return spatial_compute(call.shape(), f, name="requantize", rule="elementwise")
