@@ -21,14 +21,18 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import tempfile
 import zipfile
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from slimgraph.errors import GraphError
+from slimgraph.errors import GraphError, SlimgraphError
 from slimgraph.ir.parser import parse
 from slimgraph.ir.printer import collect_payloads, print_graph
 
@@ -56,6 +60,31 @@ def save(graph, path: str | os.PathLike) -> None:
         os.replace(tmp, final)
     if not payloads and os.path.exists(sidecar):
         os.unlink(sidecar)  # a stale sidecar would describe some other graph
+
+
+@contextlib.contextmanager
+def staged_directory(
+    target: str | os.PathLike, marker: str, what: str, error: type[SlimgraphError] = SlimgraphError
+) -> Iterator[Path]:
+    """Write a folder atomically: yields an empty staging folder beside ``target``
+    that replaces ``target`` when the block ends, and vanishes if it raises.
+
+    A non-empty ``target`` without the ``marker`` file is not ours: it is refused
+    rather than overwritten: ``error`` is raised, naming ``what`` was expected.
+    """
+    target = Path(target)
+    if target.exists() and any(target.iterdir()) and not (target / marker).exists():
+        raise error(f"{target} exists and is not a saved {what}; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".sg-save-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _stage(final: str, data: bytes) -> str:

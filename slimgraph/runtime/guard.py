@@ -47,8 +47,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -59,6 +57,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from slimgraph.errors import SlimgraphError
+from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
 
@@ -484,8 +483,6 @@ class GuardedModel:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write every variant (via its model's ``save``) and a manifest to ``directory``, atomically."""
         target = Path(directory)
-        if target.exists() and any(target.iterdir()) and not (target / MANIFEST).exists():
-            raise GuardError(f"{target} exists and is not a saved guarded model; refusing to overwrite it")
         if not isinstance(self.budget_ms, (int, float, type(None))):
             budget: Any = [[k, v] for k, v in self.budget_ms.items()]
         else:
@@ -497,9 +494,7 @@ class GuardedModel:
             "config": asdict(self.config),
             "variants": [],
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".sg-guard-", dir=target.parent))
-        try:
+        with staged_directory(target, MANIFEST, "guarded model", GuardError) as staging:
             for i, v in enumerate(self.variants):
                 folder = f"v{i}-{_safe(v.name)}"
                 kind = _kind_of(v.model)
@@ -511,12 +506,6 @@ class GuardedModel:
                 })
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
             (staging / "guards.txt").write_text(str(self))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +30,7 @@ import numpy as np
 
 from slimgraph.errors import BackendError
 from slimgraph.ir.interpreter import random_inputs
+from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType
 
 FORMAT_VERSION = 1
@@ -203,24 +202,13 @@ class CompiledModel:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model to ``directory`` (library, weights, IR, metadata); atomic: on failure nothing is left."""
         target = Path(directory)
-        if target.exists() and any(target.iterdir()):
-            if not (target / "metadata.json").exists():
-                raise BackendError(f"{target} exists and is not a saved slimgraph model; refusing to overwrite it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".sg-save-", dir=target.parent))
-        try:
+        with staged_directory(target, "metadata.json", "slimgraph model", BackendError) as staging:
             self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
             if self.ir is not None:
                 self.ir.save(staging / "model.sg")
             meta = dict(self._meta, format=FORMAT_VERSION, target=self.target.text)
             (staging / "metadata.json").write_text(json.dumps(meta, indent=1))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     # -- benchmark -----------------------------------------------------------
