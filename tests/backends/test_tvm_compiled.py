@@ -145,3 +145,19 @@ def test_calls_from_several_threads_agree() -> None:
     for t in threads:
         t.join()
     assert not mismatches
+
+
+def test_encoded_weights_are_decoded_once_at_build() -> None:
+    """k-means-shared and dequantized constant weights become plain parameters:
+    no kernel decodes them per call, and the output still matches the interpreter."""
+    from slimgraph.api import compile
+    from slimgraph.demo import demo_inputs, demo_model
+    from slimgraph.passes import run_pipeline
+
+    shared, _ = run_pipeline(demo_model(), "fold-constants,share-weights{method=kmeans,bits=4},fuse")
+    assert any(m.op == "codebook_decode" for n in shared.nodes for m in ([n] + (n.body.nodes if n.op == "fused" else [])))
+    inputs = demo_inputs(batch=2)
+    model = compile(shared, inputs, pipeline=None)
+    assert any("codebook_decode" in k.ops for k in model.kernels)  # the kernel's IR still says what it holds
+    assert not any('"uint8"' in k.tir for k in model.kernels)  # no kernel reads the packed codes
+    np.testing.assert_allclose(model(*inputs), shared.run(*inputs)[0], rtol=1e-5, atol=1e-6)

@@ -54,6 +54,18 @@ TVM_DTYPE = {
 #: Ops the lowering driver handles itself: constants become parameters, fused regions compose their body.
 DRIVER_OPS = frozenset({"const", "fused"})
 
+#: Ops that decode stored weights. Applied to constants they are decoded once, when the model
+#: is built, so kernels read plain weights (and the conv/matmul rules can re-lay them out);
+#: decoding on every call made k-means-shared models many times slower.
+DECODE_AT_LOAD = frozenset({"codebook_decode", "dequantize"})
+
+
+def _decoded(node: Node, known: list) -> np.ndarray | None:
+    """The decoded array of a decoder whose inputs are all known constants, else None."""
+    if node.op not in DECODE_AT_LOAD or not known or any(a is None for a in known):
+        return None
+    return np.asarray(node.opdef.impl(*known, **node.attrs))
+
 #: Ops that only reinterpret a shape: unfused, they become Relax views (no kernel).
 VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "unsqueeze", "identity"})
 
@@ -227,8 +239,9 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
     steps: list = []
     prim_funcs: dict[str, object] = {}
     for node in graph.nodes:
-        if node.op == "const":
-            array = node.attrs["value"]
+        decoded = _decoded(node, [consts.get(id(v)) for v in node.inputs])
+        if node.op == "const" or decoded is not None:
+            array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
             env[id(node.output)] = (params.add(node.output.name, array), concrete_type(node.output.type, bindings))
             continue
@@ -293,8 +306,9 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
     tensors: dict[int, object] = {id(p): a for p, a in zip(body.inputs, args)}
     values: dict[int, np.ndarray | None] = {id(p): c for p, c in zip(body.inputs, arg_consts)}
     for inner_node in body.nodes:
-        if inner_node.op == "const":
-            array = inner_node.attrs["value"]
+        decoded = _decoded(inner_node, [values.get(id(v)) for v in inner_node.inputs])
+        if inner_node.op == "const" or decoded is not None:
+            array = inner_node.attrs["value"] if decoded is None else decoded
             tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
             values[id(inner_node.output)] = array
             continue
