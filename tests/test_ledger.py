@@ -89,7 +89,8 @@ def _check_against_separate(book, graph, steps, example, data, calibration=None)
             again = model.benchmark(*example, kernel_repeat=1, **RUNS)
             noise = max(row.noise_ms, again.p90_ms - again.median_ms)
             tries.append(again.median_ms)
-            if abs(row.median_ms - again.median_ms) <= max(noise, 0.25 * again.median_ms):
+            # sub-millisecond models jitter by more than 25% on a shared 2-core machine: 0.1 ms floor
+            if abs(row.median_ms - again.median_ms) <= max(noise, 0.25 * again.median_ms, 0.1):
                 break
         else:
             pytest.fail(f"row {row.index} ({row.step}): ledger {row.median_ms:.3f} ms, separately {tries} ms")
