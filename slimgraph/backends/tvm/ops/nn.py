@@ -83,6 +83,26 @@ def _bias_epilogue(call, acc, bias_index: int, scale: float = 1.0, bias_scale: f
 # Convolution
 
 
+def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name: str, widen=lambda v: v):
+    """The CPU micro-kernel layout of a 2-d conv with a constant weight: the weight is
+    re-laid out once as [C_out/block, C_in, kh, kw, block] so the inner loop reads it
+    contiguously; ``widen`` converts each operand before the multiply (int8 -> int32)."""
+    c_out, c_in, *kernel = weight.shape
+    block = vector_block(c_out)
+    wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
+    rc, rh, rw = (te.reduce_axis((0, n), r) for n, r in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
+    (sh, sw), (dh, dw) = strides, dilations
+    return te.compute(
+        shape,
+        lambda n, o, h, v: te.sum(
+            widen(xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]) * widen(wp[o // block, rc, rh, rw, o % block]),
+            axis=[rc, rh, rw],
+        ),
+        name=name,
+        attrs={"sg.rule": "conv2d_packed", "sg.block": block},
+    )
+
+
 @register("conv")
 def lower_conv(call):
     """N-d grouped convolution; on CPU, packed 2-d and depthwise forms for constant weights."""
@@ -96,19 +116,7 @@ def lower_conv(call):
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
     if _cpu_f32(call) and k == 2 and groups == 1 and weight is not None:
-        block = vector_block(c_out)
-        packed = weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1)
-        wp = call.param(packed, "w_packed")
-        rc, rh, rw = te.reduce_axis((0, c_in), "rc"), te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
-        (sh, sw), (dh, dw) = strides, dilations
-        conv = te.compute(
-            shape,
-            lambda n, o, h, v: te.sum(
-                xp[n, rc, h * sh + rh * dh, v * sw + rw * dw] * wp[o // block, rc, rh, rw, o % block], axis=[rc, rh, rw]
-            ),
-            name="conv",
-            attrs={"sg.rule": "conv2d_packed", "sg.block": block},
-        )
+        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv")
     elif _cpu_f32(call) and k == 2 and groups == c_in == c_out:
         rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
         (sh, sw), (dh, dw) = strides, dilations

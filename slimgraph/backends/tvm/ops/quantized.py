@@ -27,7 +27,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import const, spatial_compute
-from slimgraph.backends.tvm.ops.nn import pad_spatial, vector_block
+from slimgraph.backends.tvm.ops.nn import packed_conv2d, pad_spatial, vector_block
 from slimgraph.ir.ops.nn import _conv_geometry
 from slimgraph.ir.ops.qlinear import _clip_range
 
@@ -85,19 +85,7 @@ def lower_qconv(call):
     xp = pad_spatial(x, begins, ends, const(call.attrs["x_zero_point"], str(x.dtype)))
     weight = _int8_weight(call)
     if call.target.kind == "llvm" and k == 2 and groups == 1 and weight is not None:
-        block = vector_block(c_out)
-        wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
-        rc, rh, rw = (te.reduce_axis((0, n), name) for n, name in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
-        (sh, sw), (dh, dw) = strides, dilations
-        acc = te.compute(
-            shape,
-            lambda n, o, h, v: te.sum(
-                _wide(xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]) * _wide(wp[o // block, rc, rh, rw, o % block]),
-                axis=[rc, rh, rw],
-            ),
-            name="qconv",
-            attrs={"sg.rule": "conv2d_packed", "sg.block": block},
-        )
+        acc = packed_conv2d(call, xp, weight, shape, strides, dilations, "qconv", widen=_wide)
     else:
         wt = call.param(weight, "w_int8") if weight is not None else w
         per_in, per_out = c_in // groups, c_out // groups
