@@ -113,7 +113,8 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from slimgraph.api import compile
 
-    model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True)
+    model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True,
+                    tune=args.tune, database=args.database)
     if args.output:
         model.save(args.output)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline", default="default", help="pass pipeline run before lowering")
     comp.add_argument("--dump-ir", help="write the optimized IR here")
     comp.add_argument("-o", "--output", help="save the compiled model into this folder")
+    comp.add_argument("--tune", type=int, default=0, metavar="TRIALS", help="MetaSchedule trials (default 0: none)")
+    comp.add_argument("--database", help="tuning records folder; later compiles reuse its records")
     comp.set_defaults(func=_cmd_compile)
 
     bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model (per-kernel table)")

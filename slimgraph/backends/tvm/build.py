@@ -52,11 +52,13 @@ def build(
     report("lower", 0, 3)
     lowered = lower_graph(graph, spec, bindings)
     report("schedule", 1, 3)
+    # schedule_module rewrites its module in place; tuning needs the kernels as lowered
+    unscheduled = lowered.mod.clone() if tune or database else None
     mod = schedule_module(lowered.mod, spec)
-    if tune or database:
+    if unscheduled is not None:
         from slimgraph.backends.tvm.tune import apply_tuning
 
-        mod = apply_tuning(mod, lowered.mod, spec, trials=tune, database=database, progress=report)
+        mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report)
     report("compile", 2, 3)
     try:
         executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())

@@ -43,8 +43,7 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     if trials > 0:
         if progress:
             progress(f"tune {trials} trials", 1, 3)
-        with tvm_target:
-            relax.transform.MetaScheduleTuneIRMod(params={}, work_dir=str(folder), max_trials_global=trials)(unscheduled)
+        tune_kernels(unscheduled, tvm_target, folder, trials)
     if not database_files(folder):
         return scheduled
     db = ms.database.JSONDatabase(work_dir=str(folder))
@@ -56,11 +55,48 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     return scheduled
 
 
-def _was_tuned(tuned, original) -> bool:
-    return not tuned.same_as(original) and not tvm_structural_equal(tuned, original)
+def tune_kernels(mod, tvm_target, folder: Path, trials: int) -> None:
+    """Search schedules for every kernel of ``mod`` (a Relax IRModule of
+    unscheduled PrimFuncs), ``trials`` measurements in all, and add the
+    records to the JSON database in ``folder``.
+
+    Example::
+
+        tune_kernels(lowered.mod.clone(), parse_target("llvm").tvm(), Path("db"), trials=16)
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    ms.relax_integration.tune_relax(
+        mod,
+        {},
+        tvm_target,
+        str(folder),
+        max_trials_global=trials,
+        builder=ms.builder.LocalBuilder(f_build=build_candidate),
+    )
 
 
-def tvm_structural_equal(a, b) -> bool:
+def build_candidate(mod, target, _params):
+    """Build one scheduled candidate in a MetaSchedule builder worker.
+
+    This is MetaSchedule's default build less its ``import
+    tvm.s_tir.tensor_intrin``: that import parses every tensor intrinsic's
+    TVMScript (20-30 s on a 2-core machine), and the builder starts fresh
+    workers for every batch, so each batch hit the 30 s build timeout and no
+    candidate was ever measured. A candidate is already scheduled (any
+    tensorization applied in the search process), so its build needs none.
+
+    Example::
+
+        ms.builder.LocalBuilder(f_build=build_candidate)
+    """
     import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    return bool(tvm.ir.structural_equal(a, b))
+    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target)
+
+
+def _was_tuned(tuned, original) -> bool:
+    import tvm_ffi
+
+    return not tuned.same_as(original) and not tvm_ffi.structural_equal(tuned, original)
