@@ -90,7 +90,8 @@ def main() -> None:
         import slimgraph.backends.tvm.ops.quantized  # noqa: F401
 
         fused_float, _ = run_pipeline(graph, "fuse")
-        variants = {"slimgraph float": fused_float, "slimgraph int8 (lowered)": lowered}
+        fused_int8, _ = run_pipeline(lowered, "fuse")
+        variants = {"slimgraph float": fused_float, "slimgraph int8 (lowered)": fused_int8}
         for name, g in variants.items():
             start = time.perf_counter()
             compiled = build(g, "llvm", {"N": 1})

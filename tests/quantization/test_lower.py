@@ -116,3 +116,59 @@ def test_tvm_builds_qdq_and_lowered_forms(digits_graph, calibration_batches):
     for graph in (qdq, low):
         compiled = build(graph, "llvm", {"N": 64})
         np.testing.assert_array_equal(compiled(x), graph.run(x)[0])
+
+
+def _qconv_graph(rng, x_dtype: str, c_in: int, c_out: int, size: int, kernel: int, stride: int, zero: int):
+    w = rng.integers(-128, 128, (c_out, c_in, kernel, kernel)).astype(np.int8)
+    b = rng.integers(-5000, 5000, c_out).astype(np.int32)
+    g = Graph()
+    xv = g.add_input("x", TensorType(x_dtype, (1, c_in, size, size)))
+    pad = kernel // 2
+    acc = g.call("qconv", xv, g.const(w), g.const(b), x_zero_point=zero, strides=(stride, stride), pads=(pad,) * 4)
+    g.set_outputs([acc])
+    return g
+
+
+@pytest.mark.parametrize(
+    "x_dtype, c_in, c_out, size, kernel, stride, zero",
+    [("i8", 64, 32, 14, 3, 1, -128), ("u8", 3, 16, 23, 7, 2, 7), ("i8", 20, 48, 9, 1, 2, 5), ("u8", 16, 64, 8, 3, 1, 255)],
+)
+def test_vnni_qconv_is_exact_and_uses_vpdpbusd(x_dtype, c_in, c_out, size, kernel, stride, zero):
+    """The AVX-512 VNNI kernel (uint8 shift for int8 inputs, channels padded to 4) against
+    the interpreter, and the packed kernel of a CPU without VNNI against both."""
+    pytest.importorskip("tvm")
+    import slimgraph.backends.tvm.ops.quantized  # noqa: F401
+    from slimgraph.backends.tvm import build
+    from slimgraph.backends.tvm.targets import parse_target
+
+    if not parse_target("llvm").has_cpu_features("avx512vnni"):
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    rng = np.random.default_rng(c_in * c_out)
+    g = _qconv_graph(rng, x_dtype, c_in, c_out, size, kernel, stride, zero)
+    lo, hi = (-128, 128) if x_dtype == "i8" else (0, 256)
+    x = rng.integers(lo, hi, (1, c_in, size, size)).astype(np.int8 if x_dtype == "i8" else np.uint8)
+    expected = g.run(x)[0]
+    vnni = build(g, "llvm", {})
+    assert any("vpdpbusd" in k.tir for k in vnni.kernels)
+    np.testing.assert_array_equal(vnni(x), expected)
+    packed = build(g, "llvm:skylake", {})  # AVX2, no VNNI: the int32 micro-kernel
+    assert not any("vpdpbusd" in k.tir for k in packed.kernels)
+    np.testing.assert_array_equal(packed(x), expected)
+
+
+def test_tvm_requantize_matches_gemmlowp_at_the_edges():
+    pytest.importorskip("tvm")
+    import slimgraph.backends.tvm.ops.quantized  # noqa: F401
+    from slimgraph.backends.tvm import build
+
+    rng = np.random.default_rng(3)
+    reals = (0.000123, 0.37, 0.5, 3.7)  # right shifts, none, and a left shift
+    # per row, inputs whose results land inside int8 (ties included) and the int32 extremes
+    x = np.stack([
+        np.concatenate([rng.integers(-int(130 / r), int(130 / r), 6000), [-(2**31), 2**31 - 1, 0, 1, -1]]) for r in reals
+    ]).astype(np.int32)
+    m, s = zip(*(quantize_multiplier(r) for r in reals))
+    g = Graph()
+    xv = g.add_input("x", TensorType("i32", x.shape))
+    g.set_outputs([g.call("requantize", xv, multiplier=m, shift=s, axis=0, zero_point=3)])
+    np.testing.assert_array_equal(build(g, "llvm", {})(x), g.run(x)[0])

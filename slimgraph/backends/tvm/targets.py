@@ -80,6 +80,14 @@ class TargetSpec:
             spec.update(arch=self.arch, max_shared_memory_per_block=49152)
         return tvm.target.Target(spec)
 
+    def has_cpu_features(self, *features: str) -> bool:
+        """Whether an ``llvm`` target's CPU has every LLVM feature named (e.g. ``avx512vnni``)."""
+        if self.kind != "llvm":
+            return False
+        from tvm.target import codegen
+
+        return bool(codegen.target_has_features(list(features), self.tvm()))
+
     def device(self):
         """The TVM device to run on; TargetError when this machine cannot run the target."""
         import tvm

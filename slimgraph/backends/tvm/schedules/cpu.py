@@ -8,7 +8,8 @@ A kernel's PrimFunc is scheduled in three steps:
 2. anchors: blocks tagged by the lowerings (``sg.rule``) get their rule:
    ``conv2d_packed`` and ``matmul_packed`` are register-tiled micro-kernels
    (a [tile x vector] accumulator kept in registers, the epilogue computed
-   inside the tile as it is written back), ``depthwise`` vectorizes along
+   inside the tile as it is written back; ``conv2d_vnni`` is the same tile
+   with each step one AVX-512 VNNI int8 dot product), ``depthwise`` vectorizes along
    the output row, ``pool`` and reductions run parallel over their outer
    spatial loops;
 3. the rest (elementwise outputs, reductions without a rule) get a parallel,
@@ -28,10 +29,16 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from slimgraph.backends.tvm.schedules.intrinsics import vnni_dot_16x4
+
 #: Vector lanes of float32 the rules aim for (AVX-512: 16; AVX2 machines split them in two).
 VECTOR = 16
 #: Parallel chunks per core: enough slack for uneven work.
 PARALLEL_CHUNKS_PER_CORE = 4
+
+
+#: Rules of convs whose padded input is materialized once rather than inlined.
+PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -127,7 +134,7 @@ def _inline(sch, outputs, anchors) -> None:
             rule = _rule(sch, block)
             if rule in anchors or _is_reduction(sch, block) or _writes_output(sch, block, outputs):
                 continue
-            if rule == "pad" and anchors and any(_rule(sch, c) == "conv2d_packed" for c in sch.get_consumers(block)):
+            if rule == "pad" and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
             try:
                 sch.compute_inline(block)
@@ -194,7 +201,8 @@ def _epilogue(sch, block, outputs):
     return consumers[0]
 
 
-def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int):
+def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int,
+                      intrin: str | None = None):
     """Shared micro-kernel scheduling.
 
     ``spatial_tiles`` gives, per spatial loop, (tile, rank): each loop is split
@@ -202,6 +210,8 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     vectorized and the others unrolled, so the accumulator (re-laid out by
     ``layout`` to make the vector dim innermost) stays in registers. The
     epilogue (or a plain copy) writes the tile back inside the tile loop.
+    With a tensor intrinsic, the last reduction loop goes inside the vector
+    loop and the two are replaced by ``intrin`` (e.g. a 16x4 dot product).
     """
     consumer = _epilogue(sch, block, outputs)
     if consumer is None:
@@ -219,24 +229,33 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
         else:
             outers.append(loop)
     ranked = [i for _, i in sorted(inners, key=lambda p: p[0])]
-    sch.reorder(*outers, *reduce, *ranked)
+    inner_reduce = reduce[-1:] if intrin else []
+    sch.reorder(*outers, *reduce[:len(reduce) - len(inner_reduce)], *ranked, *inner_reduce)
     sch.reverse_compute_at(consumer, outers[-1], preserve_unit_loops=True)
     for loop in list(sch.get_loops(consumer))[len(outers):]:
         sch.unroll(loop)
     # annotate before splitting off the init: the update block alone is no longer a reduction block
     for loop in ranked[:-1]:
         sch.unroll(loop)
-    sch.vectorize(ranked[-1])
+    if not intrin:
+        sch.vectorize(ranked[-1])
     _parallelize(sch, outers[:-1] or outers, cores)
+    if intrin:  # the intrinsic's loops become one block, tensorized once its init is split off
+        block = sch.blockize(ranked[-1])
     init = sch.decompose_reduction(block, reduce[0])
+    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)}
     init_loops = list(sch.get_loops(init))[-len(ranked):]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
-    sch.vectorize(init_loops[-1])
-    return {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+    if intrin:
+        sch.tensorize(block, intrin)
+        sch.vectorize(list(sch.get_loops(sch.get_child_blocks(init)[0]))[-1])
+    else:
+        sch.vectorize(init_loops[-1])
+    return names
 
 
-def _conv2d_packed(sch, block, cores: int, outputs) -> set[str]:
+def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -> set[str]:
     """Conv with weights [C_out/B, C_in, KH, KW, B]: a (width-tile x B) accumulator per step."""
     block_c = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
@@ -244,9 +263,15 @@ def _conv2d_packed(sch, block, cores: int, outputs) -> set[str]:
     tile_w = pick_tile(width, (7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
     names = _tiled_accumulate(
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
-        lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores,
+        lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
     )
     return names | _schedule_pad(sch, cores)
+
+
+def _conv2d_vnni(sch, block, cores: int, outputs) -> set[str]:
+    """Int8 conv on AVX-512 VNNI: the packed conv's tiles, each step one ``vpdpbusd``
+    over 4 input channels for 16 outputs (``ops/quantized.py`` lays the operands out)."""
+    return _conv2d_packed(sch, block, cores, outputs, intrin=vnni_dot_16x4())
 
 
 def _schedule_pad(sch, cores: int) -> set[str]:
@@ -311,6 +336,7 @@ def _pool(sch, block, cores: int, outputs) -> set[str]:
 
 CPU_RULES: dict[str, Callable] = {
     "conv2d_packed": _conv2d_packed,
+    "conv2d_vnni": _conv2d_vnni,
     "matmul_packed": _matmul_packed,
     "depthwise": _depthwise,
     "pool": _pool,
