@@ -260,7 +260,7 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
     block_c = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
     width = _extent(sch, loops[3])
-    tile_w = pick_tile(width, (7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
+    tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
     names = _tiled_accumulate(
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
         lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
