@@ -6,8 +6,8 @@ schedule for that kernel, never failing the build.
 
 Example::
 
-    >>> sorted(CPU_RULES)[:3]
-    ['conv2d_packed', 'depthwise', 'matmul_packed']
+    >>> sorted(CPU_RULES)[:4]
+    ['conv2d_packed', 'conv2d_vnni', 'depthwise', 'matmul_packed']
 """
 
 from __future__ import annotations
