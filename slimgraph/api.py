@@ -51,7 +51,8 @@ def compile(  # noqa: A001 - the public name the design asks for
     progress bar on stderr (or pass a callback ``(step, done, total)``).
 
     ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
-    calibrates every ``quantize`` pass of the pipeline.
+    calibrates every ``quantize`` pass of the pipeline; with ``variants``, input
+    batches also re-estimate each pruned width's batch-norm statistics.
 
     ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
     channel pruning and returns a GuardedModel that picks one per call (input
@@ -62,7 +63,8 @@ def compile(  # noqa: A001 - the public name the design asks for
         from slimgraph.runtime import narrow
 
         return narrow(model, example_inputs, variants, batches=batches, eval_data=eval_data, finetune=finetune,
-                      target=target, pipeline=pipeline, budget_ms=budget_ms, policy=policy)
+                      target=target, pipeline=pipeline, budget_ms=budget_ms, policy=policy,
+                      calibration_data=calibration_data)
     from slimgraph.backends.tvm import build
 
     graph = import_model(model, example_inputs)

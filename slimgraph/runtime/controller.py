@@ -1,29 +1,46 @@
 """The latency controller: which width of a model to run next, to stay under a budget.
 
 A :class:`LatencyController` holds a ladder of variants ordered widest first
-(index 0 is the full model). Its latency estimate of a variant is a tail
-estimate smoothed over recent calls: the 95th percentile of the last 50
-calls that variant served (a budget is kept or missed in the tail, and one
-slow call moves it little).
+(index 0 is the full model). It keeps the latencies of the last calls each
+variant served and reads two estimates from them: the *recent* latency, the
+median of the last few calls (it follows a change of load within a few calls
+and ignores an odd slow one), and the *tail*, the 95th percentile of a longer
+window (a budget is kept or missed in the tail).
 
-- It steps down one rung when the current variant's estimate is over the
-  budget.
-- While below the top it sends one call every ``probe_interval_s`` to the
-  next wider variant. It steps back up when that probe and the wider
-  variant's latency predicted from the present load are both below
-  ``budget * up_fraction``; the prediction scales the wider variant's
-  unloaded latency by the current variant's slowdown (estimate over
-  unloaded latency), which every call refreshes.
-- Flapping is held off three ways: the gap between the down and up
-  thresholds (hysteresis), a minimum time from any switch to a step up
-  (``dwell_s``; stepping down waits only for ``min_samples`` calls on the
-  current rung, because a missed budget costs now), and a back-off: a step up that is undone within ``hold_s`` doubles the
-  probe interval of that rung (up to ``max_backoff`` times), so a load
-  whose slow calls a lucky probe missed does not pull it up again and again.
+The *slowdown* is how much slower than unloaded a variant runs now; other
+variants' latencies under the present load are predicted as their unloaded
+latencies times the slowdown. (It is a rough guide: under a competing load
+short calls suffer less than long ones, so it only ever decides how far to
+step, never whether to.)
 
-A variant's window is emptied when its newest sample is older than
-``stale_after_s``: latencies measured under a load that has since gone (or
-begun) say nothing about now.
+- **Down.** When more than half of the current variant's last ``recent``
+  calls are over the budget (its recent latency is), or its tail is once
+  the window holds ``min_samples`` calls, it steps down at once, as far as
+  the load requires: to the widest narrower variant predicted to fit the
+  budget, the slowdown read from the recent calls over it (at least one
+  rung; the narrowest is the floor).
+- **Up.** While below the top it sends one call now and then to the next
+  wider variant (a *probe*). When the probe is under ``budget *
+  up_fraction``, it steps up to the widest variant predicted to fit that
+  headroom at the probe's slowdown: once the load has gone, a single probe
+  brings it back to the top. A step up is on probation for its first
+  ``recent`` calls: one of them over the budget takes it back to where it
+  came from (a lucky probe costs one slow call, not three).
+- **Cheap probes.** A probe under load costs a slow call, so a probe that
+  does not fit doubles the wait before the next probe from that variant (up
+  to ``max_backoff`` times the ``probe_interval_s``), and so does a step up
+  undone within ``hold_s``. The wait is cut short when each of the current
+  variant's last ``recent`` calls is under ``eased_fraction`` of its median
+  over the window at the last failed probe: the load has eased, so the wider
+  variant may fit again.
+- **No flapping.** The gap between the down and up thresholds (hysteresis),
+  a minimum time from any switch to a step up (``dwell_s``), the median
+  (a noise spike moves it little) and the back-off.
+
+A variant's unloaded latency is the one it was measured at, lowered to its
+recent latency whenever that is lower: a measurement taken on a busy machine
+is too high, never too low, and a baseline that is too high would make every
+slowdown look smaller than it is.
 
 The controller is pure Python and takes its clock as an argument, so tests
 drive it with a fake clock and scripted latencies. It is not thread-safe by
@@ -34,8 +51,8 @@ Example::
     >>> ctl = LatencyController([2.0, 1.0], budget_ms=3.0, clock=lambda: 0.0)
     >>> ctl.choose()
     0
-    >>> for _ in range(10):
-    ...     ctl.record(ctl.choose(), 6.0)  # twice the unloaded latency: over budget
+    >>> for _ in range(5):
+    ...     ctl.record(ctl.choose(), 6.0)  # three times the unloaded latency: over budget
     >>> ctl.current
     1
 """
@@ -43,12 +60,12 @@ Example::
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Callable, Sequence
-
-import numpy as np
 
 from slimgraph.errors import SlimgraphError
 
@@ -61,33 +78,39 @@ class ControllerError(SlimgraphError):
 class ControllerConfig:
     """Tuning of :class:`LatencyController` (see its module for the rules).
 
-    ``window`` calls per variant, of which the estimate is the ``quantile``;
-    no step down on fewer than ``min_samples``; step down above
-    ``budget * down_fraction``, up below ``budget * up_fraction``; no step
-    up within ``dwell_s`` of a switch; one probe per ``probe_interval_s`` (times the
-    back-off, which doubles when a step up is undone within ``hold_s``, up to
-    ``max_backoff``); windows older than ``stale_after_s`` are emptied.
+    ``recent`` calls per variant give the recent latency (their median), and
+    a step up is on probation for that many calls; ``window`` calls give the
+    tail (their ``quantile``), read only once it holds ``min_samples``. Step
+    down above ``budget * down_fraction``, up below ``budget * up_fraction``;
+    no step up within ``dwell_s`` of a switch. One probe per
+    ``probe_interval_s`` times the back-off, which
+    doubles on a probe that does not fit or a step up undone within
+    ``hold_s``, up to ``max_backoff``; a probe comes early when each of the
+    current variant's last ``recent`` calls is under ``eased_fraction`` of its
+    window's median at the last failed probe.
 
     Example::
 
-        >>> ControllerConfig(window=10).quantile
+        >>> ControllerConfig(window=20).quantile
         0.95
     """
 
     window: int = 50
     quantile: float = 0.95
-    min_samples: int = 10
+    min_samples: int = 20
+    recent: int = 5
     down_fraction: float = 1.0
     up_fraction: float = 0.8
     dwell_s: float = 0.25
     probe_interval_s: float = 0.25
-    hold_s: float = 2.0
     max_backoff: int = 8
-    stale_after_s: float = 0.25
+    hold_s: float = 2.0
+    eased_fraction: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.window < 1 or not 1 <= self.min_samples <= self.window:
-            raise ControllerError(f"window={self.window}, min_samples={self.min_samples}: need 1 <= min <= window")
+        for name in ("min_samples", "recent"):
+            if not 1 <= getattr(self, name) <= self.window:
+                raise ControllerError(f"window={self.window}, {name}={getattr(self, name)}: need 1 <= {name} <= window")
         if not 0.0 <= self.quantile <= 1.0:
             raise ControllerError(f"quantile={self.quantile}: must be in [0, 1]")
         if not 0.0 < self.up_fraction < self.down_fraction:
@@ -95,9 +118,11 @@ class ControllerConfig:
                 f"up_fraction={self.up_fraction}, down_fraction={self.down_fraction}: need 0 < up < down "
                 f"(the gap between them is the hysteresis)"
             )
+        if not 0.0 < self.eased_fraction <= 1.0:
+            raise ControllerError(f"eased_fraction={self.eased_fraction}: must be in (0, 1]")
         if self.max_backoff < 1:
             raise ControllerError(f"max_backoff={self.max_backoff}: must be at least 1")
-        for name in ("dwell_s", "probe_interval_s", "hold_s", "stale_after_s"):
+        for name in ("dwell_s", "probe_interval_s", "hold_s"):
             if getattr(self, name) < 0:
                 raise ControllerError(f"{name}={getattr(self, name)}: must be >= 0")
 
@@ -106,7 +131,7 @@ class LatencyController:
     """Picks a rung of a width ladder per call; see the module docstring.
 
     ``latencies_ms`` are the measured (unloaded) latencies of the variants,
-    widest first; they stand in for a variant's estimate until it has served
+    widest first; they stand in for a variant's estimates until it has served
     calls. ``clock`` returns seconds.
     """
 
@@ -128,9 +153,12 @@ class LatencyController:
         if not all(x > 0 and math.isfinite(x) for x in self.unloaded):
             raise ControllerError(f"latencies_ms={list(latencies_ms)}: each must be a positive number")
         self._windows = [deque(maxlen=self.config.window) for _ in self.unloaded]
-        self._updated = [-math.inf] * self.size
+        # per rung, for the probes sent from it: the back-off, and the latency its last
+        # calls must all be under for a probe to come early (0: never)
         self._backoff = [1] * self.size
-        self._stepped_up_at = [-math.inf] * self.size
+        self._eased_below = [0.0] * self.size
+        self._last_up = (-math.inf, 0, 0)  # (time, from rung, to rung) of the last step up
+        self._probation = 0  # calls left before a step up is trusted
         self.current = 0
         self.switches = 0
         self._last_switch = -math.inf
@@ -140,26 +168,44 @@ class LatencyController:
     def size(self) -> int:
         return len(self.unloaded)
 
-    def estimate(self, index: int) -> float:
-        """The latency estimate of rung ``index`` (ms): a quantile of its recent calls."""
+    def recent(self, index: int) -> float:
+        """The recent latency of rung ``index`` (ms): the median of its last ``config.recent`` calls."""
         window = self._windows[index]
         if not window:
             return self.unloaded[index]
-        return float(np.quantile(np.fromiter(window, float, len(window)), self.config.quantile))
+        return statistics.median(self._last(index))
 
-    def predicted(self, index: int) -> float:
-        """Latency of rung ``index`` predicted from the current rung's slowdown under the present load."""
-        slowdown = self.estimate(self.current) / self.unloaded[self.current]
-        return self.unloaded[index] * slowdown
+    def tail(self, index: int) -> float:
+        """The tail latency of rung ``index`` (ms): the ``config.quantile`` of its last ``config.window`` calls."""
+        window = self._windows[index]
+        if not window:
+            return self.unloaded[index]
+        # the inverted-CDF quantile (the smallest sample with at least that share of the
+        # calls at or below it) is over the budget only when more than 1 - quantile of
+        # the calls are: one odd slow call among 20 never decides, as interpolation would
+        rank = max(math.ceil(self.config.quantile * len(window) - 1e-9), 1)
+        return sorted(window)[rank - 1]
+
+    def _last(self, index: int) -> list[float]:
+        """The latencies of the last ``config.recent`` calls of rung ``index``."""
+        window = self._windows[index]
+        return list(islice(window, max(len(window) - self.config.recent, 0), None))
 
     def probe_interval(self) -> float:
         """Seconds between probes of the next wider rung, back-off included."""
-        return self.config.probe_interval_s * self._backoff[max(self.current - 1, 0)]
+        return self.config.probe_interval_s * self._backoff[self.current]
 
     def choose(self) -> int:
         """The rung to run next: the current one, or the wider one when a probe is due."""
+        if self.current == 0:
+            return 0
         now = self.clock()
-        if self.current > 0 and now - self._last_probe >= self.probe_interval():
+        waited = now - self._last_probe
+        last = self._last(self.current)
+        # every one of the last calls, not their median: under load a run of lucky calls
+        # pulls a median of five down often, five of five rarely
+        eased = len(last) == self.config.recent and max(last) < self._eased_below[self.current]
+        if waited >= self.probe_interval() or (eased and waited >= self.config.probe_interval_s):
             self._last_probe = now
             return self.current - 1
         return self.current
@@ -169,37 +215,78 @@ class LatencyController:
         if not 0 <= index < self.size:
             raise ControllerError(f"rung {index} is out of range: the ladder has {self.size} variants")
         now = self.clock()
-        cfg = self.config
         window = self._windows[index]
-        if now - self._updated[index] > cfg.stale_after_s:
-            window.clear()
         window.append(float(latency_ms))
-        self._updated[index] = now
-        # stepping down is never delayed (a missed budget costs now); stepping up waits out the dwell
-        if index == self.current and index < self.size - 1 and len(window) >= cfg.min_samples:
-            if self.estimate(index) > self.budget_ms * cfg.down_fraction:
-                undone = now - self._stepped_up_at[index] < cfg.hold_s
-                self._backoff[index] = min(self._backoff[index] * 2, cfg.max_backoff) if undone else 1
-                self._switch(index + 1, now)
-                return
+        if len(window) >= self.config.recent:
+            self.unloaded[index] = min(self.unloaded[index], self.recent(index))
+        if index == self.current:
+            target = self._step_down_target(index, latency_ms)
+            self._probation = max(self._probation - 1, 0)
+            if target is not None:
+                self._step_down(target, now)
+        elif index == self.current - 1:
+            self._judge_probe(index, latency_ms, now)
+
+    def _step_down_target(self, index: int, latency_ms: float) -> int | None:
+        """The rung to step down to when the current rung ``index`` is over budget, else None."""
+        cfg, window = self.config, self._windows[index]
+        limit = self.budget_ms * cfg.down_fraction
+        if index == self.size - 1:
+            return None
+        if self._probation and latency_ms > limit:
+            return self._last_up[1]  # back to where the step up came from
+        # a load that just began shows in the recent calls over the limit (the others
+        # ran before it); a tail of odd slow calls is a reason to step down, not to step far
+        slow = [x for x in self._last(index) if x > limit]
+        if len(slow) > cfg.recent // 2:
+            level = statistics.median(slow)
+        elif len(window) >= cfg.min_samples and self.tail(index) > limit:
+            level = self.recent(index)
+        else:
+            return None
+        slowdown = level / self.unloaded[index]
+        return next((r for r in range(index + 1, self.size) if self.unloaded[r] * slowdown <= limit), self.size - 1)
+
+    def _step_down(self, target: int, now: float) -> None:
+        cfg, rung = self.config, self.current
+        up_at, came_from, went_to = self._last_up
+        if went_to == rung and now - up_at < cfg.hold_s:
+            self._backoff[came_from] = min(self._backoff[came_from] * 2, cfg.max_backoff)
+        else:
+            # a new load: the rungs it may probe from start afresh
+            for r in range(rung + 1, target + 1):
+                self._backoff[r], self._eased_below[r] = 1, 0.0
+        self._switch(target, now)
+
+    def _judge_probe(self, index: int, latency_ms: float, now: float) -> None:
+        cfg, rung = self.config, self.current
         headroom = self.budget_ms * cfg.up_fraction
-        if now - self._last_switch < cfg.dwell_s:
-            return
-        if index == self.current - 1 and max(latency_ms, self.predicted(index)) < headroom:
-            self._stepped_up_at[index] = now
-            self._switch(index, now)
+        slowdown = latency_ms / self.unloaded[index]
+        if latency_ms >= headroom:
+            self._backoff[rung] = min(self._backoff[rung] * 2, cfg.max_backoff)
+            # the load level is the median of the whole window: a recent median that dipped on
+            # noise (and brought this probe early) must not lower the bar the next ease must pass
+            window = self._windows[rung]
+            level = statistics.median(window) if window else self.unloaded[rung]
+            self._eased_below[rung] = level * cfg.eased_fraction
+        elif now - self._last_switch >= cfg.dwell_s:
+            target = next(r for r in range(index + 1) if self.unloaded[r] * slowdown < headroom)
+            self._last_up = (now, rung, target)
+            self._switch(target, now)
+            self._probation = cfg.recent
 
     def _switch(self, rung: int, now: float) -> None:
-        # the new rung starts from a clean window (a step up keeps the probe that
-        # justified it): its older samples (probes under a load that has since
-        # gone, calls before the switch) would judge it by another time
+        # the new rung starts from a clean window (a step up to the probed rung keeps
+        # the probe that justified it): its older samples (probes under a load that has
+        # since gone, calls before the switch) would judge it by another time
         window = self._windows[rung]
-        keep = [window[-1]] if rung < self.current and window else []
+        keep = [window[-1]] if rung == self.current - 1 and window else []
         window.clear()
         window.extend(keep)
         self.current = rung
         self.switches += 1
         self._last_switch = now
+        self._probation = 0
         # the first probe of the new wider neighbour waits a full interval: the
         # estimate that caused a step down must not be overturned at once
         self._last_probe = now

@@ -21,8 +21,11 @@ latency and accuracy.
 
 Calls run outside the lock, which guards only the controller state and the
 statistics, so several threads can call one GuardedModel at once. A variant
-whose model does not declare ``thread_safe = True`` serves one call at a time
-(its latency is measured from when the call starts running).
+whose model does not declare ``thread_safe = True`` serves one call at a time.
+A call's latency is measured from when it enters the guard (the admission and
+the choice are part of what the caller waits for, and on a loaded machine a
+preemption there costs as much as one in the model) to the end of the model
+call, less any wait for a variant busy with another thread's call.
 
 Example::
 
@@ -64,7 +67,7 @@ from slimgraph.runtime.controller import ControllerConfig, LatencyController
 log = logging.getLogger("slimgraph.runtime")
 
 MANIFEST = "guarded.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the controller settings changed (recent, eased_fraction; no stale_after_s)
 
 
 class GuardError(SlimgraphError):
@@ -352,6 +355,7 @@ class GuardedModel:
 
     def __call__(self, *inputs: Any):
         """Run the variant the guards and the budget (or policy) pick; returns its outputs."""
+        start = self.clock()
         ladder = self._admit(inputs)
         if self.policy is not None:
             rung, probe = self._ask_policy(ladder), False
@@ -359,11 +363,12 @@ class GuardedModel:
             with self._lock:
                 rung, probe = self._choose(ladder)
         variant = ladder.variants[rung]
+        queued = self.clock()
         with self._call_locks[variant.name]:
-            start = self.clock()
+            waited = self.clock() - queued
             result = variant.model(*inputs)
             end = self.clock()
-        ms = (end - start) * 1e3
+        ms = (end - start - waited) * 1e3
         record = CallRecord(end, variant.name, _batch_of(inputs), ms, probe)
         with self._lock:
             self._observe(ladder, rung, ms, record)

@@ -2,8 +2,9 @@
 
 :func:`narrow` imports the model once with a symbolic batch, derives each
 width (by the structured channel pruning pass, ``prune{method=channel}``, or
-from models the caller trained at each width), optionally fine-tunes it,
-checks that every width keeps the input and output contract of the full
+from models the caller trained at each width), re-estimates a pruned width's
+batch-norm statistics on calibration data when given, optionally fine-tunes
+it, checks that every width keeps the input and output contract of the full
 model, compiles it once per batch bucket, measures each compiled variant's
 latency and, with evaluation data, each width's top-1 accuracy. A
 symbolic-batch variant per width, run by the reference interpreter, serves
@@ -21,12 +22,13 @@ Example::
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
+from slimgraph.runtime.calibration import reestimate_batch_norms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant
 
@@ -41,6 +43,7 @@ def narrow(
     batches: Sequence[int] | None = None,
     fallback: bool = True,
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    calibration_data: Iterable[Any] | None = None,
     finetune: Finetune | None = None,
     target: str = "llvm",
     pipeline: str | None = "default",
@@ -57,7 +60,11 @@ def narrow(
     the same inputs and outputs. ``batches`` are the batch buckets compiled
     ahead of time (default: the example inputs' batch); ``fallback`` adds a
     symbolic-batch variant per width. ``eval_data=(x, y)`` measures top-1
-    accuracy. ``finetune(graph, width) -> graph`` runs on every pruned width
+    accuracy. ``calibration_data`` (an iterable of input batches, as for
+    ``compile``) re-estimates the batch-norm statistics of every pruned width
+    (:func:`~slimgraph.runtime.calibration.reestimate_batch_norms`) and
+    calibrates the ``quantize`` passes of ``pipeline`` for every width.
+    ``finetune(graph, width) -> graph`` runs on every pruned width after that
     (:func:`finetune_with` trains through the torch round trip).
     ``budget_ms``, ``policy`` and ``config`` go to :class:`GuardedModel`.
     """
@@ -65,13 +72,12 @@ def narrow(
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
     say = progress or (lambda _msg: None)
+    samples = _calibration_batches(calibration_data)
     if isinstance(variants, Mapping):
         graphs = {w: _import(variants[w], example_inputs) for w in widths}
     else:
         full = _import(model, example_inputs)
-        graphs = {w: full if w == 1.0 else _prune(full, 1.0 - w) for w in widths}
-        if finetune is not None:
-            graphs = {w: g if w == 1.0 else finetune(g, w) for w, g in graphs.items()}
+        graphs = {w: _narrowed(full, w, samples, finetune) for w in widths}
     reference = graphs[widths[0]]
     for w in widths[1:]:
         _check_contract(reference, graphs[w], w)
@@ -92,7 +98,8 @@ def narrow(
         per_width: list[Variant] = []
         for b in buckets:
             say(f"compile width {w:g} batch {b}")
-            compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None)
+            compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None,
+                                     calibration_data=samples)
             per_width.append(Variant(_name(w, b), compiled, width=w))
             feeds[per_width[-1].name] = _zeros(compiled.input_types)
         if fallback:
@@ -112,9 +119,11 @@ def narrow(
 def measure_variants(
     variants: Sequence[Variant], feeds: Mapping[str, Sequence[np.ndarray]], runs: int = 30, rounds: int = 5
 ) -> None:
-    """Set each variant's ``latency_ms``: the median over ``rounds`` interleaved rounds of
-    :func:`measure_latency`, so that a burst of foreign load on a shared machine
-    skews every variant alike instead of one. Interpreter variants get a tenth of the runs.
+    """Set each variant's ``latency_ms``: the lowest of ``rounds`` interleaved rounds of
+    :func:`measure_latency` (each a median). Foreign load on a shared machine only
+    ever slows a round down, so the quietest round is the closest to the unloaded
+    latency, and interleaving spreads a burst of it over every variant instead of
+    one. Interpreter variants get a tenth of the runs.
 
     Example::
 
@@ -130,7 +139,7 @@ def measure_variants(
             share = runs if not isinstance(v.model, GraphRunner) else max(1, runs // 10)
             samples[v.name].append(measure_latency(v.model, feeds[v.name], runs=max(1, share // rounds)))
     for v in variants:
-        v.latency_ms = float(np.median(samples[v.name]))
+        v.latency_ms = min(samples[v.name])
 
 
 def finetune_with(
@@ -222,6 +231,34 @@ def _import(model: Any, example_inputs: Sequence[Any] | None) -> Graph:
             raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
         return from_torch(model, tuple(example_inputs), dynamic_batch=True)
     return import_model(model, example_inputs)
+
+
+def _calibration_batches(data: Iterable[Any] | None) -> list[Any] | None:
+    """The calibration batches as a list (they are read once per batch norm and per width)."""
+    if data is None:
+        return None
+    from slimgraph.passes.calibrate import CalibrationTable
+
+    if isinstance(data, CalibrationTable):
+        raise GuardError(
+            "narrow needs calibration_data as input batches: a CalibrationTable holds the full model's ranges, "
+            "and each width has its own"
+        )
+    batches = list(data)
+    if not batches:
+        raise GuardError("calibration_data is empty: give at least one batch of inputs")
+    return batches
+
+
+def _narrowed(full: Graph, width: float, samples: list[Any] | None, finetune: Finetune | None) -> Graph:
+    """``full`` pruned to ``width``, with its batch norms re-estimated on ``samples`` and then fine-tuned,
+    when those are given (fine-tuning keeps the statistics, so they must be right before it)."""
+    if width == 1.0:
+        return full
+    graph = _prune(full, 1.0 - width)
+    if samples is not None:
+        graph = reestimate_batch_norms(graph, samples)
+    return finetune(graph, width) if finetune is not None else graph
 
 
 def _prune(graph: Graph, ratio: float) -> Graph:
