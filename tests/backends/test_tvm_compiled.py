@@ -161,3 +161,17 @@ def test_encoded_weights_are_decoded_once_at_build() -> None:
     assert any("codebook_decode" in k.ops for k in model.kernels)  # the kernel's IR still says what it holds
     assert not any('"uint8"' in k.tir for k in model.kernels)  # no kernel reads the packed codes
     np.testing.assert_allclose(model(*inputs), shared.run(*inputs)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_thread_pool_uses_every_core():
+    """TVM alone sizes its pool to half the hardware threads (one on a 2-core machine)."""
+    import os
+    import subprocess
+    import sys
+
+    from slimgraph.backends.tvm.targets import cpu_cores
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = "import slimgraph.backends.tvm, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) == cpu_cores()
