@@ -10,7 +10,9 @@ model runs, and below its latency under load. A stream of batch-32 calls
 (``--rate`` per second, open loop) is served while busy-loop processes
 (``--load-procs``, default two per core) start and stop on the ``--phases``
 schedule; then the same schedule is served by the full model alone. This is
-done ``--repeats`` times.
+done ``--repeats`` times. Criterion (a) holds with TVM_NUM_THREADS=1; with a
+thread per core, oversubscribed parallel kernels stall at their barriers and
+no width fits (see docs/runtime-guard.md).
 
 The issue's two criteria, checked per repeat:
 
