@@ -117,22 +117,21 @@ def _vnni_conv2d(call, x, weight: np.ndarray, begins, ends, strides, dilations):
     point the epilogue corrects for) and weights as [C_out/16, C/4, KH, KW, 16, 4].
     Input channels are padded to a multiple of 4 with zero weights.
     """
-    n, c_in, height, width = (int(d) for d in x.shape)
+    c_in = int(x.shape[1])
     c_out, _, kh, kw = weight.shape
     groups4 = -(-c_in // VNNI_GROUP)
     zx = call.attrs["x_zero_point"]
     shift = 128 if str(x.dtype) == "int8" else 0
-    fill = const(zx + shift, "uint8")
-    (bh, bw), (eh, ew) = begins, ends
+    xp = pad_spatial(x, begins, ends, const(zx, str(x.dtype)))  # inlined into the relayout below
+    n, _, height, width = (int(d) for d in xp.shape)
 
     def relaid(b, c4, h, w, i):
-        c, ih, iw = c4 * VNNI_GROUP + i, h - bh, w - bw
-        inside = tirx.all(c < c_in, ih >= 0, ih < height, iw >= 0, iw < width)
-        # clamped reads: the vectorized copy may load both sides of the select
-        src = x[b, tirx.min(c, c_in - 1), tirx.max(tirx.min(ih, height - 1), 0), tirx.max(tirx.min(iw, width - 1), 0)]
-        return tirx.if_then_else(inside, (src.astype("int32") + shift).astype("uint8"), fill)
+        c = c4 * VNNI_GROUP + i
+        # a clamped read: the vectorized copy may load both sides of the select
+        src = (xp[b, tirx.min(c, c_in - 1), h, w].astype("int32") + shift).astype("uint8")
+        return tirx.if_then_else(c < c_in, src, const(zx + shift, "uint8"))
 
-    xq = spatial_compute((n, groups4, height + bh + eh, width + bw + ew, VNNI_GROUP), relaid, name="pad", rule="pad")
+    xq = spatial_compute((n, groups4, height, width, VNNI_GROUP), relaid, name="pad", rule="pad")
     padded = np.zeros((c_out, groups4 * VNNI_GROUP, kh, kw), np.int8)
     padded[:, :c_in] = weight
     wp = call.param(
