@@ -318,7 +318,7 @@ def calibrate(
     observers = {v.name: make_observer(observer, **observer_options) for v in targets}
     batches = 0
     for index, batch in enumerate(_progress(data, progress)):
-        feeds = _check_batch(graph, batch, index)
+        feeds = batch_feeds(graph, batch, index)
         for value, array in zip(targets, probe.run(feeds)):
             observers[value.name].update(array)
         batches += 1
@@ -353,8 +353,16 @@ def _as_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def _check_batch(graph: Graph, batch: Any, index: int) -> dict[str, np.ndarray]:
-    """The batch as name -> array, checked against the graph's input types."""
+def batch_feeds(graph: Graph, batch: Any, index: int) -> dict[str, np.ndarray]:
+    """One batch of sample data (an array, a tuple/list of arrays or a name -> array
+    mapping; torch tensors too) as name -> numpy array, checked against the graph's
+    input types; ``index`` numbers the batch in error messages.
+
+    >>> from slimgraph.ir import TensorType
+    >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N", 2))); g.set_outputs([x])
+    >>> batch_feeds(g, np.ones((3, 2), np.float32), 0)["x"].shape
+    (3, 2)
+    """
     names = [v.name for v in graph.inputs]
     if isinstance(batch, Mapping):
         unknown = [k for k in batch if k not in names]

@@ -24,11 +24,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from slimgraph.ir.graph import Graph, Value
+from slimgraph.passes.calibrate import batch_feeds
 from slimgraph.passes.prune import set_const
 
 
@@ -90,15 +91,7 @@ def channel_statistics(graph: Graph, values: Sequence[Value], batches: Iterable[
     probe = graph.clone()
     probe.set_outputs([probe.value(v.name) for v in values])
     stats = [ChannelStatistics() for _ in values]
-    for batch in batches:
-        if isinstance(batch, Mapping):
-            arrays = probe.run({k: _numpy(a) for k, a in batch.items()})
-        else:
-            arrays = probe.run(*[_numpy(a) for a in (batch if isinstance(batch, (tuple, list)) else [batch])])
-        for s, array in zip(stats, arrays):
+    for index, batch in enumerate(batches):
+        for s, array in zip(stats, probe.run(batch_feeds(graph, batch, index))):
             s.update(array)
     return stats
-
-
-def _numpy(array: Any) -> np.ndarray:
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
