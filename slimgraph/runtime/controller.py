@@ -33,6 +33,18 @@ step, never whether to.)
   variant's last ``recent`` calls is under ``eased_fraction`` of its median
   over the window at the last failed probe: the load has eased, so the wider
   variant may fit again.
+- **Threads.** A ladder may hold the same widths at fewer threads (a rung's
+  thread count; rungs with more threads come first, each thread class
+  widest first). On a machine with more runnable threads than cores a
+  multi-threaded call waits at every kernel's barrier for a descheduled
+  worker, so under load a single-threaded narrow rung fits where no
+  multi-threaded one does. Predictions respect that (:meth:`predict`): a
+  multi-threaded rung is predicted to lose at least the observed excess, and
+  a rung with more threads than any observed is never predicted, only
+  probed. A probe passes over the rungs of a lower thread class whose
+  unloaded latency is over the headroom, so from the single-threaded rungs
+  it goes to the narrowest multi-threaded one, and one fitting probe there
+  brings the ladder back to the top.
 - **No flapping.** The gap between the down and up thresholds (hysteresis),
   a minimum time from any switch to a step up (``dwell_s``), the median
   (a noise spike moves it little) and the back-off.
@@ -141,9 +153,15 @@ class LatencyController:
         budget_ms: float,
         config: ControllerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        threads: Sequence[float] | None = None,
     ):
         if not latencies_ms:
             raise ControllerError("a latency controller needs at least one variant")
+        self.threads = [1.0] * len(latencies_ms) if threads is None else [float(t) for t in threads]
+        if len(self.threads) != len(latencies_ms) or any(not t >= 1 for t in self.threads):
+            raise ControllerError(f"threads={threads}: need one thread count (>= 1) per rung")
+        if any(a < b for a, b in zip(self.threads, self.threads[1:])):
+            raise ControllerError(f"threads={threads}: rungs with more threads come first")
         if not (budget_ms > 0 and math.isfinite(budget_ms)):
             raise ControllerError(f"budget_ms={budget_ms}: must be a positive number of milliseconds")
         self.budget_ms = float(budget_ms)
@@ -195,10 +213,40 @@ class LatencyController:
         """Seconds between probes of the next wider rung, back-off included."""
         return self.config.probe_interval_s * self._backoff[self.current]
 
+    def probe_rung(self) -> int | None:
+        """The rung a probe from the current one goes to: the next wider one, passing over
+        rungs of a lower thread class than the top whose unloaded latency is already over
+        the headroom (they serve only under load, and a probe of them never fits); None at
+        the top."""
+        headroom = self.budget_ms * self.config.up_fraction
+        for r in range(self.current - 1, -1, -1):
+            if self.threads[r] == self.threads[0] or self.unloaded[r] < headroom:
+                return r
+        return None
+
+    def predict(self, rung: int, observed: int, latency_ms: float) -> float:
+        """Rung ``rung``'s latency (ms) under the load at which rung ``observed`` took ``latency_ms``.
+
+        Work scales with the slowdown (``latency / unloaded`` of the observed rung). A
+        multi-threaded call also waits at each kernel's barrier for a worker the OS has
+        descheduled, a loss that does not shrink with the work, so for a rung with more
+        than one thread the prediction is at least its unloaded latency plus the observed
+        rung's excess. A rung with more threads than the observed one cannot be predicted
+        from it (inf): it is only reached by probing it.
+        """
+        if self.threads[rung] > self.threads[observed]:
+            return math.inf
+        base = self.unloaded[observed]
+        scaled = self.unloaded[rung] * latency_ms / base
+        if self.threads[rung] > 1:
+            return max(scaled, self.unloaded[rung] + latency_ms - base)
+        return scaled
+
     def choose(self) -> int:
-        """The rung to run next: the current one, or the wider one when a probe is due."""
-        if self.current == 0:
-            return 0
+        """The rung to run next: the current one, or a wider one when a probe is due."""
+        target = self.probe_rung()
+        if target is None:
+            return self.current
         now = self.clock()
         waited = now - self._last_probe
         last = self._last(self.current)
@@ -207,7 +255,7 @@ class LatencyController:
         eased = len(last) == self.config.recent and max(last) < self._eased_below[self.current]
         if waited >= self.probe_interval() or (eased and waited >= self.config.probe_interval_s):
             self._last_probe = now
-            return self.current - 1
+            return target
         return self.current
 
     def record(self, index: int, latency_ms: float) -> None:
@@ -224,7 +272,7 @@ class LatencyController:
             self._probation = max(self._probation - 1, 0)
             if target is not None:
                 self._step_down(target, now)
-        elif index == self.current - 1:
+        elif index == self.probe_rung():
             self._judge_probe(index, latency_ms, now)
 
     def _step_down_target(self, index: int, latency_ms: float) -> int | None:
@@ -244,8 +292,7 @@ class LatencyController:
             level = self.recent(index)
         else:
             return None
-        slowdown = level / self.unloaded[index]
-        return next((r for r in range(index + 1, self.size) if self.unloaded[r] * slowdown <= limit), self.size - 1)
+        return next((r for r in range(index + 1, self.size) if self.predict(r, index, level) <= limit), self.size - 1)
 
     def _step_down(self, target: int, now: float) -> None:
         cfg, rung = self.config, self.current
@@ -261,7 +308,6 @@ class LatencyController:
     def _judge_probe(self, index: int, latency_ms: float, now: float) -> None:
         cfg, rung = self.config, self.current
         headroom = self.budget_ms * cfg.up_fraction
-        slowdown = latency_ms / self.unloaded[index]
         if latency_ms >= headroom:
             self._backoff[rung] = min(self._backoff[rung] * 2, cfg.max_backoff)
             # the load level is the median of the whole window: a recent median that dipped on
@@ -270,7 +316,7 @@ class LatencyController:
             level = statistics.median(window) if window else self.unloaded[rung]
             self._eased_below[rung] = level * cfg.eased_fraction
         elif now - self._last_switch >= cfg.dwell_s:
-            target = next(r for r in range(index + 1) if self.unloaded[r] * slowdown < headroom)
+            target = next(r for r in range(index + 1) if self.predict(r, index, latency_ms) < headroom)
             self._last_up = (now, rung, target)
             self._switch(target, now)
             self._probation = cfg.recent
@@ -280,7 +326,7 @@ class LatencyController:
         # the probe that justified it): its older samples (probes under a load that has
         # since gone, calls before the switch) would judge it by another time
         window = self._windows[rung]
-        keep = [window[-1]] if rung == self.current - 1 and window else []
+        keep = [window[-1]] if rung == self.probe_rung() and window else []
         window.clear()
         window.extend(keep)
         self.current = rung

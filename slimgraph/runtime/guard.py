@@ -47,8 +47,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -67,7 +69,7 @@ from slimgraph.runtime.controller import ControllerConfig, LatencyController
 log = logging.getLogger("slimgraph.runtime")
 
 MANIFEST = "guarded.json"
-FORMAT_VERSION = 2  # 2: the controller settings changed (recent, eased_fraction; no stale_after_s)
+FORMAT_VERSION = 3  # 3: variants have thread counts, and variants that share a model share its folder
 
 
 class GuardError(SlimgraphError):
@@ -149,7 +151,9 @@ class Variant:
     """One compiled width of a model, specialized for one batch bucket (None: any batch).
 
     ``inputs`` default to the model's ``input_types``; ``device`` is ``cpu`` or
-    ``cuda`` (from the model's target when it has one).
+    ``cuda`` (from the model's target when it has one). ``threads`` runs the
+    model on that many threads (its ``__call__`` takes ``threads=``, as a TVM
+    CompiledModel's does); None leaves the model's own choice (a thread per core).
 
     Example::
 
@@ -168,8 +172,16 @@ class Variant:
     device: str = ""
     latency_ms: float | None = None
     accuracy: float | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            if not isinstance(self.threads, int) or self.threads < 1:
+                raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
+            if "threads" not in inspect.signature(self.model).parameters:
+                raise GuardError(
+                    f"variant {self.name}: threads={self.threads} but {type(self.model).__name__} takes no thread count"
+                )
         if not self.inputs:
             types = getattr(self.model, "input_types", None)
             if types is None:
@@ -184,6 +196,17 @@ class Variant:
         if not self.device:
             target = getattr(self.model, "target", None)
             self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
+
+    def __call__(self, *inputs: Any):
+        """Run the model on ``inputs`` (with the variant's thread count, when it has one)."""
+        if self.threads is None:
+            return self.model(*inputs)
+        return self.model(*inputs, threads=self.threads)
+
+    @property
+    def thread_class(self) -> float:
+        """The thread count the ladder orders by (inf for the model's own choice, a thread per core)."""
+        return math.inf if self.threads is None else float(self.threads)
 
     @property
     def spec(self) -> str:
@@ -207,7 +230,8 @@ class Variant:
 @dataclass(frozen=True)
 class Candidate:
     """What a policy sees of a variant: measured (unloaded) latency, the median
-    latency of its recent calls (None before any), accuracy (None when unmeasured)."""
+    latency of its recent calls (None before any), accuracy (None when unmeasured),
+    thread count (None: a thread per core)."""
 
     name: str
     width: float
@@ -215,6 +239,7 @@ class Candidate:
     latency_ms: float | None
     recent_ms: float | None
     accuracy: float | None
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -267,10 +292,11 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 class _Ladder:
-    """Variants with the same inputs and device, widest first, and their selection state."""
+    """Variants with the same inputs and device, and their selection state: the most
+    threads first, each thread count widest first."""
 
     def __init__(self, variants: list[Variant], budget_ms: float | None, config, clock):
-        self.variants = sorted(variants, key=lambda v: -v.width)
+        self.variants = sorted(variants, key=lambda v: (-v.thread_class, -v.width))
         self.spec = self.variants[0].spec
         self.static = all(t.is_static for t in self.variants[0].inputs)
         self.controller = None
@@ -282,11 +308,16 @@ class _Ladder:
                 raise GuardError(
                     f"a latency budget needs each variant's measured latency; missing for {', '.join(missing)}"
                 )
-            self.controller = LatencyController([v.latency_ms for v in self.variants], budget_ms, config, clock)
+            # thread counts matter to the controller only when some variant sets one
+            threads = [v.thread_class for v in self.variants] if any(v.threads for v in self.variants) else None
+            self.controller = LatencyController(
+                [v.latency_ms for v in self.variants], budget_ms, config, clock, threads=threads
+            )
 
     def candidates(self) -> list[Candidate]:
         return [
-            Candidate(v.name, v.width, v.batch, v.latency_ms, float(np.median(r)) if r else None, v.accuracy)
+            Candidate(v.name, v.width, v.batch, v.latency_ms, float(np.median(r)) if r else None, v.accuracy,
+                      v.threads)
             for v, r in zip(self.variants, self.recent)
         ]
 
@@ -337,10 +368,12 @@ class GuardedModel:
             key=lambda ladder: not ladder.static,
         )
         self._lock = threading.Lock()
-        # a model that does not declare ``thread_safe = True`` runs one call at a time
-        # (a TVM VM shares its registers between calls); different variants still run in parallel
+        # a model that does not declare ``thread_safe = True`` runs one call at a time, whichever
+        # variant (thread count) it serves; different models still run in parallel
+        model_locks: dict[int, Any] = {}
         self._call_locks = {
-            v.name: contextlib.nullcontext() if getattr(v.model, "thread_safe", False) else threading.Lock()
+            v.name: contextlib.nullcontext() if getattr(v.model, "thread_safe", False)
+            else model_locks.setdefault(id(v.model), threading.Lock())
             for v in variants
         }
         self._history = history
@@ -366,7 +399,7 @@ class GuardedModel:
         queued = self.clock()
         with self._call_locks[variant.name]:
             waited = self.clock() - queued
-            result = variant.model(*inputs)
+            result = variant(*inputs)
             end = self.clock()
         ms = (end - start - waited) * 1e3
         record = CallRecord(end, variant.name, _batch_of(inputs), ms, probe)
@@ -467,7 +500,7 @@ class GuardedModel:
             kind = "batch " + str(ladder.variants[0].batch) if ladder.static else "fallback"
             lines.append(f"  guard {ladder.spec}  # {kind}")
             for v in ladder.variants:
-                facts = [f"width={v.width:g}"]
+                facts = [f"width={v.width:g}"] + ([f"threads={v.threads}"] if v.threads is not None else [])
                 if v.latency_ms is not None:
                     facts.append(f"latency={v.latency_ms:.3f}ms")
                 if v.accuracy is not None:
@@ -500,14 +533,16 @@ class GuardedModel:
             "variants": [],
         }
         with staged_directory(target, MANIFEST, "guarded model", GuardError) as staging:
+            folders: dict[int, str] = {}  # one folder per model: thread-count variants share theirs
             for i, v in enumerate(self.variants):
-                folder = f"v{i}-{_safe(v.name)}"
                 kind = _kind_of(v.model)
-                v.model.save(staging / folder)
+                if id(v.model) not in folders:
+                    folders[id(v.model)] = f"v{i}-{_safe(v.name)}"
+                    v.model.save(staging / folders[id(v.model)])
                 manifest["variants"].append({
-                    "name": v.name, "kind": kind, "dir": folder, "width": v.width, "batch": v.batch,
+                    "name": v.name, "kind": kind, "dir": folders[id(v.model)], "width": v.width, "batch": v.batch,
                     "device": v.device, "inputs": [[t.dtype.value, list(t.shape)] for t in v.inputs],
-                    "latency_ms": v.latency_ms, "accuracy": v.accuracy,
+                    "latency_ms": v.latency_ms, "accuracy": v.accuracy, "threads": v.threads,
                 })
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
             (staging / "guards.txt").write_text(str(self))
@@ -534,17 +569,20 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
         raise GuardError(f"{path / MANIFEST}: unreadable manifest: {exc}") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise GuardError(f"{path}: saved with format {manifest.get('format')}, this slimgraph reads {FORMAT_VERSION}")
-    variants = []
+    variants, models = [], {}
     for entry in manifest["variants"]:
         loader = LOADERS.get(entry["kind"])
         if loader is None:
             raise GuardError(
                 f"{path}: variant {entry['name']} has kind {entry['kind']!r}; known kinds: {', '.join(sorted(LOADERS))}"
             )
+        if entry["dir"] not in models:
+            models[entry["dir"]] = loader(path / entry["dir"])
         variants.append(Variant(
-            entry["name"], loader(path / entry["dir"]), width=entry["width"],
+            entry["name"], models[entry["dir"]], width=entry["width"],
             inputs=tuple(TensorType(d, tuple(s)) for d, s in entry["inputs"]), batch=entry["batch"],
             device=entry["device"], latency_ms=entry["latency_ms"], accuracy=entry["accuracy"],
+            threads=entry["threads"],
         ))
     budget = manifest["budget_ms"]
     if isinstance(budget, list):

@@ -50,6 +50,7 @@ def narrow(
     budget_ms: float | Mapping[int | None, float] | None = None,
     policy: Callable | None = None,
     config: ControllerConfig | None = None,
+    threads: Sequence[int | None] | None = None,
     runs: int = 30,
     progress: Callable[[str], None] | None = None,
 ) -> GuardedModel:
@@ -66,6 +67,10 @@ def narrow(
     calibrates the ``quantize`` passes of ``pipeline`` for every width.
     ``finetune(graph, width) -> graph`` runs on every pruned width after that
     (:func:`finetune_with` trains through the torch round trip).
+    ``threads`` lists the thread counts each compiled width also runs at (None:
+    a thread per core); by default, on a CPU with several cores, ``(None, 1)``:
+    under a competing load a single-threaded narrow variant keeps a budget that
+    no multi-threaded one does. The thread variants share one compiled model.
     ``budget_ms``, ``policy`` and ``config`` go to :class:`GuardedModel`.
     """
     widths = sorted(variants, reverse=True)
@@ -91,6 +96,7 @@ def narrow(
 
     from slimgraph.api import compile as compile_graph
 
+    thread_counts = _thread_counts(threads, target)
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
     for w in widths:
@@ -100,8 +106,9 @@ def narrow(
             say(f"compile width {w:g} batch {b}")
             compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None,
                                      calibration_data=samples)
-            per_width.append(Variant(_name(w, b), compiled, width=w))
-            feeds[per_width[-1].name] = _zeros(compiled.input_types)
+            for n in thread_counts:
+                per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
+                feeds[per_width[-1].name] = _zeros(compiled.input_types)
         if fallback:
             per_width.append(Variant(_name(w, None), GraphRunner(graph), width=w, batch=None))
             feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
@@ -137,7 +144,7 @@ def measure_variants(
     for _ in range(rounds):
         for v in variants:
             share = runs if not isinstance(v.model, GraphRunner) else max(1, runs // 10)
-            samples[v.name].append(measure_latency(v.model, feeds[v.name], runs=max(1, share // rounds)))
+            samples[v.name].append(measure_latency(v, feeds[v.name], runs=max(1, share // rounds)))
     for v in variants:
         v.latency_ms = min(samples[v.name])
 
@@ -211,7 +218,7 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
     for start in range(0, len(x), chunk):
         part = x[start : start + chunk]
         padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
-        logits.append(np.asarray(variant.model(padded))[: len(part)])
+        logits.append(np.asarray(variant(padded))[: len(part)])
     predicted = np.concatenate(logits).argmax(axis=1)
     return float((predicted == np.asarray(y)).mean() * 100.0)
 
@@ -297,5 +304,20 @@ def _largest_bucket(variants: list[Variant]) -> Variant:
     return max(compiled, key=lambda v: v.batch) if compiled else variants[0]
 
 
-def _name(width: float, batch: int | None) -> str:
-    return f"w{round(width * 100)}-b{batch if batch is not None else 'N'}"
+def _thread_counts(threads: Sequence[int | None] | None, target: str) -> list[int | None]:
+    """The thread counts of each compiled width: the given ones (the default count first), or
+    ``[None, 1]`` on a CPU target with several cores and ``[None]`` elsewhere."""
+    from slimgraph.backends.tvm import parse_target
+    from slimgraph.backends.tvm.targets import cpu_cores
+
+    if threads is None:
+        return [None, 1] if parse_target(target).kind == "llvm" and cpu_cores() > 1 else [None]
+    counts = list(dict.fromkeys(threads))
+    if not counts or any(n is not None and (not isinstance(n, int) or n < 1) for n in counts):
+        raise GuardError(f"threads={list(threads)}: give thread counts (positive ints, or None for one per core)")
+    return sorted(counts, key=lambda n: -(n or 1 << 30))
+
+
+def _name(width: float, batch: int | None, threads: int | None = None) -> str:
+    name = f"w{round(width * 100)}-b{batch if batch is not None else 'N'}"
+    return name if threads is None else f"{name}-t{threads}"

@@ -175,3 +175,28 @@ def test_cpu_thread_pool_uses_every_core():
     code = "import slimgraph.backends.tvm, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout.split()[-1]) == cpu_cores()
+
+
+def test_a_call_can_run_on_fewer_threads_and_leaves_the_pool_as_it_was(demo):
+    """``threads=`` resizes only the calling thread's pool, for that call."""
+    import threading
+
+    import tvm
+
+    _, model = demo
+    inputs = demo_inputs(batch=2)
+    count = tvm.get_global_func("runtime.NumThreads")
+    before = count()
+    np.testing.assert_array_equal(model(*inputs, threads=1), model(*inputs))
+    assert count() == before
+    inside, other = [], []
+    with model._threads(1):  # what the call runs in
+        inside.append(count())
+        # another thread's pool is its own
+        worker = threading.Thread(target=lambda: other.append(count()))
+        worker.start()
+        worker.join()
+    assert inside == [1] and other == [before] and count() == before
+    with pytest.raises(BackendError, match="positive number of threads"):
+        model(*inputs, threads=0)
+    assert count() == before

@@ -261,6 +261,65 @@ def test_narrowest_rung_is_the_floor():
     assert ctl.current == 2
 
 
+# DigitsCNN(128) at batch 32 on two cores, measured: widths 100/75/50/25% on both threads, then on one
+THREADED = [7.9, 4.9, 2.5, 0.7, 15.7, 9.3, 4.4, 1.3]
+THREADS = [2, 2, 2, 2, 1, 1, 1, 1]
+THREADED_BUDGET = 2 * THREADED[0]
+
+
+def oversubscribed_between(start: float, stop: float):
+    """Busy processes on every core: a two-thread call waits about 45 ms at its kernels' barriers
+    whatever its width, a one-thread call gets half a core (both as measured)."""
+
+    def latency(rung: int, t: float) -> float:
+        if not start <= t < stop:
+            return THREADED[rung]
+        return THREADED[rung] + 45.0 if THREADS[rung] > 1 else THREADED[rung] * 1.9
+
+    return latency
+
+
+def test_under_oversubscription_it_runs_narrow_on_one_thread_and_returns_to_all_threads():
+    clock = FakeClock()
+    ctl = LatencyController(THREADED, THREADED_BUDGET, clock=clock, threads=THREADS)
+    trace = simulate(ctl, clock, oversubscribed_between(2.0, 12.0), until_s=16.0)
+    assert {row[1] for row in window(trace, 0.0, 2.0)} == {0}
+
+    # down from the two-thread full width straight to a one-thread rung: the narrower two-thread
+    # rungs lose the same 45 ms, which the scaled prediction alone would not have seen
+    (down_at, first), *_ = switch_times(trace)
+    assert THREADS[first] == 1 and down_at < 2.0 + 4 * (THREADED[0] + 46.0) / 1e3  # three slow calls
+    assert not any(THREADS[row[1]] > 1 and not row[4] for row in window(trace, down_at + 1e-9, 12.0))
+
+    # it settles on the widest width that fits on one thread (50%: 8.4 ms; 75% takes 17.7), and its
+    # probes are rare enough that the tail stays in the budget
+    settled = window(trace, 5.0, 12.0)
+    assert {row[1] for row in settled if not row[4]} == {6}
+    assert np.percentile([row[2] for row in settled], 95) <= THREADED_BUDGET
+    # the probes back off: a handful in 7 s, not one every probe interval
+    assert sum(row[4] for row in settled) <= 7.0 / 2.0 + 1
+
+    # once the load stops, probes pass over the one-thread full width (15.7 ms can never fit the
+    # headroom) to the narrowest two-thread rung, which fits, and the full width is back within a second
+    recovered = window(trace, 13.0, 16.0)
+    assert recovered and {row[3] for row in recovered} == {0}
+    assert 4 not in {row[1] for row in window(trace, 12.0, 16.0)}
+
+
+def test_a_probe_never_predicts_a_rung_with_more_threads():
+    clock = FakeClock()
+    ctl = LatencyController(THREADED, THREADED_BUDGET, clock=clock, threads=THREADS)
+    assert ctl.predict(2, 6, 1.0) == math.inf
+    assert ctl.predict(6, 2, 5.0) == pytest.approx(THREADED[6] * 2.0)
+    # a two-thread rung loses at least the observed rung's excess; a one-thread rung only scales
+    assert ctl.predict(3, 0, THREADED[0] + 45.0) == pytest.approx(THREADED[3] + 45.0)
+    assert ctl.predict(7, 0, THREADED[0] * 2) == pytest.approx(THREADED[7] * 2)
+    with pytest.raises(ControllerError, match="more threads come first"):
+        LatencyController(THREADED, THREADED_BUDGET, threads=list(reversed(THREADS)))
+    with pytest.raises(ControllerError, match="one thread count"):
+        LatencyController(THREADED, THREADED_BUDGET, threads=[2, 1])
+
+
 def test_invalid_settings_are_reported():
     with pytest.raises(ControllerError, match="up_fraction"):
         ControllerConfig(up_fraction=1.2)

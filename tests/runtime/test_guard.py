@@ -137,6 +137,59 @@ def test_budget_steps_down_under_load_and_back_up():
     assert sum(r.probe for r in model.records()) >= 2
 
 
+class Threaded:
+    """A fake two-core model: on both threads a call takes half the single-thread time, but
+    under oversubscription it waits 40 ms at its barriers; on one thread it gets half a core."""
+
+    def __init__(self, clock, width: float, loaded):
+        self.clock, self.width, self.loaded = clock, width, loaded
+        self.input_types = [TensorType("f32", (1, FEATURES))]
+        self.threads_seen: list = []
+
+    def __call__(self, x, threads=None):
+        self.threads_seen.append(threads)
+        alone = 8.0 * self.width
+        if threads is None:
+            ms = alone / 2 + (40.0 if self.loaded(self.clock.now) else 0.0)
+        else:
+            ms = alone * (2.0 if self.loaded(self.clock.now) else 1.0)
+        self.clock.now += ms / 1e3
+        return self.width, threads
+
+
+def test_under_load_the_guard_runs_narrow_and_single_threaded():
+    clock = FakeClock()
+    loaded = lambda t: 1.0 <= t < 4.0  # noqa: E731
+    models = {w: Threaded(clock, w, loaded) for w in (1.0, 0.5, 0.25)}
+    variants = []
+    for w, m in models.items():
+        variants.append(Variant(f"w{int(w * 100)}", m, width=w, latency_ms=4.0 * w))
+        variants.append(Variant(f"w{int(w * 100)}-t1", m, width=w, latency_ms=8.0 * w, threads=1))
+    model = GuardedModel(variants, budget_ms=8.0, clock=clock, name="threaded")
+    # the ladder: every width on all threads, then every width on one
+    ladder = [line.split()[1] for line in str(model).splitlines() if line.strip().startswith("variant")]
+    assert ladder == ["w100", "w50", "w25", "w100-t1", "w50-t1", "w25-t1"]
+    assert "variant w50-t1 {width=0.5, threads=1, latency=4.000ms}" in str(model)
+    served = []
+    while clock.now < 6.0:
+        served.append((clock.now, model(batch(1))))
+        clock.now += 1e-3
+    phase = lambda a, b: [r for t, r in served if a <= t < b]  # noqa: E731
+    assert set(phase(0.0, 1.0)) == {(1.0, None)}
+    # under load 50% on one thread takes 8 ms, at the budget's edge; 25% on one thread (4 ms) fits.
+    # No width fits on two threads (40 ms at the barriers)
+    steady = phase(1.5, 4.0)
+    assert steady.count((0.25, 1)) / len(steady) > 0.9
+    assert set(phase(5.0, 6.0)) == {(1.0, None)}
+    # one model per width: its thread variants pass the count through, the default passes none
+    assert set(models[0.25].threads_seen) == {None, 1}
+    assert model.stats().calls["w25-t1"] > 0
+    with pytest.raises(GuardError, match="takes no thread count"):
+        Variant("w", GraphRunner(linear_graph(1.0, 1)), threads=1)
+    with pytest.raises(GuardError, match="positive number of threads"):
+        Variant("w", models[1.0], threads=0)
+
+
 def test_policy_gets_the_candidates_and_picks():
     seen = []
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
+from slimgraph.backends.tvm.targets import cpu_cores  # noqa: E402
 from slimgraph.runtime import GuardError, load_guarded  # noqa: E402
 from slimgraph.runtime.narrow import finetune_with, narrow  # noqa: E402
 from tests.digits import digits_data, torch_predict, trained_digits_cnn  # noqa: E402
@@ -24,9 +27,16 @@ def guarded():
 
 def test_every_width_is_pruned_compiled_per_bucket_measured_and_evaluated(guarded):
     names = {v.name for v in guarded.variants}
-    assert names == {f"w{w}-b{b}" for w in (100, 75, 50) for b in (1, 8, 32, "N")}
+    widths = {f"w{w}-b{b}" for w in (100, 75, 50) for b in (1, 8, 32, "N")}
+    # on a CPU with several cores each compiled width also runs single-threaded, on the same model
+    serial = {f"w{w}-b{b}-t1" for w in (100, 75, 50) for b in (1, 8, 32)} if cpu_cores() > 1 else set()
+    assert names == widths | serial
+    by_name = {v.name: v for v in guarded.variants}
+    for name in serial:
+        assert by_name[name].model is by_name[name.removesuffix("-t1")].model
+        assert by_name[name].threads == 1 and by_name[name].accuracy == by_name[name.removesuffix("-t1")].accuracy
     assert all(v.latency_ms > 0 for v in guarded.variants)
-    by_width = {v.width: v for v in guarded.variants if v.batch == 32}
+    by_width = {v.width: v for v in guarded.variants if v.batch == 32 and v.threads is None}
     # structured pruning really removes channels: fewer FLOPs at each narrower width
     assert by_width[1.0].model.flops > by_width[0.75].model.flops > by_width[0.5].model.flops
     accuracy = {w: v.accuracy for w, v in by_width.items()}
@@ -51,6 +61,14 @@ def test_save_and_load_the_compiled_set(guarded, tmp_path):
     x = digits_data().x_test[:8]
     np.testing.assert_array_equal(loaded(x), guarded(x))
     assert loaded.records()[-1].variant == "w100-b8"
+    # a compiled width is saved once and loaded once, however many thread counts run it
+    manifest = json.loads((path / "guarded.json").read_text())
+    folders = {e["dir"] for e in manifest["variants"] if e["batch"] is not None}
+    assert len(folders) == 3 * 3
+    by_name = {v.name: v for v in loaded.variants}
+    if cpu_cores() > 1:
+        assert by_name["w50-b8-t1"].model is by_name["w50-b8"].model
+        np.testing.assert_array_equal(by_name["w50-b8-t1"](x), by_name["w50-b8"](x))
 
 
 class Head(torch.nn.Module):
@@ -65,7 +83,7 @@ class Head(torch.nn.Module):
 
 def test_variants_can_be_models_trained_at_each_width():
     example = (torch.zeros(4, 1, 8, 8),)
-    model = narrow(None, example, {1.0: Head(10, seed=0), 0.5: Head(10, seed=1)}, runs=3)
+    model = narrow(None, example, {1.0: Head(10, seed=0), 0.5: Head(10, seed=1)}, threads=[None], runs=3)
     assert sorted(v.name for v in model.variants) == ["w100-b4", "w100-bN", "w50-b4", "w50-bN"]
     x = digits_data().x_test[:4]
     np.testing.assert_allclose(model(x), torch_predict(Head(10, seed=0))(x), rtol=1e-4, atol=1e-4)

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -34,6 +35,8 @@ from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType
 
 FORMAT_VERSION = 1
+# TVM's affinity mode for its default pool (kBig): keep it when resizing the pool
+_BIG_CORES = 1
 
 
 @dataclass(frozen=True)
@@ -145,16 +148,45 @@ class CompiledModel:
             vm = self._local.vm = relax.VirtualMachine(self._exec, dev)
         return vm
 
-    def __call__(self, *inputs: Any):
+    def __call__(self, *inputs: Any, threads: int | None = None):
         """Run the model. Numpy in, numpy out; torch in, torch out. One output comes
-        back as a single array, several as a tuple."""
+        back as a single array, several as a tuple. ``threads`` (CPU targets) runs
+        this call's kernels on that many threads instead of one per core."""
         vm = self._ensure_vm()
         as_torch = any(_is_torch(x) for x in inputs)
         args = self._convert_inputs(inputs)
-        result = vm["main"](*args, *self._params_dev)
+        with self._threads(threads):
+            result = vm["main"](*args, *self._params_dev)
         outs = _flatten(result)
         converted = [self._convert_output(o, t, as_torch) for o, t in zip(outs, self.output_types)]
         return converted[0] if len(converted) == 1 else tuple(converted)
+
+    @contextlib.contextmanager
+    def _threads(self, threads: int | None):
+        """Size the calling thread's TVM pool to ``threads`` for the block, then restore it.
+
+        TVM keeps one pool per calling thread, so this never touches another
+        thread's calls, and resizing costs about a microsecond.
+        """
+        if threads is None:
+            yield
+            return
+        if self.target.kind != "llvm":
+            raise BackendError(f"threads={threads}: a thread count applies to CPU targets, not {self.target.text}")
+        if not isinstance(threads, int) or threads < 1:
+            raise BackendError(f"threads={threads!r}: must be a positive number of threads")
+        import tvm_ffi
+
+        before = int(tvm_ffi.get_global_func("runtime.NumThreads")())
+        configure = tvm_ffi.get_global_func("runtime.config_threadpool")
+        if before == threads:
+            yield
+            return
+        configure(_BIG_CORES, threads)
+        try:
+            yield
+        finally:
+            configure(_BIG_CORES, before)
 
     def _convert_inputs(self, inputs: Sequence[Any]) -> list:
         import tvm
