@@ -32,7 +32,10 @@ step, never whether to.)
   undone within ``hold_s``. The wait is cut short when each of the current
   variant's last ``recent`` calls is under ``eased_fraction`` of its median
   over the window at the last failed probe: the load has eased, so the wider
-  variant may fit again.
+  variant may fit again. It is cut short too when the ``idle`` hint (the
+  guard reads the machine's run queue) says nothing else runs: a call at a
+  narrow rung is short enough to finish inside the time slices a competing
+  load leaves it, so its latency may not show that the load has gone.
 - **Threads.** A ladder may hold the same widths at fewer threads (a rung's
   thread count; rungs with more threads come first, each thread class
   widest first). On a machine with more runnable threads than cores a
@@ -42,9 +45,9 @@ step, never whether to.)
   multi-threaded rung is predicted to lose at least the observed excess, and
   a rung with more threads than any observed is never predicted, only
   probed. A probe passes over the rungs of a lower thread class whose
-  unloaded latency is over the headroom, so from the single-threaded rungs
-  it goes to the narrowest multi-threaded one, and one fitting probe there
-  brings the ladder back to the top.
+  unloaded latency is over the headroom; past them it goes to the widest
+  rung of the next thread class up that fits the headroom unloaded, so one
+  fitting probe there brings the ladder back to the top.
 - **No flapping.** The gap between the down and up thresholds (hysteresis),
   a minimum time from any switch to a step up (``dwell_s``), the median
   (a noise spike moves it little) and the back-off.
@@ -144,7 +147,9 @@ class LatencyController:
 
     ``latencies_ms`` are the measured (unloaded) latencies of the variants,
     widest first; they stand in for a variant's estimates until it has served
-    calls. ``clock`` returns seconds.
+    calls. ``clock`` returns seconds. ``threads`` gives each rung's thread
+    count (more threads first); ``idle()``, when given, says whether the
+    machine runs nothing but this caller, which lets a probe come early.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class LatencyController:
         config: ControllerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         threads: Sequence[float] | None = None,
+        idle: Callable[[], bool] | None = None,
     ):
         if not latencies_ms:
             raise ControllerError("a latency controller needs at least one variant")
@@ -167,6 +173,7 @@ class LatencyController:
         self.budget_ms = float(budget_ms)
         self.config = config or ControllerConfig()
         self.clock = clock
+        self.idle = idle
         self.unloaded = [float(x) for x in latencies_ms]
         if not all(x > 0 and math.isfinite(x) for x in self.unloaded):
             raise ControllerError(f"latencies_ms={list(latencies_ms)}: each must be a positive number")
@@ -214,15 +221,22 @@ class LatencyController:
         return self.config.probe_interval_s * self._backoff[self.current]
 
     def probe_rung(self) -> int | None:
-        """The rung a probe from the current one goes to: the next wider one, passing over
-        rungs of a lower thread class than the top whose unloaded latency is already over
-        the headroom (they serve only under load, and a probe of them never fits); None at
-        the top."""
-        headroom = self.budget_ms * self.config.up_fraction
-        for r in range(self.current - 1, -1, -1):
-            if self.threads[r] == self.threads[0] or self.unloaded[r] < headroom:
-                return r
-        return None
+        """The rung a probe from the current one goes to (None at the top): the next wider
+        one of the same thread count, unless it is below the top thread count and its
+        unloaded latency is over the headroom (it serves only under load; a probe of it
+        never fits). Past that, the widest rung of the next larger thread count whose
+        unloaded latency is under the headroom (else its narrowest): under load a probe
+        with more threads costs its barrier stalls whatever its width, so it may as well
+        be the rung whose answer brings the ladder back to the top."""
+        rung, headroom = self.current, self.budget_ms * self.config.up_fraction
+        if rung == 0:
+            return None
+        wider, own = rung - 1, self.threads[rung]
+        if self.threads[wider] == own and (own == self.threads[0] or self.unloaded[wider] < headroom):
+            return wider
+        more = min(t for t in self.threads[:rung] if t > own) if self.threads[wider] == own else self.threads[wider]
+        rungs = [r for r in range(rung) if self.threads[r] == more]
+        return next((r for r in rungs if self.unloaded[r] < headroom), rungs[-1])
 
     def predict(self, rung: int, observed: int, latency_ms: float) -> float:
         """Rung ``rung``'s latency (ms) under the load at which rung ``observed`` took ``latency_ms``.
@@ -253,7 +267,12 @@ class LatencyController:
         # every one of the last calls, not their median: under load a run of lucky calls
         # pulls a median of five down often, five of five rarely
         eased = len(last) == self.config.recent and max(last) < self._eased_below[self.current]
-        if waited >= self.probe_interval() or (eased and waited >= self.config.probe_interval_s):
+        due = waited >= self.probe_interval()
+        if not due and waited >= self.config.probe_interval_s:
+            # a short call barely slows under load, so from a narrow rung the load's end may not
+            # show in its latency: a machine that runs nothing else says so directly
+            due = eased or (self.idle is not None and self.idle())
+        if due:
             self._last_probe = now
             return target
         return self.current

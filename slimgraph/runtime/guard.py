@@ -65,6 +65,7 @@ from slimgraph.errors import SlimgraphError
 from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
+from slimgraph.runtime.machine import machine_idle
 
 log = logging.getLogger("slimgraph.runtime")
 
@@ -295,7 +296,7 @@ class _Ladder:
     """Variants with the same inputs and device, and their selection state: the most
     threads first, each thread count widest first."""
 
-    def __init__(self, variants: list[Variant], budget_ms: float | None, config, clock):
+    def __init__(self, variants: list[Variant], budget_ms: float | None, config, clock, idle_hint):
         self.variants = sorted(variants, key=lambda v: (-v.thread_class, -v.width))
         self.spec = self.variants[0].spec
         self.static = all(t.is_static for t in self.variants[0].inputs)
@@ -311,7 +312,7 @@ class _Ladder:
             # thread counts matter to the controller only when some variant sets one
             threads = [v.thread_class for v in self.variants] if any(v.threads for v in self.variants) else None
             self.controller = LatencyController(
-                [v.latency_ms for v in self.variants], budget_ms, config, clock, threads=threads
+                [v.latency_ms for v in self.variants], budget_ms, config, clock, threads=threads, idle=idle_hint
             )
 
     def candidates(self) -> list[Candidate]:
@@ -328,6 +329,9 @@ class GuardedModel:
     ``budget_ms`` is one budget for every batch bucket or a mapping from bucket
     (None for the fallback) to budget; without a budget and a policy the widest
     admitted variant runs. ``policy(candidates) -> name`` replaces the budget.
+    ``idle_hint()`` tells the controllers that nothing else runs on the machine
+    (default: the run queue holds only the caller), so a probe comes early; give
+    None with a fake ``clock``.
     ``on_call(record)`` is called after each call (outside the lock); the last
     ``history`` :class:`CallRecord` s are kept (``records()``).
     See the module docstring for an example.
@@ -344,6 +348,7 @@ class GuardedModel:
         on_call: Callable[[CallRecord], None] | None = None,
         history: int = 100_000,
         name: str = "model",
+        idle_hint: Callable[[], bool] | None = machine_idle,
     ):
         variants = list(variants)
         if not variants:
@@ -364,7 +369,7 @@ class GuardedModel:
             groups.setdefault(v.spec, []).append(v)
         # exact specializations are tried before symbolic fallbacks
         self._ladders = sorted(
-            (_Ladder(vs, self._budget_for(vs[0].batch), self.config, clock) for vs in groups.values()),
+            (_Ladder(vs, self._budget_for(vs[0].batch), self.config, clock, idle_hint) for vs in groups.values()),
             key=lambda ladder: not ladder.static,
         )
         self._lock = threading.Lock()

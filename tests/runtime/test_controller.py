@@ -300,10 +300,36 @@ def test_under_oversubscription_it_runs_narrow_on_one_thread_and_returns_to_all_
     assert sum(row[4] for row in settled) <= 7.0 / 2.0 + 1
 
     # once the load stops, probes pass over the one-thread full width (15.7 ms can never fit the
-    # headroom) to the narrowest two-thread rung, which fits, and the full width is back within a second
+    # headroom) to the two-thread full width, which fits, and the full width is back within a second
     recovered = window(trace, 13.0, 16.0)
     assert recovered and {row[3] for row in recovered} == {0}
-    assert 4 not in {row[1] for row in window(trace, 12.0, 16.0)}
+    after = window(trace, 12.0, 16.0)
+    assert 4 not in {row[1] for row in after}
+    assert [rung for _, rung in switch_times(after)][-1:] == [0] and {row[1] for row in after if row[4]} <= {0, 5}
+
+
+def test_an_idle_machine_brings_the_probe_early_from_a_narrow_rung():
+    """A call short enough to finish inside the time slices a load leaves it does not slow, so
+    from the narrowest rung the end of the load does not show; the run-queue hint says it."""
+
+    def latency(rung: int, t: float) -> float:
+        if not 2.0 <= t < 8.0:
+            return THREADED[rung]
+        if THREADS[rung] > 1:
+            return THREADED[rung] + 45.0
+        return THREADED[rung] if THREADED[rung] < 2.0 else THREADED[rung] * 4.0
+
+    back_at = {}
+    for hint in (False, True):
+        clock = FakeClock()
+        idle = (lambda: not 2.0 <= clock.now < 8.0) if hint else None
+        ctl = LatencyController(THREADED, THREADED_BUDGET, clock=clock, threads=THREADS, idle=idle)
+        trace = simulate(ctl, clock, latency, until_s=12.0)
+        # under the load only the narrowest one-thread rung fits; its probes back off to 2 s
+        assert {row[1] for row in window(trace, 3.0, 8.0) if not row[4]} == {7}
+        back_at[hint] = next(t for t, rung in switch_times(trace) if t >= 8.0 and rung == 0)
+    assert back_at[True] - 8.0 <= 2 * ctl.config.probe_interval_s + 0.05
+    assert back_at[False] - 8.0 > 1.0  # without it, the backed-off probe waits up to 2 s
 
 
 def test_a_probe_never_predicts_a_rung_with_more_threads():
