@@ -234,7 +234,7 @@ class LatencyController:
         wider, own = rung - 1, self.threads[rung]
         if self.threads[wider] == own and (own == self.threads[0] or self.unloaded[wider] < headroom):
             return wider
-        more = min(t for t in self.threads[:rung] if t > own) if self.threads[wider] == own else self.threads[wider]
+        more = min(t for t in self.threads[:rung] if t > own)  # the next thread count up
         rungs = [r for r in range(rung) if self.threads[r] == more]
         return next((r for r in rungs if self.unloaded[r] < headroom), rungs[-1])
 

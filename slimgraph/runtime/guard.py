@@ -10,7 +10,9 @@ latency and accuracy.
 
 1. input guards: the variants whose input types (shape with batch, dtype) and
    device admit the call; an exact batch specialization wins over the
-   symbolic fallback. Variants with the same inputs form a ladder of widths.
+   symbolic fallback. Variants with the same inputs form a ladder of widths
+   (on a CPU also of thread counts: the same widths on one thread, for a
+   machine with more runnable threads than cores).
    A call no guard admits raises :class:`GuardError` listing what is accepted.
 2. a latency budget: a :class:`~slimgraph.runtime.controller.LatencyController`
    per ladder steps to narrower widths when calls run over budget and back up
@@ -176,13 +178,6 @@ class Variant:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.threads is not None:
-            if not isinstance(self.threads, int) or self.threads < 1:
-                raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
-            if "threads" not in inspect.signature(self.model).parameters:
-                raise GuardError(
-                    f"variant {self.name}: threads={self.threads} but {type(self.model).__name__} takes no thread count"
-                )
         if not self.inputs:
             types = getattr(self.model, "input_types", None)
             if types is None:
@@ -197,6 +192,15 @@ class Variant:
         if not self.device:
             target = getattr(self.model, "target", None)
             self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
+        if self.threads is not None:
+            if not isinstance(self.threads, int) or self.threads < 1:
+                raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
+            if self.device != "cpu":
+                raise GuardError(f"variant {self.name}: threads={self.threads} applies to CPU variants, not {self.device}")
+            if "threads" not in inspect.signature(self.model).parameters:
+                raise GuardError(
+                    f"variant {self.name}: threads={self.threads} but {type(self.model).__name__} takes no thread count"
+                )
 
     def __call__(self, *inputs: Any):
         """Run the model on ``inputs`` (with the variant's thread count, when it has one)."""

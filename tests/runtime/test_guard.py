@@ -188,6 +188,8 @@ def test_under_load_the_guard_runs_narrow_and_single_threaded():
         Variant("w", GraphRunner(linear_graph(1.0, 1)), threads=1)
     with pytest.raises(GuardError, match="positive number of threads"):
         Variant("w", models[1.0], threads=0)
+    with pytest.raises(GuardError, match="applies to CPU variants, not cuda"):
+        Variant("w", models[1.0], threads=1, device="cuda")
 
 
 def test_policy_gets_the_candidates_and_picks():
