@@ -77,6 +77,7 @@ def narrow(
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
     say = progress or (lambda _msg: None)
+    thread_counts = _thread_counts(threads, target)
     samples = _calibration_batches(calibration_data)
     if isinstance(variants, Mapping):
         graphs = {w: _import(variants[w], example_inputs) for w in widths}
@@ -96,7 +97,6 @@ def narrow(
 
     from slimgraph.api import compile as compile_graph
 
-    thread_counts = _thread_counts(threads, target)
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
     for w in widths:

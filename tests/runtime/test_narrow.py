@@ -89,6 +89,13 @@ def test_variants_can_be_models_trained_at_each_width():
     np.testing.assert_allclose(model(x), torch_predict(Head(10, seed=0))(x), rtol=1e-4, atol=1e-4)
 
 
+def test_bad_thread_counts_are_refused_before_any_work():
+    example = (torch.zeros(4, 1, 8, 8),)
+    for bad in ([0], [], [1.5]):
+        with pytest.raises(GuardError, match="give thread counts"):
+            narrow(Head(10), example, [1.0], threads=bad)
+
+
 def test_a_width_that_breaks_the_contract_is_refused():
     example = (torch.zeros(2, 1, 8, 8),)
     with pytest.raises(GuardError, match="width 0.5 changes the model's contract"):
