@@ -200,3 +200,28 @@ def test_a_call_can_run_on_fewer_threads_and_leaves_the_pool_as_it_was(demo):
     with pytest.raises(BackendError, match="positive number of threads"):
         model(*inputs, threads=0)
     assert count() == before
+
+
+def test_numpy_inputs_of_any_layout_give_the_same_outputs(demo):
+    """Aligned dense inputs are shared with TVM; misaligned, strided or read-only ones are copied."""
+    _, model = demo
+    (x,) = demo_inputs(batch=2)
+    want = model(x.copy())
+
+    def placed(shift: int) -> np.ndarray:
+        """``x`` at ``shift`` floats past a 64-byte boundary."""
+        storage = np.zeros(x.size + 32, np.float32)
+        start = next(k for k in range(16) if (storage.ctypes.data + 4 * k) % 64 == 0) + shift
+        view = storage[start : start + x.size].reshape(x.shape)
+        view[...] = x
+        return view
+
+    aligned, misaligned = placed(0), placed(1)
+    assert aligned.ctypes.data % 64 == 0 and misaligned.ctypes.data % 64
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    for layout in (aligned, misaligned, strided, readonly):
+        before = layout.copy()
+        np.testing.assert_array_equal(model(layout), want)
+        np.testing.assert_array_equal(layout, before)

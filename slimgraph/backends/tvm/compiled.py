@@ -100,16 +100,19 @@ class CompiledModel:
         self._local = threading.local()  # one VM per thread: a TVM VM is not safe to share
         self._params_lock = threading.Lock()
         self._params_dev = None
+        # parsed once: a small model's call is tens of microseconds, and parsing costs two of them
+        self._inputs = [_type_from(t) for _, t in meta["inputs"]]
+        self._outputs = [_type_from(t) for t in meta["output_types"]]
 
     # -- introspection -------------------------------------------------------
 
     @property
     def input_types(self) -> list[TensorType]:
-        return [_type_from(t) for _, t in self._meta["inputs"]]
+        return list(self._inputs)
 
     @property
     def output_types(self) -> list[TensorType]:
-        return [_type_from(t) for t in self._meta["output_types"]]
+        return list(self._outputs)
 
     @property
     def kernels(self) -> list[Kernel]:
@@ -146,19 +149,24 @@ class CompiledModel:
                 if self._params_dev is None:
                     self._params_dev = [tvm.runtime.tensor(a, dev) for _, a in self._params_np]
             vm = self._local.vm = relax.VirtualMachine(self._exec, dev)
+            self._local.main = vm["main"]
         return vm
 
     def __call__(self, *inputs: Any, threads: int | None = None):
         """Run the model. Numpy in, numpy out; torch in, torch out. One output comes
         back as a single array, several as a tuple. ``threads`` (CPU targets) runs
         this call's kernels on that many threads instead of one per core."""
-        vm = self._ensure_vm()
+        self._ensure_vm()
+        main = self._local.main
         as_torch = any(_is_torch(x) for x in inputs)
         args = self._convert_inputs(inputs)
-        with self._threads(threads):
-            result = vm["main"](*args, *self._params_dev)
+        if threads is None:
+            result = main(*args, *self._params_dev)
+        else:
+            with self._threads(threads):
+                result = main(*args, *self._params_dev)
         outs = _flatten(result)
-        converted = [self._convert_output(o, t, as_torch) for o, t in zip(outs, self.output_types)]
+        converted = [self._convert_output(o, t, as_torch) for o, t in zip(outs, self._outputs)]
         return converted[0] if len(converted) == 1 else tuple(converted)
 
     @contextlib.contextmanager
@@ -191,7 +199,7 @@ class CompiledModel:
     def _convert_inputs(self, inputs: Sequence[Any]) -> list:
         import tvm
 
-        expected = self.input_types
+        expected = self._inputs
         if len(inputs) != len(expected):
             raise BackendError(f"model takes {len(expected)} inputs ({', '.join(map(str, expected))}), got {len(inputs)}")
         dev = self._device()
@@ -218,7 +226,10 @@ class CompiledModel:
                     f"input {i}: got shape {list(array.shape)}, compiled for {t} (compile again with example inputs of "
                     f"this shape)"
                 )
-            out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
+            if self.target.kind == "llvm":
+                out.append(_host_tensor(array, tvm))
+            else:
+                out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
         return out
 
     def _convert_output(self, tensor, t: TensorType, as_torch: bool):
@@ -340,6 +351,21 @@ def _torch_name(dtype: DType) -> str:
     return {DType.float32: "float32", DType.float16: "float16", DType.bfloat16: "bfloat16", DType.int8: "int8",
             DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
             DType.int4: "int8"}[dtype]
+
+
+def _host_tensor(array: np.ndarray, tvm):
+    """A CPU tensor over ``array``: shared through DLPack when TVM can take it as it is (dense,
+    64-byte aligned, writeable), else over an aligned copy. Either is two to thirty times
+    cheaper than ``tvm.runtime.tensor``'s allocate-and-copy (13 us for a 1 KB input)."""
+    if not (array.flags.c_contiguous and array.flags.writeable and array.size and array.ctypes.data % 64 == 0):
+        if not array.size:
+            return tvm.runtime.tensor(np.ascontiguousarray(array))
+        storage = np.empty(array.nbytes + 64, np.uint8)
+        start = -storage.ctypes.data % 64
+        copy = storage[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+        copy[...] = array
+        array = copy
+    return tvm.runtime.from_dlpack(array)
 
 
 def _is_torch(x: Any) -> bool:
