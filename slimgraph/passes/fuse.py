@@ -21,8 +21,13 @@ point (nodes are visited in topological order, so regions grow downstream):
    ``dequantize``. An elementwise producer is not taken: the anchor would
    recompute it for every output it reads it for.
 4. Chains. Elementwise ops with no anchor to join fuse with the elementwise
-   producers that only they read (``chains`` turns this off), and such a
-   region takes more of them upstream and downstream like the others.
+   or injective producers that only they read (``chains`` turns this off),
+   and such a region takes more of them upstream and downstream like the
+   others: an attention head's slice, transpose and scaling become one kernel
+   instead of three. Injective ops compute nothing; where several of them read
+   one value (the shifted slices of a local response norm) the elementwise op
+   before them runs once per read, cheap next to a kernel of its own
+   (Inception v1: 93 kernels to 79, 21.3 to 19.4 ms).
 
 Invariants: a region has one result, every other value it computes is read
 only inside it, and nothing is duplicated, so no expensive op is ever
@@ -102,6 +107,12 @@ def _elementwise(node: Node) -> bool:
     return node.opdef.category == "elementwise" and len(node.outputs) == 1
 
 
+def _chainable(node: Node) -> bool:
+    """Elementwise or injective: no reductions or contractions, so a chain of them recomputes
+    at most cheap elementwise ops, and a reshape, slice or transpose in it is index arithmetic."""
+    return node.opdef.category in ("elementwise", "injective") and len(node.outputs) == 1
+
+
 def _only_reader(value: Value, readers: list[Node], graph: Graph) -> bool:
     """Whether every reader of ``value`` is in ``readers`` (and it is not a graph output)."""
     return all(any(u is r for r in readers) for u in value.users) and all(v is not value for v in graph.outputs)
@@ -157,7 +168,7 @@ class _Fuser:
         helpers = [
             v.producer
             for v in node.inputs
-            if v.producer is not None and _elementwise(v.producer) and _only_reader(v, [node], graph)
+            if v.producer is not None and _chainable(v.producer) and _only_reader(v, [node], graph)
         ]
         for value in node.inputs:
             region = value.producer
@@ -168,7 +179,7 @@ class _Fuser:
             if region.body.outputs[0].producer.op == "quantize":
                 continue  # a requantized result is what should cross between kernels
             # Elementwise ops that read the region's result and feed only this node join with it.
-            joining = [h for h in helpers if any(v is value for v in h.inputs)]
+            joining = [h for h in helpers if _elementwise(h) and any(v is value for v in h.inputs)]
             if not _only_reader(value, joining + [node], graph):
                 continue
             members = [region] + joining + [node]
@@ -193,7 +204,7 @@ class _Fuser:
             if anchor:
                 fits = self.options.prologue and (prod.opdef.category == "injective" or prod.op in CHEAP_CONVERSIONS)
             else:
-                fits = self.options.chains and _elementwise(prod)
+                fits = self.options.chains and _chainable(prod)
             members = [prod, region]
             if fits and _only_reader(value, [region], graph) and self._acceptable(graph, members):
                 return self.merge(graph, members, anchor)

@@ -296,6 +296,22 @@ def test_elementwise_chains_fuse_without_an_anchor():
     assert regions(FuseRegions(chains=False)(g)) == []
 
 
+def test_chains_take_injective_producers_as_attention_heads_need():
+    """q = transpose(slice(qkv)) * scale: one kernel, not a slice, a transpose and a mul."""
+    g, x = image_graph()
+    q = g.call("slice", x, axes=(1,), starts=(0,), ends=(2,))
+    q = g.call("mul", g.call("transpose", q, perm=(0, 1, 3, 2)), g.const(np.float32(0.5)))
+    g.set_outputs([g.call("softmax", q)])
+    out = FuseRegions()(g)
+    assert regions(out) == [("", ["slice", "transpose", "mul"])]  # softmax alone is unwrapped
+    assert_same_numerics(g, out, rtol=0, atol=0)
+    # an injective op alone is no chain: only an elementwise op starts one
+    g2, x2 = image_graph()
+    g2.set_outputs([g2.call("softmax", g2.call("transpose", x2, perm=(0, 1, 3, 2)))])
+    assert regions(FuseRegions()(g2)) == [("softmax", ["transpose", "softmax"])]
+    assert regions(FuseRegions(chains=False)(g)) == []
+
+
 def test_max_ops_and_anchor_choice():
     g, x = image_graph()
     y = conv(g, x)
