@@ -104,8 +104,13 @@ def test_matmul_linear_and_conv_ops():
     b = g.add_input("b", TensorType("f32", (3, 6, 7)))
     v = g.add_input("v", TensorType("f32", (6,)))
     m = g.add_input("m", TensorType("f32", (5, 6)))
+    y = g.add_input("y", TensorType("f32", (2, 8, 7, 7)))
     outs = [
         g.call("conv", x, g.const(_f32(16, 4, 3, 3)), g.const(_f32(16)), pads=(1, 1, 1, 1), name="conv_packed"),
+        # few groups: a dense packed conv over a block-diagonal weight; many: the grouped loop nest
+        g.call("conv", y, g.const(_f32(12, 2, 3, 3)), g.const(_f32(12)), pads=(1, 0, 1, 2), strides=(2, 1), groups=4,
+               name="conv_grouped_dense"),
+        g.call("conv", y, g.const(_f32(16, 1, 1, 1)), groups=8, name="conv_grouped_wide"),
         g.call("conv", x, g.const(_f32(6, 4, 3, 2)), strides=(2, 1), dilations=(1, 2), pads=(0, 1, 2, 0), name="conv_odd"),
         g.call("conv", x, g.const(_f32(4, 1, 3, 3)), pads=(1, 1, 1, 1), groups=4, name="depthwise"),
         g.call("conv", x, g.const(_f32(8, 2, 3, 3)), groups=2, strides=(2, 2), name="conv_grouped"),
@@ -125,8 +130,9 @@ def test_matmul_linear_and_conv_ops():
         g.call("linear", m, m, trans_b=True, name="linear_dynamic"),
     ]
     g.set_outputs(outs)
-    inputs = [_f32(2, 4, 9, 9), _f32(2, 3, 5, 6), _f32(3, 6, 7), _f32(6), _f32(5, 6), _f32(3, 4, 1, 1)]
-    _check(g, inputs[:5] + inputs[5:])
+    inputs = [_f32(2, 4, 9, 9), _f32(2, 3, 5, 6), _f32(3, 6, 7), _f32(6), _f32(5, 6), _f32(2, 8, 7, 7), _f32(3, 4, 1, 1)]
+    kernels = {k.node.split(" = ")[0].lstrip("%"): k for k in _check(g, inputs).kernels}
+    assert "w_packed" in kernels["conv_grouped_dense"].tir and "w_packed" not in kernels["conv_grouped_wide"].tir
 
 
 def test_normalization_pooling_and_softmax_ops():

@@ -103,6 +103,22 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     )
 
 
+#: Grouped convs with at most this many groups run as dense packed convs over a block-diagonal
+#: weight: G times the multiply-adds, but the packed kernel runs them about ten times faster than
+#: the generic grouped loop nest (ShuffleNet's 4-group 1x1 convs: 7-9 GFLOP/s generic).
+DENSE_GROUPS = 4
+
+
+def _block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's weight [C_out, C_in/G, ...] as the dense [C_out, C_in, ...] it equals."""
+    c_out, per_in = weight.shape[:2]
+    per_out = c_out // groups
+    dense = np.zeros((c_out, per_in * groups) + weight.shape[2:], weight.dtype)
+    for g in range(groups):
+        dense[g * per_out : (g + 1) * per_out, g * per_in : (g + 1) * per_in] = weight[g * per_out : (g + 1) * per_out]
+    return dense
+
+
 @register("conv")
 def lower_conv(call):
     """N-d grouped convolution; on CPU, packed 2-d and depthwise forms for constant weights."""
@@ -117,6 +133,8 @@ def lower_conv(call):
     weight = call.consts[1]
     if _cpu_f32(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv")
+    elif _cpu_f32(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
+        conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv")
     elif _cpu_f32(call) and k == 2 and groups == c_in == c_out:
         rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
         (sh, sw), (dh, dw) = strides, dilations
