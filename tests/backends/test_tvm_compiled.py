@@ -225,3 +225,50 @@ def test_numpy_inputs_of_any_layout_give_the_same_outputs(demo):
         before = layout.copy()
         np.testing.assert_array_equal(model(layout), want)
         np.testing.assert_array_equal(layout, before)
+
+
+def test_a_thread_count_keeps_the_callers_cpu_affinity(demo):
+    """TVM re-pins the calling thread when it resizes its pool; the caller's mask must survive."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    _, model = demo
+    inputs = demo_inputs(batch=2)
+    original = os.sched_getaffinity(0)
+    pinned = {max(original)}
+    try:
+        os.sched_setaffinity(0, pinned)
+        model(*inputs, threads=1)
+        assert os.sched_getaffinity(0) == pinned
+    finally:
+        os.sched_setaffinity(0, original)
+
+
+def test_bfloat16_inputs_and_torch_outputs_that_view_a_numpy_input():
+    """numpy cannot export bfloat16 through DLPack: such inputs are copied. And a torch output
+    that is a view of a numpy input must not share the caller's buffer."""
+    import ml_dtypes
+    import torch
+
+    from slimgraph.backends.tvm import build
+    from slimgraph.ir import Graph, TensorType
+
+    g = Graph("bf16")
+    x = g.add_input("x", TensorType("bf16", (4, 8)))
+    g.set_outputs([g.call("relu", x)])
+    xb = np.linspace(-1, 1, 32, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(4, 8)
+    np.testing.assert_array_equal(build(g, "llvm", {})(xb), g.run(xb)[0])
+
+    g = Graph("views")
+    a = g.add_input("a", TensorType("f32", (2, 8)))
+    b = g.add_input("b", TensorType("f32", (16,)))
+    g.set_outputs([g.call("relu", a), g.call("reshape", b, shape=(2, 8))])
+    model = build(g, "llvm", {})
+    storage = np.zeros(16 + 16, np.float32)
+    start = next(k for k in range(16) if (storage.ctypes.data + 4 * k) % 64 == 0)
+    b_in = storage[start : start + 16]
+    b_in[...] = np.arange(16)
+    _, view = model(torch.zeros(2, 8), b_in)
+    b_in[...] = -1.0
+    assert torch.equal(view, torch.arange(16, dtype=torch.float32).reshape(2, 8))

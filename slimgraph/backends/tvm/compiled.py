@@ -159,7 +159,7 @@ class CompiledModel:
         self._ensure_vm()
         main = self._local.main
         as_torch = any(_is_torch(x) for x in inputs)
-        args = self._convert_inputs(inputs)
+        args = self._convert_inputs(inputs, share=not as_torch)
         if threads is None:
             result = main(*args, *self._params_dev)
         else:
@@ -185,18 +185,30 @@ class CompiledModel:
             raise BackendError(f"threads={threads!r}: must be a positive number of threads")
         import tvm_ffi
 
+        # TVM pins the calling thread to a core of its choosing whenever it (re)configures the
+        # pool; the caller's own affinity (taskset, a server's pinning) must survive that
+        mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+        def configure(count: int) -> None:
+            tvm_ffi.get_global_func("runtime.config_threadpool")(_BIG_CORES, count)
+            if mask is not None:
+                os.sched_setaffinity(0, mask)
+
         before = int(tvm_ffi.get_global_func("runtime.NumThreads")())
-        configure = tvm_ffi.get_global_func("runtime.config_threadpool")
+        if mask is not None:
+            os.sched_setaffinity(0, mask)
         if before == threads:
             yield
             return
-        configure(_BIG_CORES, threads)
+        configure(threads)
         try:
             yield
         finally:
-            configure(_BIG_CORES, before)
+            configure(before)
 
-    def _convert_inputs(self, inputs: Sequence[Any]) -> list:
+    def _convert_inputs(self, inputs: Sequence[Any], share: bool = True) -> list:
+        """The inputs as TVM tensors. ``share=False`` copies numpy arrays: a torch output
+        that is a view of an input must not alias the caller's numpy buffer."""
         import tvm
 
         expected = self._inputs
@@ -227,7 +239,7 @@ class CompiledModel:
                     f"this shape)"
                 )
             if self.target.kind == "llvm":
-                out.append(_host_tensor(array, tvm))
+                out.append(_host_tensor(array, tvm, share))
             else:
                 out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
         return out
@@ -353,13 +365,15 @@ def _torch_name(dtype: DType) -> str:
             DType.int4: "int8"}[dtype]
 
 
-def _host_tensor(array: np.ndarray, tvm):
-    """A CPU tensor over ``array``: shared through DLPack when TVM can take it as it is (dense,
-    64-byte aligned, writeable), else over an aligned copy. Either is two to thirty times
-    cheaper than ``tvm.runtime.tensor``'s allocate-and-copy (13 us for a 1 KB input)."""
-    if not (array.flags.c_contiguous and array.flags.writeable and array.size and array.ctypes.data % 64 == 0):
-        if not array.size:
-            return tvm.runtime.tensor(np.ascontiguousarray(array))
+def _host_tensor(array: np.ndarray, tvm, share: bool):
+    """A CPU tensor over ``array``: shared through DLPack when ``share`` and TVM can take it as
+    it is (dense, 64-byte aligned, writeable), else over an aligned copy. Either is two to thirty
+    times cheaper than ``tvm.runtime.tensor``'s allocate-and-copy (13 us for a 1 KB input), which
+    serves what numpy cannot export through DLPack (bfloat16 and the other ml_dtypes, kind V)."""
+    if array.dtype.kind not in "biuf" or not array.size:
+        return tvm.runtime.tensor(np.ascontiguousarray(array))
+    aligned = array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % 64 == 0
+    if not (share and aligned):
         storage = np.empty(array.nbytes + 64, np.uint8)
         start = -storage.ctypes.data % 64
         copy = storage[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
