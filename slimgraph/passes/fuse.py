@@ -30,8 +30,8 @@ point (nodes are visited in topological order, so regions grow downstream):
    (Inception v1: 93 kernels to 79, 21.3 to 19.4 ms).
 
 Invariants: a region has one result, every other value it computes is read
-only inside it, and nothing is duplicated, so no expensive op is ever
-recomputed; a region has at most ``max-ops`` ops; a merge that brings in a
+only inside it, and no anchor is ever recomputed (only a cheap elementwise op
+read several times through an injective one, rule 4); a region has at most ``max-ops`` ops; a merge that brings in a
 value computed outside is checked on ``graph.to_networkx()`` not to create a
 cycle. Constants stay outside as region inputs. Regions of one op are
 unwrapped at the end.

@@ -145,9 +145,9 @@ class ControllerConfig:
 class LatencyController:
     """Picks a rung of a width ladder per call; see the module docstring.
 
-    ``latencies_ms`` are the measured (unloaded) latencies of the variants,
-    widest first; they stand in for a variant's estimates until it has served
-    calls. ``clock`` returns seconds. ``threads`` gives each rung's thread
+    ``latencies_ms`` are the measured (unloaded) latencies of the rungs in
+    ladder order (the most threads first, each thread count widest first);
+    they stand in for a rung's estimates until it has served calls. ``clock`` returns seconds. ``threads`` gives each rung's thread
     count (more threads first); ``idle()``, when given, says whether the
     machine runs nothing but this caller, which lets a probe come early.
     """
@@ -271,7 +271,9 @@ class LatencyController:
         if not due and waited >= self.config.probe_interval_s:
             # a short call barely slows under load, so from a narrow rung the load's end may not
             # show in its latency: a machine that runs nothing else says so directly
-            due = eased or (self.idle is not None and self.idle())
+            # (only for a rung that fits unloaded: idleness cannot make the others fit)
+            fits_unloaded = self.unloaded[target] < self.budget_ms * self.config.up_fraction
+            due = eased or (fits_unloaded and self.idle is not None and self.idle())
         if due:
             self._last_probe = now
             return target

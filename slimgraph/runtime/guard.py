@@ -193,11 +193,11 @@ class Variant:
             target = getattr(self.model, "target", None)
             self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
         if self.threads is not None:
-            if not isinstance(self.threads, int) or self.threads < 1:
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
                 raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
             if self.device != "cpu":
                 raise GuardError(f"variant {self.name}: threads={self.threads} applies to CPU variants, not {self.device}")
-            if "threads" not in inspect.signature(self.model).parameters:
+            if not _takes_threads(self.model):
                 raise GuardError(
                     f"variant {self.name}: threads={self.threads} but {type(self.model).__name__} takes no thread count"
                 )
@@ -604,6 +604,15 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def _takes_threads(model: Any) -> bool:
+    """Whether calling ``model`` accepts a ``threads=`` keyword."""
+    try:
+        params = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):  # a callable Python cannot inspect: it cannot be told
+        return False
+    return any(p.name == "threads" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _describe(x: Any) -> tuple[str, tuple[int, ...], str]:

@@ -310,11 +310,14 @@ def _thread_counts(threads: Sequence[int | None] | None, target: str) -> list[in
     from slimgraph.backends.tvm import parse_target
     from slimgraph.backends.tvm.targets import cpu_cores
 
+    cpu = parse_target(target).kind == "llvm"
     if threads is None:
-        return [None, 1] if parse_target(target).kind == "llvm" and cpu_cores() > 1 else [None]
+        return [None, 1] if cpu and cpu_cores() > 1 else [None]
     counts = list(dict.fromkeys(threads))
-    if not counts or any(n is not None and (not isinstance(n, int) or n < 1) for n in counts):
+    if not counts or any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in counts):
         raise GuardError(f"threads={list(threads)}: give thread counts (positive ints, or None for one per core)")
+    if not cpu and counts != [None]:
+        raise GuardError(f"threads={list(threads)}: thread counts apply to CPU targets, not {target}")
     return sorted(counts, key=lambda n: -(n or 1 << 30))
 
 

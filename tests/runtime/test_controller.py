@@ -332,6 +332,17 @@ def test_an_idle_machine_brings_the_probe_early_from_a_narrow_rung():
     assert back_at[False] - 8.0 > 1.0  # without it, the backed-off probe waits up to 2 s
 
 
+def test_an_idle_machine_does_not_hasten_probes_of_a_rung_that_never_fits():
+    """A full width over the budget even unloaded: idleness must not undo the probe back-off."""
+    over_budget = {}
+    for idle in (None, lambda: True):
+        clock = FakeClock()
+        ctl = LatencyController([12.0, 5.0], 10.0, clock=clock, idle=idle)
+        trace = simulate(ctl, clock, lambda rung, t: [12.0, 5.0][rung], until_s=60.0, gap_ms=88.0)
+        over_budget[idle is None] = sum(row[2] > 10.0 for row in trace)
+    assert over_budget[False] == over_budget[True] < 60 / (ctl.config.probe_interval_s * ctl.config.max_backoff) + 5
+
+
 def test_a_probe_never_predicts_a_rung_with_more_threads():
     clock = FakeClock()
     ctl = LatencyController(THREADED, THREADED_BUDGET, clock=clock, threads=THREADS)

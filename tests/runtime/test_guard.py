@@ -190,6 +190,11 @@ def test_under_load_the_guard_runs_narrow_and_single_threaded():
         Variant("w", models[1.0], threads=0)
     with pytest.raises(GuardError, match="applies to CPU variants, not cuda"):
         Variant("w", models[1.0], threads=1, device="cuda")
+    with pytest.raises(GuardError, match="positive number of threads"):
+        Variant("w", models[1.0], threads=True)
+    # a model that takes keywords through **options takes a thread count too
+    relay = lambda x, **options: models[1.0](x, **options)  # noqa: E731
+    assert Variant("w", relay, inputs=(TensorType("f32", (1, FEATURES)),), threads=1).threads == 1
 
 
 def test_policy_gets_the_candidates_and_picks():

@@ -91,9 +91,11 @@ def test_variants_can_be_models_trained_at_each_width():
 
 def test_bad_thread_counts_are_refused_before_any_work():
     example = (torch.zeros(4, 1, 8, 8),)
-    for bad in ([0], [], [1.5]):
+    for bad in ([0], [], [1.5], [True]):
         with pytest.raises(GuardError, match="give thread counts"):
             narrow(Head(10), example, [1.0], threads=bad)
+    with pytest.raises(GuardError, match="apply to CPU targets, not cuda:sm_90"):
+        narrow(Head(10), example, [1.0], target="cuda:sm_90", threads=[None, 1])
 
 
 def test_a_width_that_breaks_the_contract_is_refused():
