@@ -147,9 +147,10 @@ class LatencyController:
 
     ``latencies_ms`` are the measured (unloaded) latencies of the rungs in
     ladder order (the most threads first, each thread count widest first);
-    they stand in for a rung's estimates until it has served calls. ``clock`` returns seconds. ``threads`` gives each rung's thread
-    count (more threads first); ``idle()``, when given, says whether the
-    machine runs nothing but this caller, which lets a probe come early.
+    they stand in for a rung's estimates until it has served calls.
+    ``clock`` returns seconds. ``threads`` gives each rung's thread count;
+    ``idle()``, when given, says whether the machine runs nothing but this
+    caller, which lets a probe come early.
     """
 
     def __init__(
@@ -216,6 +217,11 @@ class LatencyController:
         window = self._windows[index]
         return list(islice(window, max(len(window) - self.config.recent, 0), None))
 
+    @property
+    def headroom(self) -> float:
+        """The latency (ms) a probe must beat for a step up: ``budget * up_fraction``."""
+        return self.budget_ms * self.config.up_fraction
+
     def probe_interval(self) -> float:
         """Seconds between probes of the next wider rung, back-off included."""
         return self.config.probe_interval_s * self._backoff[self.current]
@@ -228,7 +234,7 @@ class LatencyController:
         unloaded latency is under the headroom (else its narrowest): under load a probe
         with more threads costs its barrier stalls whatever its width, so it may as well
         be the rung whose answer brings the ladder back to the top."""
-        rung, headroom = self.current, self.budget_ms * self.config.up_fraction
+        rung, headroom = self.current, self.headroom
         if rung == 0:
             return None
         wider, own = rung - 1, self.threads[rung]
@@ -272,7 +278,7 @@ class LatencyController:
             # a short call barely slows under load, so from a narrow rung the load's end may not
             # show in its latency: a machine that runs nothing else says so directly
             # (only for a rung that fits unloaded: idleness cannot make the others fit)
-            fits_unloaded = self.unloaded[target] < self.budget_ms * self.config.up_fraction
+            fits_unloaded = self.unloaded[target] < self.headroom
             due = eased or (fits_unloaded and self.idle is not None and self.idle())
         if due:
             self._last_probe = now
@@ -327,8 +333,7 @@ class LatencyController:
         self._switch(target, now)
 
     def _judge_probe(self, index: int, latency_ms: float, now: float) -> None:
-        cfg, rung = self.config, self.current
-        headroom = self.budget_ms * cfg.up_fraction
+        cfg, rung, headroom = self.config, self.current, self.headroom
         if latency_ms >= headroom:
             self._backoff[rung] = min(self._backoff[rung] * 2, cfg.max_backoff)
             # the load level is the median of the whole window: a recent median that dipped on

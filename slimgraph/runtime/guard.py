@@ -193,7 +193,7 @@ class Variant:
             target = getattr(self.model, "target", None)
             self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
         if self.threads is not None:
-            if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            if not is_thread_count(self.threads):
                 raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
             if self.device != "cpu":
                 raise GuardError(f"variant {self.name}: threads={self.threads} applies to CPU variants, not {self.device}")
@@ -604,6 +604,11 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def is_thread_count(n: Any) -> bool:
+    """Whether ``n`` is a number of threads: a positive int (not a bool)."""
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1
 
 
 def _takes_threads(model: Any) -> bool:

@@ -30,7 +30,7 @@ from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
 from slimgraph.runtime.calibration import reestimate_batch_norms
 from slimgraph.runtime.controller import ControllerConfig
-from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant
+from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, is_thread_count
 
 Finetune = Callable[[Graph, float], Graph]
 
@@ -314,7 +314,7 @@ def _thread_counts(threads: Sequence[int | None] | None, target: str) -> list[in
     if threads is None:
         return [None, 1] if cpu and cpu_cores() > 1 else [None]
     counts = list(dict.fromkeys(threads))
-    if not counts or any(n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1) for n in counts):
+    if not counts or any(n is not None and not is_thread_count(n) for n in counts):
         raise GuardError(f"threads={list(threads)}: give thread counts (positive ints, or None for one per core)")
     if not cpu and counts != [None]:
         raise GuardError(f"threads={list(threads)}: thread counts apply to CPU targets, not {target}")

@@ -170,15 +170,12 @@ class CompiledModel:
         return converted[0] if len(converted) == 1 else tuple(converted)
 
     @contextlib.contextmanager
-    def _threads(self, threads: int | None):
+    def _threads(self, threads: int):
         """Size the calling thread's TVM pool to ``threads`` for the block, then restore it.
 
         TVM keeps one pool per calling thread, so this never touches another
         thread's calls, and resizing costs about a microsecond.
         """
-        if threads is None:
-            yield
-            return
         if self.target.kind != "llvm":
             raise BackendError(f"threads={threads}: a thread count applies to CPU targets, not {self.target.text}")
         if not isinstance(threads, int) or threads < 1:
