@@ -162,12 +162,18 @@ class ProgressBar:
 def load(path: str | os.PathLike):
     """Load what slimgraph saved: a guarded set's folder (``GuardedModel.save``)
     gives a GuardedModel, a compiled model's folder (``CompiledModel.save``) a
-    CompiledModel, an IR text file (``Graph.save``) a Graph."""
-    if os.path.isfile(os.path.join(path, "guarded.json")):
+    CompiledModel, an IR text file (``Graph.save``) a Graph.
+
+    A saved folder is checked against its manifest first; a compiled folder holds
+    native code that runs when it is loaded, so load only folders you trust."""
+    from slimgraph.storage import folder_kind
+
+    kind = folder_kind(path)
+    if kind == "guarded model":
         from slimgraph.runtime import load_guarded
 
         return load_guarded(path)
-    if os.path.isdir(path):
+    if kind is not None or os.path.isdir(path):
         from slimgraph.backends.tvm import load_compiled
 
         return load_compiled(path)

@@ -71,5 +71,13 @@ class BackendError(SlimgraphError):
     """A graph could not be compiled or run by a backend."""
 
 
+class SaveError(SlimgraphError):
+    """A model could not be saved: the target is not slimgraph's to replace, or the disk refused."""
+
+
+class LoadError(SlimgraphError):
+    """A saved folder is missing, damaged or foreign; the message names the file and what is wrong."""
+
+
 class InterpreterError(SlimgraphError):
     """The reference interpreter was given inputs that do not fit the graph."""

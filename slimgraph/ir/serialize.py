@@ -2,9 +2,9 @@
 
 ``graph.save("model.sg")`` writes ``model.sg`` (text) and, when the graph has
 constants too large to print inline, ``model.sg.weights`` (an ``.npz`` of raw
-bytes keyed by the ``@ref`` names in the text). Both files are written to a
-temporary name first and renamed into place, so a failure never leaves a
-half-written pair.
+bytes keyed by the ``@ref`` names in the text, whose SHA-256 the text's first
+line records). Both files are written to a temporary name first and renamed
+into place, so a failure never leaves a half-written file.
 
 Example::
 
@@ -22,77 +22,49 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
-import shutil
-import tempfile
 import zipfile
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from slimgraph.errors import GraphError, SlimgraphError
+from slimgraph.errors import GraphError
 from slimgraph.ir.parser import parse
 from slimgraph.ir.printer import collect_payloads, print_graph
+from slimgraph.storage import write_private_file
 
 SIDECAR_SUFFIX = ".weights"
+_DIGEST_MARK = "# weights sha256: "
 
 
 def save(graph, path: str | os.PathLike) -> None:
-    """Write ``graph`` to ``path`` (and its sidecar when needed), atomically."""
+    """Write ``graph`` to ``path`` (and its sidecar when needed), atomically.
+
+    The text's first line records the sidecar's SHA-256, so a sidecar from
+    another graph (same names, same shapes) is refused on load."""
     path = os.fspath(path)
     text = print_graph(graph)
     payloads = collect_payloads(graph)
     sidecar = path + SIDECAR_SUFFIX
     staged: list[tuple[str, str]] = []
     try:
-        staged.append((_stage(path, text.encode()), path))
         if payloads:
             buf = io.BytesIO()
             np.savez(buf, **{k: np.ascontiguousarray(v).reshape(-1).view(np.uint8) for k, v in payloads.items()})
-            staged.append((_stage(sidecar, buf.getvalue()), sidecar))
-    except BaseException:
+            data = buf.getvalue()
+            text = f"{_DIGEST_MARK}{hashlib.sha256(data).hexdigest()}\n{text}"
+            staged.append((write_private_file(sidecar, data), sidecar))
+        staged.append((write_private_file(path, text.encode()), path))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        if not payloads and os.path.exists(sidecar):
+            os.unlink(sidecar)  # a stale sidecar would describe some other graph
+    except OSError as exc:
         for tmp, _ in staged:
-            os.unlink(tmp)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    if not payloads and os.path.exists(sidecar):
-        os.unlink(sidecar)  # a stale sidecar would describe some other graph
-
-
-@contextlib.contextmanager
-def staged_directory(
-    target: str | os.PathLike, marker: str, what: str, error: type[SlimgraphError] = SlimgraphError
-) -> Iterator[Path]:
-    """Write a folder atomically: yields an empty staging folder beside ``target``
-    that replaces ``target`` when the block ends, and vanishes if it raises.
-
-    A non-empty ``target`` without the ``marker`` file is not ours: it is refused
-    rather than overwritten: ``error`` is raised, naming ``what`` was expected.
-    """
-    target = Path(target)
-    if target.exists() and any(target.iterdir()) and not (target / marker).exists():
-        raise error(f"{target} exists and is not a saved {what}; refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sg-save-", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _stage(final: str, data: bytes) -> str:
-    folder = os.path.dirname(os.path.abspath(final))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    return tmp
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise GraphError(f"{path}: cannot write the IR: {exc.strerror or exc}") from None
 
 
 def load(path: str | os.PathLike):
@@ -109,7 +81,13 @@ def load(path: str | os.PathLike):
     sidecar = path + SIDECAR_SUFFIX
     if os.path.exists(sidecar):
         try:
-            with np.load(sidecar, allow_pickle=False) as archive:
+            with open(sidecar, "rb") as fh:
+                data = fh.read()
+            if text.startswith(_DIGEST_MARK):
+                recorded = text[len(_DIGEST_MARK) :].split("\n", 1)[0].strip()
+                if hashlib.sha256(data).hexdigest() != recorded:
+                    raise GraphError(f"{sidecar}: its SHA-256 differs from the one {path} records (a sidecar from another graph?)")
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 payloads = {k: archive[k] for k in archive.files}
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise GraphError(f"{sidecar}: not a readable weights sidecar: {exc}") from None

@@ -63,8 +63,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from slimgraph.errors import SlimgraphError
-from slimgraph.ir.serialize import staged_directory
+from slimgraph.errors import LoadError, SlimgraphError
+from slimgraph.storage import inside, staged_directory, verify_folder
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
 from slimgraph.runtime.machine import machine_idle
@@ -72,7 +72,8 @@ from slimgraph.runtime.machine import machine_idle
 log = logging.getLogger("slimgraph.runtime")
 
 MANIFEST = "guarded.json"
-FORMAT_VERSION = 3  # 3: variants have thread counts, and variants that share a model share its folder
+FORMAT_VERSION = 4  # 4: a files.json manifest; 3: thread counts, one folder per shared model
+KIND = "guarded model"
 
 
 class GuardError(SlimgraphError):
@@ -541,7 +542,7 @@ class GuardedModel:
             "config": asdict(self.config),
             "variants": [],
         }
-        with staged_directory(target, MANIFEST, "guarded model", GuardError) as staging:
+        with staged_directory(target, KIND) as staging:
             folders: dict[int, str] = {}  # one folder per model: thread-count variants share theirs
             for i, v in enumerate(self.variants):
                 kind = _kind_of(v.model)
@@ -567,39 +568,49 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
         >>> load_guarded("/no/such/dir")
         Traceback (most recent call last):
         ...
-        slimgraph.runtime.guard.GuardError: /no/such/dir is not a saved guarded model (no guarded.json)
+        slimgraph.errors.LoadError: /no/such/dir: no such folder
     """
     path = Path(directory)
+    verify_folder(path, KIND)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise GuardError(f"{path} is not a saved guarded model (no {MANIFEST})") from None
     except (OSError, ValueError) as exc:
-        raise GuardError(f"{path / MANIFEST}: unreadable manifest: {exc}") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise GuardError(f"{path}: saved with format {manifest.get('format')}, this slimgraph reads {FORMAT_VERSION}")
+        raise LoadError(f"{path / MANIFEST}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise LoadError(f"{path / MANIFEST}: saved with format {found}, this slimgraph reads {FORMAT_VERSION}")
+    try:
+        variants = _variants_from(path, manifest)
+        budget = manifest["budget_ms"]
+        if isinstance(budget, list):
+            budget = {k: v for k, v in budget}
+        options.setdefault("budget_ms", budget)
+        options.setdefault("config", ControllerConfig(**manifest["config"]))
+        options.setdefault("name", manifest["name"])
+    except LoadError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, SlimgraphError) as exc:
+        raise LoadError(f"{path / MANIFEST}: incomplete or inconsistent manifest: {exc!r}") from None
+    return GuardedModel(variants, **options)
+
+
+def _variants_from(path: Path, manifest: dict) -> list[Variant]:
     variants, models = [], {}
     for entry in manifest["variants"]:
         loader = LOADERS.get(entry["kind"])
         if loader is None:
-            raise GuardError(
-                f"{path}: variant {entry['name']} has kind {entry['kind']!r}; known kinds: {', '.join(sorted(LOADERS))}"
+            raise LoadError(
+                f"{path / MANIFEST}: variant {entry['name']} has kind {entry['kind']!r}; known kinds: {', '.join(sorted(LOADERS))}"
             )
         if entry["dir"] not in models:
-            models[entry["dir"]] = loader(path / entry["dir"])
+            models[entry["dir"]] = loader(inside(path, entry["dir"], path / MANIFEST))
         variants.append(Variant(
             entry["name"], models[entry["dir"]], width=entry["width"],
             inputs=tuple(TensorType(d, tuple(s)) for d, s in entry["inputs"]), batch=entry["batch"],
             device=entry["device"], latency_ms=entry["latency_ms"], accuracy=entry["accuracy"],
             threads=entry["threads"],
         ))
-    budget = manifest["budget_ms"]
-    if isinstance(budget, list):
-        budget = {k: v for k, v in budget}
-    options.setdefault("budget_ms", budget)
-    options.setdefault("config", ControllerConfig(**manifest["config"]))
-    options.setdefault("name", manifest["name"])
-    return GuardedModel(variants, **options)
+    return variants
 
 
 # ---------------------------------------------------------------------------

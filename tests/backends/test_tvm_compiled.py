@@ -15,7 +15,7 @@ pytest.importorskip("tvm")
 from slimgraph.api import compile  # noqa: E402
 from slimgraph.backends.tvm import TargetError, load_compiled, parse_target  # noqa: E402
 from slimgraph.demo import demo_inputs, demo_model  # noqa: E402
-from slimgraph.errors import BackendError, SlimgraphError  # noqa: E402
+from slimgraph.errors import BackendError, LoadError, SaveError, SlimgraphError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +88,13 @@ def test_saved_model_loaded_in_a_fresh_process_gives_bit_identical_outputs(demo,
 def test_save_refuses_to_overwrite_a_foreign_folder(demo, tmp_path):
     _, model = demo
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(BackendError, match="not a saved slimgraph model"):
+    with pytest.raises(SaveError, match="did not write.*refusing to replace"):
         model.save(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
 def test_loading_a_folder_without_a_model_is_a_clear_error(tmp_path):
-    with pytest.raises(BackendError, match="no metadata.json"):
+    with pytest.raises(LoadError, match="no files.json"):
         load_compiled(tmp_path)
 
 

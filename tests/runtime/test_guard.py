@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from slimgraph.errors import LoadError, SaveError
 from slimgraph.ir import Graph, TensorType
 from slimgraph.runtime import (
     ControllerConfig,
@@ -302,9 +303,9 @@ def test_save_load_round_trip_and_guard_dump(tmp_path):
 
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
-    with pytest.raises(GuardError, match="refusing to overwrite"):
+    with pytest.raises(SaveError, match="did not write.*refusing to replace"):
         model.save(tmp_path / "other")
-    with pytest.raises(GuardError, match="no guarded.json"):
+    with pytest.raises(LoadError, match="no files.json"):
         load_guarded(tmp_path / "other")
 
 

@@ -5,8 +5,11 @@ graph. Call it with numpy arrays (numpy comes back) or torch tensors (torch
 comes back; passed through DLPack without a copy when they are contiguous and
 on the model's device). ``.ir`` is the optimized graph, ``.kernels`` lists each
 kernel with its generated source and FLOPs, ``.save(dir)`` writes the shared
-library, the weights, the IR and the metadata (atomically), and
-:func:`load_compiled` reads them back in any process.
+library, the weights, the IR and the metadata (atomically, see
+:mod:`slimgraph.storage`), and :func:`load_compiled` reads them back in any
+process after checking every file against the folder's manifest. A saved
+folder holds native code that runs when it is loaded: load only folders you
+trust.
 
 Example::
 
@@ -23,18 +26,20 @@ import json
 import os
 import threading
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
-from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType
+from slimgraph.storage import staged_directory, verify_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
+KIND = "slimgraph model"
 # TVM's affinity mode for its default pool (kBig): keep it when resizing the pool
 _BIG_CORES = 1
 
@@ -89,10 +94,13 @@ class BenchmarkResult:
 class CompiledModel:
     """A model compiled by the TVM backend. See the module docstring."""
 
-    def __init__(self, executable, meta: dict, params: list[tuple[str, np.ndarray]], ir, target):
+    def __init__(self, executable, meta: dict, params: list[tuple[str, np.ndarray]], ir, target,
+                 library: bytes | None = None):
         from slimgraph.backends.tvm.targets import parse_target
 
         self._exec = executable
+        # a library loaded from disk cannot be exported again: its bytes are kept to save it again
+        self._library_bytes = library
         self._meta = meta
         self._params_np = params
         self.ir = ir
@@ -252,10 +260,16 @@ class CompiledModel:
     # -- save / load ---------------------------------------------------------
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model to ``directory`` (library, weights, IR, metadata); atomic: on failure nothing is left."""
+        """Write the model to ``directory`` (library, weights, IR, metadata, and the
+        ``files.json`` manifest), atomically: at every instant the folder holds the
+        old complete model or the new one. ``directory`` must be new, empty, or a
+        folder slimgraph saved; anything else is a :class:`SaveError`."""
         target = Path(directory)
-        with staged_directory(target, "metadata.json", "slimgraph model", BackendError) as staging:
-            self._exec.export_library(str(staging / "model.so"))
+        with staged_directory(target, KIND) as staging:
+            if self._library_bytes is not None:
+                (staging / "model.so").write_bytes(self._library_bytes)
+            else:
+                self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
             if self.ir is not None:
                 self.ir.save(staging / "model.sg")
@@ -320,24 +334,47 @@ class CompiledModel:
 
 
 def load_compiled(directory: str | os.PathLike) -> CompiledModel:
-    """Load a model written by :meth:`CompiledModel.save`."""
+    """Load a model written by :meth:`CompiledModel.save`.
+
+    Every file is checked against the folder's manifest (size and SHA-256) before
+    the library is touched; a missing, damaged or foreign folder is a
+    :class:`LoadError` naming the file. The check catches damage and mix-ups, not
+    tampering: the library is native code that runs on load, so load only
+    folders you trust.
+    """
     import tvm
 
     path = Path(directory)
+    verify_folder(path, KIND)
     meta_file = path / "metadata.json"
-    if not meta_file.exists():
-        raise BackendError(f"{path} is not a saved slimgraph model (no metadata.json)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise BackendError(f"{path}: saved with format {meta.get('format')}, this slimgraph reads {FORMAT_VERSION}")
-    lib = tvm.runtime.load_module(str(path / "model.so"))
-    params = _load_params(path / "params.npz", meta["params"])
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{meta_file}: unreadable metadata: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise LoadError(f"{meta_file}: saved with format {found}, this slimgraph reads {FORMAT_VERSION}")
+    try:
+        library = (path / "model.so").read_bytes()
+        lib = tvm.runtime.load_module(str(path / "model.so"))
+    except (OSError, RuntimeError) as exc:  # TVM's errors are RuntimeErrors
+        raise LoadError(f"{path / 'model.so'}: cannot load the library: {str(exc).splitlines()[0]}") from None
+    try:
+        params = _load_params(path / "params.npz", meta["params"])
+    except (OSError, ValueError, KeyError, TypeError, SlimgraphError, zipfile.BadZipFile) as exc:
+        raise LoadError(f"{path / 'params.npz'}: does not hold the weights metadata.json lists: {exc}") from None
     ir = None
     if (path / "model.sg").exists():
         from slimgraph.ir.serialize import load
 
-        ir = load(path / "model.sg")
-    return CompiledModel(lib, meta, params, ir, meta["target"])
+        try:
+            ir = load(path / "model.sg")
+        except SlimgraphError as exc:
+            raise LoadError(f"{path / 'model.sg'}: {exc}") from None
+    try:
+        return CompiledModel(lib, meta, params, ir, meta["target"], library=library)
+    except (KeyError, TypeError, ValueError, SlimgraphError) as exc:
+        raise LoadError(f"{meta_file}: incomplete or inconsistent metadata: {exc!r}") from None
 
 
 # ---------------------------------------------------------------------------
