@@ -112,7 +112,10 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from slimgraph.api import compile
+    from slimgraph.storage import check_save_target
 
+    if args.output:
+        check_save_target(args.output)  # before minutes of compiling, not after
     model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True,
                     tune=args.tune, database=args.database)
     if args.output:

@@ -77,7 +77,7 @@ def staged_directory(target: str | os.PathLike, kind: str) -> Iterator[Path]:
     ``target`` may not be replaced (see the module docstring) or the disk refuses.
     """
     target = Path(target)
-    _check_target(target)
+    check_save_target(target)
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def staged_directory(target: str | os.PathLike, kind: str) -> Iterator[Path]:
         _write_manifest(staging, kind)
         _fsync_tree(staging)
         with _locked(parent):
-            _check_target(target)  # again: another saver or the user may have acted meanwhile
+            check_save_target(target)  # again: another saver or the user may have acted meanwhile
             backup = None
             if target.exists():
                 backup = Path(tempfile.mkdtemp(prefix=f".{target.name}{_BACKUP}", dir=parent))
@@ -125,8 +125,10 @@ def write_private_file(final: str | os.PathLike, data: bytes) -> str:
     return tmp
 
 
-def _check_target(target: Path) -> None:
-    """Refuse a target that is not ours to replace, naming why."""
+def check_save_target(target: str | os.PathLike) -> None:
+    """Raise :class:`SaveError` unless ``target`` is new, empty or a folder slimgraph
+    saved; callers check before long work so a bad output path fails at once."""
+    target = Path(target)
     if target.is_symlink():
         raise SaveError(f"{target} is a symbolic link; save to the folder it points at, or to a new path")
     if not target.exists():
@@ -171,7 +173,8 @@ def _write_manifest(staging: Path, kind: str) -> None:
 def _remove_ours(folder: Path) -> None:
     """Delete the files ``folder``'s manifest lists, then the folders they leave
     empty; anything else stays where it is."""
-    for name in (_listed_files(folder) or set()) | {MANIFEST}:
+    # the manifest goes last: a removal killed half-way must still know what is ours
+    for name in sorted(_listed_files(folder) or set()) + [MANIFEST]:
         with contextlib.suppress(LoadError, OSError):
             inside(folder, name, folder).unlink()
     for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

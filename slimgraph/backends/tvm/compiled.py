@@ -40,6 +40,31 @@ from slimgraph.storage import staged_directory, verify_folder
 
 FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
 KIND = "slimgraph model"
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _pair_of_str(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+
+
+_KERNEL_KEYS = {"name": str, "ops": list, "node": str, "flops": int, "tir": str, "source": str}
+# what load_compiled checks of metadata.json before it builds anything from it
+_META_SCHEMA = {
+    "name": lambda v: isinstance(v, str),
+    "target": lambda v: isinstance(v, str),
+    "inputs": _list_of(_pair_of_str),
+    "params": _list_of(_pair_of_str),
+    "outputs": _list_of(lambda x: isinstance(x, str)),
+    "output_types": _list_of(lambda x: isinstance(x, str)),
+    "kernels": _list_of(lambda k: isinstance(k, dict) and all(isinstance(k.get(f), t) for f, t in _KERNEL_KEYS.items())),
+    "steps": _list_of(lambda s: isinstance(s, dict) and isinstance(s.get("kind"), str)),
+    "bindings": lambda v: v is None or isinstance(v, dict),
+}
+# TVM's export_library aborts the process when two threads run it at once
+_EXPORT_LOCK = threading.Lock()
 # TVM's affinity mode for its default pool (kBig): keep it when resizing the pool
 _BIG_CORES = 1
 
@@ -269,7 +294,8 @@ class CompiledModel:
             if self._library_bytes is not None:
                 (staging / "model.so").write_bytes(self._library_bytes)
             else:
-                self._exec.export_library(str(staging / "model.so"))
+                with _EXPORT_LOCK:
+                    self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
             if self.ir is not None:
                 self.ir.save(staging / "model.sg")
@@ -354,6 +380,9 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise LoadError(f"{meta_file}: saved with format {found}, this slimgraph reads {FORMAT_VERSION}")
+    wrong = [k for k, check in _META_SCHEMA.items() if not check(meta.get(k))]
+    if wrong:
+        raise LoadError(f"{meta_file}: incomplete or malformed metadata: {', '.join(wrong)}")
     try:
         library = (path / "model.so").read_bytes()
         lib = tvm.runtime.load_module(str(path / "model.so"))
@@ -373,7 +402,7 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
             raise LoadError(f"{path / 'model.sg'}: {exc}") from None
     try:
         return CompiledModel(lib, meta, params, ir, meta["target"], library=library)
-    except (KeyError, TypeError, ValueError, SlimgraphError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, SlimgraphError) as exc:
         raise LoadError(f"{meta_file}: incomplete or inconsistent metadata: {exc!r}") from None
 
 
