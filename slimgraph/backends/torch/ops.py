@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, IndexOutOfRangeError
 
 TorchOp = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 TORCH_OPS: dict[str, TorchOp] = {}
@@ -307,12 +307,23 @@ def _slice(x, *, starts, ends, axes, steps):
     return x
 
 
+def wrap_indices(indices: torch.Tensor, size: int, what: str) -> torch.Tensor:
+    """``indices`` (long) with negatives counted from the end; raises IndexOutOfRangeError for
+    any outside ``[-size, size)``, the rule of ``slimgraph.ir.ops.shape.wrap_indices``."""
+    idx = indices.long()
+    bad = (idx < -size) | (idx >= size)
+    if bool(bad.any()):
+        raise IndexOutOfRangeError(
+            f"{what}: index {int(idx[bad][0])} is out of range for an axis of size {size} "
+            f"({int(bad.sum())} of {idx.numel()} indices outside [{-size}, {size}))"
+        )
+    return torch.where(idx < 0, idx + size, idx)
+
+
 @torch_op("gather")
 def _gather(data, indices, *, axis):
     axis %= data.dim()
-    size = data.shape[axis]
-    flat = indices.reshape(-1).long()
-    flat = torch.where(flat < 0, flat + size, flat)
+    flat = wrap_indices(indices.reshape(-1), data.shape[axis], f"gather axis {axis}")
     out = data.index_select(axis, flat)
     return out.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1 :]))
 

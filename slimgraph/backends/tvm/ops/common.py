@@ -1,4 +1,5 @@
-"""Helpers shared by the TE lowerings: broadcasting, half-precision compute, scalar constants.
+"""Helpers shared by the TE lowerings: broadcasting, half-precision compute, scalar constants,
+indices read from data (checked, see :func:`positions`).
 
 Half-precision values are computed in float32 and rounded once per op, as the
 reference interpreter does, so fused and unfused kernels agree with it.
@@ -18,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from tvm import te, tirx
+
+from slimgraph.ir.ops.shape import wrap_indices
 
 Index = Callable[..., object]
 
@@ -94,3 +97,42 @@ def spatial_compute(shape, fn, name: str, rule: str | None = None, **attrs):
     if rule:
         block_attrs["sg.rule"] = rule
     return te.compute(tuple(shape), fn, name=name, attrs=block_attrs or None)
+
+
+def positions(call, i: int, size: int, what: str) -> Index:
+    """Input ``i`` of ``call``, indices into an axis of ``size``, as an index function giving
+    positions inside the axis: negatives count from the end, as in ONNX and torch.
+
+    An index outside ``[-size, size)`` makes the call fail (:meth:`OpCall.check`), and until
+    then reads as a position clamped into the axis, so no kernel ever touches memory past a
+    tensor. Constant indices are checked now, failing the build instead.
+    """
+    indices = call.args[i]
+    if call.consts[i] is not None:
+        wrap_indices(call.consts[i], size, f"{call.where}: {what}")
+    else:
+        call.check(_count_outside(indices, size, call.kernel.name), f"{what} of size {size} takes indices in [{-size}, {size})")
+    dtype = dtype_of(indices)
+    low, high, span = const(0, dtype), const(size - 1, dtype), const(size, dtype)
+
+    def read(*idx):
+        raw = indices[idx]
+        return tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), high), low)
+
+    return read
+
+
+def _count_outside(indices, size: int, name: str):
+    """A 0-d int32 tensor: how many entries of ``indices`` lie outside ``[-size, size)``."""
+    dtype = dtype_of(indices)
+    low, high = const(-size, dtype), const(size, dtype)
+    shape = [int(d) for d in indices.shape]
+    axes = [te.reduce_axis((0, d), f"k{n}") for n, d in enumerate(shape)]
+
+    def outside(*idx):
+        raw = indices[idx]
+        return tirx.Select(tirx.Or(raw < low, raw >= high), const(1, "int32"), const(0, "int32"))
+
+    if not axes:
+        return te.compute((), lambda: outside(), name=f"{name}_check")
+    return te.compute((), lambda: te.sum(outside(*axes), axis=axes), name=f"{name}_check")
