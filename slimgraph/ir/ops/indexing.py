@@ -105,8 +105,8 @@ def _infer_scatter_elements(types, attrs):
     _index_dtype(indices)
     axis = _axis(attrs["axis"], data.rank)
     if updates.dtype != data.dtype or updates.shape != indices.shape:
-        raise GraphError(f"updates {updates} must have the indices' shape {format_shape(indices.shape)} and the "
-                         f"data's dtype {data.dtype.name}")
+        raise GraphError(f"updates {updates} must be {data.with_shape(indices.shape)}: the indices' shape, "
+                         "the data's dtype")
     _fits(indices.shape, data.shape, axis, "indices")
     return [data]
 
@@ -141,7 +141,7 @@ def _infer_scatter_nd(types, attrs):
         raise GraphError(f"indices {indices} must end in a known axis of 1 to {data.rank} coordinates")
     want = indices.shape[:-1] + data.shape[depth:]
     if updates.dtype != data.dtype or updates.shape != want:
-        raise GraphError(f"updates {updates} must be {data.dtype.name}{format_shape(want)}")
+        raise GraphError(f"updates {updates} must be {data.with_shape(want)}")
     return [data]
 
 
