@@ -64,8 +64,8 @@ def test_indices_in_range_wrap_like_torch(gather, embedding):
 @pytest.mark.parametrize("bad", BAD)
 def test_compiled_gather_rejects_out_of_range_indices(gather, bad):
     graph, model = gather
-    with pytest.raises(IndexOutOfRangeError, match=r"k0_gather \(%\w+ = gather\): index out of range: gather axis 0 "
-                                                   r"of size 10 takes indices in \[-10, 10\); found 1 outside"):
+    with pytest.raises(IndexOutOfRangeError, match=r"^k0_gather \(%\w+ = gather\): index out of range: gather axis 0 "
+                                                   r"of size 10 takes indices in \[-10, 10\)$"):
         model(_with(bad))
     with pytest.raises(IndexOutOfRangeError, match=rf"= gather: gather axis 0: index {bad} is out of range"):
         graph.run(_with(bad))
