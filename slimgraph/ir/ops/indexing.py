@@ -127,7 +127,7 @@ define_op(
     infer=_infer_scatter_elements,
     impl=_scatter_elements,
     flops=lambda ins, outs, attrs: 0 if attrs["reduction"] == "none" else ins[2].numel(),
-    category="injective",
+    category="opaque",  # an output element is not a function of its index: a kernel of its own
     doc="ONNX ScatterElements, torch scatter/scatter_add/scatter_reduce: a copy of data with "
         "out[indices[i][j]][j] = f(out[...], updates[i][j]) (axis 0).",
 )
@@ -164,7 +164,7 @@ define_op(
     infer=_infer_scatter_nd,
     impl=_scatter_nd,
     flops=lambda ins, outs, attrs: 0 if attrs["reduction"] == "none" else ins[2].numel(),
-    category="injective",
+    category="opaque",  # an output element is not a function of its index: a kernel of its own
     doc="ONNX ScatterND: a copy of data with out[indices[i]] = f(out[indices[i]], updates[i]).",
 )
 
