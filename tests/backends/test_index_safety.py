@@ -116,3 +116,19 @@ def test_a_saved_model_keeps_its_checks(gather, tmp_path):
     with pytest.raises(IndexOutOfRangeError, match="gather axis 0 of size 10"):
         loaded(_with(10**9))
     np.testing.assert_array_equal(loaded(GOOD), TABLE[GOOD % ROWS])
+
+
+def test_cpu_kernels_assert_their_checks_and_gpu_main_asserts_them():
+    from slimgraph.backends.tvm.lower import lower_graph
+    from slimgraph.backends.tvm.targets import parse_target
+
+    cpu = lower_graph(_gather_graph(), parse_target("llvm"), {})
+    gpu = lower_graph(_gather_graph(), parse_target("cuda:sm_90"), {})
+    assert "assert_op" not in cpu.mod["main"].script()
+    assert "R.assert_op" in gpu.mod["main"].script() and "gather axis 0 of size 10" in gpu.mod["main"].script()
+
+
+def test_the_kernel_tir_shows_the_assert(gather):
+    _, model = gather
+    (kernel,) = model.kernels
+    assert "index out of range: gather axis 0 of size 10" in kernel.tir
