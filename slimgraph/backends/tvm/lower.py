@@ -462,9 +462,10 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
             outs = [env[k] for k in lowered.outputs]
             result = outs[0] if len(outs) == 1 else relax.Tuple(outs)
             gv_out = bb.emit_output(result)
-            checks = [(bb.emit_output(env[key]), message) for step in lowered.kernels for key, message in step.checks]
+            checks = [(bb.emit_output(env[key]), message)
+                      for step in lowered.kernels for key, message in step.checks] if relax_asserts else []
         # asserts are impure, so they follow the dataflow block; every kernel clamped its reads and writes
-        for ok, message in checks if relax_asserts else ():
+        for ok, message in checks:
             bb.emit(relax.op.assert_op(ok, [], message.replace("{", "{{").replace("}", "}}")))
         bb.emit_func_output(gv_out)
     return bb.get()
