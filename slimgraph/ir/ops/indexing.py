@@ -47,7 +47,9 @@ def _fits(inner: Sequence, outer: Sequence, skip: int, what: str) -> None:
             continue
         if isinstance(a, int) and isinstance(b, int):
             if a > b:
-                raise GraphError(f"{what} {format_shape(inner)} is larger than the data {format_shape(outer)} on axis {axis}")
+                raise GraphError(
+                    f"{what} {format_shape(inner)} is larger than the data {format_shape(outer)} on axis {axis}"
+                )
         elif a != b and a != 1:
             raise GraphError(f"{what} {format_shape(inner)} must match the data {format_shape(outer)} on axis {axis}")
 
