@@ -110,6 +110,14 @@ def test_constant_indices_out_of_range_fail_the_build():
         build(g, "llvm")
 
 
+def test_indices_into_an_empty_axis_fail_the_build():
+    g = Graph("empty_lookup")
+    x = g.add_input("x", TensorType("f32", (0, 4)))
+    g.set_outputs([g.call("gather", x, g.add_input("i", TensorType("i64", (2,))))])
+    with pytest.raises(IndexOutOfRangeError, match="indices into an empty axis can never be in range"):
+        build(g, "llvm")
+
+
 def test_a_saved_model_keeps_its_checks(gather, tmp_path):
     _, model = gather
     loaded = load_compiled(model.save(tmp_path / "lookup"))

@@ -15,11 +15,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 from tvm import te, tirx
 
+from slimgraph.errors import IndexOutOfRangeError
 from slimgraph.ir.ops.shape import wrap_indices
 
 Index = Callable[..., object]
@@ -110,6 +112,9 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     """
     indices = call.args[i]
     sizes = [size] if isinstance(size, int) else list(size)
+    if 0 in sizes and math.prod(int(d) for d in indices.shape):
+        # an empty axis has no position to clamp to, and any index into it is out of range
+        raise IndexOutOfRangeError(f"{call.where}: {what}: indices into an empty axis can never be in range")
     if call.consts[i] is not None:
         array = call.consts[i]
         for j, s in enumerate(sizes):
