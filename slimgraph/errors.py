@@ -71,5 +71,16 @@ class BackendError(SlimgraphError):
     """A graph could not be compiled or run by a backend."""
 
 
+class ArgumentError(SlimgraphError, ValueError):
+    """A public function was given an argument outside what it accepts; the message
+    names the argument and what is valid."""
+
+
 class InterpreterError(SlimgraphError):
     """The reference interpreter was given inputs that do not fit the graph."""
+
+
+class SlimgraphWarning(UserWarning):
+    """Input slimgraph accepts but changes or cannot honour (a buffer frozen at its first value,
+    float64 narrowed to float32). ``warnings.simplefilter("error", SlimgraphWarning)`` makes each
+    one an exception."""

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable
 
@@ -23,6 +24,7 @@ from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
 from slimgraph.errors import BackendError
 from slimgraph.ir.graph import Graph
+from slimgraph.ir.types import concrete, format_shape
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +50,7 @@ def build(
 
     spec = parse_target(target)
     bindings = dict(bindings or {})
+    check_sizes(graph, bindings)
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
     lowered = lower_graph(graph, spec, bindings)
@@ -68,6 +71,29 @@ def build(
     sources = kernel_sources(executable, mod, [k.name for k in lowered.kernels], spec)
     meta = metadata(graph.name, lowered, sources, bindings)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
+
+
+#: The most elements a tensor may have: TVM computes addresses in int64, and index arithmetic
+#: multiplies extents, so far larger tensors fail inside TVM with a type or overflow error.
+MAX_ELEMENTS = 2**48
+
+
+def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
+    """BackendError for a tensor (inputs, results, regions' insides) of negative size or more than MAX_ELEMENTS elements."""
+    pending = [graph]
+    while pending:
+        g = pending.pop()
+        for value in g.values():
+            shape = [concrete(d, bindings) for d in value.type.shape]
+            if any(d < 0 for d in shape):
+                raise BackendError(f"@{g.name}: %{value.name} would be {format_shape(shape)}: a negative size "
+                                   f"(bindings {bindings})")
+            if math.prod(shape) > MAX_ELEMENTS:
+                raise BackendError(
+                    f"@{g.name}: %{value.name} would be {format_shape(shape)} ({math.prod(shape):.3g} elements); "
+                    f"the TVM backend compiles tensors of up to 2**48 elements (check the sizes given in shapes=)"
+                )
+        pending.extend(a for node in g.nodes for a in node.attrs.values() if isinstance(a, Graph))
 
 
 def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:

@@ -138,6 +138,10 @@ class CompiledModel:
     #: Calls from several threads are safe: each thread gets its own VM over the shared weights.
     thread_safe = True
 
+    #: float64 inputs are narrowed to the f32 the model was compiled for (set by ``slimgraph.compile``
+    #: for a float64 torch module, which the frontend narrows with a warning).
+    accept_float64 = False
+
     def _ensure_vm(self):
         vm = getattr(self._local, "vm", None)
         if vm is None:
@@ -216,6 +220,8 @@ class CompiledModel:
         for i, (x, t) in enumerate(zip(inputs, expected)):
             if _is_torch(x):
                 x = x.detach()
+                if self.accept_float64 and str(x.dtype) == "torch.float64" and t.dtype is DType.float32:
+                    x = x.float()
                 if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
                     raise BackendError(f"input {i}: got torch {tuple(x.shape)} {x.dtype}, compiled for {t}")
                 device_ok = (x.device.type == "cpu") == (self.target.kind == "llvm")
@@ -226,6 +232,8 @@ class CompiledModel:
                 out.append(tvm.runtime.from_dlpack(x))
                 continue
             array = np.asarray(x)
+            if self.accept_float64 and array.dtype == np.float64 and t.dtype is DType.float32:
+                array = array.astype(np.float32)
             if t.dtype is DType.int4 and array.dtype == t.dtype.numpy:
                 array = array.astype(np.int8)
             elif array.dtype != t.dtype.numpy:

@@ -24,7 +24,7 @@ import torch.fx
 
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
-from slimgraph.frontends.torch.context import Context, evaluating
+from slimgraph.frontends.torch.context import Context, evaluating, warn_frozen_buffers
 from slimgraph.frontends.torch.registry import MODULES, load_converters
 from slimgraph.ir import Graph
 
@@ -45,11 +45,14 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
 
     The tracer stores tensors created in ``forward`` as new attributes of the
     traced module; they are read out and removed so the user's module is left
-    as it was.
+    as it was. Buffers are real tensors while tracing, so an in-place update in
+    ``forward`` runs on them: each is restored, and a warning names them.
     """
     load_converters()
     concrete = {k: v for k, v in _by_parameter(module, inputs).items() if not isinstance(v, (torch.Tensor, tuple))}
     before = set(vars(module))
+    buffers = dict(module.named_buffers())
+    saved = {name: b.detach().clone() for name, b in buffers.items()}
     with evaluating(module):
         try:
             graph = _Tracer().trace(module, concrete_args=concrete or None)
@@ -58,6 +61,11 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
             attrs = {name: vars(module)[name] for name in added}
             for name in added:
                 delattr(module, name)
+            updated = [name for name, b in buffers.items() if not torch.equal(b, saved[name])]
+            with torch.no_grad():
+                for name in updated:
+                    buffers[name].copy_(saved[name])
+    warn_frozen_buffers(type(module).__name__, updated)
     tensors = {}
     for node in graph.nodes:
         if node.op == "get_attr":
