@@ -93,16 +93,12 @@ class Quantize(Pass):
     observer: Literal["minmax", "moving-average", "percentile", "mse", "entropy"] = option(
         "minmax", "how activation ranges are found from the calibration data"
     )
-    percentile: float = option(99.99, "the percentile observer's point")
+    percentile: float = option(99.99, "the percentile observer's point", minimum=50.0, maximum=100.0)
     weight_observer: Literal["minmax", "mse"] = option("minmax", "weight ranges: largest magnitude, or least error")
-    log2_min_exp: int = option(-6, "log2 weights: the smallest exponent, relative to the largest magnitude")
+    log2_min_exp: int = option(-6, "log2 weights: the smallest exponent, relative to the largest magnitude",
+                                minimum=-30, maximum=0)
     outputs: bool = option(False, "also quantize graph outputs computed by quantized ops (after relu/clip)")
     calibration: str = option("", "a calibration table (JSON) saved by CalibrationTable.save")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.weights == "log2" and not -30 <= self.log2_min_exp <= 0:
-            raise PassError(f"log2-min-exp={self.log2_min_exp} must lie in -30..0")
 
     def with_calibration(self, source: Any) -> "Quantize":
         """A copy that takes its activation ranges from ``source``: a CalibrationTable, or
