@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from slimgraph.arguments import check_callable, check_int, check_writable_file, check_writable_folder
+from slimgraph.arguments import check_int, check_writable_file, check_writable_folder
 from slimgraph.errors import ArgumentError, BackendError, FrontendError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import bind_dim
@@ -143,8 +143,6 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
         check_writable_file("dump_ir", dump_ir)
     if not isinstance(progress, bool) and not callable(progress):
         raise ArgumentError(f"progress={progress!r}: give True, False or a function (step, done, total)")
-    for name, fn in (("finetune", finetune), ("policy", policy)):
-        check_callable(name, fn)
     if variants is not None:
         ignored = [name for name, value in (("shapes", shapes), ("database", database), ("dump_ir", dump_ir))
                    if value is not None] + (["tune"] if tune else [])

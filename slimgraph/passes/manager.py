@@ -30,16 +30,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from slimgraph.errors import SlimgraphError
+from slimgraph.arguments import check_writable_folder
+from slimgraph.errors import PassError, SlimgraphError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.passes.errors import NumericsError, PassFailedError
@@ -131,17 +132,27 @@ class DumpInstrument(Instrument):
     _DUMP = re.compile(r"^\d{2,}-[A-Za-z0-9_-]+\.sg")
 
     def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
+        self.directory = check_writable_folder("dump_dir", directory, error=PassError)
 
     def before_pipeline(self, graph: Graph) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for old in self.directory.iterdir():
-            if self._DUMP.match(old.name) and old.is_file():
-                old.unlink()
-        graph.save(self.directory / "00-input.sg")
+        with self._writing():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for old in self.directory.iterdir():
+                if self._DUMP.match(old.name) and old.is_file():
+                    old.unlink()
+            graph.save(self.directory / "00-input.sg")
 
     def after_pass(self, record: PassRecord, graph: Graph) -> None:
-        graph.save(self.directory / f"{record.index:02d}-{record.name}.sg")
+        with self._writing():
+            graph.save(self.directory / f"{record.index:02d}-{record.name}.sg")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise PassError(f"dump_dir={str(self.directory)!r}: cannot write the dumps: "
+                            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
 
 class NumericsInstrument(Instrument):

@@ -47,7 +47,7 @@ from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.ops.quant import quant_range
 from slimgraph.ir.registry import get_op
 from slimgraph.ir.types import DType
-from slimgraph.passes.calibrate import CalibrationTable, calibrate, linear_params
+from slimgraph.passes.calibrate import OBSERVER_OPTIONS, CalibrationTable, calibrate, linear_params
 from slimgraph.passes.registry import Pass, option, register_pass
 
 _WEIGHT_DTYPE = {"int8": DType.int8, "int4": DType.int4}
@@ -158,7 +158,8 @@ class Quantize(Pass):
     def observer_options(self) -> dict:
         """Options for the activation observer: the percentile, and the integer grid (for mse)."""
         qmin, qmax = quant_range(self.activations if self.activations != "none" else "i8")
-        return {"percentile": self.percentile, "qmin": qmin, "qmax": qmax, "symmetric": self.symmetric}
+        options = {"percentile": self.percentile, "qmin": qmin, "qmax": qmax, "symmetric": self.symmetric}
+        return {k: v for k, v in options.items() if k in OBSERVER_OPTIONS[self.observer]}
 
     # -- weights -------------------------------------------------------------
 
