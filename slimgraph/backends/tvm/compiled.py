@@ -182,7 +182,7 @@ class CompiledModel:
         """
         if self.target.kind != "llvm":
             raise BackendError(f"threads={threads}: a thread count applies to CPU targets, not {self.target.text}")
-        if not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BackendError(f"threads={threads!r}: must be a positive number of threads")
         import tvm_ffi
 
@@ -231,6 +231,8 @@ class CompiledModel:
                     x = x.contiguous().clone()  # TVM kernels assume dense, aligned buffers
                 out.append(tvm.runtime.from_dlpack(x))
                 continue
+            if not isinstance(x, (np.ndarray, np.generic)):
+                raise BackendError(f"input {i}: got a {type(x).__name__}; give a numpy array or torch tensor ({t})")
             array = np.asarray(x)
             if self.accept_float64 and array.dtype == np.float64 and t.dtype is DType.float32:
                 array = array.astype(np.float32)

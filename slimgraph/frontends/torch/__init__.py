@@ -101,7 +101,7 @@ def _trace(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool, export_f
 
     try:
         graph, tensors = fx.trace(module, inputs)
-    except FrontendError:
+    except (FrontendError, SlimgraphWarning):  # a warning the user's filters made an error stays itself
         raise
     except Exception as exc:  # symbolic tracing fails with TraceError, TypeError, ...
         before = f"torch.export failed ({export_failure}); " if export_failure else ""

@@ -74,12 +74,12 @@ def to_numpy(tensor: torch.Tensor, name: str = "tensor") -> np.ndarray:
 
 
 def warn_frozen_buffers(module_name: str, names: Sequence[str]) -> None:
-    """Warn that ``forward`` updates these buffers: the graph holds each at its value at import."""
+    """Warn that ``forward`` updates these buffers: the graph holds each at the value one call gives it."""
     if names:
         warnings.warn(
             f"module {module_name}: forward updates the buffer{'s' if len(names) > 1 else ''} "
-            f"{', '.join(sorted(set(names)))}; the graph freezes each at its value at import, "
-            "so later calls will not see the updates",
+            f"{', '.join(sorted(set(names)))}; the graph keeps the value one call gives each, "
+            "so calls of the compiled model will not update it further",
             SlimgraphWarning,
             stacklevel=2,
         )

@@ -46,7 +46,8 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
     The tracer stores tensors created in ``forward`` as new attributes of the
     traced module; they are read out and removed so the user's module is left
     as it was. Buffers are real tensors while tracing, so an in-place update in
-    ``forward`` runs on them: each is restored, and a warning names them.
+    ``forward`` runs on them: the graph keeps the updated value (as one call of
+    ``forward`` sees it), the module gets its own back, and a warning names them.
     """
     load_converters()
     concrete = {k: v for k, v in _by_parameter(module, inputs).items() if not isinstance(v, (torch.Tensor, tuple))}
@@ -61,15 +62,18 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
             attrs = {name: vars(module)[name] for name in added}
             for name in added:
                 delattr(module, name)
-            updated = [name for name, b in buffers.items() if not torch.equal(b, saved[name])]
+            # the graph keeps what one call gave each buffer, as torch.export does
+            updated = {name: b.detach().clone() for name, b in buffers.items() if not torch.equal(b, saved[name])}
             with torch.no_grad():
                 for name in updated:
                     buffers[name].copy_(saved[name])
-    warn_frozen_buffers(type(module).__name__, updated)
+    warn_frozen_buffers(type(module).__name__, list(updated))
     tensors = {}
     for node in graph.nodes:
         if node.op == "get_attr":
-            tensors[node.target] = attrs[node.target] if node.target in attrs else _fetch(module, node.target)
+            tensors[node.target] = attrs.get(node.target, updated.get(node.target))
+            if tensors[node.target] is None:
+                tensors[node.target] = _fetch(module, node.target)
     return graph, tensors
 
 
@@ -84,7 +88,7 @@ def convert_traced(module: torch.nn.Module, inputs: tuple, graph: torch.fx.Graph
     name = type(module).__name__
     walker.check_supported(graph, module, f"module {name}")
     ctx = Context(name)
-    _create_weights(ctx, module)
+    _create_weights(ctx, module, tensors)
     examples = _by_parameter(module, inputs)
 
     def resolve(node: torch.fx.Node) -> Any:
@@ -106,13 +110,14 @@ def convert_traced(module: torch.nn.Module, inputs: tuple, graph: torch.fx.Graph
     return ctx.finish(walker.tensor_outputs(outputs))
 
 
-def _create_weights(ctx: Context, module: torch.nn.Module) -> None:
+def _create_weights(ctx: Context, module: torch.nn.Module, traced: dict[str, torch.Tensor]) -> None:
     # Created up front so that each weight gets exactly its state_dict name;
     # the ones the graph does not read are dropped when the graph is finished.
+    # A buffer that forward updated takes the value tracing gave it (see trace).
     for name, tensor in module.named_parameters(remove_duplicate=False):
         ctx.param(name, tensor)
     for name, tensor in module.named_buffers(remove_duplicate=False):
-        ctx.param(name, tensor)
+        ctx.param(name, traced.get(name, tensor))
 
 
 def _by_parameter(module: torch.nn.Module, inputs: tuple) -> dict[str, Any]:
