@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     """
     example_inputs = check_example_inputs(example_inputs)
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
-                             eval_data, finetune, budget_ms, policy)
+                             eval_data, finetune, budget_ms, policy, calibration_data)
     if variants is not None:
         from slimgraph.runtime import narrow
 
@@ -118,17 +118,28 @@ def _is_array(x: Any) -> bool:
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,
-                             finetune, budget_ms, policy) -> None:
+                             finetune, budget_ms, policy, calibration_data) -> None:
     # Everything is checked before the import and the build, which can take minutes.
     from slimgraph.backends.tvm.targets import parse_target
 
     parse_target(target)
     if pipeline is not None and not isinstance(pipeline, str):
         raise ArgumentError(f"pipeline={pipeline!r}: give pipeline text such as 'default' or 'fold-constants,fuse', or None")
+    passes = []
     if pipeline:
         from slimgraph.passes import parse_pipeline
 
-        parse_pipeline(pipeline)
+        passes = parse_pipeline(pipeline)
+    if calibration_data is not None:
+        from slimgraph.passes.calibrate import CalibrationTable
+
+        batches_given = isinstance(calibration_data, Iterable) and not isinstance(calibration_data, (str, bytes))
+        if not (batches_given or isinstance(calibration_data, CalibrationTable)):
+            raise ArgumentError(f"calibration_data: give an iterable of input batches or a CalibrationTable, got a "
+                                f"{type(calibration_data).__name__}")
+        if variants is None and not any(p.name == "quantize" for p in passes):
+            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no quantize pass to calibrate "
+                                "(and without variants= there are no batch norms to re-estimate)")
     if shapes is not None:
         if not isinstance(shapes, Mapping):
             raise ArgumentError(f"shapes={shapes!r}: give a mapping from symbol to size, e.g. {{'N': 8}}")

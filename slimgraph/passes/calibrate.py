@@ -332,6 +332,10 @@ def calibrate(
     ...
     slimgraph.passes.calibrate.CalibrationError: calibration batch 0, input %x: got shape [3], expected f32[2]
     """
+    if not isinstance(graph, Graph):
+        raise CalibrationError(f"graph: calibration runs a slimgraph Graph, got a {type(graph).__name__}")
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise CalibrationError(f"calibration data: give an iterable of input batches, got a {type(data).__name__}")
     if observer not in OBSERVERS:
         raise CalibrationError(f"unknown observer {observer!r}; valid: {', '.join(OBSERVERS)}")
     targets = _observed_values(graph, values)

@@ -220,7 +220,12 @@ class PassManager:
     """
 
     def __init__(self, pipeline: str | Sequence[Pass], instruments: Sequence[Instrument] = ()):
+        if not isinstance(pipeline, (str, Sequence)):
+            raise PassError(f"pipeline={pipeline!r}: give pipeline text or a list of passes")
         self.passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+        strays = [p for p in self.passes if not isinstance(p, Pass)]
+        if strays:
+            raise PassError(f"pipeline: {strays[0]!r} is a {type(strays[0]).__name__}, not a pass")
         self.instruments = list(instruments)
         self.records: list[PassRecord] = []
 
@@ -229,6 +234,8 @@ class PassManager:
         return format_pipeline(self.passes)
 
     def run(self, graph: Graph) -> Graph:
+        if not isinstance(graph, Graph):
+            raise PassError(f"graph: passes run on a slimgraph Graph, got a {type(graph).__name__}")
         self.records = []
         for inst in self.instruments:
             inst.before_pipeline(graph)
@@ -346,6 +353,8 @@ def run_pipeline(
     writes the IR after every pass; ``sample_inputs`` (arrays, a mapping, or
     ``"random"``) turns on the numerics check against the input graph.
     """
+    if not isinstance(graph, Graph):
+        raise PassError(f"graph: passes run on a slimgraph Graph, got a {type(graph).__name__}")
     instruments: list[Instrument] = []
     if verify:
         instruments.append(VerifyInstrument())

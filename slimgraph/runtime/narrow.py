@@ -81,7 +81,7 @@ def narrow(
     widths = sorted(variants, reverse=True)
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
-    _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
+    passes = _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
     say = progress or (lambda _msg: None)
     thread_counts = _thread_counts(threads, target)
     samples = _calibration_batches(calibration_data)
@@ -105,13 +105,14 @@ def narrow(
 
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
+    quantize_samples = samples if any(p.name == "quantize" for p in passes) else None
     for w in widths:
         graph = graphs[w]
         per_width: list[Variant] = []
         for b in buckets:
             say(f"compile width {w:g} batch {b}")
             compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None,
-                                     calibration_data=samples)
+                                     calibration_data=quantize_samples)
             for n in thread_counts:
                 per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
                 feeds[per_width[-1].name] = _zeros(compiled.input_types)
@@ -130,8 +131,9 @@ def narrow(
 
 
 def _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs,
-                     progress) -> None:
-    # before any import or compile: a bad budget must not surface after minutes of building
+                     progress) -> list:
+    """The pipeline's passes, once every argument is checked. Runs before any import or compile:
+    a bad budget must not surface after minutes of building."""
     from slimgraph.backends.tvm.targets import parse_target
     from slimgraph.passes import parse_pipeline
 
@@ -147,12 +149,11 @@ def _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, 
     parse_target(target)
     if pipeline is not None and not isinstance(pipeline, str):
         raise GuardError(f"pipeline={pipeline!r}: give pipeline text such as 'default', or None")
-    if pipeline:
-        parse_pipeline(pipeline)
     check_budget(budget_ms)
     if config is not None and not isinstance(config, ControllerConfig):
         raise GuardError(f"config: must be a ControllerConfig, got a {type(config).__name__}")
     check_int("runs", runs, minimum=1, error=GuardError)
+    return parse_pipeline(pipeline) if pipeline else []
 
 
 def measure_variants(

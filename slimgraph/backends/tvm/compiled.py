@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.serialize import staged_directory
@@ -280,6 +281,8 @@ class CompiledModel:
         time, share and GFLOP/s. Inputs default to seeded random data."""
         import tvm
 
+        for name, value, least in (("warmup", warmup, 0), ("runs", runs, 1), ("kernel_repeat", kernel_repeat, 1)):
+            check_int(f"benchmark: {name}", value, minimum=least, error=BackendError)
         vm = self._ensure_vm()
         dev = self._device()
         feeds = self._convert_inputs(inputs or random_inputs(self.input_types))
