@@ -39,7 +39,7 @@ from slimgraph.errors import (
 from slimgraph.frontends import from_onnx, from_torch
 from slimgraph.ir import Graph, TensorType, parse
 from slimgraph.ir.graph import MAX_REGION_DEPTH
-from slimgraph.passes import parse_pipeline, run_pipeline
+from slimgraph.passes import PassManager, parse_pipeline, run_pipeline
 from slimgraph.passes.calibrate import CalibrationError, calibrate
 from slimgraph.passes.errors import OptionValueError, PassFailedError, UnknownPassError
 from slimgraph.runtime import GuardedModel, narrow
@@ -244,6 +244,21 @@ TARGETS_BAD = [
 ]
 
 
+@pytest.mark.parametrize("kwargs, error, fragments", [
+    (dict(tune=-5), ArgumentError, ["tune=-5"]),
+    (dict(target="llvm:notacpu"), TargetError, ["notacpu"]),
+    (dict(shapes={"B": 2}), ArgumentError, ["'B'"]),
+    (dict(pipeline="fuse{max-ops=0}"), OptionValueError, ["max-ops"]),
+    (dict(calibration_data=[np.ones((6, 2), np.float32)]), ArgumentError, ["calibration_data", "no quantize pass"]),
+    (dict(calibration_data=3), ArgumentError, ["calibration_data", "int"]),
+], ids=["tune", "target", "shapes", "pipeline", "calibration unused", "calibration not batches"])
+def test_bad_arguments_leave_an_onnx_file_alone(kwargs, error, fragments, onnx_file) -> None:
+    path = onnx_file(onnx_model([helper.make_node("Relu", ["x"], ["y"])], 17))
+    before = digest(path)
+    expect(error, *fragments, call=lambda: slimgraph.compile(path, **kwargs))
+    assert digest(path) == before
+
+
 @pytest.mark.parametrize("target, error, fragments", TARGETS_BAD, ids=[str(c[0]) for c in TARGETS_BAD])
 def test_bad_targets_are_refused_with_the_valid_list(target, error, fragments, net) -> None:
     before = snapshot(net)
@@ -318,6 +333,14 @@ def test_any_other_shape_is_refused(shape, compiled) -> None:
     expect(BackendError, "input 0", call=lambda: compiled(np.zeros(shape, np.float32)))
 
 
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(runs=0), "runs=0"), (dict(warmup=-1), "warmup=-1"), (dict(kernel_repeat=0), "kernel_repeat=0"),
+    (dict(runs=2.5), "runs=2.5"),
+], ids=["runs", "warmup", "kernel_repeat", "float runs"])
+def test_bad_benchmark_counts(kwargs, fragment, compiled) -> None:
+    expect(BackendError, "benchmark", fragment, call=lambda: compiled.benchmark(**kwargs))
+
+
 # ---------------------------------------------------------------------------
 # Sizes TVM cannot index, and zero sizes it can
 
@@ -370,6 +393,22 @@ def test_share_weights_iterations_below_one(value) -> None:
     expect(OptionValueError, "'iterations'", "at least 1", call=lambda: ShareWeights(iterations=value))
 
 
+@pytest.mark.parametrize("label, make, fragments", [
+    ("pipeline is a number", lambda: run_pipeline(chain_graph(), 3), ["pipeline=3"]),
+    ("graph is text", lambda: run_pipeline("graph @g", "dce"), ["graph", "str"]),
+    ("a stray in the pass list", lambda: PassManager(["dce"]).run(chain_graph()), ["'dce'", "not a pass"]),
+    ("manager on a module", lambda: PassManager("dce").run(torch.nn.ReLU()), ["graph", "ReLU"]),
+], ids=lambda c: c if isinstance(c, str) else "")
+def test_bad_pass_manager_arguments(label, make, fragments) -> None:
+    expect(PassError, *fragments, call=make)
+
+
+def test_to_torch_needs_a_graph() -> None:
+    from slimgraph.backends.torch import to_torch
+
+    expect(BackendError, "to_torch", "Sequential", call=lambda: to_torch(torch.nn.Sequential()))
+
+
 def test_dump_dir_that_cannot_be_written(tmp_path) -> None:
     afile = tmp_path / "dumps"
     afile.write_text("x")
@@ -405,6 +444,17 @@ CALIBRATION_BAD = [
 @pytest.mark.parametrize("label, data, options, fragments", CALIBRATION_BAD, ids=[c[0] for c in CALIBRATION_BAD])
 def test_bad_calibration(label, data, options, fragments) -> None:
     expect(CalibrationError, *fragments, call=lambda: calibrate(calib_graph(), data, progress=False, **options))
+
+
+@pytest.mark.parametrize("label, make, fragments", [
+    ("data is a number", lambda: calibrate(calib_graph(), 3, progress=False), ["calibration data", "int"]),
+    ("data is text", lambda: calibrate(calib_graph(), "batches", progress=False), ["calibration data", "str"]),
+    ("graph is a module", lambda: calibrate(torch.nn.ReLU(), [np.eye(2, 4)], progress=False), ["graph", "ReLU"]),
+    ("unknown value", lambda: calibrate(calib_graph(), [np.eye(2, 4, dtype=np.float32)], values=["zz"],
+                                        progress=False), ["'zz'"]),
+], ids=lambda c: c if isinstance(c, str) else "")
+def test_bad_calibration_arguments(label, make, fragments) -> None:
+    expect(CalibrationError, *fragments, call=make)
 
 
 def test_constant_calibration_through_compile(net) -> None:
