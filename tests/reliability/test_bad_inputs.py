@@ -354,9 +354,38 @@ def test_negative_bindings_are_refused_before_tvm() -> None:
     expect(BackendError, "%x", "negative", call=lambda: build(chain_graph(("N", 4)), "llvm", {"N": -3}))
 
 
-def test_zero_sized_tensors_compile_and_run() -> None:
-    model = build(chain_graph((0, 4)), "llvm")
-    assert model(np.zeros((0, 4), np.float32)).shape == (0, 4)
+def one_op(op: str, shape, **attrs) -> Graph:
+    g = Graph("g")
+    g.set_outputs([g.call(op, g.add_input("x", TensorType("f32", shape)), **attrs)])
+    return g
+
+
+@pytest.mark.parametrize("op, shape, attrs", [
+    ("relu", (0, 4), {}), ("softmax", (2, 0), {"axis": 1}), ("reduce_sum", (0, 3), {"axes": (1,)}),
+    ("max_pool", (0, 2, 4, 4), {"kernel": (2, 2)}),
+], ids=["relu", "softmax over nothing", "sum of an empty batch", "pool of an empty batch"])
+def test_zero_sized_tensors_compile_and_match_the_reference(op, shape, attrs) -> None:
+    graph = one_op(op, shape, **attrs)
+    x = np.zeros(shape, np.float32)
+    got = build(graph, "llvm")(x)
+    np.testing.assert_array_equal(got, graph.run(x)[0])
+
+
+@pytest.mark.parametrize("op, shape, attrs", [
+    ("reduce_sum", (2, 0), {"axes": (1,)}), ("reduce_prod", (2, 0), {"axes": (1,)}),
+    ("reduce_mean", (2, 0), {"axes": (1,)}), ("global_avg_pool", (1, 2, 0, 0), {}),
+], ids=["sum", "prod", "mean", "global pool"])
+def test_reductions_over_nothing_are_refused_not_uninitialised(op, shape, attrs) -> None:
+    # TVM never runs a reduction's init when the reduced extent is 0: the result would be garbage
+    expect(BackendError, f"= {op}", "empty input %x", call=lambda: build(one_op(op, shape, **attrs), "llvm"))
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_linear_without_input_features_is_refused() -> None:
+    module = torch.nn.Linear(0, 3)
+    before = snapshot(module)
+    expect(BackendError, "linear", "empty input", call=lambda: slimgraph.compile(module, (torch.zeros(2, 0),)))
+    assert same_state(module, before)
 
 
 # ---------------------------------------------------------------------------

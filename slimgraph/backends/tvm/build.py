@@ -79,7 +79,8 @@ MAX_ELEMENTS = 2**48
 
 
 def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
-    """BackendError for a tensor (inputs, results, regions' insides) of negative size or more than MAX_ELEMENTS elements."""
+    """BackendError for a tensor (inputs, results, regions' insides) of negative size or more than
+    MAX_ELEMENTS elements, and for a reduction over an empty input to a non-empty result."""
     pending = [graph]
     while pending:
         g = pending.pop()
@@ -93,7 +94,24 @@ def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
                     f"@{g.name}: %{value.name} would be {format_shape(shape)} ({math.prod(shape):.3g} elements); "
                     f"the TVM backend compiles tensors of up to 2**48 elements (check the sizes given in shapes=)"
                 )
+        for node in g.nodes:
+            _check_empty_reduction(node, bindings)
         pending.extend(a for node in g.nodes for a in node.attrs.values() if isinstance(a, Graph))
+
+
+def _check_empty_reduction(node, bindings: dict[str, int]) -> None:
+    # A TVM reduction over an empty axis never runs its init, so a non-empty result computed from an
+    # empty input (a sum over nothing, a linear with no input features) would be uninitialised memory.
+    if node.opdef.category not in ("compute", "reduction"):
+        return
+    out_sizes = [math.prod(concrete(d, bindings) for d in v.type.shape) for v in node.outputs]
+    empty = [v for v in node.inputs if math.prod(concrete(d, bindings) for d in v.type.shape) == 0]
+    if empty and any(out_sizes):
+        raise BackendError(
+            f"{node.describe()}: reduces over the empty input %{empty[0].name} "
+            f"({format_shape([concrete(d, bindings) for d in empty[0].type.shape])}) to a non-empty result; "
+            "the TVM backend does not compile reductions over nothing"
+        )
 
 
 def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:
