@@ -175,6 +175,29 @@ def test_split_follows_the_spec_at_every_opset(label, model) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_model_proto_is_only_read(onnx_file) -> None:
+    model = split_model(18, split_attr=[2, 4])
+    before = model.SerializeToString()
+    expect(FrontendError, "'split'", call=lambda: slimgraph.compile(model))
+    assert model.SerializeToString() == before
+
+
+class Unsupported(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return torch.nonzero(self.bn(x))
+
+
+def test_an_import_failure_leaves_a_training_module_as_it_was() -> None:
+    module = Unsupported().train()
+    before = snapshot(module)
+    expect(FrontendError, "aten.nonzero", call=lambda: slimgraph.compile(module, (torch.randn(3, 4),)))
+    assert module.training and module.bn.training and same_state(module, before)
+
+
 # ---------------------------------------------------------------------------
 # slimgraph.compile: every argument checked before the import and the build
 
@@ -339,6 +362,13 @@ def test_any_other_shape_is_refused(shape, compiled) -> None:
 ], ids=["runs", "warmup", "kernel_repeat", "float runs"])
 def test_bad_benchmark_counts(kwargs, fragment, compiled) -> None:
     expect(BackendError, "benchmark", fragment, call=lambda: compiled.benchmark(**kwargs))
+
+
+@given(dtype=st.sampled_from([np.float16, np.float64, np.int8, np.uint8, np.int32, np.int64, np.bool_,
+                             np.complex64]))
+@FAST
+def test_any_other_dtype_is_refused(dtype, compiled) -> None:
+    expect(BackendError, "input 0", np.dtype(dtype).name, call=lambda: compiled(np.zeros((2, 4), dtype)))
 
 
 # ---------------------------------------------------------------------------
