@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-
-from slimgraph.arguments import check_int, check_writable_file, check_writable_folder
+from slimgraph.arguments import check_example_inputs, check_int, check_writable_file, check_writable_folder
 from slimgraph.errors import ArgumentError, BackendError, FrontendError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import bind_dim
@@ -89,32 +87,6 @@ def compile(  # noqa: A001 - the public name the design asks for
     if _is_torch_module(model) and any(str(x.dtype) in ("torch.float64", "float64") for x in example_inputs or ()):
         compiled.accept_float64 = True  # the frontend narrowed the f64 module to f32, with a warning
     return compiled
-
-
-def check_example_inputs(example_inputs: Any) -> tuple | None:
-    """``example_inputs`` as a tuple of arrays or tensors (one array or tensor alone is one input);
-    ArgumentError names the first element that is neither."""
-    if example_inputs is None:
-        return None
-    if _is_array(example_inputs):
-        return (example_inputs,)
-    if not isinstance(example_inputs, (tuple, list)):
-        raise ArgumentError(
-            f"example_inputs: got a {type(example_inputs).__name__}; give a tuple of numpy arrays or torch tensors, "
-            "one per input"
-        )
-    for i, x in enumerate(example_inputs):
-        if not _is_array(x):
-            raise ArgumentError(
-                f"example_inputs[{i}]: got a {type(x).__name__}; each input must be a numpy array or a torch tensor "
-                "(convert lists with numpy.asarray(..., dtype=...))"
-            )
-    return tuple(example_inputs)
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or (type(x).__module__.startswith("torch") and hasattr(x, "shape")
-                                         and hasattr(x, "dtype"))
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slimgraph.errors import ArgumentError, SlimgraphError
 
 ErrorType = type[SlimgraphError]
@@ -76,3 +78,30 @@ def check_writable_folder(name: str, value: Any, error: ErrorType = ArgumentErro
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise error(f"{name}={str(path)!r}: {str(existing)!r} is not a writable folder")
     return path
+
+
+def check_example_inputs(example_inputs: Any, error: ErrorType = ArgumentError) -> tuple | None:
+    """``example_inputs`` as a tuple of numpy arrays or torch tensors (one array or tensor alone
+    is one input); the error names the first element that is neither (a list, a dict, ...)."""
+    if example_inputs is None:
+        return None
+    if _is_array(example_inputs):
+        return (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise error(
+            f"example_inputs: got a {type(example_inputs).__name__}; give a tuple of numpy arrays or torch tensors, "
+            "one per input"
+        )
+    for i, x in enumerate(example_inputs):
+        if not _is_array(x):
+            raise error(
+                f"example_inputs[{i}]: got a {type(x).__name__}; each input must be a numpy array or a torch tensor "
+                "(convert lists with numpy.asarray(..., dtype=...))"
+            )
+    return tuple(example_inputs)
+
+
+def _is_array(x: Any) -> bool:
+    # torch is not imported here: a tensor is recognised by its module and attributes
+    return isinstance(x, np.ndarray) or (type(x).__module__.startswith("torch") and hasattr(x, "shape")
+                                         and hasattr(x, "dtype"))

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from slimgraph.arguments import check_callable, check_int
+from slimgraph.arguments import check_callable, check_example_inputs, check_int
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
 from slimgraph.runtime.calibration import reestimate_batch_norms
@@ -82,6 +82,7 @@ def narrow(
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
     passes = _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
+    example_inputs = check_example_inputs(example_inputs, error=GuardError)
     say = progress or (lambda _msg: None)
     thread_counts = _thread_counts(threads, target)
     samples = _calibration_batches(calibration_data)

@@ -593,6 +593,12 @@ def test_bad_narrow_arguments_fail_before_any_build(label, kwargs, fragments, ne
     assert same_state(net, before)
 
 
+def test_narrow_names_a_bad_example_input(net) -> None:
+    before = snapshot(net)
+    expect(GuardError, "example_inputs[0]", "list", call=lambda: narrow(net, ([[1.0] * 4],), [1.0, 0.5]))
+    assert same_state(net, before)
+
+
 def test_narrow_checks_target_and_pipeline_first(net) -> None:
     expect(TargetError, "notacpu", call=lambda: narrow(net, (X,), [1.0], target="llvm:notacpu"))
     expect(UnknownPassError, "'nope'", call=lambda: narrow(net, (X,), [1.0], pipeline="nope"))
