@@ -247,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    # before the work: a path that cannot be written must not fail after a long compile or ledger
+    from slimgraph.arguments import check_writable_file, check_writable_folder
+
+    for name in ("output", "json", "png"):
+        path = getattr(args, name, None)
+        if path:
+            flag = "-o" if name == "output" else f"--{name}"
+            folder = args.command == "compile" and name == "output"  # a compiled model is saved as a folder
+            (check_writable_folder if folder else check_writable_file)(flag, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slimgraph`` console script."""
     parser = build_parser()
@@ -256,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _check_outputs(args)
         return func(args)
     except SlimgraphError as exc:
         print(f"slimgraph: error: {exc}", file=sys.stderr)

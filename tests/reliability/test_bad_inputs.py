@@ -633,6 +633,22 @@ def test_cli_counts_are_checked_by_the_parser(argv, fragment, capsys) -> None:
     assert fragment in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["dump", "demo", "-o", "{tmp}/missing/x.sg"], "-o="),
+    (["opt", "demo", "-o", "{tmp}"], "is a folder"),
+    (["compile", "demo", "-o", "{tmp}/afile"], "is a file"),
+    (["ledger", "demo", "--json", "{tmp}/missing/l.json"], "--json="),
+    (["ledger", "demo", "--png", "{tmp}"], "--png="),
+    (["ledger", "demo", "--data", "{tmp}/none.npz"], "none.npz"),
+], ids=["dump -o", "opt -o folder", "compile -o file", "ledger --json", "ledger --png", "ledger --data"])
+def test_cli_checks_output_paths_before_the_work(argv, fragment, tmp_path, capsys) -> None:
+    (tmp_path / "afile").write_text("keep")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slimgraph: error: ") and fragment in err
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
 def test_cli_reports_paths_and_targets(tmp_path, capsys) -> None:
     assert main(["dump", str(tmp_path / "none.onnx")]) == 2
     assert f"slimgraph: error: {tmp_path / 'none.onnx'}: no such file" in capsys.readouterr().err
