@@ -154,6 +154,18 @@ def test_bad_onnx_models_are_refused_and_left_alone(label, model, error, fragmen
     assert digest(path) == before
 
 
+@given(op=st.sampled_from(["Relu", "Sigmoid", "Add", "Mul", "Softmax", "Flatten", "Identity"]),
+       opset=st.integers(13, 20),
+       attr=st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10))
+@FAST
+def test_any_attribute_the_schema_lacks_is_refused(op, opset, attr) -> None:
+    if attr in onnx.defs.get_schema(op, opset, "").attributes:
+        return  # a real attribute of the op, not a bad input
+    inputs = ["x", "x"] if op in ("Add", "Mul") else ["x"]
+    model = onnx_model([helper.make_node(op, inputs, ["y"], name="n", **{attr: 1})], opset)
+    expect(FrontendError, f"node 'n' ({op})", repr(attr), call=lambda: from_onnx(model))
+
+
 SPLITS = [
     ("opset 11 split attribute", split_model(11, split_attr=[2, 4])),
     ("opset 11 equal parts", split_model(11, outputs=3)),
