@@ -71,8 +71,11 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
     tensors = {}
     for node in graph.nodes:
         if node.op == "get_attr":
-            tensors[node.target] = attrs.get(node.target, updated.get(node.target))
-            if tensors[node.target] is None:
+            if node.target in attrs:
+                tensors[node.target] = attrs[node.target]
+            elif node.target in updated:
+                tensors[node.target] = updated[node.target]
+            else:
                 tensors[node.target] = _fetch(module, node.target)
     return graph, tensors
 
