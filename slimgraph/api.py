@@ -13,9 +13,10 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from slimgraph.errors import BackendError, FrontendError
+from slimgraph.arguments import check_example_inputs, check_int, check_writable_file, check_writable_folder
+from slimgraph.errors import ArgumentError, BackendError, FrontendError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import bind_dim
 
@@ -59,6 +60,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
     :func:`slimgraph.runtime.narrow`.
     """
+    example_inputs = check_example_inputs(example_inputs)
+    _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
+                             eval_data, finetune, budget_ms, policy, calibration_data)
     if variants is not None:
         from slimgraph.runtime import narrow
 
@@ -68,14 +72,80 @@ def compile(  # noqa: A001 - the public name the design asks for
     from slimgraph.backends.tvm import build
 
     graph = import_model(model, example_inputs)
+    _check_shapes_names(graph, shapes)
     optimized = optimize(graph, pipeline, calibration_data)
     if dump_ir is not None:
-        optimized.save(dump_ir)
+        try:
+            optimized.save(dump_ir)
+        except OSError as exc:
+            raise ArgumentError(f"dump_ir={str(dump_ir)!r}: cannot write the IR there: {exc.strerror or exc}") from None
     bindings = bind_shapes(optimized, example_inputs, shapes)
     report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
-    return build(
+    compiled = build(
         optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report
     )
+    if _is_torch_module(model) and any(str(x.dtype) in ("torch.float64", "float64") for x in example_inputs or ()):
+        compiled.accept_float64 = True  # the frontend narrowed the f64 module to f32, with a warning
+    return compiled
+
+
+def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,
+                             finetune, budget_ms, policy, calibration_data) -> None:
+    # Everything is checked before the import and the build, which can take minutes.
+    from slimgraph.backends.tvm.targets import parse_target
+
+    parse_target(target)
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise ArgumentError(f"pipeline={pipeline!r}: give pipeline text such as 'default' or 'fold-constants,fuse', or None")
+    passes = []
+    if pipeline:
+        from slimgraph.passes import parse_pipeline
+
+        passes = parse_pipeline(pipeline)
+    if calibration_data is not None:
+        from slimgraph.passes.calibrate import CalibrationTable
+
+        batches_given = isinstance(calibration_data, Iterable) and not isinstance(calibration_data, (str, bytes))
+        if not (batches_given or isinstance(calibration_data, CalibrationTable)):
+            raise ArgumentError(f"calibration_data: give an iterable of input batches or a CalibrationTable, got a "
+                                f"{type(calibration_data).__name__}")
+        if variants is None and not any(p.name == "quantize" for p in passes):
+            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no quantize pass to calibrate "
+                                "(and without variants= there are no batch norms to re-estimate)")
+    if shapes is not None:
+        if not isinstance(shapes, Mapping):
+            raise ArgumentError(f"shapes={shapes!r}: give a mapping from symbol to size, e.g. {{'N': 8}}")
+        for key, size in shapes.items():
+            if not isinstance(key, str):
+                raise ArgumentError(f"shapes: key {key!r} is not a symbol name (a str such as 'N')")
+            check_int(f"shapes[{key!r}]", size, minimum=1)
+    check_int("tune", tune, minimum=0)
+    if database is not None:
+        check_writable_folder("database", database)
+    if dump_ir is not None:
+        check_writable_file("dump_ir", dump_ir)
+    if not isinstance(progress, bool) and not callable(progress):
+        raise ArgumentError(f"progress={progress!r}: give True, False or a function (step, done, total)")
+    if variants is not None:
+        ignored = [name for name, value in (("shapes", shapes), ("database", database), ("dump_ir", dump_ir))
+                   if value is not None] + (["tune"] if tune else [])
+        if ignored:
+            raise ArgumentError(f"{', '.join(ignored)}: not supported with variants=[...]; leave them out")
+    else:
+        extra = [name for name, value in (("batches", batches), ("eval_data", eval_data), ("finetune", finetune),
+                                          ("budget_ms", budget_ms), ("policy", policy)) if value is not None]
+        if extra:
+            raise ArgumentError(f"{', '.join(extra)}: only used with variants=[...] (narrowed variants); "
+                                "give variants or leave them out")
+
+
+def _check_shapes_names(graph: Graph, shapes: Mapping[str, int] | None) -> None:
+    symbols = {s for v in graph.inputs for s in v.type.symbols}
+    unknown = sorted(set(shapes or {}) - symbols)
+    if unknown:
+        have = ", ".join(sorted(symbols)) or "none (every input shape is fixed)"
+        raise ArgumentError(f"shapes: {', '.join(map(repr, unknown))} names no symbolic dim of @{graph.name}'s inputs; "
+                            f"its symbols: {have}")
 
 
 def import_model(model: Any, example_inputs: Sequence[Any] | None = None) -> Graph:

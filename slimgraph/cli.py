@@ -154,6 +154,33 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse names the option when it fails)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}, the least it may be")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _points(text: str) -> float:
+    """An argparse type: a finite number >= 0 (points of the metric)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} is not a finite number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slimgraph`` command."""
     parser = argparse.ArgumentParser(
@@ -163,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the built-in model end to end: IR, passes, TVM compile, benchmark")
-    demo.add_argument("--batch", type=int, default=1, help="batch size to run (default 1)")
+    demo.add_argument("--batch", type=_count(1), default=1, help="batch size to run (default 1)")
     demo.add_argument("--pipeline", default="default", help="pass pipeline (default: the default pipeline)")
     demo.add_argument("--target", default="llvm", help="compile target (default llvm, this CPU)")
     demo.add_argument("--quiet", action="store_true", help="do not print the IR")
@@ -196,15 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline", default="default", help="pass pipeline run before lowering")
     comp.add_argument("--dump-ir", help="write the optimized IR here")
     comp.add_argument("-o", "--output", help="save the compiled model into this folder")
-    comp.add_argument("--tune", type=int, default=0, metavar="TRIALS", help="MetaSchedule trials (default 0: none)")
+    comp.add_argument("--tune", type=_count(0), default=0, metavar="TRIALS", help="MetaSchedule trials (default 0: none)")
     comp.add_argument("--database", help="tuning records folder; later compiles reuse its records")
     comp.set_defaults(func=_cmd_compile)
 
     bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model (per-kernel table)")
     bench.add_argument("model", help="a folder written by 'slimgraph compile -o', or a model as for compile")
     bench.add_argument("--target", default="llvm", help="target when compiling a model (default llvm)")
-    bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    bench.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
+    bench.add_argument("--warmup", type=_count(0), default=5, help="untimed runs first (default 5)")
+    bench.add_argument("--runs", type=_count(1), default=30, help="timed runs (default 30)")
     bench.set_defaults(func=_cmd_bench)
 
     led = sub.add_parser("ledger", help="what each pass buys: size, FLOPs, compiled latency and accuracy after every pass")
@@ -212,15 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
     led.add_argument("--pipeline", default="default", help="pipeline text; ';' between groups gives one row per group")
     led.add_argument("--data", help=".npz: x (or x0, x1, ...) inputs, optional y labels, optional calib inputs")
     led.add_argument("--target", default="llvm", help="compile target (default llvm, this CPU)")
-    led.add_argument("--batch", type=int, help="batch of the compiled model (default: the model's, else 1)")
-    led.add_argument("--runs", type=int, default=30, help="timed runs per row (default 30)")
-    led.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
-    led.add_argument("--max-drop", type=float, default=1.0, help="warn when a pass costs more points of accuracy")
+    led.add_argument("--batch", type=_count(1), help="batch of the compiled model (default: the model's, else 1)")
+    led.add_argument("--runs", type=_count(1), default=30, help="timed runs per row (default 30)")
+    led.add_argument("--warmup", type=_count(0), default=5, help="untimed runs first (default 5)")
+    led.add_argument("--max-drop", type=_points, default=1.0, help="warn when a pass costs more points of accuracy")
     led.add_argument("--dynamic-batch", action="store_true", help="keep the batch dimension symbolic (N)")
     led.add_argument("--json", help="write the ledger as JSON here")
     led.add_argument("--png", help="write the chart (latency and accuracy against bytes) here")
     led.set_defaults(func=_cmd_ledger)
     return parser
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    # before the work: a path that cannot be written must not fail after a long compile or ledger
+    from slimgraph.arguments import check_writable_file, check_writable_folder
+
+    for name in ("output", "json", "png"):
+        path = getattr(args, name, None)
+        if path:
+            flag = "-o" if name == "output" else f"--{name}"
+            folder = args.command == "compile" and name == "output"  # a compiled model is saved as a folder
+            (check_writable_folder if folder else check_writable_file)(flag, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,9 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _check_outputs(args)
         return func(args)
     except SlimgraphError as exc:
         print(f"slimgraph: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"slimgraph: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

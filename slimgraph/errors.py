@@ -79,6 +79,11 @@ class LoadError(SlimgraphError):
     """A saved folder is missing, damaged or foreign; the message names the file and what is wrong."""
 
 
+class ArgumentError(SlimgraphError, ValueError):
+    """A public function was given an argument outside what it accepts; the message
+    names the argument and what is valid."""
+
+
 class InterpreterError(SlimgraphError):
     """The reference interpreter was given inputs that do not fit the graph."""
 
@@ -90,3 +95,9 @@ class IndexOutOfRangeError(SlimgraphError, IndexError):
     Raised by the reference interpreter, the torch backend and compiled models
     alike, and also an ``IndexError``, as torch and ONNX Runtime raise.
     """
+
+
+class SlimgraphWarning(UserWarning):
+    """Input slimgraph accepts but changes or cannot honour (a buffer frozen at its first value,
+    float64 narrowed to float32). ``warnings.simplefilter("error", SlimgraphWarning)`` makes each
+    one an exception."""

@@ -36,6 +36,28 @@ from slimgraph.errors import GraphError
 from slimgraph.ir.registry import OpDef, get_op
 from slimgraph.ir.types import TensorType
 
+#: How deeply regions may nest (a fused body holding a fused node, ...). The printer, parser,
+#: verifier, clone and interpreter recurse once per level; real models nest a level or two, and
+#: this bound keeps every one of those walks far from Python's recursion limit.
+MAX_REGION_DEPTH = 32
+
+
+def region_depth(graph: "Graph") -> int:
+    """How many levels of graph-valued attributes (region bodies) nest inside ``graph`` (0: none)."""
+    deepest, pending = 0, [(graph, 0)]
+    while pending:  # a loop, not recursion: the point is to measure before anything recurses
+        g, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((a, depth + 1) for node in g.nodes for a in node.attrs.values() if isinstance(a, Graph))
+    return deepest
+
+
+def check_region_depth(graph: "Graph") -> None:
+    """GraphError when regions nest deeper than MAX_REGION_DEPTH inside ``graph``."""
+    depth = region_depth(graph)
+    if depth > MAX_REGION_DEPTH:
+        raise GraphError(f"graph @{graph.name}: regions nest {depth} levels deep; slimgraph allows {MAX_REGION_DEPTH}")
+
 
 class Value:
     """An SSA value: ``name``, ``type``, its ``producer`` node (None for graph
@@ -155,6 +177,10 @@ class Graph:
                 raise GraphError(f"{op}: input {i} (%{value.name}) does not belong to graph @{self.name}")
         where = loc
         full_attrs = opdef.normalize_attrs(dict(attrs or {}), where=where)
+        for name, body in full_attrs.items():
+            if isinstance(body, Graph) and region_depth(body) + 1 > MAX_REGION_DEPTH:
+                raise GraphError(f"{op}: attribute {name!r} (@{body.name}) would nest regions "
+                                 f"{region_depth(body) + 1} levels deep; slimgraph allows {MAX_REGION_DEPTH}")
         if types is None:
             types = opdef.infer_types([v.type for v in inputs], full_attrs, where=where)
         elif not opdef.arity_ok(len(inputs)):
@@ -307,6 +333,7 @@ class Graph:
 
     def clone(self) -> "Graph":
         """A deep copy of the structure; constant arrays (read-only) are shared."""
+        check_region_depth(self)
         new = Graph(self.name)
         mapping: dict[int, Value] = {}
         for v in self.inputs:

@@ -31,6 +31,9 @@ def run(graph, *args: Any, **kwargs: Any) -> list[np.ndarray]:
     Returns the outputs as a list of arrays. Symbolic dims are bound from the
     inputs and must agree everywhere they appear.
     """
+    from slimgraph.ir.graph import check_region_depth
+
+    check_region_depth(graph)
     feeds = _bind_inputs(graph, args, kwargs)
     bindings: dict[str, int] = {}
     env: dict[int, np.ndarray] = {}

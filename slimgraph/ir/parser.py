@@ -32,7 +32,7 @@ import ml_dtypes
 import numpy as np
 
 from slimgraph.errors import GraphError, OpError, ParseError
-from slimgraph.ir.graph import Graph
+from slimgraph.ir.graph import MAX_REGION_DEPTH, Graph
 from slimgraph.ir.registry import has_op, get_op
 from slimgraph.ir.types import DType, TensorType, check_dim
 
@@ -80,6 +80,7 @@ class _Parser:
         self.toks = self._tokenize()
         self.i = 0
         self.type_cache: dict[str | None, TensorType] = {}
+        self.depth = 0  # regions open around the current token
 
     # -- tokens -------------------------------------------------------------
 
@@ -383,7 +384,14 @@ class _Parser:
     def parse_attr_value(self, prefix: str) -> Any:
         tok = self.peek()
         if tok.kind == "ident" and tok.text == "graph":
-            return self.parse_graph(prefix)
+            # counted here, before recursing, so that deep text fails with a ParseError, not a RecursionError
+            self.depth += 1
+            if self.depth > MAX_REGION_DEPTH:
+                raise self.error(f"regions nest more than {MAX_REGION_DEPTH} levels deep", tok.pos)
+            try:
+                return self.parse_graph(prefix)
+            finally:
+                self.depth -= 1
         if tok.kind == "ident" and tok.text == "dense":
             self.next()
             self.expect("<")

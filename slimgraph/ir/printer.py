@@ -92,6 +92,9 @@ def format_tensor_values(array: np.ndarray) -> str:
 
 def print_graph(graph, inline_limit: int | None = DEFAULT_INLINE_LIMIT) -> str:
     """Text of ``graph``. ``inline_limit=None`` prints every constant inline."""
+    from slimgraph.ir.graph import check_region_depth
+
+    check_region_depth(graph)
     lines: list[str] = []
     _emit_graph(graph, lines, "", "", inline_limit)
     return "\n".join(lines) + "\n"
@@ -99,6 +102,9 @@ def print_graph(graph, inline_limit: int | None = DEFAULT_INLINE_LIMIT) -> str:
 
 def collect_payloads(graph, inline_limit: int | None = DEFAULT_INLINE_LIMIT) -> dict[str, np.ndarray]:
     """The arrays that :func:`print_graph` prints as ``@ref``, keyed by reference."""
+    from slimgraph.ir.graph import check_region_depth
+
+    check_region_depth(graph)
     payloads: dict[str, np.ndarray] = {}
     _walk_payloads(graph, "", inline_limit, payloads)
     return payloads

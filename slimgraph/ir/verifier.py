@@ -34,6 +34,9 @@ from slimgraph.ir.registry import has_op
 
 def verify(graph) -> None:
     """Raise VerifyError at the first broken rule; return None when the graph is valid."""
+    from slimgraph.ir.graph import check_region_depth
+
+    check_region_depth(graph)
     defined: dict[str, object] = {}
     position: dict[int, int] = {}
     for value in graph.inputs:

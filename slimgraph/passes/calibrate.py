@@ -228,10 +228,32 @@ OBSERVERS = {
 }
 
 
+#: The options each observer takes, with the range of each number (inclusive).
+OBSERVER_OPTIONS: dict[str, dict[str, tuple[float, float] | None]] = {
+    "minmax": {},
+    "moving-average": {"momentum": (0.0, 1.0)},
+    "percentile": {"percentile": (50.0, 100.0)},
+    "mse": {"qmin": (-(2**31), 2**31 - 1), "qmax": (-(2**31), 2**31 - 1), "symmetric": None},
+    "entropy": {},
+}
+
+
 def make_observer(name: str, **options: Any) -> Observer:
-    """A new observer called ``name``; CalibrationError lists the valid names."""
+    """A new observer called ``name``; CalibrationError lists the valid names and options."""
     if name not in OBSERVERS:
         raise CalibrationError(f"unknown observer {name!r}; valid: {', '.join(OBSERVERS)}")
+    valid = OBSERVER_OPTIONS[name]
+    for key, value in options.items():
+        if key not in valid:
+            raise CalibrationError(f"observer {name!r} takes no option {key!r}; its options: {', '.join(valid) or 'none'}")
+        bounds = valid[key]
+        if bounds is None:
+            if not isinstance(value, bool):
+                raise CalibrationError(f"observer {name!r}: {key}={value!r} must be True or False")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
+            raise CalibrationError(f"observer {name!r}: {key}={value!r} must be a number from {bounds[0]} to {bounds[1]}")
+    if name == "mse" and options.get("qmin", -128) >= options.get("qmax", 127):
+        raise CalibrationError(f"observer 'mse': qmin={options.get('qmin', -128)} must be below qmax={options.get('qmax', 127)}")
     return OBSERVERS[name](**options)
 
 
@@ -310,22 +332,44 @@ def calibrate(
     ...
     slimgraph.passes.calibrate.CalibrationError: calibration batch 0, input %x: got shape [3], expected f32[2]
     """
+    if not isinstance(graph, Graph):
+        raise CalibrationError(f"graph: calibration runs a slimgraph Graph, got a {type(graph).__name__}")
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise CalibrationError(f"calibration data: give an iterable of input batches, got a {type(data).__name__}")
     if observer not in OBSERVERS:
         raise CalibrationError(f"unknown observer {observer!r}; valid: {', '.join(OBSERVERS)}")
     targets = _observed_values(graph, values)
     probe = graph.clone()
     probe.set_outputs([probe.value(v.name) for v in targets])
     observers = {v.name: make_observer(observer, **observer_options) for v in targets}
+    spans = {v.name: [math.inf, -math.inf] for v in graph.inputs if v.type.dtype.is_float}
     batches = 0
     for index, batch in enumerate(_progress(data, progress)):
         feeds = batch_feeds(graph, batch, index)
+        for name, span in spans.items():
+            finite = feeds[name][np.isfinite(feeds[name])]
+            if finite.size:
+                span[0], span[1] = min(span[0], float(finite.min())), max(span[1], float(finite.max()))
         for value, array in zip(targets, probe.run(feeds)):
             observers[value.name].update(array)
         batches += 1
     if batches == 0:
         raise CalibrationError("calibration data is empty: give at least one batch")
+    _check_spans(spans, batches)
     ranges = {name: tuple(float(r) for r in obs.range()) for name, obs in observers.items()}
     return CalibrationTable(ranges, observer, batches)
+
+
+def _check_spans(spans: dict[str, list[float]], batches: int) -> None:
+    # Data without spread calibrates every range to a point (zero when all NaN), so every
+    # scale downstream would be arbitrary: the data is wrong, not the model.
+    for name, (low, high) in spans.items():
+        if low > high:
+            raise CalibrationError(f"calibration data for input %{name} holds no finite value in {batches} batch(es) "
+                                   "(all NaN or infinite): no range can be calibrated from it")
+        if low == high:
+            raise CalibrationError(f"calibration data for input %{name} is constant (every value is {low:g} in "
+                                   f"{batches} batch(es)): give samples of real inputs, which vary")
 
 
 def _observed_values(graph: Graph, names: Sequence[str] | None) -> list[Value]:

@@ -200,7 +200,7 @@ SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_r
 class Canonicalize(Pass):
     """Exact simplifications: x*1, x+0, x-c as x+(-c), double transposes and reshapes, no-op shape ops."""
 
-    max_iterations: int = option(32, "sweeps before giving up on reaching a fixed point")
+    max_iterations: int = option(32, "sweeps before giving up on reaching a fixed point", minimum=1)
 
     def apply(self, graph: Graph) -> None:
         apply_rewrites(graph, ALGEBRA_RULES + SHAPE_RULES, max_iterations=self.max_iterations)

@@ -139,7 +139,8 @@ def batch_norm_as_scale_shift(m: Match) -> Value | None:
 class FoldConstants(Pass):
     """Evaluate constant subgraphs, fold batch_norm into conv/linear, fold shape arithmetic."""
 
-    max_elements: int = option(4096, "a folded result larger than its inputs may have at most this many elements")
+    max_elements: int = option(4096, "a folded result larger than its inputs may have at most this many elements",
+                               minimum=0)
     batch_norm: bool = option(True, "fold batch_norm into the preceding conv/linear, else into a scale and shift")
     shapes: bool = option(True, "drop no-op shape ops and collapse reshape and transpose chains")
     dequantize: bool = option(False, "also fold dequantize and codebook_decode of constants (encoded weights become floats)")

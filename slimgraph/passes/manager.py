@@ -30,16 +30,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from slimgraph.errors import SlimgraphError
+from slimgraph.arguments import check_writable_folder
+from slimgraph.errors import PassError, SlimgraphError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.passes.errors import NumericsError, PassFailedError
@@ -131,17 +132,27 @@ class DumpInstrument(Instrument):
     _DUMP = re.compile(r"^\d{2,}-[A-Za-z0-9_-]+\.sg")
 
     def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
+        self.directory = check_writable_folder("dump_dir", directory, error=PassError)
 
     def before_pipeline(self, graph: Graph) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for old in self.directory.iterdir():
-            if self._DUMP.match(old.name) and old.is_file():
-                old.unlink()
-        graph.save(self.directory / "00-input.sg")
+        with self._writing():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for old in self.directory.iterdir():
+                if self._DUMP.match(old.name) and old.is_file():
+                    old.unlink()
+            graph.save(self.directory / "00-input.sg")
 
     def after_pass(self, record: PassRecord, graph: Graph) -> None:
-        graph.save(self.directory / f"{record.index:02d}-{record.name}.sg")
+        with self._writing():
+            graph.save(self.directory / f"{record.index:02d}-{record.name}.sg")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise PassError(f"dump_dir={str(self.directory)!r}: cannot write the dumps: "
+                            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
 
 class NumericsInstrument(Instrument):
@@ -209,7 +220,12 @@ class PassManager:
     """
 
     def __init__(self, pipeline: str | Sequence[Pass], instruments: Sequence[Instrument] = ()):
+        if not isinstance(pipeline, (str, Sequence)):
+            raise PassError(f"pipeline={pipeline!r}: give pipeline text or a list of passes")
         self.passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+        strays = [p for p in self.passes if not isinstance(p, Pass)]
+        if strays:
+            raise PassError(f"pipeline: {strays[0]!r} is a {type(strays[0]).__name__}, not a pass")
         self.instruments = list(instruments)
         self.records: list[PassRecord] = []
 
@@ -218,6 +234,8 @@ class PassManager:
         return format_pipeline(self.passes)
 
     def run(self, graph: Graph) -> Graph:
+        if not isinstance(graph, Graph):
+            raise PassError(f"graph: passes run on a slimgraph Graph, got a {type(graph).__name__}")
         self.records = []
         for inst in self.instruments:
             inst.before_pipeline(graph)
@@ -335,6 +353,8 @@ def run_pipeline(
     writes the IR after every pass; ``sample_inputs`` (arrays, a mapping, or
     ``"random"``) turns on the numerics check against the input graph.
     """
+    if not isinstance(graph, Graph):
+        raise PassError(f"graph: passes run on a slimgraph Graph, got a {type(graph).__name__}")
     instruments: list[Instrument] = []
     if verify:
         instruments.append(VerifyInstrument())

@@ -47,7 +47,7 @@ from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.ops.quant import quant_range
 from slimgraph.ir.registry import get_op
 from slimgraph.ir.types import DType
-from slimgraph.passes.calibrate import CalibrationTable, calibrate, linear_params
+from slimgraph.passes.calibrate import OBSERVER_OPTIONS, CalibrationTable, calibrate, linear_params
 from slimgraph.passes.registry import Pass, option, register_pass
 
 _WEIGHT_DTYPE = {"int8": DType.int8, "int4": DType.int4}
@@ -93,16 +93,12 @@ class Quantize(Pass):
     observer: Literal["minmax", "moving-average", "percentile", "mse", "entropy"] = option(
         "minmax", "how activation ranges are found from the calibration data"
     )
-    percentile: float = option(99.99, "the percentile observer's point")
+    percentile: float = option(99.99, "the percentile observer's point", minimum=50.0, maximum=100.0)
     weight_observer: Literal["minmax", "mse"] = option("minmax", "weight ranges: largest magnitude, or least error")
-    log2_min_exp: int = option(-6, "log2 weights: the smallest exponent, relative to the largest magnitude")
+    log2_min_exp: int = option(-6, "log2 weights: the smallest exponent, relative to the largest magnitude",
+                                minimum=-30, maximum=0)
     outputs: bool = option(False, "also quantize graph outputs computed by quantized ops (after relu/clip)")
     calibration: str = option("", "a calibration table (JSON) saved by CalibrationTable.save")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.weights == "log2" and not -30 <= self.log2_min_exp <= 0:
-            raise PassError(f"log2-min-exp={self.log2_min_exp} must lie in -30..0")
 
     def with_calibration(self, source: Any) -> "Quantize":
         """A copy that takes its activation ranges from ``source``: a CalibrationTable, or
@@ -162,7 +158,8 @@ class Quantize(Pass):
     def observer_options(self) -> dict:
         """Options for the activation observer: the percentile, and the integer grid (for mse)."""
         qmin, qmax = quant_range(self.activations if self.activations != "none" else "i8")
-        return {"percentile": self.percentile, "qmin": qmin, "qmax": qmax, "symmetric": self.symmetric}
+        options = {"percentile": self.percentile, "qmin": qmin, "qmax": qmax, "symmetric": self.symmetric}
+        return {k: v for k, v in options.items() if k in OBSERVER_OPTIONS[self.observer]}
 
     # -- weights -------------------------------------------------------------
 

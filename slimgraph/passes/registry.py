@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -40,11 +41,13 @@ from slimgraph.ir.graph import Graph
 from slimgraph.passes.errors import OptionValueError, UnknownOptionError, UnknownPassError
 
 _DOC = "slimgraph_doc"
+_BOUNDS = "slimgraph_bounds"
 
 
-def option(default: Any, doc: str = "") -> Any:
-    """Declare a pass option: a dataclass field with a default and a one-line doc."""
-    return dataclasses.field(default=default, metadata={_DOC: doc})
+def option(default: Any, doc: str = "", *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """Declare a pass option: a dataclass field with a default and a one-line doc. A number
+    option may give its valid range: ``minimum``/``maximum`` (inclusive; floats must be finite)."""
+    return dataclasses.field(default=default, metadata={_DOC: doc, _BOUNDS: (minimum, maximum)})
 
 
 class Pass:
@@ -93,6 +96,17 @@ class PassOption:
     default: Any
     doc: str
     choices: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def range_text(self) -> str:
+        """The valid range in words (``from 1 to 100``, ``at least 0``), for messages and ``passes``."""
+        if self.maximum is None:
+            return f"at least {self.minimum}"
+        if self.minimum is None:
+            return f"at most {self.maximum}"
+        return f"from {self.minimum} to {self.maximum}"
 
     @property
     def type_name(self) -> str:
@@ -129,6 +143,11 @@ class PassOption:
         out = _check_scalar(value, str if self.choices else self.type)
         if self.choices and out not in self.choices:
             raise _Invalid("not one of the choices")
+        if self.type in (int, float) and (self.minimum is not None or self.maximum is not None):
+            low = -math.inf if self.minimum is None else self.minimum
+            high = math.inf if self.maximum is None else self.maximum
+            if not (low <= out <= high and math.isfinite(out)):
+                raise _Invalid(f"must be {self.range_text}")
         return out
 
     def format(self, value: Any) -> str:
@@ -277,7 +296,8 @@ def _options_of(cls: type, pass_name: str) -> tuple[PassOption, ...]:
                 "valid: int, float, bool, str, Literal of strings, tuple[str, ...], tuple[int, ...], tuple[float, ...]"
             )
         options.append(
-            PassOption(f.name.replace("_", "-"), f.name, tp, f.default, f.metadata.get(_DOC, ""), choices)
+            PassOption(f.name.replace("_", "-"), f.name, tp, f.default, f.metadata.get(_DOC, ""), choices,
+                       *f.metadata.get(_BOUNDS, (None, None)))
         )
     return tuple(options)
 

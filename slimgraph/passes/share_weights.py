@@ -57,8 +57,8 @@ class ShareWeights(Pass):
 
     method: Literal["kmeans", "merge"] = option("kmeans", "k-means codebooks, or merging similar units")
     bits: int = option(4, "kmeans: bits per code (2^bits centroids), 1..8")
-    min_elements: int = option(64, "kmeans: smaller weights stay float")
-    iterations: int = option(30, "kmeans: the most Lloyd iterations per layer")
+    min_elements: int = option(64, "kmeans: smaller weights stay float", minimum=0)
+    iterations: int = option(30, "kmeans: the most Lloyd iterations per layer", minimum=1)
     threshold: float = option(0.95, "merge: cosine similarity at or above which two units merge, in (0, 1]")
     skip: tuple[str, ...] = option((), "weight names or glob patterns left alone")
     overrides: tuple[str, ...] = option((), "kmeans: pattern:bits entries, other bits for matching layers")

@@ -63,6 +63,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from slimgraph.arguments import check_callable, check_int, check_positive
 from slimgraph.errors import LoadError, SlimgraphError
 from slimgraph.storage import inside, staged_directory, verify_folder
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
@@ -179,6 +180,14 @@ class Variant:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise GuardError(f"variant name={self.name!r}: must be a non-empty string")
+        if not callable(self.model):
+            raise GuardError(f"variant {self.name}: model={type(self.model).__name__} is not callable")
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not 0.0 < self.width <= 1.0:
+            raise GuardError(f"variant {self.name}: width={self.width!r} must be a fraction in (0, 1]")
+        if self.batch is not None:
+            check_int(f"variant {self.name}: batch", self.batch, minimum=1, error=GuardError)
         if not self.inputs:
             types = getattr(self.model, "input_types", None)
             if types is None:
@@ -358,6 +367,23 @@ class GuardedModel:
         variants = list(variants)
         if not variants:
             raise GuardError("a guarded model needs at least one variant")
+        strays = [type(v).__name__ for v in variants if not isinstance(v, Variant)]
+        if strays:
+            raise GuardError(f"variants: each must be a Variant, got a {strays[0]}")
+        check_budget(budget_ms)
+        if isinstance(budget_ms, Mapping):
+            buckets = {v.batch for v in variants}
+            stray = [b for b in budget_ms if b not in buckets]
+            if stray:
+                raise GuardError(f"budget_ms: bucket {stray[0]!r} has no variant; buckets: "
+                                 f"{', '.join(map(str, sorted(buckets, key=lambda b: (b is None, b or 0))))}")
+        for arg, fn in (("policy", policy), ("clock", clock), ("on_call", on_call), ("idle_hint", idle_hint)):
+            check_callable(arg, fn, error=GuardError)
+        if config is not None and not isinstance(config, ControllerConfig):
+            raise GuardError(f"config: must be a ControllerConfig, got a {type(config).__name__}")
+        check_int("history", history, minimum=1, error=GuardError)
+        if not isinstance(name, str) or not name:
+            raise GuardError(f"name={name!r}: must be a non-empty string")
         names = [v.name for v in variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -615,6 +641,19 @@ def _variants_from(path: Path, manifest: dict) -> list[Variant]:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def check_budget(budget_ms: Any) -> None:
+    """GuardError unless ``budget_ms`` is None, a positive number of milliseconds, or a mapping
+    from batch bucket (an int, or None for the fallback) to one."""
+    if budget_ms is None:
+        return
+    items = budget_ms.items() if isinstance(budget_ms, Mapping) else [(None, budget_ms)]
+    for bucket, ms in items:
+        if bucket is not None and not is_thread_count(bucket):  # a bucket is a positive int, as a thread count
+            raise GuardError(f"budget_ms: key {bucket!r} is not a batch bucket (a positive int, or None)")
+        label = "budget_ms" if not isinstance(budget_ms, Mapping) else f"budget_ms[{bucket!r}]"
+        check_positive(label, ms, error=GuardError)
 
 
 def is_thread_count(n: Any) -> bool:

@@ -26,11 +26,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from slimgraph.arguments import check_callable, check_example_inputs, check_int
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
 from slimgraph.runtime.calibration import reestimate_batch_norms
 from slimgraph.runtime.controller import ControllerConfig
-from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, is_thread_count
+from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
 
 Finetune = Callable[[Graph, float], Graph]
 
@@ -73,9 +74,15 @@ def narrow(
     no multi-threaded one does. The thread variants share one compiled model.
     ``budget_ms``, ``policy`` and ``config`` go to :class:`GuardedModel`.
     """
+    if isinstance(variants, (str, bytes)) or not isinstance(variants, (Sequence, Mapping)):
+        raise GuardError(f"variants={variants!r}: give a list of widths, e.g. [1.0, 0.75, 0.5]")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in variants):
+        raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
     widths = sorted(variants, reverse=True)
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
+    passes = _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
+    example_inputs = check_example_inputs(example_inputs, error=GuardError)
     say = progress or (lambda _msg: None)
     thread_counts = _thread_counts(threads, target)
     samples = _calibration_batches(calibration_data)
@@ -99,13 +106,14 @@ def narrow(
 
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
+    quantize_samples = samples if any(p.name == "quantize" for p in passes) else None
     for w in widths:
         graph = graphs[w]
         per_width: list[Variant] = []
         for b in buckets:
             say(f"compile width {w:g} batch {b}")
             compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None,
-                                     calibration_data=samples)
+                                     calibration_data=quantize_samples)
             for n in thread_counts:
                 per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
                 feeds[per_width[-1].name] = _zeros(compiled.input_types)
@@ -121,6 +129,32 @@ def narrow(
     say("measure latencies")
     measure_variants(out, feeds, runs=runs)
     return GuardedModel(out, budget_ms, policy=policy, config=config, name=reference.name)
+
+
+def _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs,
+                     progress) -> list:
+    """The pipeline's passes, once every argument is checked. Runs before any import or compile:
+    a bad budget must not surface after minutes of building."""
+    from slimgraph.backends.tvm.targets import parse_target
+    from slimgraph.passes import parse_pipeline
+
+    if batches is not None:
+        if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
+            raise GuardError(f"batches={batches!r}: give a list of batch sizes, e.g. [1, 8]")
+        for i, b in enumerate(batches):
+            check_int(f"batches[{i}]", b, minimum=1, error=GuardError)
+    if eval_data is not None and not (isinstance(eval_data, (tuple, list)) and len(eval_data) == 2):
+        raise GuardError(f"eval_data: give a pair (inputs, labels), got a {type(eval_data).__name__}")
+    for name, fn in (("finetune", finetune), ("policy", policy), ("progress", progress)):
+        check_callable(name, fn, error=GuardError)
+    parse_target(target)
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise GuardError(f"pipeline={pipeline!r}: give pipeline text such as 'default', or None")
+    check_budget(budget_ms)
+    if config is not None and not isinstance(config, ControllerConfig):
+        raise GuardError(f"config: must be a ControllerConfig, got a {type(config).__name__}")
+    check_int("runs", runs, minimum=1, error=GuardError)
+    return parse_pipeline(pipeline) if pipeline else []
 
 
 def measure_variants(

@@ -139,6 +139,8 @@ def to_torch(graph: Graph, keep_zeros: bool = False) -> GraphModule:
     ``keep_zeros=True`` masks the gradients of weights that hold zeros, so that
     fine-tuning a magnitude-pruned graph keeps its sparsity.
     """
+    if not isinstance(graph, Graph):
+        raise BackendError(f"to_torch: graph must be a slimgraph Graph, got a {type(graph).__name__}")
     # torch.export binds arguments by the forward's signature: give it one
     # parameter per graph input (a class per graph, named after the graph).
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [

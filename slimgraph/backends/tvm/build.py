@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable
 
@@ -23,6 +24,7 @@ from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
 from slimgraph.errors import BackendError
 from slimgraph.ir.graph import Graph
+from slimgraph.ir.types import concrete, format_shape
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +50,7 @@ def build(
 
     spec = parse_target(target)
     bindings = dict(bindings or {})
+    check_sizes(graph, bindings)
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
     lowered = lower_graph(graph, spec, bindings)
@@ -70,6 +73,47 @@ def build(
     sources = kernel_sources(executable, mod, [k.name for k in lowered.kernels], spec)
     meta = metadata(graph.name, lowered, sources, bindings)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
+
+
+#: The most elements a tensor may have: TVM computes addresses in int64, and index arithmetic
+#: multiplies extents, so far larger tensors fail inside TVM with a type or overflow error.
+MAX_ELEMENTS = 2**48
+
+
+def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
+    """BackendError for a tensor (inputs, results, regions' insides) of negative size or more than
+    MAX_ELEMENTS elements, and for a reduction over an empty input to a non-empty result."""
+    pending = [graph]
+    while pending:
+        g = pending.pop()
+        for value in g.values():
+            shape = [concrete(d, bindings) for d in value.type.shape]
+            if any(d < 0 for d in shape):
+                raise BackendError(f"@{g.name}: %{value.name} would be {format_shape(shape)}: a negative size "
+                                   f"(bindings {bindings})")
+            if math.prod(shape) > MAX_ELEMENTS:
+                raise BackendError(
+                    f"@{g.name}: %{value.name} would be {format_shape(shape)} ({math.prod(shape):.3g} elements); "
+                    f"the TVM backend compiles tensors of up to 2**48 elements (check the sizes given in shapes=)"
+                )
+        for node in g.nodes:
+            _check_empty_reduction(node, bindings)
+        pending.extend(a for node in g.nodes for a in node.attrs.values() if isinstance(a, Graph))
+
+
+def _check_empty_reduction(node, bindings: dict[str, int]) -> None:
+    # A TVM reduction over an empty axis never runs its init, so a non-empty result computed from an
+    # empty input (a sum over nothing, a linear with no input features) would be uninitialised memory.
+    if node.opdef.category not in ("compute", "reduction"):
+        return
+    out_sizes = [math.prod(concrete(d, bindings) for d in v.type.shape) for v in node.outputs]
+    empty = [v for v in node.inputs if math.prod(concrete(d, bindings) for d in v.type.shape) == 0]
+    if empty and any(out_sizes):
+        raise BackendError(
+            f"{node.describe()}: reduces over the empty input %{empty[0].name} "
+            f"({format_shape([concrete(d, bindings) for d in empty[0].type.shape])}) to a non-empty result; "
+            "the TVM backend does not compile reductions over nothing"
+        )
 
 
 def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:

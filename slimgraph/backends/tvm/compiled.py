@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.types import DType, TensorType
@@ -171,6 +172,10 @@ class CompiledModel:
     #: Calls from several threads are safe: each thread gets its own VM over the shared weights.
     thread_safe = True
 
+    #: float64 inputs are narrowed to the f32 the model was compiled for (set by ``slimgraph.compile``
+    #: for a float64 torch module, which the frontend narrows with a warning).
+    accept_float64 = False
+
     def _ensure_vm(self):
         vm = getattr(self._local, "vm", None)
         if vm is None:
@@ -211,7 +216,7 @@ class CompiledModel:
         """
         if self.target.kind != "llvm":
             raise BackendError(f"threads={threads}: a thread count applies to CPU targets, not {self.target.text}")
-        if not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BackendError(f"threads={threads!r}: must be a positive number of threads")
         import tvm_ffi
 
@@ -249,6 +254,8 @@ class CompiledModel:
         for i, (x, t) in enumerate(zip(inputs, expected)):
             if _is_torch(x):
                 x = x.detach()
+                if self.accept_float64 and str(x.dtype) == "torch.float64" and t.dtype is DType.float32:
+                    x = x.float()
                 if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
                     raise BackendError(f"input {i}: got torch {tuple(x.shape)} {x.dtype}, compiled for {t}")
                 device_ok = (x.device.type == "cpu") == (self.target.kind == "llvm")
@@ -258,7 +265,11 @@ class CompiledModel:
                     x = x.contiguous().clone()  # TVM kernels assume dense, aligned buffers
                 out.append(tvm.runtime.from_dlpack(x))
                 continue
+            if not isinstance(x, (np.ndarray, np.generic)):
+                raise BackendError(f"input {i}: got a {type(x).__name__}; give a numpy array or torch tensor ({t})")
             array = np.asarray(x)
+            if self.accept_float64 and array.dtype == np.float64 and t.dtype is DType.float32:
+                array = array.astype(np.float32)
             if t.dtype is DType.int4 and array.dtype == t.dtype.numpy:
                 array = array.astype(np.int8)
             elif array.dtype != t.dtype.numpy:
@@ -310,6 +321,8 @@ class CompiledModel:
         time, share and GFLOP/s. Inputs default to seeded random data."""
         import tvm
 
+        for name, value, least in (("warmup", warmup, 0), ("runs", runs, 1), ("kernel_repeat", kernel_repeat, 1)):
+            check_int(f"benchmark: {name}", value, minimum=least, error=BackendError)
         vm = self._ensure_vm()
         dev = self._device()
         feeds = self._convert_inputs(inputs or random_inputs(self.input_types))

@@ -125,6 +125,9 @@ def parse_target(spec: "str | TargetSpec") -> TargetSpec:
     kind = kind.strip().lower()
     cores = cpu_cores()
     if kind in ("llvm", "cpu"):
+        if arch and arch not in llvm_cpus():
+            # LLVM would fall back to a generic CPU and the model would still carry the bad name
+            raise TargetError(f"target {text!r}: LLVM knows no CPU {arch!r}; valid CPUs: {', '.join(llvm_cpus())}")
         return TargetSpec("llvm", arch or host_cpu(), cores, text)
     if kind == "cuda":
         arch = arch or _detect_cuda_arch()
@@ -152,6 +155,15 @@ def host_cpu() -> str:
     from tvm.target import codegen
 
     return str(codegen.llvm_get_system_cpu())
+
+
+@functools.lru_cache(maxsize=None)
+def llvm_cpus() -> tuple[str, ...]:
+    """The CPU names LLVM accepts for this machine's architecture (``llvm:CPU``)."""
+    import tvm
+    from tvm.target import codegen
+
+    return tuple(sorted(str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm"}))))
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,8 +42,10 @@ NO_FOLD = frozenset({"quantize", "dequantize"})
 #: ONNX ops whose outputs are never treated as known at import (see NO_FOLD).
 NO_FOLD_ONNX = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
-#: Opsets of the default domain the converters are written for.
+#: Opsets of the default domain the converters are written for: from MIN_OPSET to the
+#: newest the installed ``onnx`` package describes (a newer opset's ops cannot be checked).
 MIN_OPSET = 6
+MAX_OPSET = onnx.defs.onnx_opset_version()
 
 
 class UnsupportedOpsError(FrontendError):
@@ -116,6 +118,32 @@ class Importer:
                 entry[0] += 1
         if missing:
             raise UnsupportedOpsError(self.source, {k: (n, first) for k, (n, first) in missing.items()}, self.opset)
+        self._check_attributes()
+
+    def _check_attributes(self) -> None:
+        # An attribute the op's schema (at this opset) lacks is ignored by every converter, which
+        # turns a malformed model into silently wrong results (Split's opset-11 'split' at opset 18).
+        problems = []
+        for index, node in enumerate(self.model.graph.node):
+            if node.domain not in DEFAULT_DOMAINS:
+                continue
+            try:
+                schema = onnx.defs.get_schema(node.op_type, self.opset, "")
+            except onnx.defs.SchemaError:
+                continue  # not an ONNX op: the converter (or the unsupported-op scan) judges it
+            unknown = [a.name for a in node.attribute if a.name not in schema.attributes]
+            if unknown:
+                label = node.name or f"{node.op_type}_{index}"
+                valid = ", ".join(sorted(schema.attributes)) or "none"
+                problems.append(
+                    f"  node '{label}' ({node.op_type}): unknown attribute{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(map(repr, unknown))}; valid at opset {self.opset}: {valid}"
+                )
+        if problems:
+            raise FrontendError(
+                f"{self.source}: attributes that ONNX does not define for their op at opset {self.opset}:\n"
+                + "\n".join(problems)
+            )
 
     def _convert(self, node: NodeProto, index: int) -> None:
         ctx = NodeContext(self, node, index)
@@ -330,6 +358,11 @@ def _default_opset(model: onnx.ModelProto, source: str) -> int:
     if not versions:
         raise FrontendError(f"{source}: the model imports no version of the default ONNX domain (opset_import)")
     opset = max(versions)
+    if opset > MAX_OPSET:
+        raise FrontendError(
+            f"{source}: opset {opset} is newer than {MAX_OPSET}, the newest slimgraph reads (with onnx "
+            f"{onnx.__version__}); export the model at an opset from {MIN_OPSET} to {MAX_OPSET}"
+        )
     if opset < MIN_OPSET:
         raise FrontendError(
             f"{source}: opset {opset} is older than {MIN_OPSET}, the oldest slimgraph reads; "

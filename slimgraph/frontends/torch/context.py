@@ -19,13 +19,14 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+import warnings
+from typing import Any, Iterator, Sequence
 
 import ml_dtypes
 import numpy as np
 import torch
 
-from slimgraph.errors import FrontendError
+from slimgraph.errors import FrontendError, SlimgraphWarning
 from slimgraph.ir import DType, Graph, TensorType, Value
 from slimgraph.ir.types import dim_mul
 
@@ -70,6 +71,18 @@ def to_numpy(tensor: torch.Tensor, name: str = "tensor") -> np.ndarray:
         tensor = tensor.float()
     ir_dtype(tensor.dtype, f"{name}: ")
     return tensor.numpy().copy()
+
+
+def warn_frozen_buffers(module_name: str, names: Sequence[str]) -> None:
+    """Warn that ``forward`` updates these buffers: the graph holds each at the value one call gives it."""
+    if names:
+        warnings.warn(
+            f"module {module_name}: forward updates the buffer{'s' if len(names) > 1 else ''} "
+            f"{', '.join(sorted(set(names)))}; the graph keeps the value one call gives each, "
+            "so calls of the compiled model will not update it further",
+            SlimgraphWarning,
+            stacklevel=2,
+        )
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
-from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype
+from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype, warn_frozen_buffers
 from slimgraph.ir import Graph, TensorType, Value
 
 
@@ -62,6 +62,8 @@ def convert_program(program: torch.export.ExportedProgram, name: str) -> Graph:
     env = {node: _resolve(ctx, program, specs[node.name], node) for node in placeholders}
     outputs = walker.convert(ctx, graph, None, env.__getitem__, lambda n, r: _check(ctx, n, r))
     kinds = [spec.kind for spec in program.graph_signature.output_specs]
+    warn_frozen_buffers(name, [spec.target for spec in program.graph_signature.output_specs
+                               if spec.kind == OutputKind.BUFFER_MUTATION])
     selected = [v for v, kind in zip(outputs, kinds) if kind == OutputKind.USER_OUTPUT]
     return ctx.finish(walker.tensor_outputs(selected))
 

@@ -24,7 +24,7 @@ import torch.fx
 
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
-from slimgraph.frontends.torch.context import Context, evaluating
+from slimgraph.frontends.torch.context import Context, evaluating, warn_frozen_buffers
 from slimgraph.frontends.torch.registry import MODULES, load_converters
 from slimgraph.ir import Graph
 
@@ -45,11 +45,15 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
 
     The tracer stores tensors created in ``forward`` as new attributes of the
     traced module; they are read out and removed so the user's module is left
-    as it was.
+    as it was. Buffers are real tensors while tracing, so an in-place update in
+    ``forward`` runs on them: the graph keeps the updated value (as one call of
+    ``forward`` sees it), the module gets its own back, and a warning names them.
     """
     load_converters()
     concrete = {k: v for k, v in _by_parameter(module, inputs).items() if not isinstance(v, (torch.Tensor, tuple))}
     before = set(vars(module))
+    buffers = dict(module.named_buffers())
+    saved = {name: b.detach().clone() for name, b in buffers.items()}
     with evaluating(module):
         try:
             graph = _Tracer().trace(module, concrete_args=concrete or None)
@@ -58,10 +62,21 @@ def trace(module: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[
             attrs = {name: vars(module)[name] for name in added}
             for name in added:
                 delattr(module, name)
+            # the graph keeps what one call gave each buffer, as torch.export does
+            updated = {name: b.detach().clone() for name, b in buffers.items() if not torch.equal(b, saved[name])}
+            with torch.no_grad():
+                for name in updated:
+                    buffers[name].copy_(saved[name])
+    warn_frozen_buffers(type(module).__name__, list(updated))
     tensors = {}
     for node in graph.nodes:
         if node.op == "get_attr":
-            tensors[node.target] = attrs[node.target] if node.target in attrs else _fetch(module, node.target)
+            if node.target in attrs:
+                tensors[node.target] = attrs[node.target]
+            elif node.target in updated:
+                tensors[node.target] = updated[node.target]
+            else:
+                tensors[node.target] = _fetch(module, node.target)
     return graph, tensors
 
 
@@ -76,7 +91,7 @@ def convert_traced(module: torch.nn.Module, inputs: tuple, graph: torch.fx.Graph
     name = type(module).__name__
     walker.check_supported(graph, module, f"module {name}")
     ctx = Context(name)
-    _create_weights(ctx, module)
+    _create_weights(ctx, module, tensors)
     examples = _by_parameter(module, inputs)
 
     def resolve(node: torch.fx.Node) -> Any:
@@ -98,13 +113,14 @@ def convert_traced(module: torch.nn.Module, inputs: tuple, graph: torch.fx.Graph
     return ctx.finish(walker.tensor_outputs(outputs))
 
 
-def _create_weights(ctx: Context, module: torch.nn.Module) -> None:
+def _create_weights(ctx: Context, module: torch.nn.Module, traced: dict[str, torch.Tensor]) -> None:
     # Created up front so that each weight gets exactly its state_dict name;
     # the ones the graph does not read are dropped when the graph is finished.
+    # A buffer that forward updated takes the value tracing gave it (see trace).
     for name, tensor in module.named_parameters(remove_duplicate=False):
         ctx.param(name, tensor)
     for name, tensor in module.named_buffers(remove_duplicate=False):
-        ctx.param(name, tensor)
+        ctx.param(name, traced.get(name, tensor))
 
 
 def _by_parameter(module: torch.nn.Module, inputs: tuple) -> dict[str, Any]:

@@ -794,7 +794,7 @@ def _infer_softmax(types, attrs):
 def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
     """x minus its max along ``axis``, in float32, so that exp cannot overflow."""
     a = x.astype(_acc(x.dtype), copy=False)
-    return a - a.max(axis=axis, keepdims=True)
+    return a - a.max(axis=axis, keepdims=True, initial=-np.inf)  # initial: an empty axis has no max
 
 
 def _softmax(x, *, axis):

@@ -104,19 +104,26 @@ def _concat(ctx: NodeContext) -> Operand:
 
 @converter("Split")
 def _split(ctx: NodeContext) -> tuple:
+    # The ONNX spec: 'split' is an attribute before opset 13 and an input from 13; opset 18 adds
+    # 'num_outputs' and requires exactly one of the two. Without either, equal parts per output.
     axis = ctx.attr("axis", 0)
-    if ctx.opset >= 13 and ctx.has_input(1):
-        sizes = ctx.ints(1, "the split sizes")
-    elif ctx.opset < 13 and ctx.has_attr("split"):
-        sizes = ctx.attr("split")
+    given = ctx.has_input(1) if ctx.opset >= 13 else ctx.has_attr("split")
+    if ctx.opset >= 18 and given == ctx.has_attr("num_outputs"):
+        raise ctx.error("at opset 18 and later, give exactly one of the 'split' input and the 'num_outputs' attribute")
+    if given:
+        sizes = tuple(ctx.ints(1, "the split sizes") if ctx.opset >= 13 else ctx.attr("split"))
     else:
         parts = ctx.attr("num_outputs", ctx.num_outputs)
+        if parts != ctx.num_outputs or parts < 1:
+            raise ctx.error(f"num_outputs={parts}, but the node has {ctx.num_outputs} outputs")
         dim = ctx.shape(0)[axis]
         if not isinstance(dim, int):
             raise ctx.error(f"splitting the symbolic dim {dim} into equal parts is not supported")
         chunk = -(-dim // parts)  # ONNX: equal chunks, the last one smaller
         sizes = (chunk,) * (parts - 1) + (dim - chunk * (parts - 1),)
-    outs = ctx.emit("split", ctx.input(0), axis=axis, sizes=tuple(sizes))
+    if len(sizes) != ctx.num_outputs:
+        raise ctx.error(f"split sizes {list(sizes)} give {len(sizes)} parts, but the node has {ctx.num_outputs} outputs")
+    outs = ctx.emit("split", ctx.input(0), axis=axis, sizes=sizes)
     return outs if isinstance(outs, tuple) else (outs,)
 
 
