@@ -297,6 +297,29 @@ for _name, _fn, _symbol, _kinds, _commutative in [
 
 _unary("logical_not", np.logical_not, "Boolean not.", kinds="bool")
 
+for _name, _fn, _symbol in [
+    ("logical_and", np.logical_and, "and"),
+    ("logical_or", np.logical_or, "or"),
+    ("logical_xor", np.logical_xor, "xor"),
+]:
+    _compare(_name, _fn, f"a {_symbol} b on bool tensors, broadcast.", "bool", commutative=True)
+
+
+def _infer_isnan(types, attrs):
+    _require(types[0], "float", "x")
+    return [types[0].with_dtype(DType.bool)]
+
+
+define_op(
+    "isnan",
+    inputs=[In("x")],
+    infer=_infer_isnan,
+    impl=lambda x: np.isnan(_upcast(x)),
+    flops=elementwise_flops,
+    category="elementwise",
+    doc="True where x is NaN.",
+)
+
 
 def _infer_prelu(types, attrs):
     x, slope = types
