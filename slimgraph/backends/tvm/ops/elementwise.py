@@ -142,6 +142,10 @@ COMPARE = {
     "less_equal": tirx.LE,
     "greater": tirx.GT,
     "greater_equal": tirx.GE,
+    "logical_and": tirx.And,
+    "logical_or": tirx.Or,
+    "logical_xor": lambda a, b: tirx.Or(tirx.And(a, tirx.Not(b)), tirx.And(tirx.Not(a), b)),
+    "isnan": tirx.isnan,
 }
 
 
@@ -154,7 +158,7 @@ def lower_elementwise(call):
 
 @register(*COMPARE)
 def lower_compare(call):
-    """Comparisons: a bool tensor."""
+    """Comparisons, bool logic and NaN tests: a bool tensor."""
     return _map(call, COMPARE[call.op], dtype="bool")
 
 
