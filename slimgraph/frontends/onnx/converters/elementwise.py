@@ -13,12 +13,13 @@ _UNARY = {
     "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
     "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil",
     "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Erf": "erf", "Softplus": "softplus",
-    "Mish": "mish", "HardSwish": "hardswish", "Not": "logical_not",
+    "Mish": "mish", "HardSwish": "hardswish", "Not": "logical_not", "IsNaN": "isnan",
 }  # fmt: skip
 
 _BINARY = {
     "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "equal",
     "Less": "less", "LessOrEqual": "less_equal", "Greater": "greater", "GreaterOrEqual": "greater_equal",
+    "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
 }  # fmt: skip
 
 
