@@ -73,3 +73,12 @@ class BackendError(SlimgraphError):
 
 class InterpreterError(SlimgraphError):
     """The reference interpreter was given inputs that do not fit the graph."""
+
+
+class IndexOutOfRangeError(SlimgraphError, IndexError):
+    """An op that indexes with data (gather, embedding, scatter, ...) met an index
+    outside ``[-size, size)`` of its axis; the message names the op and the axis.
+
+    Raised by the reference interpreter, the torch backend and compiled models
+    alike, and also an ``IndexError``, as torch and ONNX Runtime raise.
+    """

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from slimgraph.errors import InterpreterError, SlimgraphError
+from slimgraph.errors import IndexOutOfRangeError, InterpreterError, SlimgraphError
 from slimgraph.ir.types import bind_dim, concrete, format_shape
 
 
@@ -45,6 +45,8 @@ def run(graph, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         try:
             with np.errstate(all="ignore"):
                 result = opdef.impl(*args_, **node.attrs)
+        except IndexOutOfRangeError as exc:  # the data's fault, not the graph's: say where it happened
+            raise IndexOutOfRangeError(f"{node.describe()}: {exc}") from None
         except SlimgraphError:
             raise
         except Exception as exc:  # an impl failing on data its types admitted

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, IndexOutOfRangeError
 
 TorchOp = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 TORCH_OPS: dict[str, TorchOp] = {}
@@ -311,12 +311,23 @@ def _slice(x, *, starts, ends, axes, steps):
     return x
 
 
+def wrap_indices(indices: torch.Tensor, size: int, what: str) -> torch.Tensor:
+    """``indices`` (long) with negatives counted from the end; raises IndexOutOfRangeError for
+    any outside ``[-size, size)``, the rule of ``slimgraph.ir.ops.shape.wrap_indices``."""
+    idx = indices.long()
+    bad = (idx < -size) | (idx >= size)
+    if bool(bad.any()):
+        raise IndexOutOfRangeError(
+            f"{what}: index {int(idx[bad][0])} is out of range for an axis of size {size} "
+            f"({int(bad.sum())} of {idx.numel()} indices outside [{-size}, {size}))"
+        )
+    return torch.where(idx < 0, idx + size, idx)
+
+
 @torch_op("gather")
 def _gather(data, indices, *, axis):
     axis %= data.dim()
-    size = data.shape[axis]
-    flat = indices.reshape(-1).long()
-    flat = torch.where(flat < 0, flat + size, flat)
+    flat = wrap_indices(indices.reshape(-1), data.shape[axis], f"gather axis {axis}")
     out = data.index_select(axis, flat)
     return out.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1 :]))
 
@@ -348,6 +359,51 @@ def _attention(q, k, v, mask=None, *, causal, scale):
 @torch_op("einsum")
 def _einsum(*xs, equation):
     return torch.einsum(equation, *xs)
+
+
+@torch_op("gather_elements")
+def _gather_elements(data, indices, *, axis):
+    axis %= data.dim()
+    index = wrap_indices(indices, data.shape[axis], f"gather_elements axis {axis}")
+    return torch.gather(data, axis, index)
+
+
+#: scatter reductions as torch.scatter_reduce names them
+_TORCH_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
+def _scatter_into(data, axis: int, index, updates, reduction: str):
+    if reduction == "none":
+        return data.scatter(axis, index, updates)
+    return data.scatter_reduce(axis, index, updates, _TORCH_REDUCE[reduction], include_self=True)
+
+
+@torch_op("scatter_elements")
+def _scatter_elements(data, indices, updates, *, axis, reduction):
+    axis %= data.dim()
+    index = wrap_indices(indices, data.shape[axis], f"scatter_elements axis {axis}")
+    return _scatter_into(data, axis, index, updates, reduction)
+
+
+@torch_op("scatter_nd")
+def _scatter_nd(data, indices, updates, *, reduction):
+    depth = indices.shape[-1]
+    rows = torch.zeros(indices.shape[:-1], dtype=torch.long, device=data.device)
+    for j in range(depth):  # each row's flat offset into the first `depth` axes
+        rows = rows * data.shape[j] + wrap_indices(indices[..., j], data.shape[j], f"scatter_nd axis {j}")
+    flat = data.reshape((-1,) + tuple(data.shape[depth:]))
+    rows = rows.reshape((-1,) + (1,) * (data.dim() - depth)).expand((rows.numel(),) + tuple(data.shape[depth:]))
+    out = _scatter_into(flat, 0, rows, updates.reshape(rows.shape), reduction)
+    return out.reshape(data.shape)
+
+
+@torch_op("one_hot")
+def _one_hot(indices, values, *, depth, axis):
+    axis %= indices.dim() + 1
+    idx = indices.long()
+    idx = torch.where(idx < 0, idx + depth, idx).unsqueeze(axis)
+    classes = torch.arange(depth, device=idx.device).reshape((depth,) + (1,) * (indices.dim() - axis))
+    return torch.where(idx == classes, values[1], values[0])
 
 
 @torch_op("pad")

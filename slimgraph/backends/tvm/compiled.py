@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, IndexOutOfRangeError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.serialize import staged_directory
 from slimgraph.ir.types import DType, TensorType
@@ -161,10 +161,10 @@ class CompiledModel:
         as_torch = any(_is_torch(x) for x in inputs)
         args = self._convert_inputs(inputs, share=not as_torch)
         if threads is None:
-            result = main(*args, *self._params_dev)
+            result = _run(main, args, self._params_dev)
         else:
             with self._threads(threads):
-                result = main(*args, *self._params_dev)
+                result = _run(main, args, self._params_dev)
         outs = _flatten(result)
         converted = [self._convert_output(o, t, as_torch) for o, t in zip(outs, self._outputs)]
         return converted[0] if len(converted) == 1 else tuple(converted)
@@ -342,6 +342,19 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def _run(main, args: list, params: list):
+    """Call the VM's ``main``; a failed index check (a Relax assert) becomes IndexOutOfRangeError."""
+    from slimgraph.backends.tvm.lower import INDEX_CHECK
+
+    try:
+        return main(*args, *params)
+    except AssertionError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if INDEX_CHECK not in message:
+            raise
+        raise IndexOutOfRangeError(message) from None
 
 
 def _type_from(text: str) -> TensorType:

@@ -13,6 +13,14 @@ after the graph inputs; a lowering may replace a weight by a re-laid-out copy
 (:meth:`OpCall.param`), which is what the CPU convolution and matmul rules do.
 Symbolic dims are bound to concrete sizes: a compiled model has static shapes.
 
+Ops that index with data register index checks (:meth:`OpCall.check`): each
+is one more output of its kernel, the count of indices out of range, and
+``main`` asserts every count is zero before it returns, so the call raises
+(an AssertionError whose message holds :data:`INDEX_CHECK`, which
+``CompiledModel`` turns into ``IndexOutOfRangeError``). The kernels clamp the
+positions they read and write, so bad indices never touch memory outside a
+tensor: they only make the call fail.
+
 Example::
 
     >>> import numpy as np
@@ -34,7 +42,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, SlimgraphError
 from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
 
@@ -66,6 +74,9 @@ def _decoded(node: Node, known: list) -> np.ndarray | None:
         return None
     return np.asarray(node.opdef.impl(*known, **node.attrs))
 
+#: The words every index check's message holds, by which a compiled model recognises its failure.
+INDEX_CHECK = "index out of range"
+
 #: Ops that only reinterpret a shape: unfused, they become Relax views (no kernel).
 VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "unsqueeze", "identity"})
 
@@ -84,6 +95,7 @@ class OpCall:
     out_types: list[TensorType]
     target: object
     kernel: "_KernelBuilder"
+    where: str = ""
 
     def shape(self, i: int = 0) -> tuple[int, ...]:
         """The concrete shape of output ``i``."""
@@ -96,6 +108,11 @@ class OpCall:
     def param(self, array: np.ndarray, hint: str):
         """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
         return self.kernel.new_param(np.ascontiguousarray(array), hint)
+
+    def check(self, bad, what: str) -> None:
+        """Make the call fail when ``bad`` (a 0-d int32 TE tensor: how many indices are out
+        of range) is not zero; ``what`` says which indices and which bounds."""
+        self.kernel.checks.append((bad, f"{self.kernel.name} ({self.where}): {INDEX_CHECK}: {what}"))
 
 
 LowerFn = Callable[[OpCall], "object | Sequence[object]"]
@@ -149,6 +166,7 @@ class KernelInfo:
     outs: list[str]
     out_types: list[TensorType]
     anchor: str = ""
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (key of a count of bad indices, message)
 
 
 @dataclass
@@ -186,6 +204,7 @@ class _KernelBuilder:
         self.name = name
         self.params = params
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
+        self.checks: list[tuple[object, str]] = []  # (count of bad indices, message)
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -258,19 +277,23 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
         out_types = [concrete_type(v.type, bindings) for v in node.outputs]
         flops_box = [0]
         outs = _lower_node(node, arg_tensors, arg_consts, out_types, target, builder, table, bindings, flops_box)
-        func, used = _make_prim_func(name, builder, outs, out_types)
-        prim_funcs[name] = func
         for v, t in zip(node.outputs, out_types):
             env[id(v)] = ("v:" + v.name, t)
+        check_keys = [f"c:{name}.{i}" for i in range(len(builder.checks))]
+        outs += [bad for bad, _ in builder.checks]
+        out_types = out_types + [TensorType(DType.int32, ())] * len(check_keys)
+        func, used = _make_prim_func(name, builder, outs, out_types)
+        prim_funcs[name] = func
         info = KernelInfo(
             name=name,
             ops=_ops_of(node),
             node=node.describe(),
             flops=flops_box[0],
             args=used,
-            outs=["v:" + v.name for v in node.outputs],
+            outs=["v:" + v.name for v in node.outputs] + check_keys,
             out_types=out_types,
             anchor=node.attrs.get("anchor", "") if node.op == "fused" else node.op,
+            checks=[(key, message) for key, (_, message) in zip(check_keys, builder.checks)],
         )
         kernels.append(info)
         steps.append(info)
@@ -334,10 +357,10 @@ def _concrete_arg(tensor) -> tuple[int, ...]:
 
 
 def _call(table, op, args, arg_consts, attrs, in_types, out_types, target, builder, node) -> list:
-    call = OpCall(op, list(args), list(arg_consts), dict(attrs), in_types, out_types, target, builder)
+    call = OpCall(op, list(args), list(arg_consts), dict(attrs), in_types, out_types, target, builder, node.describe())
     try:
         result = table[op](call)
-    except BackendError:
+    except SlimgraphError:  # the node's own fault (e.g. a constant index out of range), already said
         raise
     except Exception as exc:  # a lowering failing on a node its types admitted is a bug worth locating
         raise BackendError(f"{node.describe()}: lowering to TVM failed: {type(exc).__name__}: {exc}") from exc
@@ -417,6 +440,14 @@ def _build_relax(lowered: Lowered, prim_funcs: dict):
             outs = [env[k] for k in lowered.outputs]
             result = outs[0] if len(outs) == 1 else relax.Tuple(outs)
             gv_out = bb.emit_output(result)
+            checks = [
+                (bb.emit_output(relax.op.equal(env[key], relax.const(0, "int32"))), bb.emit_output(env[key]), message)
+                for step in lowered.kernels for key, message in step.checks
+            ]
+        # asserts are impure, so they follow the dataflow block; every kernel clamped its reads and writes
+        for ok, bad, message in checks:
+            text = message.replace("{", "{{").replace("}", "}}") + "; found {} outside"
+            bb.emit(relax.op.assert_op(ok, [bad], text))
         bb.emit_func_output(gv_out)
     return bb.get()
 

@@ -266,8 +266,10 @@ def _nothing(ctx: Context, *_: Any, **__: Any) -> None:
 
 aten("clone.default", "alias.default", "detach.default", "lift_fresh_copy.default", "contiguous.default",
      "dropout.default")(_alias)
+# _assert_async.msg: torch's data checks inside decompositions (F.one_hot's class range); the op that
+# follows them keeps its own documented rule for such data (one_hot: every class off)
 aten("_assert_tensor_metadata.default", "_assert_scalar.default", "sym_constrain_range_for_size.default",
-     "sym_constrain_range.default")(_nothing)
+     "sym_constrain_range.default", "_assert_async.msg")(_nothing)
 
 
 # ---------------------------------------------------------------------------
@@ -365,6 +367,32 @@ def _embedding(ctx: Context, weight: Value, indices: Value, *_: Any) -> Value:
 @aten("index_select.default")
 def _index_select(ctx: Context, x: Value, dim: int, index: Value) -> Value:
     return ctx.call("gather", x, index, axis=L.axis_of(ctx, x, dim))
+
+
+@aten("gather.default")
+def _gather_elements(ctx: Context, x: Value, dim: int, index: Value, sparse_grad: bool = False) -> Value:
+    return ctx.call("gather_elements", x, index, axis=L.axis_of(ctx, x, dim))
+
+
+@aten("scatter.src", "scatter.value")
+def _scatter(ctx: Context, x: Value, dim: int, index: Value, src: Any) -> Value:
+    return L.scatter(ctx, x, dim, index, src)
+
+
+@aten("scatter_add.default")
+def _scatter_add(ctx: Context, x: Value, dim: int, index: Value, src: Value) -> Value:
+    return L.scatter(ctx, x, dim, index, src, "sum")
+
+
+@aten("scatter_reduce.two")
+def _scatter_reduce(ctx: Context, x: Value, dim: int, index: Value, src: Value, reduce: str,
+                    include_self: bool = True) -> Value:
+    return L.scatter(ctx, x, dim, index, src, reduce, include_self)
+
+
+@aten("one_hot.default")
+def _one_hot(ctx: Context, x: Value, num_classes: int = -1) -> Value:
+    return L.one_hot(ctx, x, num_classes)
 
 
 @aten("index.Tensor")

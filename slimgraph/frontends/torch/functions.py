@@ -375,6 +375,36 @@ def _embedding(ctx: Context, input: Value, weight: Value, *_: Any, **__: Any) ->
     return ctx.call("gather", weight, input, axis=0)
 
 
+@function(torch.gather, methods=("gather",))
+def _gather_elements(ctx: Context, input: Value, dim: int, index: Value, *, sparse_grad: bool = False) -> Value:  # noqa: A002
+    return ctx.call("gather_elements", input, index, axis=L.axis_of(ctx, input, dim))
+
+
+@function(torch.scatter, methods=("scatter",))
+def _scatter(ctx: Context, input: Value, dim: int, index: Value, src: Any = None, *, value: Any = None,  # noqa: A002
+             reduce: str | None = None) -> Value:
+    if reduce is not None:
+        raise FrontendError(f"{ctx.where()}scatter(reduce={reduce!r}) is deprecated in torch and not supported; "
+                            "use scatter_reduce")
+    return L.scatter(ctx, input, dim, index, value if src is None else src)
+
+
+@function(torch.scatter_add, methods=("scatter_add",))
+def _scatter_add(ctx: Context, input: Value, dim: int, index: Value, src: Value) -> Value:  # noqa: A002
+    return L.scatter(ctx, input, dim, index, src, "sum")
+
+
+@function(torch.scatter_reduce, methods=("scatter_reduce",))
+def _scatter_reduce(ctx: Context, input: Value, dim: int, index: Value, src: Value, reduce: str,  # noqa: A002
+                    *, include_self: bool = True) -> Value:
+    return L.scatter(ctx, input, dim, index, src, reduce, include_self)
+
+
+@function(F.one_hot)
+def _one_hot(ctx: Context, tensor: Value, num_classes: int = -1) -> Value:
+    return L.one_hot(ctx, tensor, num_classes)
+
+
 @function(torch.index_select, methods=("index_select",))
 def _index_select(ctx: Context, input: Value, dim: int, index: Value) -> Value:  # noqa: A002
     return ctx.call("gather", input, index, axis=L.axis_of(ctx, input, dim))

@@ -442,6 +442,30 @@ def _index_several(ctx: Context, x: Value, key: list) -> Value:
     return ctx.call("gather", reshape(ctx, x, merged), flat, axis=axes[0])
 
 
+#: torch.scatter_reduce's reductions that the IR's scatter_elements has (include_self=True only)
+SCATTER_REDUCE = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}
+
+
+def scatter(ctx: Context, x: Value, dim: int, index: Value, src: Any, reduce: str = "none",
+            include_self: bool = True) -> Value:
+    """x.scatter / scatter_add / scatter_reduce as scatter_elements; a number ``src`` fills the index's shape."""
+    if reduce != "none":
+        if reduce not in SCATTER_REDUCE or not include_self:
+            valid = ", ".join(SCATTER_REDUCE)
+            raise FrontendError(f"{ctx.where()}scatter_reduce(reduce={reduce!r}, include_self={include_self}) is not "
+                                f"supported; supported: {valid} with include_self=True")
+        reduce = SCATTER_REDUCE[reduce]
+    updates = src if is_value(src) else full_like(ctx, index, src, x.type.dtype)
+    return ctx.call("scatter_elements", x, index, updates, axis=axis_of(ctx, x, dim), reduction=reduce)
+
+
+def one_hot(ctx: Context, x: Value, num_classes: int = -1) -> Value:
+    """F.one_hot: int64 classes on a new last axis (the class count must be given: it sets the shape)."""
+    if num_classes < 0:
+        raise FrontendError(f"{ctx.where()}one_hot needs num_classes: without it the shape depends on the data")
+    return ctx.call("one_hot", x, ctx.const(np.array([0, 1], np.int64)), depth=int(num_classes), axis=-1)
+
+
 # ---------------------------------------------------------------------------
 # Reductions
 

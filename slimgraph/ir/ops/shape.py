@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from slimgraph.errors import GraphError
+from slimgraph.errors import GraphError, IndexOutOfRangeError
 from slimgraph.ir.registry import Attr, In, define_op, require_float
 from slimgraph.ir.types import (
     Dim,
@@ -574,12 +574,32 @@ def _infer_gather(types, attrs):
     return [data.with_shape(data.shape[:axis] + indices.shape + data.shape[axis + 1 :])]
 
 
+def wrap_indices(indices: np.ndarray, size: int, what: str) -> np.ndarray:
+    """``indices`` (int64) with negative entries counted from the end of an axis of
+    ``size``, as ONNX and torch do; any entry outside ``[-size, size)`` raises
+    IndexOutOfRangeError naming ``what``. Every op that indexes with data reads its
+    indices through this one rule, and the backends check the same bounds."""
+    idx = np.asarray(indices).astype(np.int64)
+    bad = (idx < -size) | (idx >= size)
+    if bad.any():
+        raise IndexOutOfRangeError(
+            f"{what}: index {int(idx[bad].flat[0])} is out of range for an axis of size {size} "
+            f"({int(bad.sum())} of {idx.size} indices outside [{-size}, {size}))"
+        )
+    return np.where(idx < 0, idx + size, idx)
+
+
+def _gather(data, indices, axis):
+    axis = _axis(axis, data.ndim)
+    return np.take(data, wrap_indices(indices, data.shape[axis], f"gather axis {axis}"), axis=axis)
+
+
 define_op(
     "gather",
     inputs=[In("data"), In("indices", doc="i32 or i64; negative entries count from the end")],
     attrs=[Attr("axis", "int", default=0, doc="the axis indexed")],
     infer=_infer_gather,
-    impl=lambda data, indices, axis: np.take(data, indices, axis=axis),  # wraps negatives, as ONNX
+    impl=_gather,
     category="injective",
     doc="ONNX Gather: picks entries along an axis by index.",
 )

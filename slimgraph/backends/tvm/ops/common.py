@@ -1,4 +1,5 @@
-"""Helpers shared by the TE lowerings: broadcasting, half-precision compute, scalar constants.
+"""Helpers shared by the TE lowerings: broadcasting, half-precision compute, scalar constants,
+indices read from data (checked, see :func:`positions`).
 
 Half-precision values are computed in float32 and rounded once per op, as the
 reference interpreter does, so fused and unfused kernels agree with it.
@@ -18,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from tvm import te, tirx
+
+from slimgraph.ir.ops.shape import wrap_indices
 
 Index = Callable[..., object]
 
@@ -94,3 +97,59 @@ def spatial_compute(shape, fn, name: str, rule: str | None = None, **attrs):
     if rule:
         block_attrs["sg.rule"] = rule
     return te.compute(tuple(shape), fn, name=name, attrs=block_attrs or None)
+
+
+def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
+    """Input ``i`` of ``call``, indices into an axis of ``size``, as an index function giving
+    positions inside the axis: negatives count from the end, as in ONNX and torch. A list of
+    sizes is for coordinate rows (ScatterND): an entry's size is the one its last index picks.
+
+    An index outside ``[-size, size)`` makes the call fail (:meth:`OpCall.check`), and until
+    then reads as a position clamped into the axis, so no kernel ever touches memory past a
+    tensor. Constant indices are checked now, failing the build instead.
+    """
+    indices = call.args[i]
+    sizes = [size] if isinstance(size, int) else list(size)
+    if call.consts[i] is not None:
+        array = call.consts[i]
+        for j, s in enumerate(sizes):
+            wrap_indices(array if isinstance(size, int) else array[..., j], s, f"{call.where}: {what}")
+    else:
+        rule = (f"{what} of size {size} takes indices in [{-size}, {size})" if isinstance(size, int)
+                else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
+        call.check(_count_outside(indices, sizes, call.kernel.name), rule)
+    dtype = dtype_of(indices)
+
+    def read(*idx):
+        span = _pick(sizes, idx[-1] if len(sizes) > 1 else 0, dtype)
+        raw = indices[idx]
+        low = const(0, dtype)
+        return tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), span - const(1, dtype)), low)
+
+    return read
+
+
+def _pick(sizes: Sequence[int], j, dtype: str):
+    """``sizes[j]`` as an expression of ``dtype`` (``j`` a loop variable or an int)."""
+    if isinstance(j, int):
+        return const(sizes[j], dtype)
+    out = const(sizes[-1], dtype)
+    for n in reversed(range(len(sizes) - 1)):
+        out = tirx.Select(j == n, const(sizes[n], dtype), out)
+    return out
+
+
+def _count_outside(indices, sizes: Sequence[int], name: str):
+    """A 0-d int32 tensor: how many entries of ``indices`` lie outside ``[-size, size)``."""
+    dtype = dtype_of(indices)
+    shape = [int(d) for d in indices.shape]
+    axes = [te.reduce_axis((0, d), f"k{n}") for n, d in enumerate(shape)]
+
+    def outside(*idx):
+        span = _pick(sizes, idx[-1] if len(sizes) > 1 else 0, dtype)
+        raw = indices[idx]
+        return tirx.Select(tirx.Or(raw < -span, raw >= span), const(1, "int32"), const(0, "int32"))
+
+    if not axes:
+        return te.compute((), lambda: outside(), name=f"{name}_check")
+    return te.compute((), lambda: te.sum(outside(*axes), axis=axes), name=f"{name}_check")

@@ -18,7 +18,9 @@ from typing import Sequence
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import broadcast, const, down, dtype_of, highest, is_float, lowest, spatial_compute
+from slimgraph.backends.tvm.ops.common import (
+    broadcast, const, down, dtype_of, highest, is_float, lowest, positions, spatial_compute,
+)
 from slimgraph.ir.ops.shape import _pad_widths, _perm, _slices, _split_points
 
 
@@ -268,13 +270,11 @@ def lower_slice(call):
 def lower_gather(call):
     data, indices = call.args
     axis = call.attrs["axis"] % len(data.shape)
-    size = int(data.shape[axis])
     rank_i = len(indices.shape)
+    pos = positions(call, 1, int(data.shape[axis]), f"gather axis {axis}")
 
     def f(*i):
-        raw = indices[i[axis : axis + rank_i]]
-        pos = tirx.Select(raw < const(0, dtype_of(raw)), raw + const(size, dtype_of(raw)), raw)
-        return data[i[:axis] + (pos,) + i[axis + rank_i :]]
+        return data[i[:axis] + (pos(*i[axis : axis + rank_i]),) + i[axis + rank_i :]]
 
     return _inject(call, f)
 

@@ -1,0 +1,118 @@
+"""Indices read from data never reach memory outside a tensor: an index outside
+``[-size, size)`` is an IndexOutOfRangeError from the compiled call, the reference
+interpreter and the torch backend alike; indices inside it wrap, as in ONNX and torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+from slimgraph.api import compile  # noqa: E402
+from slimgraph.backends.torch import to_torch  # noqa: E402
+from slimgraph.backends.tvm import build, load_compiled  # noqa: E402
+from slimgraph.errors import IndexOutOfRangeError, SlimgraphError  # noqa: E402
+from slimgraph.ir import Graph, TensorType  # noqa: E402
+from slimgraph.passes import run_pipeline  # noqa: E402
+
+ROWS = 10
+BAD = [ROWS, 10**9, -ROWS - 1, -(10**9)]
+TABLE = np.arange(ROWS * 4, dtype=np.float32).reshape(ROWS, 4)
+GOOD = np.array([[0, 1, 2, 3, -1], [9, -10, 4, 5, 6]], np.int64)
+
+
+def _with(bad: int) -> np.ndarray:
+    ids = GOOD.copy()
+    ids[1, 2] = bad
+    return ids
+
+
+def _gather_graph() -> Graph:
+    g = Graph("lookup")
+    ids = g.add_input("ids", TensorType("i64", (2, 5)))
+    g.set_outputs([g.call("gather", g.const(TABLE), ids, axis=0)])
+    return g
+
+
+@pytest.fixture(scope="module")
+def gather():
+    graph = _gather_graph()
+    return graph, build(graph, "llvm")
+
+
+@pytest.fixture(scope="module")
+def embedding():
+    torch.manual_seed(0)
+    module = torch.nn.Embedding(ROWS, 8).eval()
+    return module, compile(module, [torch.from_numpy(GOOD)])
+
+
+def test_indices_in_range_wrap_like_torch(gather, embedding):
+    graph, model = gather
+    want = TABLE[GOOD % ROWS]
+    np.testing.assert_array_equal(model(GOOD), want)
+    np.testing.assert_array_equal(graph.run(GOOD)[0], want)
+    np.testing.assert_array_equal(to_torch(graph)(torch.from_numpy(GOOD)).numpy(), want)
+    module, compiled = embedding
+    with torch.no_grad():
+        torch_out = module(torch.from_numpy(GOOD % ROWS)).numpy()
+    np.testing.assert_allclose(compiled(GOOD % ROWS), torch_out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_compiled_gather_rejects_out_of_range_indices(gather, bad):
+    graph, model = gather
+    with pytest.raises(IndexOutOfRangeError, match=r"k0_gather \(%\w+ = gather\): index out of range: gather axis 0 "
+                                                   r"of size 10 takes indices in \[-10, 10\); found 1 outside"):
+        model(_with(bad))
+    with pytest.raises(IndexOutOfRangeError, match=rf"= gather: gather axis 0: index {bad} is out of range"):
+        graph.run(_with(bad))
+    with pytest.raises(IndexOutOfRangeError, match=rf"index {bad} is out of range for an axis of size 10"):
+        to_torch(graph)(torch.from_numpy(_with(bad)))
+    # the process survives and the model still answers
+    np.testing.assert_array_equal(model(GOOD), TABLE[GOOD % ROWS])
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_compiled_embedding_rejects_out_of_range_indices(embedding, bad):
+    module, model = embedding
+    with pytest.raises(IndexOutOfRangeError, match="index out of range") as info:
+        model(_with(bad))
+    assert isinstance(info.value, SlimgraphError) and isinstance(info.value, IndexError)
+    with pytest.raises(IndexOutOfRangeError):  # torch tensors in, the same error
+        model(torch.from_numpy(_with(bad)))
+    with pytest.raises(IndexError):  # as torch itself does
+        module(torch.from_numpy(_with(bad)))
+    assert model(GOOD % ROWS).shape == (2, 5, 8)
+
+
+def test_check_covers_indices_computed_inside_a_fused_kernel():
+    g = Graph("fused_lookup")
+    ids = g.add_input("ids", TensorType("i32", (2, 5)))
+    shifted = g.call("add", ids, g.const(np.int32(3)))
+    g.set_outputs([g.call("mul", g.call("gather", g.const(TABLE), shifted), g.const(np.float32(2)))])
+    graph, _ = run_pipeline(g, "default")
+    model = build(graph, "llvm")
+    assert len(model.kernels) == 1, "the add, the gather and the mul are one kernel"
+    ok = (GOOD % 7 - 3).astype(np.int32)
+    np.testing.assert_array_equal(model(ok), g.run(ok)[0])
+    with pytest.raises(IndexOutOfRangeError, match="gather axis 0 of size 10"):
+        model(ok + 7)
+
+
+def test_constant_indices_out_of_range_fail_the_build():
+    g = Graph("const_lookup")
+    x = g.add_input("x", TensorType("f32", (3, 4)))
+    g.set_outputs([g.call("gather", x, g.const(np.array([0, 4], np.int64)), axis=1)])
+    with pytest.raises(IndexOutOfRangeError, match="= gather: gather axis 1: index 4 is out of range"):
+        build(g, "llvm")
+
+
+def test_a_saved_model_keeps_its_checks(gather, tmp_path):
+    _, model = gather
+    loaded = load_compiled(model.save(tmp_path / "lookup"))
+    with pytest.raises(IndexOutOfRangeError, match="gather axis 0 of size 10"):
+        loaded(_with(10**9))
+    np.testing.assert_array_equal(loaded(GOOD), TABLE[GOOD % ROWS])
