@@ -78,7 +78,6 @@ for _name, _fn in {
     "logical_and": torch.logical_and,
     "logical_or": torch.logical_or,
     "logical_xor": torch.logical_xor,
-    "isnan": torch.isnan,
     "matmul": torch.matmul,
     "global_avg_pool": lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
     "global_max_pool": lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),

@@ -192,7 +192,8 @@ for _op in ("and", "or", "xor"):
 
 @aten("isnan.default")
 def _isnan(ctx: Context, x: Value) -> Value:
-    return ctx.call("isnan", x) if x.type.dtype.is_float else L.full_like(ctx, x, False, DType.bool)
+    # NaN is the one value unequal to itself
+    return L.compare(ctx, "ne", x, x)
 
 
 @aten("masked_fill.Scalar", "masked_fill.Tensor")

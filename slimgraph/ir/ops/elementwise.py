@@ -305,22 +305,6 @@ for _name, _fn, _symbol in [
     _compare(_name, _fn, f"a {_symbol} b on bool tensors, broadcast.", "bool", commutative=True)
 
 
-def _infer_isnan(types, attrs):
-    _require(types[0], "float", "x")
-    return [types[0].with_dtype(DType.bool)]
-
-
-define_op(
-    "isnan",
-    inputs=[In("x")],
-    infer=_infer_isnan,
-    impl=lambda x: np.isnan(_upcast(x)),
-    flops=elementwise_flops,
-    category="elementwise",
-    doc="True where x is NaN.",
-)
-
-
 def _infer_prelu(types, attrs):
     x, slope = types
     _require(x, "numeric", "x")

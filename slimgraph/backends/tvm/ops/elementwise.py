@@ -145,7 +145,6 @@ COMPARE = {
     "logical_and": tirx.And,
     "logical_or": tirx.Or,
     "logical_xor": lambda a, b: tirx.Or(tirx.And(a, tirx.Not(b)), tirx.And(tirx.Not(a), b)),
-    "isnan": tirx.isnan,
 }
 
 
@@ -158,7 +157,7 @@ def lower_elementwise(call):
 
 @register(*COMPARE)
 def lower_compare(call):
-    """Comparisons, bool logic and NaN tests: a bool tensor."""
+    """Comparisons and bool logic: a bool tensor."""
     return _map(call, COMPARE[call.op], dtype="bool")
 
 

@@ -13,7 +13,7 @@ _UNARY = {
     "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
     "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil",
     "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Erf": "erf", "Softplus": "softplus",
-    "Mish": "mish", "HardSwish": "hardswish", "Not": "logical_not", "IsNaN": "isnan",
+    "Mish": "mish", "HardSwish": "hardswish", "Not": "logical_not",
 }  # fmt: skip
 
 _BINARY = {
@@ -35,6 +35,13 @@ def _binary(ctx: NodeContext) -> Operand:
         # ONNX lets the exponent have its own type; the IR op wants the base's.
         b = cast_like(ctx, b, a)
     return ctx.emit(_BINARY[ctx.op_type], a, b)
+
+
+@converter("IsNaN")
+def _isnan(ctx: NodeContext) -> Operand:
+    # NaN is the one value unequal to itself
+    x = ctx.input(0)
+    return ctx.emit("logical_not", ctx.emit("equal", x, x))
 
 
 def legacy_broadcast(ctx: NodeContext, b: Operand) -> Operand:
