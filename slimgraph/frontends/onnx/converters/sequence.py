@@ -39,7 +39,7 @@ def _gather_nd(ctx: NodeContext) -> Operand:
     data, indices = ctx.input(0), ctx.input(1)
     shape, index_shape = ctx.shape(0), ctx.shape(1)
     depth = index_shape[-1]
-    if not isinstance(depth, int) or not all(isinstance(d, int) for d in shape[:depth]):
+    if not isinstance(depth, int) or not all(isinstance(d, int) for d in shape):
         raise ctx.error(f"GatherND over symbolic dims (data {list(shape)}, indices {list(index_shape)}) is not supported")
     flat = None
     for t, dim in enumerate(shape[:depth]):
@@ -48,9 +48,5 @@ def _gather_nd(ctx: NodeContext) -> Operand:
         wrapped = ctx.emit("add", index, np.asarray(dim, np.int64))
         index = ctx.emit("where", ctx.emit("less", index, np.asarray(0, np.int64)), wrapped, index)
         flat = index if flat is None else ctx.emit("add", ctx.emit("mul", flat, np.asarray(dim, np.int64)), index)
-    merged = (int(np.prod(shape[:depth])), *[0] * 0)
-    rest = tuple(shape[depth:])
-    if not all(isinstance(d, int) for d in rest):
-        raise ctx.error(f"GatherND with symbolic trailing dims {list(rest)} is not supported")
-    data = ctx.emit("reshape", data, shape=merged + rest)
+    data = ctx.emit("reshape", data, shape=(int(np.prod(shape[:depth])), *shape[depth:]))
     return ctx.emit("gather", data, flat, axis=0)
