@@ -184,7 +184,7 @@ def test_tied_weights_are_one_constant(method):
 
 @pytest.mark.parametrize("method", ["export", "fx"])
 def test_scaled_dot_product_attention_is_one_op(method):
-    module = Fn2(lambda s, q, kv: F.scaled_dot_product_attention(q, kv, kv, attn_mask=kv[:, :1, :1, :] > 0,
+    module = Fn2(lambda s, q, kv: F.scaled_dot_product_attention(q, kv, kv, attn_mask=kv[:, :1, :1, :5] > 0,
                                                                  enable_gqa=True))
     graph = from_torch(module, _inputs([(2, 4, 5, 8), (2, 2, 5, 8)]), method=method)
     ops = [n.op for n in graph.nodes if n.op == "attention"]
