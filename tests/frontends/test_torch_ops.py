@@ -102,7 +102,8 @@ CASES = {
                            [(2, 4, 5, 8), (2, 2, 5, 8)], True),
     "bool_masks": (Fn(lambda s, x: (((x > 0) & (x < 0.5)) | ((x > 1) ^ (x < -1))).float()
                       + torch.logical_and(x > 0, x).float() + torch.logical_or(x < 0, x > 0.7).float()
-                      + torch.logical_xor(x > 0, x > 0.3).float()), [SEQ], True),
+                      + torch.logical_xor(x > 0, x > 0.3).float() + (~(x > 0)).float()
+                      + torch.isnan(x.log()).float()), [SEQ], True),
     "cumsum_triangles": (Fn(lambda s, x: x.cumsum(1) + torch.cumsum(x > 0, -1).float() + x.triu(1)
                             + torch.tril(x, -1)), [SEQ], True),
     "einsum": (Fn2(lambda s, x, y: torch.einsum("bld,bmd->blm", x, y) + torch.einsum("b...d->b...", x)[..., None]),

@@ -45,9 +45,7 @@ for _op in _UNARY:
 
 @aten("bitwise_not.default")
 def _bitwise_not(ctx: Context, x: Value) -> Value:
-    if x.type.dtype != DType.bool:
-        raise FrontendError(f"{ctx.where()}bitwise_not is supported on bool tensors only, got {x.type}")
-    return ctx.call("logical_not", x)
+    return L.bitwise_not(ctx, x)
 
 
 @aten("rsqrt.default")
@@ -192,8 +190,7 @@ for _op in ("and", "or", "xor"):
 
 @aten("isnan.default")
 def _isnan(ctx: Context, x: Value) -> Value:
-    # NaN is the one value unequal to itself
-    return L.compare(ctx, "ne", x, x)
+    return L.isnan(ctx, x)
 
 
 @aten("masked_fill.Scalar", "masked_fill.Tensor")

@@ -179,6 +179,16 @@ for _op, _operator in (("and", operator.and_), ("or", operator.or_), ("xor", ope
     function(getattr(torch, f"bitwise_{_op}"), _operator, methods=(f"bitwise_{_op}", f"__{_op}__"))(_bitwise(_op))
 
 
+@function(torch.bitwise_not, operator.invert, methods=("bitwise_not", "__invert__"))
+def _bitwise_not(ctx: Context, input: Value) -> Value:  # noqa: A002
+    return L.bitwise_not(ctx, input)
+
+
+@function(torch.isnan, methods=("isnan",))
+def _isnan(ctx: Context, input: Value) -> Value:  # noqa: A002
+    return L.isnan(ctx, input)
+
+
 @function(torch.cumsum, methods=("cumsum",))
 def _cumsum(ctx: Context, input: Value, dim: int, *, dtype: Any = None) -> Value:  # noqa: A002
     return L.cumsum(ctx, input, dim, None if dtype is None else ir_dtype(dtype, ctx.where()))

@@ -565,6 +565,18 @@ def bitwise(ctx: Context, op: str, a: Any, b: Any) -> Value:
     return ctx.call(f"logical_{op}", x, y)
 
 
+def bitwise_not(ctx: Context, x: Value) -> Value:
+    """``~`` on a bool tensor."""
+    if x.type.dtype != DType.bool:
+        raise FrontendError(f"{ctx.where()}bitwise_not is supported on bool tensors only, got {x.type}")
+    return ctx.call("logical_not", x)
+
+
+def isnan(ctx: Context, x: Value) -> Value:
+    # NaN is the one value unequal to itself
+    return compare(ctx, "ne", x, x)
+
+
 def cumsum(ctx: Context, x: Value, dim: int, dtype: DType | None = None) -> Value:
     """torch.cumsum: bool and integer inputs sum in int64 unless a dtype is given."""
     if dtype is None:
