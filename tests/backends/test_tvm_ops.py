@@ -245,3 +245,29 @@ def test_attention_einsum_scan_and_mask_ops():
     bias_val[0, 0, 1] = -np.inf
     _check(g, [_f32(2, 4, 5, 8), _f32(2, 2, 6, 8), _f32(2, 2, 6, 3), mask, bias_val,
                RNG.integers(-5, 5, (3, 7))])
+
+
+def test_indexing_ops():
+    g = Graph("indexing")
+    x = g.add_input("x", TensorType("f32", (4, 5, 3)))
+    h = g.add_input("h", TensorType("f16", (4, 5)))
+    n = g.add_input("n", TensorType("i32", (4, 5)))
+    i = g.add_input("i", TensorType("i64", (3, 5, 2)))
+    j = g.add_input("j", TensorType("i32", (2, 5)))
+    rows = g.add_input("rows", TensorType("i64", (3, 1)))
+    upd = g.call("slice", x, starts=(0, 0), ends=(3, 2), axes=(0, 2))
+    outs = [g.call("gather_elements", x, i, axis=0, name="gather_elements")]
+    outs += [g.call("scatter_elements", x, i, upd, axis=0, reduction=r, name=f"scatter_{r}")
+             for r in ("none", "add", "mul", "max", "min")]
+    outs.append(g.call("scatter_elements", h, j, g.call("gather_elements", h, j, axis=1), axis=1, reduction="add",
+                       name="scatter_f16"))
+    outs.append(g.call("scatter_elements", n, j, g.call("gather_elements", n, j, axis=1), axis=1, reduction="max",
+                       name="scatter_i32"))
+    outs.append(g.call("scatter_nd", x, rows, g.call("slice", x, starts=(0,), ends=(3,), axes=(0,)), reduction="add",
+                       name="scatter_nd_rows"))
+    outs.append(g.call("one_hot", j, g.const(np.array([-1, 4], np.int32)), depth=6, axis=1, name="one_hot"))
+    g.set_outputs(outs)
+    idx = np.random.default_rng(3).integers(-4, 4, (3, 5, 2))
+    dup = np.array([[0, 1, 1, -1, 4], [2, 2, -5, 0, 3]], np.int32)  # duplicate targets accumulate in order
+    _check(g, [_f32(4, 5, 3), _f32(4, 5).astype(np.float16), RNG.integers(-9, 9, (4, 5)).astype(np.int32), idx,
+               dup, np.array([[1], [-1], [1]])], rtol=1e-3, atol=1e-3)

@@ -31,7 +31,8 @@ CASES = {
     "ScatterElements": Case("ScatterElements", 13, [DATA, IDX, UPD], {"axis": 1}),
     "ScatterElements-add-dup": Case("ScatterElements", 18, [DATA, ("i", np.array([[1, 1, -4, 0, 1]] * 2, np.int64)),
                                                             UPD], {"axis": 1, "reduction": "add"}),
-    "ScatterElements-mul": Case("ScatterElements", 16, [DATA, ROW, ("u", rand(1, 5, seed=2))], {"axis": 0, "reduction": "mul"}),
+    "ScatterElements-mul": Case("ScatterElements", 16, [DATA, ROW, ("u", rand(1, 5, seed=2))],
+                                {"axis": 0, "reduction": "mul"}),
     "ScatterElements-max": Case("ScatterElements", 18, [DATA, IDX, UPD], {"axis": 1, "reduction": "max"}),
     "ScatterElements-min": Case("ScatterElements", 18, [DATA, IDX, UPD], {"axis": 1, "reduction": "min"}),
     "ScatterND-elements": Case("ScatterND", 13, [DATA_ND, ND, ("u", rand(3, seed=3))]),
@@ -39,8 +40,9 @@ CASES = {
     "ScatterND-max": Case("ScatterND", 18, [DATA_ND, ND, ("u", rand(3, seed=3))], {"reduction": "max"}),
     "OneHot": Case("OneHot", 11, [("i", np.array([[0, 3], [-1, 7]], np.int64)), ("d", np.array(5, np.int64), True),
                                   ("v", np.array([0.5, 3.0], np.float32), True)]),
-    "OneHot-axis0-int": Case("OneHot", 11, [("i", np.array([2, -5, 4, -6], np.int64)), ("d", np.array(5, np.int64), True),
-                                            ("v", i64(0, 1), True)], {"axis": 0}),
+    "OneHot-axis0-int64": Case("OneHot", 11, [("i", np.array([2, -5, 4, -6], np.int64)),
+                                              ("d", np.array(5, np.int64), True),
+                                              ("v", i64(0, 1), True)], {"axis": 0}),
 }  # fmt: skip
 
 

@@ -60,6 +60,29 @@ def test_indexing_ops_compiled_match_torch():
         model(X.numpy(), (I + 5).numpy(), J.numpy())
 
 
+class IndexPut(nn.Module):
+    def forward(self, x, i, v):
+        y = x.clone()
+        y[i] = v  # aten.index_put: a scatter_nd of the rows
+        return y, x.index_put((i, i), v[:, 0], accumulate=True), x.index_put((i,), v[:1], accumulate=True)
+
+
+def test_index_put_is_scatter_nd_and_checked():
+    from slimgraph.api import compile
+
+    x, i, v = X, torch.tensor([0, -1]), torch.randn(2, 5, generator=torch.Generator().manual_seed(1))
+    graph = from_torch(IndexPut(), (x, i, v), method="export")
+    assert [n.op for n in graph.nodes].count("scatter_nd") == 3
+    with torch.no_grad():
+        want = [t.numpy() for t in IndexPut()(x, i, v)]
+    model = compile(IndexPut(), (x, i, v))
+    for outs in (graph.run(x.numpy(), i.numpy(), v.numpy()), model(x.numpy(), i.numpy(), v.numpy())):
+        for got, expected in zip(outs, want):
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(IndexOutOfRangeError, match="scatter_nd coordinates into axes of sizes"):
+        model(x.numpy(), np.array([0, 3]), v.numpy())
+
+
 @pytest.mark.parametrize("method", ["export", "fx"])
 def test_unsupported_scatter_forms_say_what_is_supported(method):
     module = type("M", (nn.Module,), {"forward": lambda self, x, i: x.scatter_reduce(1, i, x[:, :2], "mean")})()

@@ -18,7 +18,7 @@ import re
 from typing import Callable
 
 from slimgraph.backends.tvm.compiled import CompiledModel, metadata
-from slimgraph.backends.tvm.lower import lower_graph
+from slimgraph.backends.tvm.lower import assert_checks, lower_graph
 from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
 from slimgraph.errors import BackendError
@@ -59,6 +59,8 @@ def build(
         from slimgraph.backends.tvm.tune import apply_tuning
 
         mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report)
+    if not spec.is_gpu:
+        mod = assert_checks(mod, lowered.kernels)
     report("compile", 2, 3)
     try:
         executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())

@@ -345,12 +345,13 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
 
 
 def _run(main, args: list, params: list):
-    """Call the VM's ``main``; a failed index check (a Relax assert) becomes IndexOutOfRangeError."""
+    """Call the VM's ``main``; a failed index check (a TIR assert's IndexError on CPUs, a Relax
+    assert's AssertionError on GPUs) becomes IndexOutOfRangeError."""
     from slimgraph.backends.tvm.lower import INDEX_CHECK
 
     try:
         return main(*args, *params)
-    except AssertionError as exc:
+    except (IndexError, AssertionError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if INDEX_CHECK not in message:
             raise

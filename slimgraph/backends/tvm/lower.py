@@ -14,12 +14,14 @@ after the graph inputs; a lowering may replace a weight by a re-laid-out copy
 Symbolic dims are bound to concrete sizes: a compiled model has static shapes.
 
 Ops that index with data register index checks (:meth:`OpCall.check`): each
-is one more output of its kernel, the count of indices out of range, and
-``main`` asserts every count is zero before it returns, so the call raises
-(an AssertionError whose message holds :data:`INDEX_CHECK`, which
-``CompiledModel`` turns into ``IndexOutOfRangeError``). The kernels clamp the
-positions they read and write, so bad indices never touch memory outside a
-tensor: they only make the call fail.
+is one more output of its kernel, a bool saying every index was in range. On
+CPUs the kernel asserts it itself once scheduled (:func:`assert_checks`, a TIR
+assert raising IndexError); on GPUs, where the bool lives in device memory,
+``main`` asserts it after its kernels (a Relax assert raising AssertionError).
+Either message holds :data:`INDEX_CHECK`, by which ``CompiledModel`` turns it
+into ``IndexOutOfRangeError``. The kernels clamp the positions they read and
+write, so bad indices never touch memory outside a tensor: they only make the
+call fail.
 
 Example::
 
@@ -109,10 +111,10 @@ class OpCall:
         """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
         return self.kernel.new_param(np.ascontiguousarray(array), hint)
 
-    def check(self, bad, what: str) -> None:
-        """Make the call fail when ``bad`` (a 0-d int32 TE tensor: how many indices are out
-        of range) is not zero; ``what`` says which indices and which bounds."""
-        self.kernel.checks.append((bad, f"{self.kernel.name} ({self.where}): {INDEX_CHECK}: {what}"))
+    def check(self, ok, what: str) -> None:
+        """Make the call fail when ``ok`` (a 0-d bool TE tensor: every index is in range) is
+        false; ``what`` says which indices and which bounds."""
+        self.kernel.checks.append((ok, f"{self.kernel.name} ({self.where}): {INDEX_CHECK}: {what}"))
 
 
 LowerFn = Callable[[OpCall], "object | Sequence[object]"]
@@ -166,7 +168,7 @@ class KernelInfo:
     outs: list[str]
     out_types: list[TensorType]
     anchor: str = ""
-    checks: list[tuple[str, str]] = field(default_factory=list)  # (key of a count of bad indices, message)
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (key of an all-indices-in-range bool, message)
 
 
 @dataclass
@@ -204,7 +206,7 @@ class _KernelBuilder:
         self.name = name
         self.params = params
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
-        self.checks: list[tuple[object, str]] = []  # (count of bad indices, message)
+        self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -280,8 +282,8 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
         for v, t in zip(node.outputs, out_types):
             env[id(v)] = ("v:" + v.name, t)
         check_keys = [f"c:{name}.{i}" for i in range(len(builder.checks))]
-        outs += [bad for bad, _ in builder.checks]
-        out_types = out_types + [TensorType(DType.int32, ())] * len(check_keys)
+        outs += [ok for ok, _ in builder.checks]
+        out_types = out_types + [TensorType(DType.bool, ())] * len(check_keys)
         func, used = _make_prim_func(name, builder, outs, out_types)
         prim_funcs[name] = func
         info = KernelInfo(
@@ -304,8 +306,28 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
     outputs = [env[id(v)][0] for v in graph.outputs]
     output_types = [env[id(v)][1] for v in graph.outputs]
     lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps)
-    lowered.mod = _build_relax(lowered, prim_funcs)
+    lowered.mod = _build_relax(lowered, prim_funcs, relax_asserts=target.is_gpu)
     return lowered
+
+
+def assert_checks(mod, kernels: Sequence[KernelInfo]):
+    """Append to each CPU kernel with index checks a TIR assert of each check's bool (its last
+    outputs). Done after scheduling, which works on blocks and would not keep a bare statement;
+    an assert in the kernel costs far less than the Relax assert, a Python callback (8 us)."""
+    from tvm import tirx
+    from tvm.ir import StringImm
+
+    for k in kernels:
+        if not k.checks:
+            continue
+        func = mod[k.name]
+        oks = func.params[len(func.params) - len(k.checks) :]
+        # tirx.AssertStmt's Python signature names (kind, condition) but passes them on in
+        # that order to a constructor taking (condition, kind): so condition first here
+        asserts = [tirx.AssertStmt(tirx.BufferLoad(ok, []), StringImm("IndexError"), [StringImm(message)])
+                   for ok, (_, message) in zip(oks, k.checks)]
+        mod[k.name] = func.with_body(tirx.SeqStmt([func.body, *asserts]))
+    return mod
 
 
 def concrete_type(t: TensorType, bindings: dict[str, int]) -> TensorType:
@@ -408,7 +430,7 @@ def _reachable_placeholders(outs: list) -> list:
     return found
 
 
-def _build_relax(lowered: Lowered, prim_funcs: dict):
+def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
     from tvm import relax
 
     bb = relax.BlockBuilder()
@@ -440,14 +462,11 @@ def _build_relax(lowered: Lowered, prim_funcs: dict):
             outs = [env[k] for k in lowered.outputs]
             result = outs[0] if len(outs) == 1 else relax.Tuple(outs)
             gv_out = bb.emit_output(result)
-            checks = [
-                (bb.emit_output(relax.op.equal(env[key], relax.const(0, "int32"))), bb.emit_output(env[key]), message)
-                for step in lowered.kernels for key, message in step.checks
-            ]
+            checks = [(bb.emit_output(env[key]), message)
+                      for step in lowered.kernels for key, message in step.checks] if relax_asserts else []
         # asserts are impure, so they follow the dataflow block; every kernel clamped its reads and writes
-        for ok, bad, message in checks:
-            text = message.replace("{", "{{").replace("}", "}}") + "; found {} outside"
-            bb.emit(relax.op.assert_op(ok, [bad], text))
+        for ok, message in checks:
+            bb.emit(relax.op.assert_op(ok, [], message.replace("{", "{{").replace("}", "}}")))
         bb.emit_func_output(gv_out)
     return bb.get()
 

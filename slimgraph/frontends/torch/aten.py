@@ -388,6 +388,11 @@ def _scatter_reduce(ctx: Context, x: Value, dim: int, index: Value, src: Value, 
     return L.scatter(ctx, x, dim, index, src, reduce, include_self)
 
 
+@aten("index_put.default")
+def _index_put(ctx: Context, x: Value, indices: list, values: Value, accumulate: bool = False) -> Value:
+    return L.index_put(ctx, x, indices, values, accumulate)
+
+
 @aten("one_hot.default")
 def _one_hot(ctx: Context, x: Value, num_classes: int = -1) -> Value:
     return L.one_hot(ctx, x, num_classes)

@@ -420,7 +420,8 @@ def _embedding(ctx: Context, input: Value, weight: Value, *_: Any, **__: Any) ->
 
 
 @function(torch.gather, methods=("gather",))
-def _gather_elements(ctx: Context, input: Value, dim: int, index: Value, *, sparse_grad: bool = False) -> Value:  # noqa: A002
+def _gather_elements(ctx: Context, input: Value, dim: int, index: Value,  # noqa: A002
+                     *, sparse_grad: bool = False) -> Value:
     return ctx.call("gather_elements", input, index, axis=L.axis_of(ctx, input, dim))
 
 

@@ -459,6 +459,19 @@ def scatter(ctx: Context, x: Value, dim: int, index: Value, src: Any, reduce: st
     return ctx.call("scatter_elements", x, index, updates, axis=axis_of(ctx, x, dim), reduction=reduce)
 
 
+def index_put(ctx: Context, x: Value, indices: Sequence[Any], values: Value, accumulate: bool = False) -> Value:
+    """x.index_put(indices, values): index tensors of one shape address the leading axes
+    (``x[i, j] = v``), so it is a scatter_nd of their coordinates stacked on a last axis."""
+    if not indices or not all(is_value(i) for i in indices) or len({i.type.shape for i in indices}) > 1:
+        raise FrontendError(f"{ctx.where()}index_put is supported with index tensors of one shape on the leading "
+                            "axes (x[i] = v, x[i, j] = v)")
+    coords = stack(ctx, list(indices), -1)
+    want = indices[0].type.shape + x.type.shape[len(indices) :]
+    if values.type.shape != want:
+        values = expand(ctx, values, list(want))
+    return ctx.call("scatter_nd", x, coords, values, reduction="add" if accumulate else "none")
+
+
 def one_hot(ctx: Context, x: Value, num_classes: int = -1) -> Value:
     """F.one_hot: int64 classes on a new last axis (the class count must be given: it sets the shape)."""
     if num_classes < 0:

@@ -47,7 +47,9 @@ def _fits(inner: Sequence, outer: Sequence, skip: int, what: str) -> None:
             continue
         if isinstance(a, int) and isinstance(b, int):
             if a > b:
-                raise GraphError(f"{what} {format_shape(inner)} is larger than the data {format_shape(outer)} on axis {axis}")
+                raise GraphError(
+                    f"{what} {format_shape(inner)} is larger than the data {format_shape(outer)} on axis {axis}"
+                )
         elif a != b and a != 1:
             raise GraphError(f"{what} {format_shape(inner)} must match the data {format_shape(outer)} on axis {axis}")
 
@@ -105,8 +107,8 @@ def _infer_scatter_elements(types, attrs):
     _index_dtype(indices)
     axis = _axis(attrs["axis"], data.rank)
     if updates.dtype != data.dtype or updates.shape != indices.shape:
-        raise GraphError(f"updates {updates} must have the indices' shape {format_shape(indices.shape)} and the "
-                         f"data's dtype {data.dtype.name}")
+        raise GraphError(f"updates {updates} must be {data.with_shape(indices.shape)}: the indices' shape, "
+                         "the data's dtype")
     _fits(indices.shape, data.shape, axis, "indices")
     return [data]
 
@@ -127,7 +129,7 @@ define_op(
     infer=_infer_scatter_elements,
     impl=_scatter_elements,
     flops=lambda ins, outs, attrs: 0 if attrs["reduction"] == "none" else ins[2].numel(),
-    category="injective",
+    category="opaque",  # an output element is not a function of its index: a kernel of its own
     doc="ONNX ScatterElements, torch scatter/scatter_add/scatter_reduce: a copy of data with "
         "out[indices[i][j]][j] = f(out[...], updates[i][j]) (axis 0).",
 )
@@ -141,7 +143,7 @@ def _infer_scatter_nd(types, attrs):
         raise GraphError(f"indices {indices} must end in a known axis of 1 to {data.rank} coordinates")
     want = indices.shape[:-1] + data.shape[depth:]
     if updates.dtype != data.dtype or updates.shape != want:
-        raise GraphError(f"updates {updates} must be {data.dtype.name}{format_shape(want)}")
+        raise GraphError(f"updates {updates} must be {data.with_shape(want)}")
     return [data]
 
 
@@ -164,7 +166,7 @@ define_op(
     infer=_infer_scatter_nd,
     impl=_scatter_nd,
     flops=lambda ins, outs, attrs: 0 if attrs["reduction"] == "none" else ins[2].numel(),
-    category="injective",
+    category="opaque",  # an output element is not a function of its index: a kernel of its own
     doc="ONNX ScatterND: a copy of data with out[indices[i]] = f(out[indices[i]], updates[i]).",
 )
 

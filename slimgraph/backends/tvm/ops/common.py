@@ -15,11 +15,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 from tvm import te, tirx
 
+from slimgraph.errors import IndexOutOfRangeError
 from slimgraph.ir.ops.shape import wrap_indices
 
 Index = Callable[..., object]
@@ -110,6 +112,9 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     """
     indices = call.args[i]
     sizes = [size] if isinstance(size, int) else list(size)
+    if 0 in sizes and math.prod(int(d) for d in indices.shape):
+        # an empty axis has no position to clamp to, and any index into it is out of range
+        raise IndexOutOfRangeError(f"{call.where}: {what}: indices into an empty axis can never be in range")
     if call.consts[i] is not None:
         array = call.consts[i]
         for j, s in enumerate(sizes):
@@ -117,7 +122,7 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     else:
         rule = (f"{what} of size {size} takes indices in [{-size}, {size})" if isinstance(size, int)
                 else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
-        call.check(_count_outside(indices, sizes, call.kernel.name), rule)
+        call.check(_all_inside(indices, sizes, call.kernel.name), rule)
     dtype = dtype_of(indices)
 
     def read(*idx):
@@ -139,8 +144,8 @@ def _pick(sizes: Sequence[int], j, dtype: str):
     return out
 
 
-def _count_outside(indices, sizes: Sequence[int], name: str):
-    """A 0-d int32 tensor: how many entries of ``indices`` lie outside ``[-size, size)``."""
+def _all_inside(indices, sizes: Sequence[int], name: str):
+    """A 0-d bool tensor: whether every entry of ``indices`` lies inside ``[-size, size)``."""
     dtype = dtype_of(indices)
     shape = [int(d) for d in indices.shape]
     axes = [te.reduce_axis((0, d), f"k{n}") for n, d in enumerate(shape)]
@@ -151,5 +156,7 @@ def _count_outside(indices, sizes: Sequence[int], name: str):
         return tirx.Select(tirx.Or(raw < -span, raw >= span), const(1, "int32"), const(0, "int32"))
 
     if not axes:
-        return te.compute((), lambda: outside(), name=f"{name}_check")
-    return te.compute((), lambda: te.sum(outside(*axes), axis=axes), name=f"{name}_check")
+        return te.compute((), lambda: outside() == 0, name=f"{name}_check")
+    count = te.compute((), lambda: te.sum(outside(*axes), axis=axes), name=f"{name}_count")
+    # the bool, not the count, leaves the kernel: asserting on it needs no comparison kernel after
+    return te.compute((), lambda: count[()] == 0, name=f"{name}_check")

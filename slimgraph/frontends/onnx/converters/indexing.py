@@ -35,4 +35,5 @@ def _one_hot(ctx: NodeContext) -> Operand:
         indices = indices.astype(np.int64)  # ONNX casts non-integer indices to int64
     elif indices.type.dtype not in (DType.int32, DType.int64):
         indices = ctx.emit("cast", indices, to=DType.int64)
-    return ctx.emit("one_hot", indices, ctx.input(2), depth=int(np.asarray(depth).ravel()[0]), axis=ctx.attr("axis", -1))
+    depth = int(np.asarray(depth).ravel()[0])
+    return ctx.emit("one_hot", indices, ctx.input(2), depth=depth, axis=ctx.attr("axis", -1))
