@@ -427,6 +427,8 @@ def _index_several(ctx: Context, x: Value, key: list) -> Value:
     if any(not (is_value(k) or k == slice(None)) for k in key):
         raise FrontendError(f"{ctx.where()}indexing with several index tensors takes only ':' beside them")
     axes = [a for a, k in enumerate(key) if is_value(k)]
+    if any(key[a].type.dtype not in (DType.int32, DType.int64) for a in axes):
+        raise FrontendError(f"{ctx.where()}indexing with several index tensors takes integer indices only")
     if axes != list(range(axes[0], axes[0] + len(axes))):
         raise FrontendError(f"{ctx.where()}indexing with several index tensors needs them on adjacent axes")
     dims = x.type.shape[axes[0]:axes[-1] + 1]

@@ -171,7 +171,8 @@ def _infer_einsum(types, attrs):
 
 
 def _einsum(*xs, equation: str) -> np.ndarray:
-    wide = [x.astype(np.float64) if x.dtype.kind == "f" or x.dtype.itemsize < 4 else x for x in xs]
+    # integers sum in int64 and wrap on the way back, as the compiled kernel does
+    wide = [x.astype(np.int64 if x.dtype.kind in "iu" else np.float64) for x in xs]
     return np.asarray(np.einsum(equation, *wide)).astype(xs[0].dtype)
 
 
