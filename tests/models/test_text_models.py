@@ -120,6 +120,9 @@ def bart():
 MODELS = {"bert": bert, "distilbert": distilbert, "roberta": roberta, "gpt2": gpt2, "llama": llama, "t5": t5,
           "bart": bart}
 
+#: attention ops the torch path keeps, one per SDPA call (BART: 2 encoder, 2 decoder self, 2 cross)
+ATTENTION_OPS = {"bert": 2, "distilbert": 2, "roberta": 2, "gpt2": 2, "llama": 2, "t5": 0, "bart": 6}
+
 
 @pytest.fixture(scope="module")
 def built():
@@ -136,6 +139,11 @@ def built():
         return cache[name]
 
     return get
+
+
+def _count(graph, op: str) -> int:
+    """Nodes of ``op`` in ``graph``, inside fused regions too."""
+    return sum(_count(n.body, op) if n.op == "fused" else n.op == op for n in graph.nodes)
 
 
 def _to_onnx(module: torch.nn.Module, inputs: tuple, dynamo: bool) -> onnx.ModelProto:
@@ -157,6 +165,8 @@ def test_text_model_compiles_and_matches_eager(built, name, path, record_propert
     got = compiled(*(x.numpy() for x in inputs))
     assert got.shape == expected.shape and got.dtype == expected.dtype
     error = float(np.abs(got - expected).max() / np.abs(expected).max())
+    if path == "torch":
+        assert _count(compiled.ir, "attention") == ATTENTION_OPS[name]
     record_property("compile_seconds", round(seconds, 1))
     record_property("relative_error", error)
     print(f"\n| {name} | {path} | {seconds:.1f} s | {error:.1e} |")
