@@ -25,7 +25,8 @@ from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_sub
 
 
 def kv_index(idx: tuple, group: int) -> tuple:
-    """The key/value index read by query index ``idx`` [..., head, pos, feature] with ``group`` query heads per kv head."""
+    """The key/value index that query index ``idx`` ([..., head, pos, feature]) reads when
+    ``group`` query heads share each kv head."""
     return (*idx[:-3], idx[-3] // group, *idx[-2:])
 
 

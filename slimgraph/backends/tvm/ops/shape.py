@@ -240,7 +240,9 @@ def lower_cumsum(call):
         return te.sum(tirx.Select(keep, x[idx[:axis] + (r,) + idx[axis + 1:]].astype(acc), const(0, acc)), axis=r)
 
     total = te.compute(shape, f, name="cumsum", attrs={"sg.rule": "reduction"})
-    return total if dtype_of(total) == call.dtype() else _inject(call, lambda *i: down(total[i], call.dtype()), name="finish")
+    if dtype_of(total) == call.dtype():
+        return total
+    return _inject(call, lambda *i: down(total[i], call.dtype()), name="finish")
 
 
 @register("trilu")

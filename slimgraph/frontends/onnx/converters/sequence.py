@@ -40,7 +40,8 @@ def _gather_nd(ctx: NodeContext) -> Operand:
     shape, index_shape = ctx.shape(0), ctx.shape(1)
     depth = index_shape[-1]
     if not isinstance(depth, int) or not all(isinstance(d, int) for d in shape):
-        raise ctx.error(f"GatherND over symbolic dims (data {list(shape)}, indices {list(index_shape)}) is not supported")
+        raise ctx.error(f"GatherND over symbolic dims (data {list(shape)}, indices {list(index_shape)}) "
+                        "is not supported")
     flat = None
     for t, dim in enumerate(shape[:depth]):
         index = ctx.emit("squeeze", ctx.emit("slice", indices, starts=(t,), ends=(t + 1,), axes=(-1,)), axes=(-1,))
