@@ -220,6 +220,33 @@ def test_symbolic_batch_is_bound_at_compile_time():
     assert math.prod(model.output_types[0].shape) == 12
 
 
+def test_attention_einsum_scan_and_mask_ops():
+    g = Graph("text")
+    q = g.add_input("q", TensorType("f32", (2, 4, 5, 8)))
+    k = g.add_input("k", TensorType("f32", (2, 2, 6, 8)))
+    v = g.add_input("v", TensorType("f32", (2, 2, 6, 3)))
+    m = g.add_input("m", TensorType("bool", (2, 1, 5, 6)))
+    bias = g.add_input("bias", TensorType("f32", (1, 1, 5, 6)))
+    ids = g.add_input("ids", TensorType("i64", (3, 7)))
+    outs = [g.call("attention", q, k, v, m, name="attention_bool_mask"),
+            g.call("attention", q, k, v, causal=True, scale=0.3, name="attention_causal"),
+            g.call("attention", q, k, v, bias, causal=True, name="attention_float_mask"),
+            g.call("einsum", q, q, equation="bhqd,bhkd->bhqk", name="einsum_scores"),
+            g.call("einsum", v, equation="...ij->...j", name="einsum_ellipsis"),
+            g.call("cumsum", ids, axis=1, name="cumsum_i64"),
+            g.call("cumsum", q, axis=2, exclusive=True, reverse=True, name="cumsum_reverse"),
+            g.call("trilu", q, k=1, name="triu"), g.call("trilu", m, k=-1, upper=False, name="tril_bool")]
+    both = g.call("logical_and", m, g.call("logical_not", m))
+    outs.append(g.call("logical_xor", m, g.call("logical_or", both, m), name="logic"))
+    g.set_outputs(outs)
+    mask = RNG.random((2, 1, 5, 6)) > 0.4
+    mask[0, 0, 2] = False  # a query that sees nothing gets zeros
+    bias_val = _f32(1, 1, 5, 6)
+    bias_val[0, 0, 1] = -np.inf
+    _check(g, [_f32(2, 4, 5, 8), _f32(2, 2, 6, 8), _f32(2, 2, 6, 3), mask, bias_val,
+               RNG.integers(-5, 5, (3, 7))])
+
+
 def test_indexing_ops():
     g = Graph("indexing")
     x = g.add_input("x", TensorType("f32", (4, 5, 3)))

@@ -100,3 +100,25 @@ def test_transformer_block_runs():
     module, (example,) = transformer_block()
     g = from_torch(module, (example,))
     np.testing.assert_allclose(_run(to_torch(g), example.numpy()), g.run(example.numpy())[0], rtol=1e-4, atol=1e-4)
+
+
+def test_text_ops_match_the_interpreter_and_train():
+    g = Graph("text_ops")
+    x = g.add_input("x", TensorType("f32", (2, 4, 5, 8)))
+    mask = g.add_input("mask", TensorType("bool", (2, 1, 5, 5)))
+    rng = np.random.default_rng(0)
+    kv = g.call("linear", x, g.const(rng.standard_normal((8, 8)).astype(np.float32)))
+    kv = g.call("slice", kv, starts=(0,), ends=(2,), axes=(1,))  # 2 kv heads for 4 query heads
+    visible = g.call("logical_or", g.call("logical_and", mask, g.call("trilu", mask, upper=False)),
+                     g.call("logical_xor", mask, mask))
+    y = g.call("attention", x, kv, kv, visible, scale=0.5)
+    y = g.call("add", g.call("attention", x, kv, kv, causal=True), y)
+    y = g.call("add", g.call("cumsum", y, axis=2, exclusive=True), g.call("trilu", y, k=1))
+    g.set_outputs([g.call("einsum", y, y, equation="bhld,bhmd->bhlm")])
+    module = to_torch(g)
+    data, mask_data = random_input((2, 4, 5, 8)), rng.random((2, 1, 5, 5)) > 0.3
+    with torch.no_grad():
+        got = module(torch.from_numpy(data), torch.from_numpy(mask_data)).numpy()
+    np.testing.assert_allclose(got, g.run(data, mask_data)[0], rtol=1e-4, atol=1e-4)
+    module(torch.from_numpy(data), torch.from_numpy(mask_data)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())

@@ -19,16 +19,16 @@ from tests.models import MODELS
 
 
 class Unsupported(nn.Module):
-    """cumsum twice and flip once: ops slimgraph's IR lacks."""
+    """cumprod twice and flip once: ops slimgraph's IR lacks."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        y = torch.cumsum(self.fc(x), 1)  # first cumsum
+        y = torch.cumprod(self.fc(x), 1)  # first cumprod
         y = torch.flip(y, [1])  # the flip
-        return torch.cumsum(y, 0)
+        return torch.cumprod(y, 0)
 
 
 class FlagBuffer(nn.Module):
@@ -64,18 +64,18 @@ def _line_of(cls: type, marker: str) -> int:
     return start + next(i for i, line in enumerate(lines) if marker in line)
 
 
-@pytest.mark.parametrize("method, cumsum, flip", [
-    ("export", "aten.cumsum.default", "aten.flip.default"),
-    ("fx", "torch.cumsum", "torch.flip"),
+@pytest.mark.parametrize("method, cumprod, flip", [
+    ("export", "aten.cumprod.default", "aten.flip.default"),
+    ("fx", "torch.cumprod", "torch.flip"),
 ])
-def test_unsupported_ops_are_listed_once_with_source_lines(method, cumsum, flip):
+def test_unsupported_ops_are_listed_once_with_source_lines(method, cumprod, flip):
     with pytest.raises(FrontendError) as err:
         from_torch(Unsupported(), (torch.randn(2, 4),), method=method)
     message = str(err.value)
     this_file = os.path.basename(__file__)
     assert "2 ops slimgraph cannot import" in message
-    assert f"{cumsum} (x2), first at " in message
-    assert f"{this_file}:{_line_of(Unsupported, 'first cumsum')}: y = torch.cumsum" in message
+    assert f"{cumprod} (x2), first at " in message
+    assert f"{this_file}:{_line_of(Unsupported, 'first cumprod')}: y = torch.cumprod" in message
     assert f"{flip} (x1), first at " in message
     assert f"{this_file}:{_line_of(Unsupported, 'the flip')}" in message
 

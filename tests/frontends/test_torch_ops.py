@@ -95,6 +95,21 @@ CASES = {
                               + F.scaled_dot_product_attention(x, x, x, is_causal=True, scale=0.3)
                               + F.scaled_dot_product_attention(x, x, x, attn_mask=x[0, 0, :, :5] > 0)),
                            [(2, 2, 5, 8)], True),
+    "sdpa_grouped_query": (Fn2(lambda s, q, kv: F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+                               + F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True)
+                               + F.scaled_dot_product_attention(q, kv, kv, attn_mask=q[0, 0, :, :5] * 0.5,
+                                                                enable_gqa=True)),
+                           [(2, 4, 5, 8), (2, 2, 5, 8)], True),
+    "bool_masks": (Fn(lambda s, x: (((x > 0) & (x < 0.5)) | ((x > 1) ^ (x < -1))).float()
+                      + torch.logical_and(x > 0, x).float() + torch.logical_or(x < 0, x > 0.7).float()
+                      + torch.logical_xor(x > 0, x > 0.3).float() + (~(x > 0)).float()
+                      + torch.isnan(x.log()).float()), [SEQ], True),
+    "cumsum_triangles": (Fn(lambda s, x: x.cumsum(1) + torch.cumsum(x > 0, -1).float() + x.triu(1)
+                            + torch.tril(x, -1)), [SEQ], True),
+    "einsum": (Fn2(lambda s, x, y: torch.einsum("bld,bmd->blm", x, y) + torch.einsum("b...d->b...", x)[..., None]),
+               [SEQ, SEQ], True),
+    "several_index_tensors": (Fn(lambda s, x: x[torch.arange(2)[:, None] * 0 + 1, torch.arange(-3, 2)[None, :]]),
+                              [SEQ], False),
     "varargs": (VarArgs(), [SEQ, SEQ, SEQ], True),
     "casts": (Fn(lambda s, x: (x > 0).float() * x + x.to(torch.int64).to(torch.float32) + x.long().float()),
               [SEQ], True),
@@ -166,3 +181,13 @@ def test_tied_weights_are_one_constant(method):
     graph = from_torch(module, (ids,), method=method)
     assert list(graph.consts()) == ["emb.weight"]
     _check(graph, module, (ids,))
+
+
+@pytest.mark.parametrize("method", ["export", "fx"])
+def test_scaled_dot_product_attention_is_one_op(method):
+    module = Fn2(lambda s, q, kv: F.scaled_dot_product_attention(q, kv, kv, attn_mask=kv[:, :1, :1, :5] > 0,
+                                                                 enable_gqa=True))
+    graph = from_torch(module, _inputs([(2, 4, 5, 8), (2, 2, 5, 8)]), method=method)
+    ops = [n.op for n in graph.nodes if n.op == "attention"]
+    assert ops == ["attention"]
+    assert not any(n.op in ("softmax", "matmul") for n in graph.nodes)

@@ -284,6 +284,16 @@ def test_logical_not_matches_torch() -> None:
     np.testing.assert_array_equal(run_op("logical_not", x), torch.logical_not(tt(x)).numpy())
 
 
+@pytest.mark.parametrize("op, ref", [("logical_and", torch.logical_and), ("logical_or", torch.logical_or),
+                                     ("logical_xor", torch.logical_xor)])
+def test_logical_binary_ops_broadcast_like_torch(op, ref) -> None:
+    a, b = RNG.integers(0, 2, (2, 3, 4)).astype(bool), RNG.integers(0, 2, (3, 1)).astype(bool)
+    np.testing.assert_array_equal(run_op(op, a, b), ref(tt(a), tt(b)).numpy())
+    assert get_op(op).commutative
+    with pytest.raises(OpError, match="must be a bool tensor"):
+        run_op(op, a.astype(np.float32), b.astype(np.float32))
+
+
 @pytest.mark.parametrize("slope_shape,weight_shape", [((3, 1, 1), (3,)), ((1,), (1,))])
 def test_prelu_matches_torch(slope_shape, weight_shape) -> None:
     x = sample("real", (2, 3, 4, 5))

@@ -529,3 +529,35 @@ def test_bad_attributes_raise_op_error(op, shapes, attrs, match):
     types = [TensorType(s[0], s[1:]) if s and isinstance(s[0], str) else TensorType("f32", s) for s in shapes]
     with pytest.raises(OpError, match=f"^{op}: .*{match}"):
         infer(op, *types, **attrs)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("exclusive, reverse", [(False, False), (True, False), (False, True), (True, True)])
+def test_cumsum_matches_torch(axis, exclusive, reverse):
+    x = rand(3, 4, 5)
+    want = T(x).flip(axis) if reverse else T(x)
+    total = torch.cumsum(want, axis)
+    if exclusive:
+        total = total - want
+    want = total.flip(axis) if reverse else total
+    np.testing.assert_allclose(run_op("cumsum", x, axis=axis, exclusive=exclusive, reverse=reverse), want.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_cumsum_keeps_integers_and_refuses_bool():
+    x = RNG.integers(-5, 5, (2, 6)).astype(np.int32)
+    out = run_op("cumsum", x, axis=1)
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, torch.cumsum(T(x), 1).numpy())
+    with pytest.raises(SlimgraphError, match="cast a bool mask"):
+        run_op("cumsum", x > 0, axis=1)
+
+
+@pytest.mark.parametrize("k", [-2, 0, 1, 7])
+def test_trilu_matches_torch(k):
+    x = rand(2, 4, 6)
+    np.testing.assert_array_equal(run_op("trilu", x, k=k), torch.triu(T(x), k).numpy())
+    np.testing.assert_array_equal(run_op("trilu", x > 0, k=k, upper=False), torch.tril(T(x > 0), k).numpy())
+    assert infer("trilu", TensorType("f32", ("N", 5, 5)), k=k) == "f32[N,5,5]"
+    with pytest.raises(SlimgraphError, match="rank 2 or more"):
+        run_op("trilu", rand(4), k=k)

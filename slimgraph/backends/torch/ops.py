@@ -75,6 +75,9 @@ for _name, _fn in {
     "greater": torch.gt,
     "greater_equal": torch.ge,
     "logical_not": torch.logical_not,
+    "logical_and": torch.logical_and,
+    "logical_or": torch.logical_or,
+    "logical_xor": torch.logical_xor,
     "matmul": torch.matmul,
     "global_avg_pool": lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
     "global_max_pool": lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
@@ -326,6 +329,35 @@ def _gather(data, indices, *, axis):
     flat = wrap_indices(indices.reshape(-1), data.shape[axis], f"gather axis {axis}")
     out = data.index_select(axis, flat)
     return out.reshape(tuple(data.shape[:axis]) + tuple(indices.shape) + tuple(data.shape[axis + 1 :]))
+
+
+@torch_op("cumsum")
+def _cumsum(x, *, axis, exclusive, reverse):
+    data = x.flip(axis) if reverse else x
+    total = torch.cumsum(data, axis, dtype=x.dtype)
+    if exclusive:
+        total = total - data
+    return total.flip(axis) if reverse else total
+
+
+@torch_op("trilu")
+def _trilu(x, *, k, upper):
+    return torch.triu(x, k) if upper else torch.tril(x, k)
+
+
+@torch_op("attention")
+def _attention(q, k, v, mask=None, *, causal, scale):
+    if mask is not None and causal:  # torch takes one or the other; the IR op allows both
+        visible = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        mask = mask & visible if mask.dtype == torch.bool else mask.masked_fill(~visible, -math.inf)
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
+                                          enable_gqa=q.shape[-3] != k.shape[-3])
+
+
+@torch_op("einsum")
+def _einsum(*xs, equation):
+    return torch.einsum(equation, *xs)
 
 
 @torch_op("gather_elements")

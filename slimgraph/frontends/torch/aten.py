@@ -45,9 +45,7 @@ for _op in _UNARY:
 
 @aten("bitwise_not.default")
 def _bitwise_not(ctx: Context, x: Value) -> Value:
-    if x.type.dtype != DType.bool:
-        raise FrontendError(f"{ctx.where()}bitwise_not is supported on bool tensors only, got {x.type}")
-    return ctx.call("logical_not", x)
+    return L.bitwise_not(ctx, x)
 
 
 @aten("rsqrt.default")
@@ -171,14 +169,33 @@ for _cmp in ("eq", "ne", "lt", "le", "gt", "ge"):
     aten(f"{_cmp}.Tensor", f"{_cmp}.Scalar")(_comparison(_cmp))
 
 
-@aten("logical_and.default")
-def _logical_and(ctx: Context, x: Value, other: Value) -> Value:
-    return L.where(ctx, x, L.cast(ctx, other, DType.bool), False)
+def _logical(op: str):
+    def convert(ctx: Context, x: Value, other: Any) -> Value:
+        return L.logical(ctx, op, x, other)
+
+    return convert
 
 
-@aten("logical_or.default")
-def _logical_or(ctx: Context, x: Value, other: Value) -> Value:
-    return L.where(ctx, x, True, L.cast(ctx, other, DType.bool))
+def _bitwise(op: str):
+    def convert(ctx: Context, x: Value, other: Any) -> Value:
+        return L.bitwise(ctx, op, x, other)
+
+    return convert
+
+
+for _op in ("and", "or", "xor"):
+    aten(f"logical_{_op}.default")(_logical(_op))
+    aten(f"bitwise_{_op}.Tensor", f"bitwise_{_op}.Scalar")(_bitwise(_op))
+
+
+@aten("isnan.default")
+def _isnan(ctx: Context, x: Value) -> Value:
+    return L.isnan(ctx, x)
+
+
+@aten("masked_fill.Scalar", "masked_fill.Tensor")
+def _masked_fill(ctx: Context, x: Value, mask: Value, value: Any) -> Value:
+    return L.where(ctx, mask, value, x)
 
 
 @aten("where.self", "where.ScalarSelf", "where.ScalarOther", "where.Scalar")
@@ -281,6 +298,18 @@ def _bmm(ctx: Context, x: Value, mat2: Value) -> Value:
 @aten("linear.default")
 def _linear(ctx: Context, x: Value, weight: Value, bias: Value | None = None) -> Value:
     return L.linear(ctx, x, weight, bias)
+
+
+@aten("scaled_dot_product_attention.default")
+def _sdpa(ctx: Context, query: Value, key: Value, value: Value, attn_mask: Value | None = None,
+          dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+          enable_gqa: bool = False) -> Value:
+    return L.sdpa(ctx, query, key, value, attn_mask, is_causal, scale, enable_gqa)
+
+
+@aten("einsum.default")
+def _einsum(ctx: Context, equation: str, tensors: list, path: Any = None) -> Value:
+    return ctx.call("einsum", *L.operands(ctx, *tensors), equation=equation)
 
 
 @aten("_native_batch_norm_legit_no_training.default")
@@ -508,6 +537,21 @@ def _repeat(ctx: Context, x: Value, repeats: Any) -> Value:
     while x.type.rank < len(repeats):
         x = ctx.call("unsqueeze", x, axes=(0,))
     return ctx.call("tile", x, repeats=tuple(repeats))
+
+
+@aten("cumsum.default")
+def _cumsum(ctx: Context, x: Value, dim: int, dtype: Any = None) -> Value:
+    return L.cumsum(ctx, x, dim, None if dtype is None else ir_dtype(dtype, ctx.where()))
+
+
+@aten("triu.default")
+def _triu(ctx: Context, x: Value, diagonal: int = 0) -> Value:
+    return ctx.call("trilu", x, k=int(diagonal), upper=True)
+
+
+@aten("tril.default")
+def _tril(ctx: Context, x: Value, diagonal: int = 0) -> Value:
+    return ctx.call("trilu", x, k=int(diagonal), upper=False)
 
 
 @aten("sym_size.int")

@@ -41,7 +41,15 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> torch
         # torch 2.13's own pytree deprecation noise, raised from inside export
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
-        return program.run_decompositions()
+        return program.run_decompositions(_decompositions())
+
+
+def _decompositions() -> dict:
+    """Core ATen, except that scaled-dot-product attention stays one op: the IR has it, and
+    torch's decomposition of it trips over its own strides (GPT-2 fails to export without this)."""
+    table = torch.export.default_decompositions()
+    table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    return table
 
 
 def export_graph(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool = False) -> Graph:

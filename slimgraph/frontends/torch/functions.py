@@ -160,6 +160,50 @@ def _where(ctx: Context, condition: Value, input: Any, other: Any) -> Value:  # 
     return L.where(ctx, condition, input, other)
 
 
+def _logical(op: str):
+    def convert(ctx: Context, input: Any, other: Any) -> Value:  # noqa: A002
+        return L.logical(ctx, op, input, other)
+
+    return convert
+
+
+def _bitwise(op: str):
+    def convert(ctx: Context, input: Any, other: Any) -> Value:  # noqa: A002
+        return L.bitwise(ctx, op, input, other)
+
+    return convert
+
+
+for _op, _operator in (("and", operator.and_), ("or", operator.or_), ("xor", operator.xor)):
+    function(getattr(torch, f"logical_{_op}"), methods=(f"logical_{_op}",))(_logical(_op))
+    function(getattr(torch, f"bitwise_{_op}"), _operator, methods=(f"bitwise_{_op}", f"__{_op}__"))(_bitwise(_op))
+
+
+@function(torch.bitwise_not, operator.invert, methods=("bitwise_not", "__invert__"))
+def _bitwise_not(ctx: Context, input: Value) -> Value:  # noqa: A002
+    return L.bitwise_not(ctx, input)
+
+
+@function(torch.isnan, methods=("isnan",))
+def _isnan(ctx: Context, input: Value) -> Value:  # noqa: A002
+    return L.isnan(ctx, input)
+
+
+@function(torch.cumsum, methods=("cumsum",))
+def _cumsum(ctx: Context, input: Value, dim: int, *, dtype: Any = None) -> Value:  # noqa: A002
+    return L.cumsum(ctx, input, dim, None if dtype is None else ir_dtype(dtype, ctx.where()))
+
+
+@function(torch.triu, methods=("triu",))
+def _triu(ctx: Context, input: Value, diagonal: int = 0) -> Value:  # noqa: A002
+    return ctx.call("trilu", input, k=int(diagonal), upper=True)
+
+
+@function(torch.tril, methods=("tril",))
+def _tril(ctx: Context, input: Value, diagonal: int = 0) -> Value:  # noqa: A002
+    return ctx.call("trilu", input, k=int(diagonal), upper=False)
+
+
 @method("masked_fill")
 def _masked_fill(ctx: Context, input: Value, mask: Value, value: Any) -> Value:  # noqa: A002
     return L.where(ctx, mask, value, input)
@@ -480,9 +524,13 @@ def _layer_norm(ctx: Context, input: Value, normalized_shape: Any, weight: Value
 def _sdpa(ctx: Context, query: Value, key: Value, value: Value, attn_mask: Value | None = None,
           dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
           enable_gqa: bool = False) -> Value:
-    if enable_gqa:
-        raise FrontendError(f"{ctx.where()}scaled_dot_product_attention with enable_gqa=True is not supported")
-    return L.attention(ctx, query, key, value, attn_mask, is_causal, scale)[0]
+    return L.sdpa(ctx, query, key, value, attn_mask, is_causal, scale, enable_gqa)
+
+
+@function(torch.einsum)
+def _einsum(ctx: Context, equation: str, *operands: Any) -> Value:
+    tensors = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
+    return ctx.call("einsum", *L.operands(ctx, *tensors), equation=equation)
 
 
 @function(F.softmax, torch.softmax, methods=("softmax",))

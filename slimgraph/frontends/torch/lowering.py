@@ -401,7 +401,7 @@ def index(ctx: Context, x: Value, key: Any) -> Value:
         at = key.index(Ellipsis)
         key = key[:at] + [slice(None)] * (x.type.rank - consumed) + key[at + 1 :]
     if sum(is_value(k) for k in key) > 1:
-        raise FrontendError(f"{ctx.where()}indexing with several index tensors is not supported")
+        return _index_several(ctx, x, key)
     axis = 0
     for k in key:
         if k is None:
@@ -418,6 +418,30 @@ def index(ctx: Context, x: Value, key: Any) -> Value:
         else:
             raise FrontendError(f"{ctx.where()}unsupported index {k!r}")
     return x
+
+
+def _index_several(ctx: Context, x: Value, key: list) -> Value:
+    """``x[..., i, j, ...]`` with adjacent index tensors (as transformers' mask builders
+    write ``mask[batch_idx, kv_idx]``): the indexed axes merge into one, read at the
+    flat offset of the broadcast indices."""
+    if any(not (is_value(k) or k == slice(None)) for k in key):
+        raise FrontendError(f"{ctx.where()}indexing with several index tensors takes only ':' beside them")
+    axes = [a for a, k in enumerate(key) if is_value(k)]
+    if any(key[a].type.dtype not in (DType.int32, DType.int64) for a in axes):
+        raise FrontendError(f"{ctx.where()}indexing with several index tensors takes integer indices only")
+    if axes != list(range(axes[0], axes[0] + len(axes))):
+        raise FrontendError(f"{ctx.where()}indexing with several index tensors needs them on adjacent axes")
+    dims = x.type.shape[axes[0]:axes[-1] + 1]
+    if not all(isinstance(d, int) for d in dims):
+        raise FrontendError(f"{ctx.where()}indexing several symbolic axes {list(dims)} is not supported")
+    flat = None
+    for axis, dim in zip(axes, dims):
+        index = cast(ctx, key[axis], DType.int64)
+        index = where(ctx, compare(ctx, "lt", index, 0), binary(ctx, "add", index, dim), index)
+        flat = index if flat is None else binary(ctx, "add", binary(ctx, "mul", flat, dim), index)
+    shape = list(x.type.shape)
+    merged = shape[:axes[0]] + [int(np.prod(dims))] + shape[axes[-1] + 1:]
+    return ctx.call("gather", reshape(ctx, x, merged), flat, axis=axes[0])
 
 
 #: torch.scatter_reduce's reductions that the IR's scatter_elements has (include_self=True only)
@@ -528,6 +552,51 @@ def attention(ctx: Context, q: Value, k: Value, v: Value, mask: Value | None = N
     live = any_(ctx, compare(ctx, "ne", scores, -math.inf), -1, True)
     probs = where(ctx, live, ctx.call("softmax", scores, axis=-1), 0.0)
     return ctx.call("matmul", probs, v), probs
+
+
+def sdpa(ctx: Context, q: Value, k: Value, v: Value, mask: Value | None = None, is_causal: bool = False,
+         scale: float | None = None, enable_gqa: bool = False) -> Value:
+    """F.scaled_dot_product_attention as the one ``attention`` op; a float mask takes q's dtype."""
+    if q.type.shape[-3:-2] != k.type.shape[-3:-2] and not enable_gqa:
+        raise FrontendError(f"{ctx.where()}q has {q.type.shape[-3]} heads and k {k.type.shape[-3]}: "
+                            "grouped-query attention needs enable_gqa=True")
+    inputs = [q, k, v]
+    if mask is not None:
+        inputs.append(mask if mask.type.dtype == DType.bool else cast(ctx, mask, q.type.dtype))
+    return ctx.call("attention", *inputs, causal=bool(is_causal), scale=None if scale is None else float(scale))
+
+
+def logical(ctx: Context, op: str, a: Any, b: Any) -> Value:
+    """``and or xor`` of two tensors taken as truth values (non-zero is true)."""
+    x, y = operands(ctx, a, b)
+    return ctx.call(f"logical_{op}", cast(ctx, x, DType.bool), cast(ctx, y, DType.bool))
+
+
+def bitwise(ctx: Context, op: str, a: Any, b: Any) -> Value:
+    """``& | ^`` on bool tensors (the masks transformers build); integer bit operations are not supported."""
+    x, y = operands(ctx, a, b)
+    if x.type.dtype != DType.bool:
+        raise FrontendError(f"{ctx.where()}bitwise_{op} is supported on bool tensors only, got {x.type}")
+    return ctx.call(f"logical_{op}", x, y)
+
+
+def bitwise_not(ctx: Context, x: Value) -> Value:
+    """``~`` on a bool tensor."""
+    if x.type.dtype != DType.bool:
+        raise FrontendError(f"{ctx.where()}bitwise_not is supported on bool tensors only, got {x.type}")
+    return ctx.call("logical_not", x)
+
+
+def isnan(ctx: Context, x: Value) -> Value:
+    # NaN is the one value unequal to itself
+    return compare(ctx, "ne", x, x)
+
+
+def cumsum(ctx: Context, x: Value, dim: int, dtype: DType | None = None) -> Value:
+    """torch.cumsum: bool and integer inputs sum in int64 unless a dtype is given."""
+    if dtype is None:
+        dtype = x.type.dtype if x.type.dtype.is_float else DType.int64
+    return ctx.call("cumsum", cast(ctx, x, dtype), axis=axis_of(ctx, x, dim))
 
 
 def linear(ctx: Context, x: Value, weight: Value, bias: Value | None = None) -> Value:

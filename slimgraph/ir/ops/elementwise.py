@@ -297,6 +297,13 @@ for _name, _fn, _symbol, _kinds, _commutative in [
 
 _unary("logical_not", np.logical_not, "Boolean not.", kinds="bool")
 
+for _name, _fn, _symbol in [
+    ("logical_and", np.logical_and, "and"),
+    ("logical_or", np.logical_or, "or"),
+    ("logical_xor", np.logical_xor, "xor"),
+]:
+    _compare(_name, _fn, f"a {_symbol} b on bool tensors, broadcast.", "bool", commutative=True)
+
 
 def _infer_prelu(types, attrs):
     x, slope = types

@@ -183,6 +183,69 @@ _define_arg_reduction("argmin", np.argmin, "Index (int64) of the first minimum a
 
 
 # ---------------------------------------------------------------------------
+# Scans and triangles
+
+
+def _infer_cumsum(types, attrs):
+    (t,) = types
+    if t.dtype in (DType.bool, DType.int4):
+        raise GraphError(f"input must be a numeric tensor, got {t} (cast a bool mask to an integer first)")
+    _axis(attrs["axis"], t.rank)
+    return [t]
+
+
+def _cumsum(x: np.ndarray, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
+    data = x.astype(_accumulator(x.dtype))
+    if reverse:
+        data = np.flip(data, axis)
+    total = np.cumsum(data, axis=axis)
+    if exclusive:
+        total = total - data
+    if reverse:
+        total = np.flip(total, axis)
+    return total.astype(x.dtype)
+
+
+define_op(
+    "cumsum",
+    inputs=[In("x")],
+    attrs=[
+        Attr("axis", "int", doc="the axis summed along"),
+        Attr("exclusive", "bool", False, doc="each sum leaves out its own element"),
+        Attr("reverse", "bool", False, doc="sum from the end of the axis"),
+    ],
+    infer=_infer_cumsum,
+    impl=_cumsum,
+    flops=lambda ins, outs, attrs: outs[0].numel(),
+    category="reduction",
+    doc="Running sum along an axis (ONNX CumSum, torch.cumsum); narrow types accumulate wide.",
+)
+
+
+def _infer_trilu(types, attrs):
+    (t,) = types
+    if t.rank < 2:
+        raise GraphError(f"trilu needs a tensor of rank 2 or more, got {t}")
+    return [t]
+
+
+def _trilu(x: np.ndarray, k: int, upper: bool) -> np.ndarray:
+    return np.triu(x, k) if upper else np.tril(x, k)
+
+
+define_op(
+    "trilu",
+    inputs=[In("x")],
+    attrs=[Attr("k", "int", 0, doc="the diagonal kept: 0 main, >0 above, <0 below"),
+           Attr("upper", "bool", True, doc="keep the upper triangle (else the lower)")],
+    infer=_infer_trilu,
+    impl=_trilu,
+    category="injective",
+    doc="Zeroes all but the upper (j - i >= k) or lower (j - i <= k) triangle of the last two axes (ONNX Trilu).",
+)
+
+
+# ---------------------------------------------------------------------------
 # Reshapes
 
 

@@ -142,6 +142,9 @@ COMPARE = {
     "less_equal": tirx.LE,
     "greater": tirx.GT,
     "greater_equal": tirx.GE,
+    "logical_and": tirx.And,
+    "logical_or": tirx.Or,
+    "logical_xor": lambda a, b: tirx.Or(tirx.And(a, tirx.Not(b)), tirx.And(tirx.Not(a), b)),
 }
 
 
@@ -154,7 +157,7 @@ def lower_elementwise(call):
 
 @register(*COMPARE)
 def lower_compare(call):
-    """Comparisons: a bool tensor."""
+    """Comparisons and bool logic: a bool tensor."""
     return _map(call, COMPARE[call.op], dtype="bool")
 
 

@@ -221,6 +221,44 @@ def lower_split(call):
     return [piece(k, s) for k, s in enumerate(starts)]
 
 
+@register("cumsum")
+def lower_cumsum(call):
+    """Running sum: element i sums the inputs at positions r <= i (r < i exclusive; from the end reversed)."""
+    x = call.args[0]
+    shape = call.shape()
+    axis = call.attrs["axis"] % len(shape)
+    exclusive, reverse = call.attrs["exclusive"], call.attrs["reverse"]
+    acc = _acc(dtype_of(x))
+    r = te.reduce_axis((0, shape[axis]), "r")
+
+    def f(*idx):
+        i = idx[axis]
+        if reverse:
+            keep = r > i if exclusive else r >= i
+        else:
+            keep = r < i if exclusive else r <= i
+        return te.sum(tirx.Select(keep, x[idx[:axis] + (r,) + idx[axis + 1:]].astype(acc), const(0, acc)), axis=r)
+
+    total = te.compute(shape, f, name="cumsum", attrs={"sg.rule": "reduction"})
+    if dtype_of(total) == call.dtype():
+        return total
+    return _inject(call, lambda *i: down(total[i], call.dtype()), name="finish")
+
+
+@register("trilu")
+def lower_trilu(call):
+    """Keep one triangle of the last two axes, zero the rest."""
+    x = call.args[0]
+    k, upper, zero = call.attrs["k"], call.attrs["upper"], const(0, call.dtype())
+
+    def f(*idx):
+        offset = idx[-1] - idx[-2]
+        keep = offset >= k if upper else offset <= k
+        return tirx.Select(keep, x[idx], zero)
+
+    return _inject(call, f)
+
+
 @register("slice")
 def lower_slice(call):
     x = call.args[0]

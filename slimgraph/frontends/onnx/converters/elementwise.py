@@ -19,6 +19,7 @@ _UNARY = {
 _BINARY = {
     "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Equal": "equal",
     "Less": "less", "LessOrEqual": "less_equal", "Greater": "greater", "GreaterOrEqual": "greater_equal",
+    "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
 }  # fmt: skip
 
 
@@ -34,6 +35,13 @@ def _binary(ctx: NodeContext) -> Operand:
         # ONNX lets the exponent have its own type; the IR op wants the base's.
         b = cast_like(ctx, b, a)
     return ctx.emit(_BINARY[ctx.op_type], a, b)
+
+
+@converter("IsNaN")
+def _isnan(ctx: NodeContext) -> Operand:
+    # NaN is the one value unequal to itself
+    x = ctx.input(0)
+    return ctx.emit("logical_not", ctx.emit("equal", x, x))
 
 
 def legacy_broadcast(ctx: NodeContext, b: Operand) -> Operand:

@@ -1,0 +1,118 @@
+"""TE lowerings of attention and einsum.
+
+Attention is five stages in one kernel: the scaled scores with the mask
+applied, their row max, the sum of the exponentials, the weighted sum of the
+values and the division by the sum. Masked-out scores are -inf; a row with no
+visible key shifts by 0 instead of its -inf max, so it sums to 0 and gives
+zeros, as the reference does. Sums run in float32 for half types.
+
+Example::
+
+    >>> from slimgraph.backends.tvm.ops.attention import kv_index
+    >>> kv_index((1, 5, 2, 3), 2)
+    (1, 2, 2, 3)
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import te, tirx
+
+from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops.common import broadcast, const, down, dtype_of, spatial_compute, up
+from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
+
+
+def kv_index(idx: tuple, group: int) -> tuple:
+    """The key/value index that query index ``idx`` ([..., head, pos, feature]) reads when
+    ``group`` query heads share each kv head."""
+    return (*idx[:-3], idx[-3] // group, *idx[-2:])
+
+
+@register("attention")
+def lower_attention(call):
+    """softmax(q k^T * scale + mask) v with grouped-query heads; a fully masked row gives zeros."""
+    q, k, v = call.args[:3]
+    q_shape, k_shape = [int(d) for d in q.shape], [int(d) for d in k.shape]
+    features, keys = q_shape[-1], k_shape[-2]
+    group = q_shape[-3] // k_shape[-3]
+    scale = attention_scale(features, call.attrs["scale"])
+    score_shape = (*q_shape[:-1], keys)
+    mask = broadcast(call.args[3], score_shape) if len(call.args) > 3 else None
+    bool_mask = mask is not None and dtype_of(call.args[3]) == "bool"
+    neg_inf = tirx.const(-math.inf, "float32")
+
+    re = te.reduce_axis((0, features), "re")
+    dot = te.compute(
+        score_shape,
+        lambda *i: te.sum(up(q[(*i[:-1], re)]) * up(k[kv_index((*i[:-2], i[-1], re), group)]), axis=re),
+        name="attention_dot", attrs={"sg.rule": "reduction"},
+    )
+
+    def masked(*i):
+        s = dot[i] * tirx.const(scale, "float32")
+        if mask is not None and not bool_mask:
+            s = s + up(mask(*i))
+        visible = []
+        if call.attrs["causal"]:
+            visible.append(i[-1] <= i[-2])
+        if bool_mask:
+            visible.append(mask(*i))
+        for cond in visible:
+            s = tirx.Select(cond, s, neg_inf)
+        return s
+
+    scores = spatial_compute(score_shape, masked, name="attention_scores", rule="elementwise")
+    row_shape = (*q_shape[:-1], 1)
+    rm = te.reduce_axis((0, keys), "rm")
+    top = te.compute(row_shape, lambda *i: te.max(scores[(*i[:-1], rm)], axis=rm), name="attention_max",
+                     attrs={"sg.rule": "reduction"})
+
+    def weight(i, j):
+        shift = top[(*i[:-1], 0)]
+        return tirx.exp(scores[(*i[:-1], j)] - tirx.Select(shift == neg_inf, tirx.const(0.0, "float32"), shift))
+
+    rs = te.reduce_axis((0, keys), "rs")
+    total = te.compute(row_shape, lambda *i: te.sum(weight(i, rs), axis=rs), name="attention_sum",
+                       attrs={"sg.rule": "reduction"})
+    rv = te.reduce_axis((0, keys), "rv")
+    out_shape = call.shape()
+    acc = te.compute(
+        out_shape,
+        lambda *i: te.sum(weight(i, rv) * up(v[kv_index((*i[:-2], rv, i[-1]), group)]), axis=rv),
+        name="attention_values", attrs={"sg.rule": "reduction"},
+    )
+
+    def finish(*i):
+        t = total[(*i[:-1], 0)]
+        return down(acc[i] / tirx.Select(t > tirx.const(0.0, "float32"), t, tirx.const(1.0, "float32")), call.dtype())
+
+    return spatial_compute(out_shape, finish, name="attention", rule="elementwise")
+
+
+@register("einsum")
+def lower_einsum(call):
+    """One reduction over the letters that are not in the output; size-1 dims broadcast."""
+    shapes = [[int(d) for d in x.shape] for x in call.args]
+    operands, output = einsum_subscripts(call.attrs["equation"], [len(s) for s in shapes])
+    sizes = einsum_sizes(operands, shapes)
+    summed = sorted(set("".join(operands)) - set(output))
+    axes = {c: te.reduce_axis((0, int(sizes[c])), f"r{c}") for c in summed}
+    acc = "float32" if call.dtype().startswith(("float", "bfloat")) else "int64"
+
+    def read(x, term, shape, env):
+        return x[tuple(0 if d == 1 else env[c] for c, d in zip(term, shape))].astype(acc)
+
+    def f(*idx):
+        env = dict(zip(output, idx))
+        env.update(axes)
+        product = const(1, acc)
+        for x, term, shape in zip(call.args, operands, shapes):
+            product = product * read(x, term, shape, env)
+        return te.sum(product, axis=list(axes.values())) if axes else product
+
+    out = te.compute(call.shape(), f, name="einsum", attrs={"sg.rule": "reduction"} if axes else None)
+    return out if dtype_of(out) == call.dtype() else spatial_compute(
+        call.shape(), lambda *i: down(out[i], call.dtype()), name="cast", rule="elementwise"
+    )
