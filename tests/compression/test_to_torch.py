@@ -100,3 +100,19 @@ def test_transformer_block_runs():
     module, (example,) = transformer_block()
     g = from_torch(module, (example,))
     np.testing.assert_allclose(_run(to_torch(g), example.numpy()), g.run(example.numpy())[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode, coordinate_mode", [("nearest", "asymmetric"), ("linear", "align_corners"),
+                                                   ("cubic", "half_pixel")])
+def test_group_norm_and_resize_match_the_interpreter_and_train(mode, coordinate_mode):
+    g = Graph("gn_resize")
+    x = g.add_input("x", TensorType("f32", (2, 4, 5, 6)))
+    rng = np.random.default_rng(0)
+    scale, bias = (g.const(rng.standard_normal(4).astype(np.float32)) for _ in range(2))
+    y = g.call("group_norm", x, scale, bias, groups=2)
+    g.set_outputs([g.call("resize", y, sizes=(7, 12), mode=mode, coordinate_mode=coordinate_mode)])
+    module = to_torch(g)
+    data = random_input((2, 4, 5, 6))
+    np.testing.assert_allclose(_run(module, data), g.run(data)[0], rtol=1e-5, atol=1e-5)
+    module(torch.from_numpy(data)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
