@@ -26,6 +26,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
 from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype
+from slimgraph.frontends.torch.registry import ATEN, load_converters
 from slimgraph.ir import Graph, TensorType, Value
 
 
@@ -41,7 +42,18 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> torch
         # torch 2.13's own pytree deprecation noise, raised from inside export
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
-        return program.run_decompositions()
+        return program.run_decompositions(_decompositions())
+
+
+def _decompositions():
+    """torch's core-ATen table less the interpolations slimgraph converts whole: one ``resize``
+    where the decomposition would leave a dozen arange/index ops."""
+    load_converters()
+    table = torch.export.default_decompositions()
+    for op in list(table.keys()):
+        if "upsample" in str(op) and str(op) in ATEN:
+            table.pop(op)
+    return table
 
 
 def export_graph(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool = False) -> Graph:
