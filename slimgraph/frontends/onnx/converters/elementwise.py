@@ -36,6 +36,13 @@ def _binary(ctx: NodeContext) -> Operand:
     return ctx.emit(_BINARY[ctx.op_type], a, b)
 
 
+@converter("IsNaN")
+def _isnan(ctx: NodeContext) -> Operand:
+    # NaN is the one value unequal to itself
+    x = ctx.input(0)
+    return ctx.emit("logical_not", ctx.emit("equal", x, x))
+
+
 def legacy_broadcast(ctx: NodeContext, b: Operand) -> Operand:
     """Opsets before 7 align a broadcast B at attribute ``axis`` of A, not at the end."""
     if ctx.opset >= 7 or not ctx.attr("broadcast", 0) or not ctx.has_attr("axis"):
