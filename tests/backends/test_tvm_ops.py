@@ -179,6 +179,17 @@ def test_group_norm_and_resize_ops():
     _check(g, [_f32(2, 6, 5, 7)])
 
 
+def test_top_k_op_keeps_index_order_on_ties():
+    g = Graph("top_k")
+    x = g.add_input("x", TensorType("f32", (3, 9)))
+    i = g.add_input("i", TensorType("i64", (4, 6)))
+    largest = g.call("top_k", x, k=4, name="top_k")
+    smallest = g.call("top_k", i, k=3, axis=0, largest=False, name="bottom_k")
+    g.set_outputs([*largest, *smallest])
+    ties = RNG.integers(-3, 3, (4, 6)).astype(np.int64)  # many equal values
+    _check(g, [_f32(3, 9), ties])
+
+
 def test_reductions_and_data_movement_ops():
     g = Graph("shape")
     x = g.add_input("x", TensorType("f32", (2, 3, 4)))

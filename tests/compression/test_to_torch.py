@@ -116,3 +116,13 @@ def test_group_norm_and_resize_match_the_interpreter_and_train(mode, coordinate_
     np.testing.assert_allclose(_run(module, data), g.run(data)[0], rtol=1e-5, atol=1e-5)
     module(torch.from_numpy(data)).square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_top_k_keeps_index_order_on_ties_as_the_interpreter():
+    g = Graph("top_k")
+    x = g.add_input("x", TensorType("i64", (2, 7)))
+    g.set_outputs(list(g.call("top_k", x, k=4)))
+    data = np.array([[1, 3, 3, 0, 3, 3, 2], [5, 5, 5, 5, 1, 1, 1]], np.int64)
+    got = to_torch(g)(torch.from_numpy(data))
+    for ours, want in zip(got, g.run(data)):
+        np.testing.assert_array_equal(ours.numpy(), want)

@@ -198,6 +198,8 @@ CASES = {
                                             {"num_groups": 3}),
     "GroupNormalization-21": Case("GroupNormalization", 21, [("x", rand(2, 4, 5)), ("s", f32(0.5, 2, 1, 3), True),
                                                               ("b", f32(0.1, -1, 0, 2), True)], {"num_groups": 2}),
+    "TopK-9-attr": Case("TopK", 9, [X4], {"k": 2}, outputs=2),
+    "TopK-11-smallest-axis": Case("TopK", 11, [X4, ("k", i64(3), True)], {"axis": 1, "largest": 0}, outputs=2),
     "IsNaN": Case("IsNaN", 13, [("x", np.array([1.0, np.nan, -np.inf, 0.0], np.float32))]),
     # quantization
     "QuantizeLinear-10-default-u8": Case("QuantizeLinear", 10, [X4, ("s", np.float32(0.02).reshape(()), True)]),

@@ -95,6 +95,8 @@ CASES = {
                     up=nn.Upsample(scale_factor=2, mode="bilinear")), [IMG], True),
     "interpolate_1d": (Fn(lambda s, x: F.interpolate(x, size=11, mode="linear") + F.interpolate(x, size=11)),
                        [SEQ], True),
+    "topk": (Fn(lambda s, x: torch.topk(x, 3).values + torch.topk(x, 3)[1].float()
+                + x.topk(2, dim=1, largest=False)[0].sum(1, keepdim=True)[..., :3]), [SEQ], True),
     "fmod_vector_norm": (Fn(lambda s, x: torch.fmod(x * 3, 2.0) + torch.linalg.vector_norm(x, dim=-1, keepdim=True)
                             + torch.linalg.vector_norm(x, ord=3) + torch.linalg.vector_norm(x, ord=float("inf"))),
                          [SEQ], True),

@@ -182,6 +182,13 @@ def _instance_norm(x, scale, bias, *, epsilon):
     return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
 
 
+@torch_op("top_k")
+def _top_k(x, *, k, axis, largest):
+    # a stable sort keeps equal values in index order, as the reference does; torch.topk does not promise it
+    values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+    return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
+
+
 @torch_op("group_norm")
 def _group_norm(x, scale, bias, *, groups, epsilon):
     return F.group_norm(x, groups, scale, bias, epsilon)

@@ -432,6 +432,11 @@ def _vector_norm(ctx: Context, x: Value, ord: float = 2, dim: Any = None, keepdi
     return L.vector_norm(ctx, x, ord, dim, keepdim)
 
 
+@aten("topk.default")
+def _topk(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> tuple:  # noqa: A002
+    return L.top_k(ctx, x, k, dim, largest)
+
+
 @aten("argmax.default")
 def _argmax(ctx: Context, x: Value, dim: Any = None, keepdim: bool = False) -> Value:
     return L.argreduce(ctx, "argmax", x, dim, keepdim)

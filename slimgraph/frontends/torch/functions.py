@@ -166,6 +166,12 @@ def _vector_norm(ctx: Context, x: Value, ord: float = 2, dim: Any = None, keepdi
     return L.vector_norm(ctx, x, ord, dim, keepdim)
 
 
+@function(torch.topk, methods=("topk",))
+def _topk(ctx: Context, input: Value, k: int, dim: int = -1, largest: bool = True,  # noqa: A002
+          sorted: bool = True) -> tuple:  # noqa: A002
+    return L.top_k(ctx, input, k, dim, largest)
+
+
 @function(torch.where)
 def _where(ctx: Context, condition: Value, input: Any, other: Any) -> Value:  # noqa: A002
     return L.where(ctx, condition, input, other)

@@ -451,6 +451,11 @@ def vector_norm(ctx: Context, x: Value, ord: float = 2, dims: Any = None, keepdi
     return power(ctx, total, 1.0 / float(ord))
 
 
+def top_k(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True) -> tuple[Value, Value]:
+    """torch.topk as (values, indices); always sorted, which is one of the orders sorted=False allows."""
+    return tuple(ctx.call("top_k", x, k=int(k), axis=axis_of(ctx, x, dim), largest=bool(largest)))
+
+
 def any_(ctx: Context, x: Value, dims: Any = None, keepdim: bool = False) -> Value:
     """torch.any: the max of the 0/1 values, back to bool."""
     ones = cast(ctx, x, DType.float32)

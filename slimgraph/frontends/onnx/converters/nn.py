@@ -199,6 +199,14 @@ def _resize(ctx: NodeContext) -> Operand:
     )
 
 
+@converter("TopK")
+def _top_k(ctx: NodeContext) -> tuple:
+    # sorted=0 allows any order, so the IR's sorted output serves it too
+    k = ctx.attr("k") if ctx.opset < 10 else ctx.ints(1, "K")[0]
+    return tuple(ctx.emit("top_k", ctx.input(0), k=k, axis=ctx.attr("axis", -1),
+                          largest=bool(ctx.attr("largest", 1))))
+
+
 @converter("LayerNormalization")
 def _layer_norm(ctx: NodeContext) -> tuple:
     inputs = [ctx.input(i) for i in range(3) if ctx.has_input(i)]
