@@ -433,7 +433,8 @@ def _vector_norm(ctx: Context, x: Value, ord: float = 2, dim: Any = None, keepdi
 
 
 @aten("topk.default")
-def _topk(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> tuple:  # noqa: A002
+def _topk(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True,
+          sorted: bool = True) -> tuple:  # noqa: A002
     return L.top_k(ctx, x, k, dim, largest)
 
 
