@@ -161,6 +161,35 @@ def test_normalization_pooling_and_softmax_ops():
     _check(g, [_f32(2, 3, 7, 8), _f32(3, positive=True)])
 
 
+def test_group_norm_and_resize_ops():
+    g = Graph("resize")
+    x = g.add_input("x", TensorType("f32", (2, 6, 5, 7)))
+    outs = [
+        g.call("group_norm", x, g.const(_f32(6)), g.const(_f32(6)), groups=3, name="group_norm"),
+        g.call("resize", x, sizes=(10, 14), mode="nearest", coordinate_mode="asymmetric", nearest_mode="floor",
+               name="nearest"),
+        g.call("resize", x, sizes=(3, 9), mode="nearest", name="nearest_round"),
+        g.call("resize", x, sizes=(9, 4), mode="linear", coordinate_mode="align_corners", name="linear_corners"),
+        g.call("resize", x, sizes=(10, 14), scales=(2.0, 2.0), mode="linear", name="linear_scaled"),
+        g.call("resize", x, sizes=(8, 11), mode="cubic", exclude_outside=True, cubic_coeff_a=-0.5, name="cubic"),
+        g.call("resize", g.call("reshape", x, shape=(2, 6, 35)), sizes=(50,), mode="cubic",
+               coordinate_mode="pytorch_half_pixel", name="cubic_1d"),
+    ]
+    g.set_outputs(outs)
+    _check(g, [_f32(2, 6, 5, 7)])
+
+
+def test_top_k_op_keeps_index_order_on_ties():
+    g = Graph("top_k")
+    x = g.add_input("x", TensorType("f32", (3, 9)))
+    i = g.add_input("i", TensorType("i64", (4, 6)))
+    largest = g.call("top_k", x, k=4, name="top_k")
+    smallest = g.call("top_k", i, k=3, axis=0, largest=False, name="bottom_k")
+    g.set_outputs([*largest, *smallest])
+    ties = RNG.integers(-3, 3, (4, 6)).astype(np.int64)  # many equal values
+    _check(g, [_f32(3, 9), ties])
+
+
 def test_reductions_and_data_movement_ops():
     g = Graph("shape")
     x = g.add_input("x", TensorType("f32", (2, 3, 4)))

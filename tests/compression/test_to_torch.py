@@ -122,3 +122,29 @@ def test_text_ops_match_the_interpreter_and_train():
     np.testing.assert_allclose(got, g.run(data, mask_data)[0], rtol=1e-4, atol=1e-4)
     module(torch.from_numpy(data), torch.from_numpy(mask_data)).square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("mode, coordinate_mode", [("nearest", "asymmetric"), ("linear", "align_corners"),
+                                                   ("cubic", "half_pixel")])
+def test_group_norm_and_resize_match_the_interpreter_and_train(mode, coordinate_mode):
+    g = Graph("gn_resize")
+    x = g.add_input("x", TensorType("f32", (2, 4, 5, 6)))
+    rng = np.random.default_rng(0)
+    scale, bias = (g.const(rng.standard_normal(4).astype(np.float32)) for _ in range(2))
+    y = g.call("group_norm", x, scale, bias, groups=2)
+    g.set_outputs([g.call("resize", y, sizes=(7, 12), mode=mode, coordinate_mode=coordinate_mode)])
+    module = to_torch(g)
+    data = random_input((2, 4, 5, 6))
+    np.testing.assert_allclose(_run(module, data), g.run(data)[0], rtol=1e-5, atol=1e-5)
+    module(torch.from_numpy(data)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_top_k_keeps_index_order_on_ties_as_the_interpreter():
+    g = Graph("top_k")
+    x = g.add_input("x", TensorType("i64", (2, 7)))
+    g.set_outputs(list(g.call("top_k", x, k=4)))
+    data = np.array([[1, 3, 3, 0, 3, 3, 2], [5, 5, 5, 5, 1, 1, 1]], np.int64)
+    got = to_torch(g)(torch.from_numpy(data))
+    for ours, want in zip(got, g.run(data)):
+        np.testing.assert_array_equal(ours.numpy(), want)

@@ -32,9 +32,9 @@ def _tensor(name: str, dtype: int, shape) -> onnx.ValueInfoProto:
 def test_every_unsupported_op_is_listed_once_with_count_and_first_node() -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="relu"),
-        helper.make_node("TopK", ["a", "k"], ["v1", "i1"], name="topk_first"),
+        helper.make_node("NonMaxSuppression", ["a", "k"], ["v1"], name="nms_first"),
         helper.make_node("Det", ["a"], ["e"]),  # unnamed: Det_2
-        helper.make_node("TopK", ["e", "k"], ["v2", "i2"], name="topk_second"),
+        helper.make_node("NonMaxSuppression", ["e", "k"], ["v2"], name="nms_second"),
         helper.make_node("FusedConv", ["e"], ["f"], name="ms_conv", domain="com.microsoft"),
         helper.make_node("Sigmoid", ["f"], ["y"]),
     ]
@@ -44,10 +44,11 @@ def test_every_unsupported_op_is_listed_once_with_count_and_first_node() -> None
         from_onnx(model)
     err = info.value
     assert isinstance(err, FrontendError)
-    assert err.ops == {"TopK": (2, "topk_first"), "Det": (1, "Det_2"), "com.microsoft.FusedConv": (1, "ms_conv")}
+    assert err.ops == {"NonMaxSuppression": (2, "nms_first"), "Det": (1, "Det_2"),
+                       "com.microsoft.FusedConv": (1, "ms_conv")}
     message = str(err)
     assert "3 unsupported ONNX op types" in message
-    assert "TopK: 2 nodes, first 'topk_first'" in message
+    assert "NonMaxSuppression: 2 nodes, first 'nms_first'" in message
     assert "Det: 1 node, first 'Det_2'" in message
     assert "com.microsoft.FusedConv: 1 node, first 'ms_conv'" in message
 

@@ -85,6 +85,21 @@ CASES = {
     "norms": (Fn(lambda s, x: s.ln(x) + F.layer_norm(x, (8,)) + s.ln_no_affine(x), ln=nn.LayerNorm(8),
                  ln_no_affine=nn.LayerNorm(8, elementwise_affine=False)), [SEQ], True),
     "embedding": (Fn(lambda s, i: s.emb(i).sum(1), emb=nn.Embedding(10, 4)), [("int", 2, 3)], True),
+    "group_instance_norms": (Fn(lambda s, x: s.gn(x) + F.group_norm(x, 4) + s.inorm(x) + F.instance_norm(x),
+                                gn=nn.GroupNorm(2, 4), inorm=nn.InstanceNorm2d(4, affine=True)), [IMG], False),
+    "interpolate": (Fn(lambda s, x: F.interpolate(x, scale_factor=2) + s.up(x)
+                       + F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=True)
+                       + F.interpolate(x, scale_factor=2, mode="bicubic")
+                       + F.interpolate(x, size=(12, 12), mode="nearest-exact")
+                       + F.interpolate(x, scale_factor=1.5, mode="bilinear", recompute_scale_factor=True)[..., :1, :1],
+                    up=nn.Upsample(scale_factor=2, mode="bilinear")), [IMG], True),
+    "interpolate_1d": (Fn(lambda s, x: F.interpolate(x, size=11, mode="linear") + F.interpolate(x, size=11)),
+                       [SEQ], True),
+    "topk": (Fn(lambda s, x: torch.topk(x, 3).values + torch.topk(x, 3)[1].float()
+                + x.topk(2, dim=1, largest=False)[0].sum(1, keepdim=True)[..., :3]), [SEQ], True),
+    "fmod_vector_norm": (Fn(lambda s, x: torch.fmod(x * 3, 2.0) + torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+                            + torch.linalg.vector_norm(x, ord=3) + torch.linalg.vector_norm(x, ord=float("inf"))),
+                         [SEQ], True),
     "prelu_modules": (Fn(lambda s, x: s.seq(x), seq=nn.Sequential(nn.PReLU(4), nn.Hardswish(), nn.SiLU(), nn.ELU(),
                                                                    nn.LeakyReLU(0.1), nn.Softplus(), nn.Tanh(),
                                                                    nn.Flatten(), nn.Softmax(dim=-1))),

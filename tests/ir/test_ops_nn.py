@@ -287,6 +287,58 @@ def test_instance_norm_matches_torch(shape, rng):
     close(ours, F.instance_norm(t(x), weight=t(scale), bias=t(bias), eps=1e-5))
 
 
+@pytest.mark.parametrize("shape, groups", [((2, 6, 9), 3), ((2, 4, 5, 6), 1), ((1, 6, 3, 4, 5), 6)],
+                         ids=["1d", "2d-one-group", "3d-per-channel"])
+def test_group_norm_matches_torch(shape, groups, rng):
+    x, s, b = randn(rng, *shape), randn(rng, shape[1]), randn(rng, shape[1])
+    close(run_op("group_norm", x, s, b, groups=groups, epsilon=1e-3), F.group_norm(t(x), groups, t(s), t(b), 1e-3))
+
+
+def test_group_norm_rejects_groups_that_do_not_divide_the_channels():
+    with pytest.raises(OpError, match="groups=4 must be >= 1 and divide the 6 channels"):
+        infer("group_norm", TensorType("f32", (1, 6, 4)), TensorType("f32", (6,)), TensorType("f32", (6,)), groups=4)
+
+
+# torch interpolate -> (resize mode, coordinate mode, nearest mode); torch's own sampling rules
+INTERPOLATIONS = {
+    "nearest": ("nearest", "asymmetric", "floor", None),
+    "nearest-exact": ("nearest", "half_pixel", "round_prefer_ceil", None),
+    "linear": ("linear", "half_pixel", "floor", False),
+    "linear-align-corners": ("linear", "align_corners", "floor", True),
+    "bicubic": ("cubic", "half_pixel", "floor", False),
+    "bicubic-align-corners": ("cubic", "align_corners", "floor", True),
+}
+
+
+RESIZE_SHAPES = {"1d": ((2, 3, 7), (12,)), "2d": ((2, 3, 5, 6), (9, 4)), "3d": ((1, 2, 3, 4, 5), (5, 2, 8))}
+
+
+@pytest.mark.parametrize("name, dims", [(name, dims) for name in INTERPOLATIONS for dims in RESIZE_SHAPES
+                                        if dims == "2d" or "bicubic" not in name])  # torch's bicubic is 2-d only
+def test_resize_matches_torch_interpolate(name, dims, rng):
+    mode, coordinate, rounding, align_corners = INTERPOLATIONS[name]
+    shape, sizes = RESIZE_SHAPES[dims]
+    rank = len(sizes)
+    torch_mode = {"nearest": name, "linear": ("linear", "bilinear", "trilinear")[rank - 1], "cubic": "bicubic"}[mode]
+    x = randn(rng, *shape)
+    ours = run_op("resize", x, sizes=sizes, mode=mode, coordinate_mode=coordinate, nearest_mode=rounding)
+    close(ours, F.interpolate(t(x), size=sizes, mode=torch_mode, align_corners=align_corners))
+
+
+def test_resize_samples_at_the_given_scale():
+    # torch samples at output / scale_factor when a scale is given: 7 * 1.6 -> 11 outputs, not 7 * 11/7
+    x = np.random.default_rng(0).standard_normal((1, 2, 7)).astype(np.float32)
+    ours = run_op("resize", x, sizes=(11,), scales=(1.6,), mode="linear")
+    close(ours, F.interpolate(t(x), scale_factor=1.6, mode="linear"))
+    with pytest.raises(AssertionError):
+        close(run_op("resize", x, sizes=(11,), mode="linear"), F.interpolate(t(x), scale_factor=1.6, mode="linear"))
+
+
+def test_resize_rejects_a_symbolic_spatial_dim():
+    with pytest.raises(OpError, match="spatial dim 2 of f32\\[1,3,H,4\\] is symbolic"):
+        infer("resize", TensorType("f32", (1, 3, "H", 4)), sizes=(2, 2))
+
+
 @pytest.mark.parametrize("axis", [-1, -2, 2])
 @pytest.mark.parametrize("affine", ["none", "scale", "scale+bias"])
 def test_layer_norm_matches_torch(axis, affine, rng):

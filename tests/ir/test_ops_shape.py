@@ -117,6 +117,23 @@ def test_arg_reduction_matches_torch(op, fn, axis, keepdims):
     np.testing.assert_array_equal(got, fn(T(x), dim=axis, keepdim=keepdims).numpy())
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("largest", [True, False])
+def test_top_k_matches_torch(axis, largest):
+    x = rand(4, 5, 6)
+    values, indices = run_op("top_k", x, k=3, axis=axis, largest=largest)
+    want = torch.topk(torch.from_numpy(x), 3, dim=axis, largest=largest)
+    np.testing.assert_array_equal(values, want.values.numpy())
+    np.testing.assert_array_equal(indices, want.indices.numpy())
+
+
+def test_top_k_ties_keep_index_order_and_k_is_checked():
+    values, indices = run_op("top_k", np.array([1, 3, 3, 0, 3], np.int64), k=3)
+    assert values.tolist() == [3, 3, 3] and indices.tolist() == [1, 2, 4]
+    with pytest.raises(OpError, match="k=6 must be between 1 and the 5 elements"):
+        infer("top_k", TensorType("f32", (2, 5)), k=6)
+
+
 def test_reduction_flops_count_input_elements():
     x = TensorType("f32", ("N", 3, 4))
     out = TensorType("f32", ("N", 1, 1))

@@ -42,6 +42,7 @@ _TRAINABLE = {
     ("conv", 1), ("conv", 2), ("conv_transpose", 1), ("conv_transpose", 2),
     ("linear", 1), ("linear", 2), ("matmul", 1),
     ("batch_norm", 1), ("batch_norm", 2), ("instance_norm", 1), ("instance_norm", 2),
+    ("group_norm", 1), ("group_norm", 2),
     ("layer_norm", 1), ("layer_norm", 2), ("prelu", 1), ("codebook_decode", 1),
 }  # fmt: skip
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from slimgraph.errors import BackendError, IndexOutOfRangeError
+from slimgraph.ir.ops.nn import resize_tables
 
 TorchOp = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 TORCH_OPS: dict[str, TorchOp] = {}
@@ -182,6 +183,34 @@ def _batch_norm(x, scale, bias, mean, var, *, epsilon):
 @torch_op("instance_norm")
 def _instance_norm(x, scale, bias, *, epsilon):
     return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
+
+
+@torch_op("top_k")
+def _top_k(x, *, k, axis, largest):
+    # a stable sort keeps equal values in index order, as the reference does; torch.topk does not promise it
+    values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+    return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
+
+
+@torch_op("group_norm")
+def _group_norm(x, scale, bias, *, groups, epsilon):
+    return F.group_norm(x, groups, scale, bias, epsilon)
+
+
+@torch_op("resize")
+def _resize(x, **attrs):
+    # torch's interpolate covers only some of the ONNX coordinate modes; the
+    # IR's own tap tables cover all of them, and index_select stays differentiable
+    y = x
+    for axis, (index, weight) in enumerate(resize_tables(tuple(x.shape), attrs), start=2):
+        taps = torch.as_tensor(index.reshape(-1), device=x.device)
+        picked = y.index_select(axis, taps).unflatten(axis, index.shape)
+        if attrs["mode"] == "nearest":
+            y = picked.squeeze(axis + 1)
+        else:
+            w = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+            y = (picked * w.reshape(w.shape + (1,) * (x.dim() - axis - 1))).sum(axis + 1)
+    return y
 
 
 @torch_op("layer_norm")

@@ -318,6 +318,22 @@ def _batch_norm(ctx: Context, x: Value, weight: Value | None, bias: Value | None
     return (L.batch_norm(ctx, x, weight, bias, running_mean, running_var, eps), None, None)
 
 
+@aten("native_group_norm.default")
+def _group_norm(ctx: Context, x: Value, weight: Value | None, bias: Value | None, n: Any, c: Any, hw: Any,
+                group: int, eps: float) -> tuple:
+    return (L.group_norm(ctx, x, group, weight, bias, eps), None, None)
+
+
+@aten("_native_batch_norm_legit.no_stats")
+def _batch_stats_norm(ctx: Context, x: Value, weight: Value | None, bias: Value | None, training: bool,
+                      momentum: float, eps: float) -> tuple:
+    # torch's instance norm: the input viewed as [1, N*C, *spatial], normalized with its own statistics
+    if x.type.shape[0] != 1:
+        raise FrontendError(f"{ctx.where()}batch norm with batch statistics over {x.type} is training-mode "
+                            "batch norm; only its instance-norm form (batch 1) is supported")
+    return (L.instance_norm(ctx, x, weight, bias, eps), None, None)
+
+
 @aten("native_layer_norm.default")
 def _layer_norm(ctx: Context, x: Value, normalized_shape: Any, weight: Value | None, bias: Value | None,
                 eps: float) -> tuple:
@@ -355,6 +371,32 @@ def _avg_pool(ctx: Context, x: Value, kernel_size: Any, stride: Any = (), paddin
 @aten("_adaptive_avg_pool2d.default", "adaptive_avg_pool2d.default", "_adaptive_avg_pool1d.default")
 def _adaptive_avg_pool(ctx: Context, x: Value, output_size: Any) -> Value:
     return L.adaptive_avg_pool(ctx, x, output_size)
+
+
+# ---------------------------------------------------------------------------
+# Interpolation: the .vec overloads take (output_size, [align_corners,] scale_factors),
+# the .default ones (output_size, [align_corners,] scales per axis)
+
+
+def _upsample(mode: str, has_align_corners: bool, vec: bool):
+    def convert(ctx: Context, x: Value, output_size: Any, *rest: Any) -> Value:
+        align_corners = bool(rest[0]) if has_align_corners else None
+        scales = rest[1:] if has_align_corners else rest
+        scale_factor = scales[0] if vec else None if not scales or None in scales else list(scales)
+        return L.interpolate(ctx, x, output_size, scale_factor, mode, align_corners)
+
+    return convert
+
+
+for _rank, _linear_name in ((1, "upsample_linear1d"), (2, "upsample_bilinear2d"), (3, "upsample_trilinear3d")):
+    aten(f"upsample_nearest{_rank}d.vec")(_upsample("nearest", False, True))
+    aten(f"upsample_nearest{_rank}d.default")(_upsample("nearest", False, False))
+    aten(f"_upsample_nearest_exact{_rank}d.vec")(_upsample("nearest-exact", False, True))
+    aten(f"_upsample_nearest_exact{_rank}d.default")(_upsample("nearest-exact", False, False))
+    aten(f"{_linear_name}.vec")(_upsample("linear", True, True))
+    aten(f"{_linear_name}.default")(_upsample("linear", True, False))
+aten("upsample_bicubic2d.vec")(_upsample("bicubic", True, True))
+aten("upsample_bicubic2d.default")(_upsample("bicubic", True, False))
 
 
 @aten("embedding.default")
@@ -439,6 +481,23 @@ aten("prod.dim_int", "prod.default")(_reduction("reduce_prod"))
 @aten("any.dim", "any.dims", "any.default")
 def _any(ctx: Context, x: Value, dim: Any = None, keepdim: bool = False) -> Value:
     return L.any_(ctx, x, dim, keepdim)
+
+
+@aten("fmod.Scalar", "fmod.Tensor")
+def _fmod(ctx: Context, x: Value, other: Any) -> Value:
+    return L.fmod(ctx, x, other)
+
+
+@aten("linalg_vector_norm.default")
+def _vector_norm(ctx: Context, x: Value, ord: float = 2, dim: Any = None, keepdim: bool = False,  # noqa: A002
+                 dtype: Any = None) -> Value:
+    return L.vector_norm(ctx, x, ord, dim, keepdim)
+
+
+@aten("topk.default")
+def _topk(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True,
+          sorted: bool = True) -> tuple:  # noqa: A002
+    return L.top_k(ctx, x, k, dim, largest)
 
 
 @aten("argmax.default")

@@ -26,6 +26,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
 from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype, warn_frozen_buffers
+from slimgraph.frontends.torch.registry import ATEN, load_converters
 from slimgraph.ir import Graph, TensorType, Value
 
 
@@ -45,10 +46,16 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> torch
 
 
 def _decompositions() -> dict:
-    """Core ATen, except that scaled-dot-product attention stays one op: the IR has it, and
-    torch's decomposition of it trips over its own strides (GPT-2 fails to export without this)."""
+    """torch's core-ATen table less what the IR holds whole: scaled-dot-product attention (one
+    op; torch's decomposition of it also trips over its own strides, GPT-2 fails to export
+    without this) and the interpolations (one ``resize`` where the decomposition would leave a
+    dozen arange/index ops)."""
+    load_converters()
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    for op in list(table.keys()):
+        if "upsample" in str(op) and str(op) in ATEN:
+            table.pop(op)
     return table
 
 

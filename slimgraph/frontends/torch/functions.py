@@ -155,6 +155,23 @@ for _cmp in ("eq", "ne", "lt", "le", "gt", "ge"):
     function(getattr(torch, _cmp), methods=(_cmp,))(_comparison(_cmp))
 
 
+@function(torch.fmod, methods=("fmod",))
+def _fmod(ctx: Context, input: Value, other: Any) -> Value:  # noqa: A002
+    return L.fmod(ctx, input, other)
+
+
+@function(torch.linalg.vector_norm)
+def _vector_norm(ctx: Context, x: Value, ord: float = 2, dim: Any = None, keepdim: bool = False,  # noqa: A002
+                 dtype: Any = None) -> Value:
+    return L.vector_norm(ctx, x, ord, dim, keepdim)
+
+
+@function(torch.topk, methods=("topk",))
+def _topk(ctx: Context, input: Value, k: int, dim: int = -1, largest: bool = True,  # noqa: A002
+          sorted: bool = True) -> tuple:  # noqa: A002
+    return L.top_k(ctx, input, k, dim, largest)
+
+
 @function(torch.where)
 def _where(ctx: Context, condition: Value, input: Any, other: Any) -> Value:  # noqa: A002
     return L.where(ctx, condition, input, other)
@@ -518,6 +535,30 @@ def _batch_norm(ctx: Context, input: Value, running_mean: Value | None, running_
 def _layer_norm(ctx: Context, input: Value, normalized_shape: Any, weight: Value | None = None,  # noqa: A002
                 bias: Value | None = None, eps: float = 1e-5) -> Value:
     return L.layer_norm(ctx, input, normalized_shape, weight, bias, eps)
+
+
+@function(F.group_norm)
+def _group_norm(ctx: Context, input: Value, num_groups: int, weight: Value | None = None,  # noqa: A002
+                bias: Value | None = None, eps: float = 1e-5) -> Value:
+    return L.group_norm(ctx, input, num_groups, weight, bias, eps)
+
+
+@function(F.instance_norm)
+def _instance_norm(ctx: Context, input: Value, running_mean: Value | None = None,  # noqa: A002
+                   running_var: Value | None = None, weight: Value | None = None, bias: Value | None = None,
+                   use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Value:
+    if not use_input_stats:
+        return L.batch_norm(ctx, input, weight, bias, running_mean, running_var, eps)
+    return L.instance_norm(ctx, input, weight, bias, eps)
+
+
+@function(F.interpolate)
+def _interpolate(ctx: Context, input: Value, size: Any = None, scale_factor: Any = None,  # noqa: A002
+                 mode: str = "nearest", align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                 antialias: bool = False) -> Value:
+    if antialias:
+        raise FrontendError(f"{ctx.where()}interpolate with antialias=True is not supported")
+    return L.interpolate(ctx, input, size, scale_factor, mode, align_corners, recompute_scale_factor)
 
 
 @function(F.scaled_dot_product_attention)

@@ -160,6 +160,11 @@ def divide(ctx: Context, a: Any, b: Any, rounding_mode: str | None = None) -> Va
     return ctx.call("mul", ctx.call("sign", q), ctx.call("floor", ctx.call("abs", q)))
 
 
+def fmod(ctx: Context, a: Any, b: Any) -> Value:
+    """torch.fmod: the remainder of truncating division (its sign follows the dividend)."""
+    return binary(ctx, "sub", a, binary(ctx, "mul", divide(ctx, a, b, "trunc"), b))
+
+
 def compare(ctx: Context, op: str, a: Any, b: Any) -> Value:
     """``eq ne lt le gt ge`` as IR comparisons (``ne`` is ``not equal``)."""
     names = {"eq": "equal", "lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal"}
@@ -493,6 +498,25 @@ def reduce(ctx: Context, op: str, x: Value, dims: Any = None, keepdim: bool = Fa
     return ctx.call(op, x, axes=axes, keepdims=bool(keepdim))
 
 
+def vector_norm(ctx: Context, x: Value, ord: float = 2, dims: Any = None, keepdim: bool = False) -> Value:  # noqa: A002
+    """torch.linalg.vector_norm from reductions (weight norm's ``g * v / ||v||`` folds at import)."""
+    if ord == 2:
+        return ctx.call("sqrt", reduce(ctx, "reduce_sum", ctx.call("mul", x, x), dims, keepdim))
+    magnitude = ctx.call("abs", x)
+    if ord in (math.inf, -math.inf):
+        return reduce(ctx, "reduce_max" if ord > 0 else "reduce_min", magnitude, dims, keepdim)
+    if ord == 0:
+        nonzero = cast(ctx, compare(ctx, "ne", x, 0.0), x.type.dtype)
+        return reduce(ctx, "reduce_sum", nonzero, dims, keepdim)
+    total = reduce(ctx, "reduce_sum", power(ctx, magnitude, float(ord)), dims, keepdim)
+    return power(ctx, total, 1.0 / float(ord))
+
+
+def top_k(ctx: Context, x: Value, k: int, dim: int = -1, largest: bool = True) -> tuple[Value, Value]:
+    """torch.topk as (values, indices); always sorted, which is one of the orders sorted=False allows."""
+    return tuple(ctx.call("top_k", x, k=int(k), axis=axis_of(ctx, x, dim), largest=bool(largest)))
+
+
 def any_(ctx: Context, x: Value, dims: Any = None, keepdim: bool = False) -> Value:
     """torch.any: the max of the 0/1 values, back to bool."""
     ones = cast(ctx, x, DType.float32)
@@ -688,6 +712,65 @@ def layer_norm(ctx: Context, x: Value, normalized_shape: Any, weight: Value | No
         if bias is not None:
             inputs.append(bias)
     return ctx.call("layer_norm", *inputs, axis=-len(as_list(normalized_shape)), epsilon=float(eps))
+
+
+def group_norm(ctx: Context, x: Value, groups: int, weight: Value | None, bias: Value | None, eps: float) -> Value:
+    """torch GroupNorm; a missing affine weight/bias is 1/0."""
+    scale, shift = _affine(ctx, x, weight, bias)
+    return ctx.call("group_norm", x, scale, shift, groups=int(groups), epsilon=float(eps))
+
+
+def instance_norm(ctx: Context, x: Value, weight: Value | None, bias: Value | None, eps: float) -> Value:
+    """torch InstanceNorm with its own statistics; a missing affine weight/bias is 1/0."""
+    scale, shift = _affine(ctx, x, weight, bias)
+    return ctx.call("instance_norm", x, scale, shift, epsilon=float(eps))
+
+
+def _affine(ctx: Context, x: Value, weight: Value | None, bias: Value | None) -> tuple[Value, Value]:
+    channels = x.type.shape[1]
+    if not isinstance(channels, int):
+        raise FrontendError(f"{ctx.where()}normalization of {x.type} needs a static channel count")
+    scale = weight if weight is not None else full_vec(ctx, 1.0, channels, x.type.dtype)
+    shift = bias if bias is not None else full_vec(ctx, 0.0, channels, x.type.dtype)
+    return scale, shift
+
+
+#: torch interpolate modes -> (IR resize mode, nearest rounding) ; linear covers bilinear and trilinear
+_INTERPOLATE = {"nearest": ("nearest", "floor"), "nearest-exact": ("nearest", "round_prefer_ceil"),
+                "linear": ("linear", ""), "bilinear": ("linear", ""), "trilinear": ("linear", ""),
+                "bicubic": ("cubic", "")}
+
+
+def interpolate(ctx: Context, x: Value, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None) -> Value:
+    """torch interpolate as one ``resize``: out = size, else floor(in * scale_factor). A given
+    scale_factor is also what torch samples at (input = output / scale_factor) unless
+    ``recompute_scale_factor``, which samples at in/out as if the size had been given."""
+    spatial = x.type.shape[2:]
+    if not all(isinstance(s, int) for s in spatial):
+        raise FrontendError(f"{ctx.where()}interpolate of {x.type} needs static spatial sizes")
+    scales = () if scale_factor is None else _per_axis_floats(scale_factor, spatial)
+    sizes = expand_param(size, len(spatial)) if size is not None else tuple(
+        int(math.floor(s * f)) for s, f in zip(spatial, scales))
+    if recompute_scale_factor:
+        scales = ()
+    if mode == "area":
+        return adaptive_avg_pool(ctx, x, list(sizes))
+    if mode not in _INTERPOLATE:
+        raise FrontendError(f"{ctx.where()}interpolate mode {mode!r} is not supported; valid: "
+                            f"{', '.join(sorted(_INTERPOLATE) + ['area'])}")
+    resize_mode, rounding = _INTERPOLATE[mode]
+    if resize_mode == "nearest":
+        coordinate = "asymmetric" if mode == "nearest" else "half_pixel"
+        return ctx.call("resize", x, sizes=sizes, scales=scales, mode="nearest", coordinate_mode=coordinate,
+                        nearest_mode=rounding)
+    return ctx.call("resize", x, sizes=sizes, scales=scales, mode=resize_mode,
+                    coordinate_mode="align_corners" if align_corners else "half_pixel")
+
+
+def _per_axis_floats(values: Any, spatial: Sequence[Any]) -> tuple[float, ...]:
+    items = as_list(values)
+    return tuple(float(v) for v in (items * len(spatial) if len(items) == 1 else items))
 
 
 def full_vec(ctx: Context, value: float, n: int, dtype: DType) -> Value:

@@ -143,6 +143,27 @@ def _layer_norm(ctx: Context, mod: nn.LayerNorm, path: str, input: Value) -> Val
                         _weight(ctx, mod, path, "bias"), mod.eps)
 
 
+@module(nn.GroupNorm)
+def _group_norm(ctx: Context, mod: nn.GroupNorm, path: str, input: Value) -> Value:  # noqa: A002
+    return L.group_norm(ctx, input, mod.num_groups, _weight(ctx, mod, path, "weight"),
+                        _weight(ctx, mod, path, "bias"), mod.eps)
+
+
+@module(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+def _instance_norm(ctx: Context, mod: nn.modules.instancenorm._InstanceNorm, path: str,
+                   input: Value) -> Value:  # noqa: A002
+    if mod.track_running_stats:
+        return L.batch_norm(ctx, input, _weight(ctx, mod, path, "weight"), _weight(ctx, mod, path, "bias"),
+                            _weight(ctx, mod, path, "running_mean"), _weight(ctx, mod, path, "running_var"), mod.eps)
+    return L.instance_norm(ctx, input, _weight(ctx, mod, path, "weight"), _weight(ctx, mod, path, "bias"), mod.eps)
+
+
+@module(nn.Upsample)
+def _upsample(ctx: Context, mod: nn.Upsample, path: str, input: Value) -> Value:  # noqa: A002
+    return L.interpolate(ctx, input, mod.size, mod.scale_factor, mod.mode, mod.align_corners,
+                         mod.recompute_scale_factor)
+
+
 @module(nn.Embedding)
 def _embedding(ctx: Context, mod: nn.Embedding, path: str, input: Value) -> Value:  # noqa: A002
     return ctx.call("gather", _weight(ctx, mod, path, "weight"), input, axis=0)

@@ -579,6 +579,41 @@ define_op(
 )
 
 
+def _infer_group_norm(types, attrs):
+    x = types[0]
+    require_float(x, "x")
+    _same_dtype(types, ("x", "scale", "bias"))
+    if x.rank < 2:
+        raise GraphError(f"x must be [N, C, *spatial], got {x}")
+    groups, channels = attrs["groups"], x.shape[1]
+    if groups < 1 or (isinstance(channels, int) and channels % groups):
+        raise GraphError(f"groups={groups} must be >= 1 and divide the {channels} channels of {x}")
+    for t, name in zip(types[1:], ("scale", "bias")):
+        _require_vector(t, channels, name, "channel")
+    return [x]
+
+
+def _group_norm(x, scale, bias, *, groups, epsilon):
+    grouped = x.reshape(x.shape[:1] + (groups, -1))
+    y = _normalize(grouped, (2,), epsilon).reshape(x.shape)
+    y = y * _channel(scale.astype(y.dtype), x.ndim) + _channel(bias.astype(y.dtype), x.ndim)
+    return y.astype(x.dtype, copy=False)
+
+
+define_op(
+    "group_norm",
+    inputs=[In("x"), In("scale"), In("bias")],
+    attrs=[Attr("groups", "int", doc="channel groups; C must divide evenly"), Attr("epsilon", "float", 1e-5)],
+    infer=_infer_group_norm,
+    impl=_group_norm,
+    flops=_per_element(7),
+    category="compute",
+    doc="Splits the channels into `groups` and normalizes each (sample, group) over its channels and spatial "
+    "axes, then scale and bias per channel (torch GroupNorm, ONNX GroupNormalization-21). "
+    "FLOPs: 7 per element, as instance_norm.",
+)
+
+
 def _infer_layer_norm(types, attrs):
     x = types[0]
     require_float(x, "x")
@@ -622,6 +657,132 @@ define_op(
     category="compute",
     doc="Normalizes over axes axis..rank-1, then optional elementwise scale and bias. "
     "FLOPs: 5 per element (mean, centre, square, sum, divide) + 1 each for scale and bias.",
+)
+
+
+# ---------------------------------------------------------------------------
+# resize (torch interpolate, ONNX Resize)
+
+RESIZE_MODES = ("nearest", "linear", "cubic")
+COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                    "tf_half_pixel_for_nn")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _source_coordinates(in_size: int, out_size: int, scale: float, mode: str) -> np.ndarray:
+    """The input coordinate each output index samples, by ONNX Resize's coordinate_transformation_mode."""
+    i = np.arange(out_size, dtype=np.float64)
+    if mode == "align_corners":
+        return i * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(out_size)
+    if mode == "asymmetric":
+        return i / scale
+    if mode == "tf_half_pixel_for_nn":
+        return (i + 0.5) / scale
+    if mode == "pytorch_half_pixel" and out_size == 1:
+        return np.zeros(out_size)
+    if mode == "half_pixel_symmetric":
+        adjustment = out_size / (scale * in_size)
+        return in_size / 2 * (1 - adjustment) + (i + 0.5) / scale - 0.5
+    return (i + 0.5) / scale - 0.5
+
+
+def _cubic_weights(frac: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution weights of the 4 taps at offsets -1, 0, 1, 2 from floor(x)."""
+    t = np.abs(np.stack([frac + 1, frac, 1 - frac, 2 - frac], axis=-1))
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def resize_taps(in_size: int, out_size: int, scale: float, *, mode: str, coordinate_mode: str, nearest_mode: str,
+                cubic_coeff_a: float, exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per output index along one axis: the input indices it reads and their weights, each ``[out, taps]``.
+
+    Resize is separable, so every backend applies these tables axis by axis
+    (1 tap for nearest, 2 for linear, 4 for cubic). Indices are clamped to
+    the edge; ``exclude_outside`` instead drops out-of-range taps and
+    renormalizes the rest. ``scale`` is out/in unless the source gave one.
+    """
+    x = _source_coordinates(in_size, out_size, scale, coordinate_mode)
+    if mode == "nearest":
+        pick = {"round_prefer_floor": lambda v: np.ceil(v - 0.5), "round_prefer_ceil": lambda v: np.floor(v + 0.5),
+                "floor": np.floor, "ceil": np.ceil}[nearest_mode]
+        index = np.clip(pick(x), 0, in_size - 1).astype(np.int64)[:, None]
+        return index, np.ones(index.shape, np.float32)
+    base = np.floor(x)
+    frac = x - base
+    if mode == "linear":
+        offsets, weights = np.arange(2), np.stack([1 - frac, frac], axis=-1)
+    else:
+        offsets, weights = np.arange(-1, 3), _cubic_weights(frac, cubic_coeff_a)
+    index = base[:, None].astype(np.int64) + offsets
+    if exclude_outside:
+        weights = np.where((index >= 0) & (index < in_size), weights, 0.0)
+        weights = weights / weights.sum(axis=1, keepdims=True)
+    return np.clip(index, 0, in_size - 1), weights.astype(np.float32)
+
+
+def resize_tables(in_shape: Sequence[int], attrs: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`resize_taps` for each spatial axis of an input of shape ``in_shape``."""
+    sizes, scales = attrs["sizes"], attrs["scales"] or (None,) * len(attrs["sizes"])
+    options = {k: attrs[k] for k in ("mode", "coordinate_mode", "nearest_mode", "cubic_coeff_a", "exclude_outside")}
+    return [resize_taps(n, m, s if s is not None else m / n, **options)
+            for n, m, s in zip(in_shape[2:], sizes, scales)]
+
+
+def _infer_resize(types, attrs):
+    x = types[0]
+    sizes, scales = attrs["sizes"], attrs["scales"]
+    if not 3 <= x.rank <= 5:
+        raise GraphError(f"x must be [N, C, *spatial] with 1 to 3 spatial axes, got {x}")
+    if len(sizes) != x.rank - 2 or any(s < 1 for s in sizes):
+        raise GraphError(f"sizes={list(sizes)} must hold one size >= 1 per spatial axis of {x}")
+    if scales and (len(scales) != len(sizes) or any(s <= 0 for s in scales)):
+        raise GraphError(f"scales={list(scales)} must be empty or one positive scale per spatial axis")
+    if attrs["mode"] != "nearest":
+        require_float(x, "x")
+    _require_static(x, range(2, x.rank), "spatial")
+    return [x.with_shape(x.shape[:2] + tuple(sizes))]
+
+
+def _resize(x, *, sizes, scales, mode, coordinate_mode, nearest_mode, cubic_coeff_a, exclude_outside):
+    attrs = dict(sizes=sizes, scales=scales, mode=mode, coordinate_mode=coordinate_mode, nearest_mode=nearest_mode,
+                 cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside)
+    y = x if mode == "nearest" else x.astype(_acc(x.dtype), copy=False)
+    for axis, (index, weight) in enumerate(resize_tables(x.shape, attrs), start=2):
+        taken = np.take(y, index, axis=axis)  # the tap axis lands right after `axis`
+        if mode == "nearest":
+            y = np.squeeze(taken, axis=axis + 1)
+        else:
+            w = weight.reshape(weight.shape + (1,) * (x.ndim - axis - 1)).astype(y.dtype)
+            y = (taken * w).sum(axis=axis + 1)
+    return y.astype(x.dtype, copy=False)
+
+
+def _resize_flops(ins, outs, attrs):
+    taps = {"nearest": 0, "linear": 2, "cubic": 4}[attrs["mode"]]
+    return 2 * taps * (len(attrs["sizes"])) * outs[0].numel()
+
+
+define_op(
+    "resize",
+    inputs=[In("x")],
+    attrs=[
+        Attr("sizes", "ints", doc="output size per spatial axis"),
+        Attr("scales", "floats", default=(), doc="out/in per spatial axis as the source gave it; () means sizes/in"),
+        Attr("mode", "str", "nearest", choices=RESIZE_MODES),
+        Attr("coordinate_mode", "str", "half_pixel", choices=COORDINATE_MODES,
+             doc="ONNX coordinate_transformation_mode"),
+        Attr("nearest_mode", "str", "round_prefer_floor", choices=NEAREST_MODES),
+        Attr("cubic_coeff_a", "float", -0.75),
+        Attr("exclude_outside", "bool", False),
+    ],
+    infer=_infer_resize,
+    impl=_resize,
+    flops=_resize_flops,
+    category="compute",
+    doc="ONNX Resize / torch interpolate over the spatial axes of [N, C, *spatial]: nearest, (bi/tri)linear or "
+    "cubic, separable, taps clamped to the edge. FLOPs: 2 per tap per axis per output element.",
 )
 
 

@@ -178,6 +178,43 @@ def _define_arg_reduction(name: str, fn, doc: str) -> None:
     )
 
 
+def _infer_top_k(types, attrs):
+    (t,) = types
+    axis = _axis(attrs["axis"], t.rank)
+    size, k = t.shape[axis], attrs["k"]
+    if t.dtype is DType.bool or t.dtype is DType.int4:
+        raise GraphError(f"x must be a float or 8/32/64-bit integer tensor, got {t}")
+    if k < 1 or (isinstance(size, int) and k > size):
+        raise GraphError(f"k={k} must be between 1 and the {size} elements of axis {axis} of {t}")
+    shape = t.shape[:axis] + (k,) + t.shape[axis + 1 :]
+    return [t.with_shape(shape), TensorType(DType.int64, shape)]
+
+
+def _top_k(x, *, k, axis, largest):
+    # a stable sort on the negated key keeps equal values in index order, as ONNX asks
+    key = x.astype(np.float64) if x.dtype.kind in "iu" else x.astype(np.float32, copy=False)
+    order = np.argsort(-key if largest else key, axis=axis, kind="stable")
+    index = np.take(order, np.arange(k), axis=axis)
+    return np.take_along_axis(x, index, axis=axis), index.astype(np.int64)
+
+
+define_op(
+    "top_k",
+    inputs=[In("x")],
+    attrs=[
+        Attr("k", "int", doc="how many elements to keep"),
+        Attr("axis", "int", default=-1, doc="the axis searched"),
+        Attr("largest", "bool", default=True, doc="the largest (else the smallest) k"),
+    ],
+    infer=_infer_top_k,
+    impl=_top_k,
+    flops=lambda ins, outs, attrs: ins[0].numel() * concrete(ins[0].shape[attrs["axis"]]),
+    category="reduction",
+    doc="The k largest (or smallest) elements along an axis, sorted, and their int64 indices; equal values keep "
+    "index order (ONNX TopK, torch.topk). FLOPs: one comparison per pair of elements along the axis.",
+)
+
+
 _define_arg_reduction("argmax", np.argmax, "Index (int64) of the first maximum along an axis.")
 _define_arg_reduction("argmin", np.argmin, "Index (int64) of the first minimum along an axis.")
 

@@ -21,7 +21,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import down, dtype_of, is_float, lowest, spatial_compute, up
-from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry
+from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
 def vector_block(n: int) -> int:
@@ -357,6 +357,70 @@ def lower_instance_norm(call):
         call.shape(), lambda *idx: down(norm(idx) * s(idx[1]) + b(idx[1]), call.dtype()),
         name="instance_norm", rule="elementwise",
     )
+
+
+@register("group_norm")
+def lower_group_norm(call):
+    """Per (sample, group) mean and variance over the group's channels and spatial axes, then scale and bias."""
+    x = call.args[0]
+    shape = call.shape()
+    groups = call.attrs["groups"]
+    per_group = shape[1] // groups
+    spatial = list(shape[2:])
+    inv = tirx.const(1.0 / (per_group * math.prod(spatial)), "float32")
+
+    def reduce_over(fn, stage):
+        rc = te.reduce_axis((0, per_group), "rc")
+        rs = [te.reduce_axis((0, d), f"r{a}") for a, d in enumerate(spatial)]
+        return te.compute(
+            (shape[0], groups), lambda n, g: te.sum(fn((n, g * per_group + rc, *rs), n, g), axis=[rc, *rs]),
+            name=stage, attrs={"sg.rule": "reduction"},
+        )
+
+    total = reduce_over(lambda i, n, g: up(x[i]), "gn_sum")
+
+    def deviation(i, n, g):
+        return up(x[i]) - total[n, g] * inv
+
+    squares = reduce_over(lambda i, n, g: deviation(i, n, g) * deviation(i, n, g), "gn_var")
+    s, b = _channel_vector(call, 1), _channel_vector(call, 2)
+    eps = tirx.const(call.attrs["epsilon"], "float32")
+
+    def f(n, c, *rest):
+        g = c // per_group
+        norm = deviation((n, c, *rest), n, g) / tirx.sqrt(squares[n, g] * inv + eps)
+        return down(norm * s(c) + b(c), call.dtype())
+
+    return spatial_compute(shape, f, name="group_norm", rule="elementwise")
+
+
+# ---------------------------------------------------------------------------
+# resize
+
+
+@register("resize")
+def lower_resize(call):
+    """A weighted sum over the taps of every spatial axis; the tap tables are compile-time parameters."""
+    x = call.args[0]
+    in_shape = [int(d) for d in x.shape]
+    tables = []
+    for axis, (index, weight) in enumerate(resize_tables(in_shape, call.attrs)):
+        index_t = call.param(index.astype(np.int32), f"resize_index{axis}")
+        weight_t = None if call.attrs["mode"] == "nearest" else call.param(weight, f"resize_weight{axis}")
+        tables.append((index_t, weight_t, index.shape[1]))
+
+    def f(n, c, *out):
+        total = None
+        for taps in np.ndindex(*(t for _, _, t in tables)):
+            pos = tuple(index_t[o, k] for (index_t, _, _), o, k in zip(tables, out, taps))
+            term = up(x[(n, c) + pos])
+            for (_, weight_t, _), o, k in zip(tables, out, taps):
+                if weight_t is not None:
+                    term = term * weight_t[o, k]
+            total = term if total is None else total + term
+        return down(total, call.dtype())
+
+    return spatial_compute(call.shape(), f, name="resize", rule="elementwise")
 
 
 # ---------------------------------------------------------------------------

@@ -143,6 +143,42 @@ def lower_arg_reduction(call):
     return index
 
 
+@register("top_k")
+def lower_top_k(call):
+    """Selection by rank: an element's rank counts the elements that beat it (a tie goes to the
+    lower index), and output slot r gathers the element of rank r. O(n^2) along the axis, no sort."""
+    x = call.args[0]
+    in_shape = [int(d) for d in x.shape]
+    axis = call.attrs["axis"] % len(in_shape)
+    n = in_shape[axis]
+    beats = (lambda a, b: a > b) if call.attrs["largest"] else (lambda a, b: a < b)
+
+    def at(idx, i):
+        return x[tuple(idx[:axis]) + (i,) + tuple(idx[axis + 1 :])]
+
+    j = te.reduce_axis((0, n), "j")
+    rank = te.compute(
+        in_shape,
+        lambda *idx: te.sum(tirx.Select(tirx.Or(beats(at(idx, j), x[idx]),
+                                                tirx.And(at(idx, j) == x[idx], j < idx[axis])),
+                                        tirx.const(1, "int32"), tirx.const(0, "int32")), axis=j),
+        name="top_k_rank", attrs={"sg.rule": "reduction"},
+    )
+
+    def pick(value_of, dtype, name):
+        i = te.reduce_axis((0, n), "i")
+        return te.compute(
+            call.shape(),
+            lambda *idx: te.sum(tirx.Select(rank[tuple(idx[:axis]) + (i,) + tuple(idx[axis + 1 :])] == idx[axis],
+                                            value_of(idx, i), const(0, dtype)), axis=i),
+            name=name, attrs={"sg.rule": "reduction"},
+        )
+
+    values = pick(lambda idx, i: at(idx, i), call.dtype(0), "top_k_values")
+    indices = pick(lambda idx, i: i.var.astype("int64"), "int64", "top_k_indices")
+    return values, indices
+
+
 # ---------------------------------------------------------------------------
 # Reshapes and permutations
 

@@ -146,6 +146,67 @@ def _instance_norm(ctx: NodeContext) -> Operand:
     )
 
 
+@converter("GroupNormalization")
+def _group_norm(ctx: NodeContext) -> Operand:
+    groups, channels = ctx.attr("num_groups"), ctx.shape(0)[1]
+    scale, bias = ctx.input(1), ctx.input(2)
+    if ctx.opset < 21 and channels != groups:
+        # opset 18 gave scale and bias per group; the IR (and opset 21) has them per channel
+        if not isinstance(channels, int):
+            raise ctx.error(f"per-group scale and bias need a static channel count, got {channels!r}")
+        scale, bias = (np.repeat(ctx.const(i, f"per-group {what}"), channels // groups)
+                       for i, what in ((1, "scale"), (2, "bias")))
+    return ctx.emit("group_norm", ctx.input(0), scale, bias, groups=groups, epsilon=ctx.attr("epsilon", 1e-5))
+
+
+@converter("Resize", "Upsample")
+def _resize(ctx: NodeContext) -> Operand:
+    shape = ctx.shape(0)
+    rank = len(shape)
+    legacy = ctx.op_type == "Upsample" or ctx.opset < 11  # scales only, sampled at output / scale
+    scales_at, sizes_at = (1, None) if legacy else (2, 3)
+    if ctx.op_type == "Upsample" and ctx.opset < 9:
+        scales = tuple(ctx.attr("scales"))
+    elif sizes_at is not None and ctx.has_input(sizes_at) and ctx.shape(sizes_at) != (0,):
+        scales = None
+    else:
+        scales = tuple(float(v) for v in ctx.const(scales_at, "scales").ravel())
+    axes = tuple(a % rank for a in ctx.attr("axes", range(rank)))
+    if ctx.attr("antialias", 0):
+        raise ctx.error("antialias=1 is not supported")
+    if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise ctx.error(f"keep_aspect_ratio_policy={ctx.attr('keep_aspect_ratio_policy')!r} is not supported")
+    full_scales = [1.0] * rank
+    full_sizes = list(shape)
+    if scales is None:
+        for axis, size in zip(axes, ctx.ints(sizes_at, "sizes")):
+            full_sizes[axis] = size
+    else:
+        for axis, scale in zip(axes, scales):
+            full_scales[axis] = scale
+            full_sizes[axis] = int(np.floor(shape[axis] * scale)) if isinstance(shape[axis], int) else shape[axis]
+    if full_sizes[:2] != list(shape[:2]):
+        raise ctx.error(f"resizing the batch or channel axis ({list(shape)} to {full_sizes}) is not supported")
+    mode = ctx.attr("mode", "nearest")
+    coordinate = "asymmetric" if legacy else ctx.attr("coordinate_transformation_mode", "half_pixel")
+    if coordinate == "tf_crop_and_resize":
+        raise ctx.error("coordinate_transformation_mode='tf_crop_and_resize' is not supported")
+    return ctx.emit(
+        "resize", ctx.input(0), sizes=tuple(full_sizes[2:]), scales=() if scales is None else tuple(full_scales[2:]),
+        mode=mode, coordinate_mode=coordinate,
+        nearest_mode="floor" if legacy else ctx.attr("nearest_mode", "round_prefer_floor"),
+        cubic_coeff_a=ctx.attr("cubic_coeff_a", -0.75), exclude_outside=bool(ctx.attr("exclude_outside", 0)),
+    )
+
+
+@converter("TopK")
+def _top_k(ctx: NodeContext) -> tuple:
+    # sorted=0 allows any order, so the IR's sorted output serves it too
+    k = ctx.attr("k") if ctx.opset < 10 else ctx.ints(1, "K")[0]
+    return tuple(ctx.emit("top_k", ctx.input(0), k=k, axis=ctx.attr("axis", -1),
+                          largest=bool(ctx.attr("largest", 1))))
+
+
 @converter("LayerNormalization")
 def _layer_norm(ctx: NodeContext) -> tuple:
     inputs = [ctx.input(i) for i in range(3) if ctx.has_input(i)]
