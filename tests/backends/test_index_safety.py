@@ -140,3 +140,42 @@ def test_the_kernel_tir_shows_the_assert(gather):
     _, model = gather
     (kernel,) = model.kernels
     assert "index out of range: gather axis 0 of size 10" in kernel.tir
+
+
+class _PairIndex(torch.nn.Module):
+    """``x[i, j]``: two index tensors on adjacent axes, read at one flat offset."""
+
+    def forward(self, x, i, j):
+        return x[i, j]
+
+
+@pytest.mark.parametrize("bad", [4, -5, 10**9])
+def test_several_index_tensors_check_each_axis_not_only_the_flat_offset(bad):
+    """j = 4 on an axis of 4 lands on a valid flat offset (the next row's first element):
+    each index is checked against its own axis, in the interpreter and compiled."""
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    i, j = torch.tensor([0, 1, -1]), torch.tensor([1, -1, 2])
+    model = compile(_PairIndex(), [x, i, j])
+    np.testing.assert_array_equal(model(x, i, j).numpy(), x[i, j].numpy())
+    j_bad = torch.tensor([1, bad, 2])
+    with pytest.raises(IndexOutOfRangeError):
+        model(x, i, j_bad)
+    with pytest.raises(IndexOutOfRangeError):
+        model.ir.run(x.numpy(), i.numpy(), j_bad.numpy())
+
+
+def test_onnx_gather_nd_checks_each_axis():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from slimgraph.frontends.onnx import from_onnx
+
+    node = helper.make_node("GatherND", ["x", "idx"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+                                            helper.make_tensor_value_info("idx", TensorProto.INT64, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    ir = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(ir.run(x, np.array([[0, 1], [-1, -1]]))[0], [1.0, 11.0])
+    with pytest.raises(IndexOutOfRangeError):
+        ir.run(x, np.array([[0, 4], [1, 1]]))  # (0, 4) is flat offset 4, a valid element

@@ -441,8 +441,9 @@ def _index_several(ctx: Context, x: Value, key: list) -> Value:
         raise FrontendError(f"{ctx.where()}indexing several symbolic axes {list(dims)} is not supported")
     flat = None
     for axis, dim in zip(axes, dims):
-        index = cast(ctx, key[axis], DType.int64)
-        index = where(ctx, compare(ctx, "lt", index, 0), binary(ctx, "add", index, dim), index)
+        # read through a checked gather of 0..dim-1: it wraps negative indices and raises on one
+        # outside its own axis, which the flat offset alone would turn into a wrong element
+        index = ctx.call("gather", ctx.const(np.arange(dim, dtype=np.int64)), cast(ctx, key[axis], DType.int64), axis=0)
         flat = index if flat is None else binary(ctx, "add", binary(ctx, "mul", flat, dim), index)
     shape = list(x.type.shape)
     merged = shape[:axes[0]] + [int(np.prod(dims))] + shape[axes[-1] + 1:]

@@ -45,9 +45,9 @@ def _gather_nd(ctx: NodeContext) -> Operand:
     flat = None
     for t, dim in enumerate(shape[:depth]):
         index = ctx.emit("squeeze", ctx.emit("slice", indices, starts=(t,), ends=(t + 1,), axes=(-1,)), axes=(-1,))
-        index = ctx.emit("cast", index, to="i64")
-        wrapped = ctx.emit("add", index, np.asarray(dim, np.int64))
-        index = ctx.emit("where", ctx.emit("less", index, np.asarray(0, np.int64)), wrapped, index)
+        # a checked gather of 0..dim-1 wraps negatives and raises on an index outside its own
+        # axis, which the flat offset alone would turn into a wrong element
+        index = ctx.emit("gather", np.arange(dim, dtype=np.int64), ctx.emit("cast", index, to="i64"), axis=0)
         flat = index if flat is None else ctx.emit("add", ctx.emit("mul", flat, np.asarray(dim, np.int64)), index)
     data = ctx.emit("reshape", data, shape=(int(np.prod(shape[:depth])), *shape[depth:]))
     return ctx.emit("gather", data, flat, axis=0)
