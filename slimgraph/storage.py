@@ -269,13 +269,7 @@ def verify_folder(path: str | os.PathLike, kind: str | None = None) -> dict[str,
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
         raise LoadError(f"{path} is not a saved {what} (no {MANIFEST}; folders saved before slimgraph wrote one must be saved again)")
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise LoadError(f"{manifest_file}: unreadable manifest: {_reason(exc)}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise LoadError(f"{manifest_file}: manifest format {found!r}, this slimgraph reads {MANIFEST_FORMAT}")
+    manifest = read_json(manifest_file, MANIFEST_FORMAT, "manifest")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise LoadError(f"{manifest_file}: the manifest lists no files")
@@ -294,6 +288,19 @@ def verify_folder(path: str | os.PathLike, kind: str | None = None) -> dict[str,
         if _digest(file) != entry["sha256"]:
             raise LoadError(f"{file}: its SHA-256 differs from the manifest's (damaged, or from another model)")
     return manifest
+
+
+def read_json(file: Path, version: int, what: str) -> dict[str, Any]:
+    """The JSON object in ``file`` whose ``format`` is ``version``; a :class:`LoadError`
+    naming ``file`` and ``what`` it should hold otherwise."""
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{file}: unreadable {what}: {_reason(exc)}") from None
+    if not isinstance(data, dict) or data.get("format") != version:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise LoadError(f"{file}: {what} of format {found!r}, this slimgraph reads {version}")
+    return data
 
 
 def inside(folder: Path, name: Any, where: Path | str) -> Path:

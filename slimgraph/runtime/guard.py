@@ -65,7 +65,7 @@ import numpy as np
 
 from slimgraph.arguments import check_callable, check_int, check_positive
 from slimgraph.errors import LoadError, SlimgraphError
-from slimgraph.storage import inside, staged_directory, verify_folder
+from slimgraph.storage import inside, read_json, staged_directory, verify_folder
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
 from slimgraph.runtime.machine import machine_idle
@@ -598,13 +598,7 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
     """
     path = Path(directory)
     verify_folder(path, KIND)
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise LoadError(f"{path / MANIFEST}: unreadable manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise LoadError(f"{path / MANIFEST}: saved with format {found}, this slimgraph reads {FORMAT_VERSION}")
+    manifest = read_json(path / MANIFEST, FORMAT_VERSION, "guard manifest")
     try:
         variants = _variants_from(path, manifest)
         budget = manifest["budget_ms"]

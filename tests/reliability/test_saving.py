@@ -223,7 +223,7 @@ DAMAGE = {
     "library removed": (lambda f: (f / "model.so").unlink(), "model.so: missing"),
     "metadata not JSON": (lambda f: (f / "metadata.json").write_text("{oops"), "metadata.json"),
     "manifest not JSON": (lambda f: (f / MANIFEST).write_text("[1,"), "files.json: unreadable manifest"),
-    "manifest of another format": (lambda f: rewrite_manifest(f, lambda m: m.update(format=99)), "manifest format 99"),
+    "manifest of another format": (lambda f: rewrite_manifest(f, lambda m: m.update(format=99)), "manifest of format 99"),
     "manifest lists nothing": (lambda f: rewrite_manifest(f, lambda m: m.update(files=[])), "lists no files"),
     "manifest entry without digest": (lambda f: rewrite_manifest(f, lambda m: m["files"].update({"model.so": {}})),
                                       "'model.so' has no size and sha256"),
@@ -234,12 +234,12 @@ DAMAGE = {
         lambda f: rewrite_manifest(f, lambda m: m["files"].update({"/etc/passwd": {"size": 1, "sha256": "0"}})),
         "'/etc/passwd' points outside"),
     "manifest of a guarded set": (lambda f: rewrite_manifest(f, lambda m: m.update(kind="guarded model")),
-                                  "guarded.json: unreadable manifest"),
+                                  "guarded.json: unreadable guard manifest"),
     "metadata without keys, digests redone": (
         lambda f: ((f / "metadata.json").write_text(json.dumps({"format": 2})), rehash(f)),
         "metadata.json: incomplete or malformed metadata: name, target, inputs"),
     "metadata of an old format, digests redone": (
-        lambda f: ((f / "metadata.json").write_text(json.dumps({"format": 1})), rehash(f)), "saved with format 1"),
+        lambda f: ((f / "metadata.json").write_text(json.dumps({"format": 1})), rehash(f)), "metadata of format 1"),
     "weights not an npz, digests redone": (
         lambda f: ((f / "params.npz").write_bytes(b"PK\x03\x04junk"), rehash(f)), "params.npz"),
     "library not a library, digests redone": (

@@ -37,7 +37,7 @@ from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.types import DType, TensorType
-from slimgraph.storage import staged_directory, verify_folder
+from slimgraph.storage import read_json, staged_directory, verify_folder
 
 FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
 KIND = "slimgraph model"
@@ -386,13 +386,7 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
     path = Path(directory)
     verify_folder(path, KIND)
     meta_file = path / "metadata.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise LoadError(f"{meta_file}: unreadable metadata: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise LoadError(f"{meta_file}: saved with format {found}, this slimgraph reads {FORMAT_VERSION}")
+    meta = read_json(meta_file, FORMAT_VERSION, "metadata")
     wrong = [k for k, check in _META_SCHEMA.items() if not check(meta.get(k))]
     if wrong:
         raise LoadError(f"{meta_file}: incomplete or malformed metadata: {', '.join(wrong)}")
