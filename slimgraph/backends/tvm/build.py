@@ -65,7 +65,7 @@ def build(
     except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
         raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
     report("done", 3, 3)
-    sources = kernel_sources(executable, mod, [k.name for k in lowered.kernels], spec)
+    sources = kernel_sources(executable, mod, list(dict.fromkeys(k.func for k in lowered.kernels)), spec)
     meta = metadata(graph.name, lowered, sources, bindings)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
 

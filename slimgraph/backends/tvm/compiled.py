@@ -41,9 +41,10 @@ _BIG_CORES = 1
 
 @dataclass(frozen=True)
 class Kernel:
-    """One generated kernel: PrimFunc ``name``, the ``ops`` it computes, the IR
-    ``node`` it came from, its FLOPs, its scheduled TIR and its target ``source``
-    (LLVM IR on CPU, CUDA C or OpenCL C on GPUs)."""
+    """One kernel call: its ``name``, the ``ops`` it computes, the IR ``node`` it
+    came from, its FLOPs, its scheduled TIR and its target ``source`` (LLVM IR on
+    CPU, CUDA C or OpenCL C on GPUs), and ``func``, the compiled function it runs:
+    its own name, or the first identical kernel's (identical kernels compile once)."""
 
     name: str
     ops: tuple[str, ...]
@@ -51,6 +52,7 @@ class Kernel:
     flops: int
     tir: str
     source: str
+    func: str
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,10 @@ class CompiledModel:
 
     @property
     def kernels(self) -> list[Kernel]:
-        """Each kernel with its scheduled TIR, generated source and FLOPs, in execution order."""
+        """Each kernel call with its scheduled TIR, generated source and FLOPs, in execution order
+        (calls of identical kernels share one compiled ``func``)."""
         return [
-            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"])
+            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], _func(k))
             for k in self._meta["kernels"]
         ]
 
@@ -305,7 +308,7 @@ class CompiledModel:
                 continue
             args = [env[k] for k in step["args"]]
             outs = [tvm.runtime.empty(tuple(t.shape), _tvm_dtype(t), dev) for t in map(_type_from, step["out_types"])]
-            timer = lib.time_evaluator(step["name"], dev, number=1, repeat=repeat, min_repeat_ms=0)
+            timer = lib.time_evaluator(_func(step), dev, number=1, repeat=repeat, min_repeat_ms=0)
             timing = timer(*args, *outs)
             results.append((step["name"], float(np.median(timing.results)) * 1e3))
             env.update(zip(step["outs"], outs))
@@ -314,7 +317,7 @@ class CompiledModel:
     def _library(self):
         mod = self._exec.mod if hasattr(self._exec, "mod") else self._exec
         for m in mod.imports:
-            if self._meta["kernels"] and m.implements_function(self._meta["kernels"][0]["name"]):
+            if self._meta["kernels"] and m.implements_function(_func(self._meta["kernels"][0])):
                 return m
         return mod.imports[0]
 
@@ -342,6 +345,12 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def _func(kernel: dict) -> str:
+    """The compiled function a kernel or step entry runs; models saved before kernels
+    were shared ran each under its own name."""
+    return kernel.get("func", kernel["name"])
 
 
 def _type_from(text: str) -> TensorType:
@@ -416,14 +425,14 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         if isinstance(s, ViewStep):
             steps.append({"kind": "view", "src": s.src, "out": s.out, "type": str(s.type)})
         else:
-            steps.append({"kind": "kernel", "name": s.name, "args": s.args, "outs": s.outs,
+            steps.append({"kind": "kernel", "name": s.name, "func": s.func, "args": s.args, "outs": s.outs,
                           "out_types": [str(t) for t in s.out_types]})
     kernels = []
     for k in lowered.kernels:
-        tir, source = kernel_sources.get(k.name, ("", ""))
+        tir, source = kernel_sources.get(k.func, ("", ""))
         info = asdict(k)
-        kernels.append({"name": k.name, "ops": list(k.ops), "node": k.node, "flops": info["flops"], "tir": tir,
-                        "source": source})
+        kernels.append({"name": k.name, "func": k.func, "ops": list(k.ops), "node": k.node, "flops": info["flops"],
+                        "tir": tir, "source": source})
     return {
         "name": name,
         "inputs": [[key, str(t)] for key, t in lowered.inputs],
