@@ -8,8 +8,9 @@ into a single TE graph: so each fused region becomes exactly one PrimFunc,
 and the IR's fusion decides the kernels. Kernels that lower to the same
 PrimFunc (TVM's structural equality: same computation, shapes, dtypes and
 baked-in constants; weights are parameters, names do not count) share the
-first one's: a transformer's identical layers compile once. Unfused reshapes (reshape, flatten,
-squeeze, unsqueeze, identity) move no data and become Relax views.
+first one's, so a transformer's identical layers compile once. Unfused
+reshapes (reshape, flatten, squeeze, unsqueeze, identity) move no data and
+become Relax views.
 
 Weights (``const`` nodes) become parameters of the Relax ``main`` function,
 after the graph inputs; a lowering may replace a weight by a re-laid-out copy
