@@ -175,7 +175,11 @@ def run_one(name: str) -> dict:
     try:
         graph = import_model(module, inputs)
     except FrontendError as exc:
-        row["import"] = str(exc).strip().splitlines()[0]
+        first, *rest = str(exc).strip().splitlines()
+        row["import"] = first
+        # the unsupported-op list: one "  op (xN), first at file:line" line per op
+        row["missing_ops"] = [line.strip().split(" (x")[0] for line in rest if line.startswith("  ")]
+        row["import_error"] = str(exc)
         return row
     row["import"] = "ok"
     row["import_s"] = time.perf_counter() - start
@@ -234,7 +238,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         phases = r.get("phases_s")
         cells = [
-            r["model"], r["family"], r.get("import", "-"),
+            r["model"], r["family"], " ".join([r.get("import", "-"), *r.get("missing_ops", [])]),
             f"{r['import_s']:.1f}" if "import_s" in r else "-",
             f"{r['compile_s']:.1f}" if "compile_s" in r else r.get("error", "-"),
             " / ".join(f"{v:.1f}" for v in phases.values()) if phases else "-",
