@@ -7,10 +7,12 @@ and compared with PyTorch eager. Each model runs in a child process with a time
 limit, so one that fails to import, hangs in the build or runs out of memory is
 reported and the rest still run.
 
-Prints a Markdown table (model, family, import result or the FrontendError's
-first line, import and compile seconds with the compile split into passes,
-lowering, scheduling, TVM's build and collecting each kernel's source, kernels called and compiled, and the
-largest error relative to the output's largest magnitude) and writes
+Batch norms get scales near 1 and random running statistics (see
+``_lively_batch_norms``). Prints a Markdown table (model, family, import
+result or the FrontendError's first line and the ops it names, import and
+compile seconds with the compile split into passes, lowering, scheduling,
+TVM's build and collecting each kernel's source, kernels called and compiled,
+and the largest error relative to the output's largest magnitude) and writes
 ``benchmarks/results/real_models.json``.
 
     python benchmarks/real_models.py [--models vit-base,resnet-50] [--skip llama] [--timeout 600]
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -109,7 +110,8 @@ def _whisper_encoder():
 
     cfg = transformers.WhisperConfig()
     encoder = transformers.WhisperModel(cfg).get_encoder()
-    features = torch.randn(1, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=torch.Generator().manual_seed(0))
+    frames = 2 * cfg.max_source_positions  # 30 s of audio: the encoder's convs halve it to its positions
+    features = torch.randn(1, cfg.num_mel_bins, frames, generator=torch.Generator().manual_seed(0))
     return _first_output(encoder, ("input_features",)), (features,)
 
 
