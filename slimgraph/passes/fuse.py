@@ -12,7 +12,12 @@ point (nodes are visited in topological order, so regions grow downstream):
    no other reader, or when its only other readers are elementwise ops that
    read nothing else computed and feed this one (``x * sigmoid(x)`` joins as
    a whole). Epilogue ops may read values computed elsewhere (the residual
-   of a residual add) unless ``residual`` is off. A ``quantize`` ends the
+   of a residual add) unless ``residual`` is off, but never broadcast the
+   anchor's result to a larger tensor: squeeze-excite's
+   ``map * sigmoid(conv(pooled))`` keeps the multiply as a kernel of its own.
+   An epilogue runs inside the anchor's tile, so there it would be unrolled
+   once per element of the whole map (EfficientNet-B0's build ran for
+   minutes) and recompute the sigmoid for each. A ``quantize`` ends the
    epilogue: its integer result is what should travel between kernels, and
    the ``dequantize`` that reads it becomes the next anchor's prologue.
 3. Prologue. A region with an anchor takes the producer of one of its inputs
@@ -182,6 +187,8 @@ class _Fuser:
             joining = [h for h in helpers if _elementwise(h) and any(v is value for v in h.inputs)]
             if not _only_reader(value, joining + [node], graph):
                 continue
+            if region.attrs["anchor"] and any(m.output.type.shape != value.type.shape for m in joining + [node]):
+                continue  # an epilogue never broadcasts the anchor's result (see rule 2)
             members = [region] + joining + [node]
             residual = bool(_outside_inputs(members, self.made))
             if residual and region.attrs["anchor"] and not self.options.residual:

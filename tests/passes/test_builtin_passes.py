@@ -285,6 +285,20 @@ def test_readers_that_meet_again_join_together():
     assert_same_numerics(g, out, rtol=0, atol=0)
 
 
+def test_an_epilogue_never_broadcasts_the_anchors_result():
+    """Squeeze-excite: the expand conv's result is [1,C,1,1]; multiplying it into the full map
+    inside the conv's tile made its build unroll once per pixel (minutes for EfficientNet-B0)."""
+    g, x = image_graph((1, 8, 6, 6))
+    pooled = g.call("global_avg_pool", x)
+    squeezed = g.call("relu", g.call("conv", pooled, g.const(_w(2, 8, 1, 1))))
+    scale = g.call("sigmoid", g.call("conv", squeezed, g.const(_w(8, 2, 1, 1))))
+    g.set_outputs([g.call("mul", x, scale)])
+    out = FuseRegions()(g)
+    assert regions(out) == [("conv", ["conv", "relu"]), ("conv", ["conv", "sigmoid"])]
+    assert ops(out) == ["global_avg_pool", "fused", "fused", "mul"]
+    assert_same_numerics(g, out, rtol=0, atol=0)
+
+
 def test_elementwise_chains_fuse_without_an_anchor():
     g, x = image_graph()
     a, b = g.call("split", x, axis=1, sizes=(2, 2))

@@ -39,7 +39,7 @@ from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.types import DType, TensorType
 from slimgraph.storage import read_json, staged_directory, verify_folder
 
-FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
+FORMAT_VERSION = 2  # 2: a files.json manifest (sizes and SHA-256 of every file); kernels name the shared function they run
 KIND = "slimgraph model"
 
 
@@ -51,7 +51,7 @@ def _pair_of_str(v) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
 
 
-_KERNEL_KEYS = {"name": str, "ops": list, "node": str, "flops": int, "tir": str, "source": str}
+_KERNEL_KEYS = {"name": str, "func": str, "ops": list, "node": str, "flops": int, "tir": str, "source": str}
 # what load_compiled checks of metadata.json before it builds anything from it
 _META_SCHEMA = {
     "name": lambda v: isinstance(v, str),
@@ -72,9 +72,10 @@ _BIG_CORES = 1
 
 @dataclass(frozen=True)
 class Kernel:
-    """One generated kernel: PrimFunc ``name``, the ``ops`` it computes, the IR
-    ``node`` it came from, its FLOPs, its scheduled TIR and its target ``source``
-    (LLVM IR on CPU, CUDA C or OpenCL C on GPUs)."""
+    """One kernel call: its ``name``, the ``ops`` it computes, the IR ``node`` it
+    came from, its FLOPs, its scheduled TIR and its target ``source`` (LLVM IR on
+    CPU, CUDA C or OpenCL C on GPUs), and ``func``, the compiled function it runs:
+    its own name, or the first identical kernel's (identical kernels compile once)."""
 
     name: str
     ops: tuple[str, ...]
@@ -82,6 +83,7 @@ class Kernel:
     flops: int
     tir: str
     source: str
+    func: str
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,10 @@ class CompiledModel:
 
     @property
     def kernels(self) -> list[Kernel]:
-        """Each kernel with its scheduled TIR, generated source and FLOPs, in execution order."""
+        """Each kernel call with its scheduled TIR, generated source and FLOPs, in execution order
+        (calls of identical kernels share one compiled ``func``)."""
         return [
-            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"])
+            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], k["func"])
             for k in self._meta["kernels"]
         ]
 
@@ -358,7 +361,7 @@ class CompiledModel:
                 continue
             args = [env[k] for k in step["args"]]
             outs = [tvm.runtime.empty(tuple(t.shape), _tvm_dtype(t), dev) for t in map(_type_from, step["out_types"])]
-            timer = lib.time_evaluator(step["name"], dev, number=1, repeat=repeat, min_repeat_ms=0)
+            timer = lib.time_evaluator(step["func"], dev, number=1, repeat=repeat, min_repeat_ms=0)
             timing = timer(*args, *outs)
             results.append((step["name"], float(np.median(timing.results)) * 1e3))
             env.update(zip(step["outs"], outs))
@@ -367,7 +370,7 @@ class CompiledModel:
     def _library(self):
         mod = self._exec.mod if hasattr(self._exec, "mod") else self._exec
         for m in mod.imports:
-            if self._meta["kernels"] and m.implements_function(self._meta["kernels"][0]["name"]):
+            if self._meta["kernels"] and m.implements_function(self._meta["kernels"][0]["func"]):
                 return m
         return mod.imports[0]
 
@@ -503,14 +506,14 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         if isinstance(s, ViewStep):
             steps.append({"kind": "view", "src": s.src, "out": s.out, "type": str(s.type)})
         else:
-            steps.append({"kind": "kernel", "name": s.name, "args": s.args, "outs": s.outs,
+            steps.append({"kind": "kernel", "name": s.name, "func": s.func, "args": s.args, "outs": s.outs,
                           "out_types": [str(t) for t in s.out_types]})
     kernels = []
     for k in lowered.kernels:
-        tir, source = kernel_sources.get(k.name, ("", ""))
+        tir, source = kernel_sources.get(k.func, ("", ""))
         info = asdict(k)
-        kernels.append({"name": k.name, "ops": list(k.ops), "node": k.node, "flops": info["flops"], "tir": tir,
-                        "source": source})
+        kernels.append({"name": k.name, "func": k.func, "ops": list(k.ops), "node": k.node, "flops": info["flops"],
+                        "tir": tir, "source": source})
     return {
         "name": name,
         "inputs": [[key, str(t)] for key, t in lowered.inputs],

@@ -5,8 +5,12 @@ modules under ``backends/tvm/ops`` fill :data:`LOWERINGS`). A lowering turns
 the TE tensors of its inputs into the TE tensors of its outputs. A kernel is
 one unfused node, or one ``fused`` node whose body's lowerings are composed
 into a single TE graph: so each fused region becomes exactly one PrimFunc,
-and the IR's fusion decides the kernels. Unfused reshapes (reshape, flatten,
-squeeze, unsqueeze, identity) move no data and become Relax views.
+and the IR's fusion decides the kernels. Kernels that lower to the same
+PrimFunc (TVM's structural equality: same computation, shapes, dtypes and
+baked-in constants; weights are parameters, names do not count) share the
+first one's, so a transformer's identical layers compile once. Unfused
+reshapes (reshape, flatten, squeeze, unsqueeze, identity) move no data and
+become Relax views.
 
 Weights (``const`` nodes) become parameters of the Relax ``main`` function,
 after the graph inputs; a lowering may replace a weight by a re-laid-out copy
@@ -157,10 +161,13 @@ def unsupported_ops() -> list[str]:
 
 @dataclass
 class KernelInfo:
-    """One kernel: its PrimFunc name, the node(s) it computes, FLOPs, and the
-    keys of the values it reads and writes (see :class:`Lowered`)."""
+    """One kernel call: its own ``name``, the PrimFunc ``func`` it runs (its own
+    name, or the first structurally identical kernel's), the node(s) it
+    computes, FLOPs, and the keys of the values it reads and writes (see
+    :class:`Lowered`)."""
 
     name: str
+    func: str
     ops: tuple[str, ...]
     node: str
     flops: int
@@ -259,6 +266,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
     kernels: list[KernelInfo] = []
     steps: list = []
     prim_funcs: dict[str, object] = {}
+    shared: dict[int, list[tuple[object, str]]] = {}  # structural hash -> [(PrimFunc, its name)]
     for node in graph.nodes:
         decoded = _decoded(node, [consts.get(id(v)) for v in node.inputs])
         if node.op == "const" or decoded is not None:
@@ -284,10 +292,13 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
         check_keys = [f"c:{name}.{i}" for i in range(len(builder.checks))]
         outs += [ok for ok, _ in builder.checks]
         out_types = out_types + [TensorType(DType.bool, ())] * len(check_keys)
-        func, used = _make_prim_func(name, builder, outs, out_types)
-        prim_funcs[name] = func
+        func, used = _make_prim_func(builder, outs, out_types)
+        func_name = _share(shared, func, name)
+        if func_name == name:
+            prim_funcs[name] = func.with_attr("global_symbol", name)
         info = KernelInfo(
             name=name,
+            func=func_name,
             ops=_ops_of(node),
             node=node.describe(),
             flops=flops_box[0],
@@ -317,16 +328,18 @@ def assert_checks(mod, kernels: Sequence[KernelInfo]):
     from tvm import tirx
     from tvm.ir import StringImm
 
+    done = set()
     for k in kernels:
-        if not k.checks:
-            continue
-        func = mod[k.name]
+        if not k.checks or k.func in done:
+            continue  # a shared kernel asserts once, with the message of its first call site
+        done.add(k.func)
+        func = mod[k.func]
         oks = func.params[len(func.params) - len(k.checks) :]
         # tirx.AssertStmt's Python signature names (kind, condition) but passes them on in
         # that order to a constructor taking (condition, kind): so condition first here
         asserts = [tirx.AssertStmt(tirx.BufferLoad(ok, []), StringImm("IndexError"), [StringImm(message)])
                    for ok, (_, message) in zip(oks, k.checks)]
-        mod[k.name] = func.with_body(tirx.SeqStmt([func.body, *asserts]))
+        mod[k.func] = func.with_body(tirx.SeqStmt([func.body, *asserts]))
     return mod
 
 
@@ -392,7 +405,19 @@ def _call(table, op, args, arg_consts, attrs, in_types, out_types, target, build
     return results
 
 
-def _make_prim_func(name: str, builder: _KernelBuilder, outs: list, out_types: list[TensorType]):
+def _share(shared: dict[int, list[tuple[object, str]]], func, name: str) -> str:
+    """The name of a PrimFunc in ``shared`` structurally equal to ``func``; else ``func`` joins as ``name``."""
+    import tvm_ffi
+
+    candidates = shared.setdefault(tvm_ffi.structural_hash(func), [])
+    for other, other_name in candidates:
+        if tvm_ffi.structural_equal(func, other):
+            return other_name
+    candidates.append((func, name))
+    return name
+
+
+def _make_prim_func(builder: _KernelBuilder, outs: list, out_types: list[TensorType]):
     from tvm import te
 
     fixed = []
@@ -403,8 +428,7 @@ def _make_prim_func(name: str, builder: _KernelBuilder, outs: list, out_types: l
         fixed.append(t)
     reachable = _reachable_placeholders(fixed)
     used = [(ph, key) for ph, key in builder.sources if any(ph.same_as(r) for r in reachable)]
-    func = te.create_prim_func([ph for ph, _ in used] + fixed)
-    return func.with_attr("global_symbol", name), [key for _, key in used]
+    return te.create_prim_func([ph for ph, _ in used] + fixed), [key for _, key in used]
 
 
 def _copy(tensor, name: str):
@@ -435,6 +459,7 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
 
     bb = relax.BlockBuilder()
     env: dict[str, object] = {}
+    funcs = {name: bb.add_func(func, name) for name, func in prim_funcs.items()}
     params = []
     for key, t in lowered.inputs:
         env[key] = relax.Var(key[3:], _rtype(t))
@@ -450,7 +475,7 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
                     same = tuple(int(d) for d in src.ty.shape) == tuple(step.type.shape)
                     env[step.out] = src if same else bb.emit(relax.op.reshape(src, tuple(step.type.shape)))
                     continue
-                gv = bb.add_func(prim_funcs[step.name], step.name)
+                gv = funcs[step.func]
                 sinfo = [_rtype(t) for t in step.out_types]
                 call = relax.call_tir(gv, [env[k] for k in step.args], sinfo if len(sinfo) > 1 else sinfo[0])
                 result = bb.emit(call)
