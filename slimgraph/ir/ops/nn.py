@@ -549,15 +549,20 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float) -> np.ndarr
     return centred
 
 
-def _infer_instance_norm(types, attrs):
+def _infer_channel_norm(types, min_rank: int):
+    """A norm over [N, C, *spatial] with a scale and bias per channel: its one output type."""
     x = types[0]
     require_float(x, "x")
     _same_dtype(types, ("x", "scale", "bias"))
-    if x.rank < 3:
+    if x.rank < min_rank:
         raise GraphError(f"x must be [N, C, *spatial], got {x}")
     for t, name in zip(types[1:], ("scale", "bias")):
         _require_vector(t, x.shape[1], name, "channel")
     return [x]
+
+
+def _infer_instance_norm(types, attrs):
+    return _infer_channel_norm(types, 3)
 
 
 def _instance_norm(x, scale, bias, *, epsilon):
@@ -580,17 +585,11 @@ define_op(
 
 
 def _infer_group_norm(types, attrs):
-    x = types[0]
-    require_float(x, "x")
-    _same_dtype(types, ("x", "scale", "bias"))
-    if x.rank < 2:
-        raise GraphError(f"x must be [N, C, *spatial], got {x}")
-    groups, channels = attrs["groups"], x.shape[1]
+    result = _infer_channel_norm(types, 2)
+    groups, channels = attrs["groups"], types[0].shape[1]
     if groups < 1 or (isinstance(channels, int) and channels % groups):
-        raise GraphError(f"groups={groups} must be >= 1 and divide the {channels} channels of {x}")
-    for t, name in zip(types[1:], ("scale", "bias")):
-        _require_vector(t, channels, name, "channel")
-    return [x]
+        raise GraphError(f"groups={groups} must be >= 1 and divide the {channels} channels of {types[0]}")
+    return result
 
 
 def _group_norm(x, scale, bias, *, groups, epsilon):
