@@ -20,7 +20,7 @@ import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import down, dtype_of, is_float, lowest, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import compute_dtype, down, dtype_of, is_float, lowest, spatial_compute, up
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
@@ -30,7 +30,7 @@ def vector_block(n: int) -> int:
 
 
 def _acc_dtype(dtype: str) -> str:
-    return "float32" if is_float(dtype) else dtype
+    return compute_dtype(dtype) if is_float(dtype) else dtype
 
 
 def _cpu_f32(call) -> bool:
@@ -274,8 +274,9 @@ def lower_batch_norm(call):
     x = call.args[0]
     eps = call.attrs["epsilon"]
     if all(c is not None for c in call.consts[1:]):
-        scale, bias, mean, var = (c.astype(np.float32) for c in call.consts[1:])
-        mul = scale / np.sqrt(var + np.float32(eps))
+        wide = np.dtype(compute_dtype(call.dtype()))
+        scale, bias, mean, var = (c.astype(wide) for c in call.consts[1:])
+        mul = scale / np.sqrt(var + wide.type(eps))
         add = bias - mean * mul
         m, a = call.param(mul, "bn_mul"), call.param(add, "bn_add")
         mul_of, add_of = (lambda c: m[c]), (lambda c: a[c])
@@ -283,7 +284,7 @@ def lower_batch_norm(call):
         s, b, mu, v = (_channel_vector(call, i) for i in range(1, 5))
 
         def mul_of(c):
-            return s(c) / tirx.sqrt(v(c) + tirx.const(eps, "float32"))
+            return s(c) / tirx.sqrt(v(c) + tirx.const(eps, compute_dtype(call.dtype())))
 
         def add_of(c):
             return b(c) - mu(c) * mul_of(c)
@@ -295,7 +296,7 @@ def lower_batch_norm(call):
 
 
 def _normalize(call, axes: list[int], name: str):
-    """(x - mean) / sqrt(var + eps) over ``axes``, as float32 stages."""
+    """(x - mean) / sqrt(var + eps) over ``axes``, as stages in the compute dtype."""
     x = call.args[0]
     shape = call.shape()
     count = math.prod(shape[a] for a in axes)
@@ -315,7 +316,7 @@ def _normalize(call, axes: list[int], name: str):
         return te.compute(stat_shape, f, name=stage, attrs={"sg.rule": "reduction"})
 
     total = reduce_over(lambda i: up(x[i]), f"{name}_sum")
-    inv = tirx.const(1.0 / count, "float32")
+    inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
 
     def stat(t, idx):
         return t[tuple(0 if a in axes else idx[a] for a in range(len(shape)))]
@@ -324,7 +325,7 @@ def _normalize(call, axes: list[int], name: str):
 
     def normalized(idx):
         mean = stat(total, idx) * inv
-        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + tirx.const(eps, "float32"))
+        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + tirx.const(eps, compute_dtype(call.dtype())))
 
     return normalized
 
@@ -367,7 +368,7 @@ def lower_group_norm(call):
     groups = call.attrs["groups"]
     per_group = shape[1] // groups
     spatial = list(shape[2:])
-    inv = tirx.const(1.0 / (per_group * math.prod(spatial)), "float32")
+    inv = tirx.const(1.0 / (per_group * math.prod(spatial)), compute_dtype(call.dtype()))
 
     def reduce_over(fn, stage):
         rc = te.reduce_axis((0, per_group), "rc")
@@ -384,7 +385,7 @@ def lower_group_norm(call):
 
     squares = reduce_over(lambda i, n, g: deviation(i, n, g) * deviation(i, n, g), "gn_var")
     s, b = _channel_vector(call, 1), _channel_vector(call, 2)
-    eps = tirx.const(call.attrs["epsilon"], "float32")
+    eps = tirx.const(call.attrs["epsilon"], compute_dtype(call.dtype()))
 
     def f(n, c, *rest):
         g = c // per_group
@@ -406,7 +407,7 @@ def lower_resize(call):
     tables = []
     for axis, (index, weight) in enumerate(resize_tables(in_shape, call.attrs)):
         index_t = call.param(index.astype(np.int32), f"resize_index{axis}")
-        weight_t = None if call.attrs["mode"] == "nearest" else call.param(weight, f"resize_weight{axis}")
+        weight_t = None if call.attrs["mode"] == "nearest" else call.param(weight.astype(compute_dtype(call.dtype())), f"resize_weight{axis}")
         tables.append((index_t, weight_t, index.shape[1]))
 
     def f(n, c, *out):
@@ -473,7 +474,7 @@ def lower_avg_pool(call):
     def total_f(n, c, *pos):
         where, inside = _window(call, x, kernel, strides, begins, dilations, rk, pos)
         v = up(x[(n, c) + where])
-        return te.sum(v if inside is None else tirx.if_then_else(inside, v, tirx.const(0, "float32")), axis=rk)
+        return te.sum(v if inside is None else tirx.if_then_else(inside, v, tirx.const(0, dtype_of(v))), axis=rk)
 
     total = te.compute(call.shape(), total_f, name="avg_pool_sum", attrs={"sg.rule": "pool"})
 
@@ -486,7 +487,7 @@ def lower_avg_pool(call):
                 count = count * (tirx.min(stop, size + e) - start)
             else:
                 count = count * (tirx.min(stop, size) - tirx.max(start, 0))
-        count = tirx.max(count, 1).astype("float32")
+        count = tirx.max(count, 1).astype(compute_dtype(call.dtype()))
         return down(total[(n, c) + pos] / count, call.dtype())
 
     return spatial_compute(call.shape(), f, name="avg_pool", rule="elementwise")
@@ -506,7 +507,7 @@ def lower_global_avg_pool(call):
     """Mean over all spatial axes."""
     count = math.prod(int(d) for d in call.args[0].shape[2:])
     total = _reduce_spatial(call, lambda x, n, c, rk: te.sum(up(x[(n, c) + tuple(rk)]), axis=rk), "gap_sum")
-    inv = tirx.const(1.0 / count, "float32")
+    inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
     return spatial_compute(
         call.shape(), lambda *idx: down(total[idx] * inv, call.dtype()), name="global_avg_pool", rule="elementwise"
     )
