@@ -14,10 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 pytest.importorskip("tvm")
 
 import slimgraph  # noqa: E402
+from slimgraph.backends.tvm import build  # noqa: E402
 from slimgraph.backends.torch import to_torch  # noqa: E402
 from slimgraph.errors import SlimgraphWarning  # noqa: E402
 from slimgraph.frontends import from_onnx, from_torch  # noqa: E402
-from slimgraph.ir import DType  # noqa: E402
+from slimgraph.ir import DType, Graph, TensorType  # noqa: E402
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -110,3 +111,15 @@ def test_float64_onnx_model_imports_and_runs_in_float64() -> None:
     for out in (interpreted, got):
         assert out.dtype == np.float64
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_float64_kernels_use_the_register_width_of_float32_kernels() -> None:
+    # 16 float32 lanes are one AVX-512 register (two AVX2 ones); 8 float64 lanes fill the same width.
+    sources = {}
+    for dtype in ("f32", "f64"):
+        g = Graph("elementwise")
+        x = g.add_input("x", TensorType(dtype, (64, 64)))
+        g.set_outputs([g.call("add", x, x)])
+        sources[dtype] = build(g, "llvm").kernels[0].source
+    assert "<16 x float>" in sources["f32"]
+    assert "<8 x double>" in sources["f64"] and "<16 x double>" not in sources["f64"]

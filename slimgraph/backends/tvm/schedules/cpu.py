@@ -143,14 +143,24 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
 
 
-def _parallel_vectorize(sch, loops: list, cores: int, vectorize: bool = True) -> None:
+def _lanes(sch, block) -> int:
+    """VECTOR float32 lanes as lanes of the block's output: the same register width holds half
+    as many 64-bit elements (f64, i64)."""
+    import tvm
+
+    bits = tvm.DataType(str(_stmt(sch, block).writes[0].source.dtype)).bits
+    return VECTOR // 2 if bits == 64 else VECTOR
+
+
+def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = True) -> None:
     """Vectorize the innermost loop when its extent allows, and run the outer loops in parallel."""
     if not loops:
         return
     if vectorize:
         inner = loops[-1]
         extent = _extent(sch, inner)
-        lanes = next((v for v in (VECTOR, 8, 4) if extent % v == 0), 0)
+        widest = _lanes(sch, block)
+        lanes = next((v for v in (widest, widest // 2, widest // 4) if extent % v == 0), 0)
         if lanes and extent >= lanes:
             outer, vec = sch.split(inner, [None, lanes])
             sch.vectorize(vec)
@@ -184,7 +194,7 @@ def _generic(sch, block, cores: int) -> None:
     if _is_reduction(sch, block):
         _parallelize(sch, loops[:spatial], cores)
     else:
-        _parallel_vectorize(sch, loops, cores)
+        _parallel_vectorize(sch, block, loops, cores)
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +288,7 @@ def _schedule_pad(sch, cores: int) -> set[str]:
     names = set()
     for block in _blocks(sch):
         if _rule(sch, block) == "pad":
-            _parallel_vectorize(sch, list(sch.get_loops(block)), cores)
+            _parallel_vectorize(sch, block, list(sch.get_loops(block)), cores)
             names.add(_stmt(sch, block).name_hint)
     return names
 
