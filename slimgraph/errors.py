@@ -99,5 +99,5 @@ class IndexOutOfRangeError(SlimgraphError, IndexError):
 
 class SlimgraphWarning(UserWarning):
     """Input slimgraph accepts but changes or cannot honour (a buffer that ``forward`` updates,
-    frozen at the value one call gives it). ``warnings.simplefilter("error", SlimgraphWarning)`` makes each
-    one an exception."""
+    frozen at the value one call gives it). ``warnings.simplefilter("error", SlimgraphWarning)``
+    makes each one an exception."""

@@ -82,7 +82,8 @@ def test_quantized_graph_keeps_its_float_dtype(dtype):
     g = Graph()
     x = g.add_input("x", TensorType(dtype, ("N", 6)))
     w, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
-    g.set_outputs([g.call("linear", x, g.const(w, name="fc.weight", dtype=dtype), g.const(b, name="fc.bias", dtype=dtype))])
+    w_v, b_v = g.const(w, name="fc.weight", dtype=dtype), g.const(b, name="fc.bias", dtype=dtype)
+    g.set_outputs([g.call("linear", x, w_v, b_v)])
     data = [rng.standard_normal((8, 6)).astype(x.type.dtype.numpy) for _ in range(2)]
     q = quantize_graph(g, data, progress=False)
     lowered = run_pipeline(q, "lower-quantized")[0]

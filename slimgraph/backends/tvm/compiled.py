@@ -442,8 +442,8 @@ def _tvm_dtype(t: TensorType) -> str:
 
 
 def _torch_name(dtype: DType) -> str:
-    return {DType.float32: "float32", DType.float64: "float64", DType.float16: "float16", DType.bfloat16: "bfloat16", DType.int8: "int8",
-            DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
+    return {DType.float32: "float32", DType.float64: "float64", DType.float16: "float16", DType.bfloat16: "bfloat16",
+            DType.int8: "int8", DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
             DType.int4: "int8"}[dtype]
 
 

@@ -20,7 +20,9 @@ import math
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import broadcast, compute_dtype, const, down, dtype_of, is_float, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import (
+    broadcast, compute_dtype, const, down, dtype_of, is_float, spatial_compute, up,
+)
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
 

@@ -300,7 +300,7 @@ def _normalize(call, axes: list[int], name: str):
     x = call.args[0]
     shape = call.shape()
     count = math.prod(shape[a] for a in axes)
-    eps = call.attrs["epsilon"]
+    eps = tirx.const(call.attrs["epsilon"], compute_dtype(call.dtype()))
     kept = [a for a in range(len(shape)) if a not in axes]
     stat_shape = [shape[a] if a in kept else 1 for a in range(len(shape))]
 
@@ -325,7 +325,7 @@ def _normalize(call, axes: list[int], name: str):
 
     def normalized(idx):
         mean = stat(total, idx) * inv
-        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + tirx.const(eps, compute_dtype(call.dtype())))
+        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + eps)
 
     return normalized
 
@@ -407,7 +407,8 @@ def lower_resize(call):
     tables = []
     for axis, (index, weight) in enumerate(resize_tables(in_shape, call.attrs)):
         index_t = call.param(index.astype(np.int32), f"resize_index{axis}")
-        weight_t = None if call.attrs["mode"] == "nearest" else call.param(weight.astype(compute_dtype(call.dtype())), f"resize_weight{axis}")
+        wide = weight.astype(compute_dtype(call.dtype()))
+        weight_t = None if call.attrs["mode"] == "nearest" else call.param(wide, f"resize_weight{axis}")
         tables.append((index_t, weight_t, index.shape[1]))
 
     def f(n, c, *out):
