@@ -114,12 +114,16 @@ def test_float64_onnx_model_imports_and_runs_in_float64() -> None:
 
 
 def test_float64_kernels_use_the_register_width_of_float32_kernels() -> None:
-    # 16 float32 lanes are one AVX-512 register (two AVX2 ones); 8 float64 lanes fill the same width.
+    # 16 float32 lanes are one AVX-512 register (two AVX2 ones); 8 float64 lanes fill the same
+    # width, in the elementwise rule and in the packed conv and matmul micro-kernels alike.
     sources = {}
     for dtype in ("f32", "f64"):
-        g = Graph("elementwise")
-        x = g.add_input("x", TensorType(dtype, (64, 64)))
-        g.set_outputs([g.call("add", x, x)])
-        sources[dtype] = build(g, "llvm").kernels[0].source
-    assert "<16 x float>" in sources["f32"]
-    assert "<8 x double>" in sources["f64"] and "<16 x double>" not in sources["f64"]
+        g = Graph("kernels")
+        x = g.add_input("x", TensorType(dtype, (1, 8, 16, 16)))
+        w = g.const(np.random.default_rng(0).standard_normal((16, 8, 3, 3)), dtype=dtype)
+        fc = g.const(np.random.default_rng(1).standard_normal((16, 16)), dtype=dtype)
+        g.set_outputs([g.call("add", x, x), g.call("conv", x, w, pads=(1, 1, 1, 1)), g.call("linear", x, fc)])
+        sources[dtype] = {k.ops[0]: k.source for k in build(g, "llvm").kernels}
+    for op in ("add", "conv", "linear"):
+        assert "<16 x float>" in sources["f32"][op], op
+        assert "<8 x double>" in sources["f64"][op] and "<16 x double>" not in sources["f64"][op], op

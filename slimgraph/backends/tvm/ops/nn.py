@@ -4,7 +4,8 @@ On CPU targets a constant weight is re-laid out once at compile time so that
 the innermost loop of the schedule reads it contiguously: convolutions use
 ``[C_out/B, C_in, KH, KW, B]`` and matmuls ``[N/B, K, B]`` (B = the CPU rule's
 vector block). The compute blocks carry ``sg.rule`` hints that the schedule
-rules dispatch on. Sums of half-precision values accumulate in float32.
+rules dispatch on. Sums of half-precision values accumulate in float32. float64
+takes the same packed forms with blocks of at most 8 (the register width of 16 float32).
 
 Example::
 
@@ -24,17 +25,23 @@ from slimgraph.backends.tvm.ops.common import compute_dtype, down, dtype_of, is_
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
-def vector_block(n: int) -> int:
-    """The largest of 16, 8, 4, 2, 1 dividing ``n``: the channel block of packed weights."""
-    return next(b for b in (16, 8, 4, 2, 1) if n % b == 0)
+def vector_block(n: int, widest: int = 16) -> int:
+    """The largest of 16, 8, 4, 2, 1 up to ``widest`` dividing ``n``: the channel block of packed weights."""
+    return next(b for b in (16, 8, 4, 2, 1) if b <= widest and n % b == 0)
+
+
+def _block(call, n: int) -> int:
+    # a vector register holds half as many float64 lanes as float32 ones
+    return vector_block(n, 8 if call.dtype() == "float64" else 16)
 
 
 def _acc_dtype(dtype: str) -> str:
     return compute_dtype(dtype) if is_float(dtype) else dtype
 
 
-def _cpu_f32(call) -> bool:
-    return call.target.kind == "llvm" and call.dtype() == "float32"
+def _cpu_packed(call) -> bool:
+    """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
+    return call.target.kind == "llvm" and call.dtype() in ("float32", "float64")
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
@@ -88,7 +95,7 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     re-laid out once as [C_out/block, C_in, kh, kw, block] so the inner loop reads it
     contiguously; ``widen`` converts each operand before the multiply (int8 -> int32)."""
     c_out, c_in, *kernel = weight.shape
-    block = vector_block(c_out)
+    block = _block(call, c_out)
     wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
     rc, rh, rw = (te.reduce_axis((0, n), r) for n, r in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
     (sh, sw), (dh, dw) = strides, dilations
@@ -131,11 +138,11 @@ def lower_conv(call):
     shape = call.shape()
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
-    if _cpu_f32(call) and k == 2 and groups == 1 and weight is not None:
+    if _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv")
-    elif _cpu_f32(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
+    elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
         conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv")
-    elif _cpu_f32(call) and k == 2 and groups == c_in == c_out:
+    elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
         rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
         (sh, sw), (dh, dw) = strides, dilations
         conv = te.compute(
@@ -196,7 +203,7 @@ def lower_conv_transpose(call):
 def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape, trans_a: bool = False):
     """``x @ W`` for a constant W [K, N], packed [N/B, K, B]; x is [..., K]."""
     k_dim, n_dim = weight_kn.shape
-    block = vector_block(n_dim)
+    block = _block(call, n_dim)
     wp = call.param(weight_kn.reshape(k_dim, n_dim // block, block).transpose(1, 0, 2), "w_packed")
     rk = te.reduce_axis((0, k_dim), "rk")
     return te.compute(
@@ -214,7 +221,7 @@ def lower_linear(call):
     trans_a, trans_b = call.attrs["trans_a"], call.attrs["trans_b"]
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_f32(call) and weight is not None and not trans_a:
+    if _cpu_packed(call) and weight is not None and not trans_a:
         mm = _packed_matmul(call, x, weight.T if trans_b else weight, shape[:-1])
     else:
         k_dim = int(x.shape[0] if trans_a else x.shape[-1])
@@ -236,7 +243,7 @@ def lower_matmul(call):
     a_shape, b_shape = [int(d) for d in a.shape], [int(d) for d in b.shape]
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_f32(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
+    if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
         return _packed_matmul(call, a, weight, shape[:-1])
     k_dim = a_shape[-1]
     rk = te.reduce_axis((0, k_dim), "rk")

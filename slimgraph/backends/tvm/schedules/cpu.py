@@ -270,7 +270,8 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
     block_c = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
     width = _extent(sch, loops[3])
-    tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
+    full = block_c * VECTOR // _lanes(sch, block) >= VECTOR  # the block fills a 16-float32 register width
+    tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if full else pick_tile(width, (14, 12, 8, 7, 6, 4))
     names = _tiled_accumulate(
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
         lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
@@ -323,7 +324,8 @@ def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     for loop in (rh, rw):
         sch.unroll(loop)
     width = _extent(sch, w)
-    lanes = next((v for v in (VECTOR, 8, 4) if width % v == 0), 0)
+    widest = _lanes(sch, block)
+    lanes = next((v for v in (widest, widest // 2, widest // 4) if width % v == 0), 0)
     if lanes:
         sch.vectorize(sch.split(w, [None, lanes])[1])
     _parallelize(sch, [n, c, h], cores)
