@@ -340,3 +340,26 @@ def test_float64_ops_compute_in_float64():
     g.set_outputs(outs)
     inputs = [RNG.standard_normal((2, 4, 7, 8)), RNG.standard_normal((2, 3, 5, 6)), RNG.random(4) + 0.5, _f32(2, 3)]
     _check(g, inputs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, ulp", [("f16", 2**-10), ("bf16", 2**-7)])
+def test_half_precision_compute_ops_sum_in_float32(dtype, ulp):
+    """The packed CPU forms widen half operands as they read them: the result is the float32 sum
+    rounded once, as the reference computes it (within one ulp where the sums' order differs)."""
+    g = Graph("half_compute")
+    x = g.add_input("x", TensorType(dtype, (1, 8, 10, 16)))
+    m = g.add_input("m", TensorType(dtype, (5, 24)))
+    np_dtype = x.type.dtype.numpy
+
+    def c(*shape):
+        return g.const(RNG.standard_normal(shape).astype(np.float32) * 0.3, dtype=dtype)
+
+    g.set_outputs([
+        g.call("conv", x, c(16, 8, 3, 3), c(16), pads=(1, 1, 1, 1), name="conv_packed"),
+        g.call("conv", x, c(8, 4, 3, 3), groups=2, name="conv_grouped_dense"),
+        g.call("conv", x, c(8, 1, 3, 3), pads=(1, 1, 1, 1), groups=8, name="depthwise"),
+        g.call("linear", m, c(32, 24), c(32), name="linear"),
+        g.call("matmul", m, c(24, 16), name="matmul"),
+    ])  # fmt: skip
+    inputs = [RNG.standard_normal((1, 8, 10, 16)).astype(np_dtype), RNG.standard_normal((5, 24)).astype(np_dtype)]
+    _check(g, inputs, rtol=ulp, atol=ulp)

@@ -4,8 +4,9 @@ On CPU targets a constant weight is re-laid out once at compile time so that
 the innermost loop of the schedule reads it contiguously: convolutions use
 ``[C_out/B, C_in, KH, KW, B]`` and matmuls ``[N/B, K, B]`` (B = the CPU rule's
 vector block). The compute blocks carry ``sg.rule`` hints that the schedule
-rules dispatch on. Sums of half-precision values accumulate in float32. float64
-takes the same packed forms with blocks of at most 8 (the register width of 16 float32).
+rules dispatch on. Sums of half-precision values accumulate in float32 (the packed
+forms widen each operand as they read it). float64 takes the same packed forms with
+blocks of at most 8 (the register width of 16 float32).
 
 Example::
 
@@ -41,7 +42,7 @@ def _acc_dtype(dtype: str) -> str:
 
 def _cpu_packed(call) -> bool:
     """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
-    return call.target.kind == "llvm" and call.dtype() in ("float32", "float64")
+    return call.target.kind == "llvm" and is_float(call.dtype())
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
@@ -139,15 +140,16 @@ def lower_conv(call):
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
     if _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
-        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv")
+        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
-        conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv")
+        conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
         rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
         (sh, sw), (dh, dw) = strides, dilations
         conv = te.compute(
             shape,
-            lambda n, c, h, v: te.sum(xp[n, c, h * sh + rh * dh, v * sw + rw * dw] * w[c, 0, rh, rw], axis=[rh, rw]),
+            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
             name="conv",
             attrs={"sg.rule": "depthwise"},
         )
@@ -208,7 +210,7 @@ def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape, trans_a: bool = F
     rk = te.reduce_axis((0, k_dim), "rk")
     return te.compute(
         tuple(lead_shape) + (n_dim,),
-        lambda *idx: te.sum(x[idx[:-1] + (rk,)] * wp[idx[-1] // block, rk, idx[-1] % block], axis=rk),
+        lambda *idx: te.sum(up(x[idx[:-1] + (rk,)]) * up(wp[idx[-1] // block, rk, idx[-1] % block]), axis=rk),
         name="matmul",
         attrs={"sg.rule": "matmul_packed", "sg.block": block},
     )
@@ -244,7 +246,16 @@ def lower_matmul(call):
     shape = call.shape()
     weight = call.consts[1]
     if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
-        return _packed_matmul(call, a, weight, shape[:-1])
+        mm = _packed_matmul(call, a, weight, shape[:-1])
+    else:
+        mm = _generic_matmul(a, b, a_shape, b_shape, shape)
+    return mm if dtype_of(mm) == call.dtype() else spatial_compute(
+        shape, lambda *idx: down(mm[idx], call.dtype()), name="cast", rule="elementwise"
+    )
+
+
+def _generic_matmul(a, b, a_shape, b_shape, shape):
+    """The matmul loop nest (broadcast batch dims, 1-d operands), summed in the compute dtype."""
     k_dim = a_shape[-1]
     rk = te.reduce_axis((0, k_dim), "rk")
     a_rank, b_rank = len(a_shape), len(b_shape)
@@ -260,10 +271,7 @@ def lower_matmul(call):
         bv = b[b_batch + (rk, j)] if b_rank > 1 else b[rk]
         return te.sum(up(av) * up(bv), axis=rk)
 
-    mm = te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
-    return mm if dtype_of(mm) == call.dtype() else spatial_compute(
-        shape, lambda *idx: down(mm[idx], call.dtype()), name="cast", rule="elementwise"
-    )
+    return te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
 
 
 # ---------------------------------------------------------------------------
