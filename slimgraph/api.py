@@ -84,8 +84,6 @@ def compile(  # noqa: A001 - the public name the design asks for
     compiled = build(
         optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report
     )
-    if _is_torch_module(model) and any(str(x.dtype) in ("torch.float64", "float64") for x in example_inputs or ()):
-        compiled.accept_float64 = True  # the frontend narrowed the f64 module to f32, with a warning
     return compiled
 
 

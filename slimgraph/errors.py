@@ -98,6 +98,6 @@ class IndexOutOfRangeError(SlimgraphError, IndexError):
 
 
 class SlimgraphWarning(UserWarning):
-    """Input slimgraph accepts but changes or cannot honour (a buffer frozen at its first value,
-    float64 narrowed to float32). ``warnings.simplefilter("error", SlimgraphWarning)`` makes each
-    one an exception."""
+    """Input slimgraph accepts but changes or cannot honour (a buffer that ``forward`` updates,
+    frozen at the value one call gives it). ``warnings.simplefilter("error", SlimgraphWarning)``
+    makes each one an exception."""

@@ -208,10 +208,12 @@ class Graph:
         node = self.add_node(op, inputs, attrs, names=[name] if name else None, loc=loc)
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
-    def const(self, array: Any, name: str | None = None, dtype: str | None = None) -> Value:
-        """Add a ``const`` node holding ``array`` (copied and frozen) and return its value."""
+    def const(self, array: Any, name: str | None = None, dtype: "DType | str | None" = None) -> Value:
+        """Add a ``const`` node holding ``array`` (copied and frozen) and return its value.
+
+        Without ``dtype`` a float64 array (numpy's default) becomes f32; pass ``dtype="f64"`` to keep it."""
         array = np.asarray(array, dtype=None if dtype is None else TensorType(dtype, ()).dtype.numpy)
-        if array.dtype == np.float64:
+        if dtype is None and array.dtype == np.float64:
             array = array.astype(np.float32)
         return self.call("const", name=name, value=array)
 

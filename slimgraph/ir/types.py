@@ -36,6 +36,7 @@ class DType(enum.Enum):
     """Element types of the IR; the value is the short name used in the text form."""
 
     float32 = "f32"
+    float64 = "f64"
     float16 = "f16"
     bfloat16 = "bf16"
     int4 = "i4"
@@ -52,7 +53,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.float32, DType.float16, DType.bfloat16)
+        return self in (DType.float32, DType.float64, DType.float16, DType.bfloat16)
 
     @property
     def is_int(self) -> bool:
@@ -84,6 +85,7 @@ class DType(enum.Enum):
 
 _NUMPY = {
     DType.float32: np.dtype(np.float32),
+    DType.float64: np.dtype(np.float64),
     DType.float16: np.dtype(np.float16),
     DType.bfloat16: np.dtype(ml_dtypes.bfloat16),
     DType.int4: np.dtype(ml_dtypes.int4),

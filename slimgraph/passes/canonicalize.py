@@ -38,7 +38,7 @@ from slimgraph.passes.pattern import Any, Const, Match, Pat, RewriteRule, apply_
 from slimgraph.passes.registry import Pass, option, register_pass
 
 
-FLOATS = ("f32", "f16", "bf16")
+FLOATS = ("f32", "f64", "f16", "bf16")
 
 
 def _same_type(m: Match, name: str = "x") -> Value | None:
@@ -69,7 +69,7 @@ def drop_double_relu(m: Match) -> Value:
 
 @rewrite(Pat("sub", Any("x"), Const("c", dtype=FLOATS)))
 def sub_const_as_add(m: Match) -> Value:
-    return m.graph.call("add", m["x"], m.graph.const(np.negative(m.array("c"))))
+    return m.graph.call("add", m["x"], m.graph.const(np.negative(m.array("c")), dtype=m["c"].type.dtype))
 
 
 def _is_power_of_two(a: np.ndarray) -> bool:
@@ -81,7 +81,7 @@ def _is_power_of_two(a: np.ndarray) -> bool:
 @rewrite(Pat("div", Any("x"), Const("c", dtype=FLOATS, where=_is_power_of_two)))
 def div_power_of_two_as_mul(m: Match) -> Value:
     c = m.array("c")
-    return m.graph.call("mul", m["x"], m.graph.const((1 / c.astype(np.float64)).astype(c.dtype)))
+    return m.graph.call("mul", m["x"], m.graph.const(1 / c.astype(np.float64), dtype=m["c"].type.dtype))
 
 
 @rewrite(Pat(("identity", "cast"), Any("x")))

@@ -66,7 +66,7 @@ def fold_node(m: Match, max_elements: int) -> list[Value] | None:
                 f"folding {node.describe()}: the {node.op} reference returned "
                 f"{array.dtype}{list(array.shape)}, but the node declares {out.type}"
             )
-        values.append(m.graph.const(array, name=out.name))
+        values.append(m.graph.const(array, name=out.name, dtype=out.type.dtype))
     return values
 
 
@@ -116,9 +116,10 @@ def fold_batch_norm_into_producer(m: Match) -> Value | None:
     shape = [1] * w.ndim
     shape[out_axis] = -1
     g = m.graph
-    new_w = g.const((w.astype(np.float64) * s.reshape(shape)).astype(w.dtype), name=prod.inputs[1].name)
+    dtype = prod.inputs[1].type.dtype
+    new_w = g.const(w.astype(np.float64) * s.reshape(shape), name=prod.inputs[1].name, dtype=dtype)
     # The new bias is mostly the batch norm's shift: it is named after the bias it replaces, or the shift.
-    new_b = g.const((bias * s + t).astype(w.dtype), name=(prod.inputs[2] if b is not None else m["beta"]).name)
+    new_b = g.const(bias * s + t, name=(prod.inputs[2] if b is not None else m["beta"]).name, dtype=dtype)
     return g.call(prod.op, prod.inputs[0], new_w, new_b, loc=prod.loc, **attrs)
 
 
@@ -130,8 +131,8 @@ def batch_norm_as_scale_shift(m: Match) -> Value | None:
     s, t = _bn_scale(m)
     shape = (-1,) + (1,) * (x.type.rank - 2)
     g = m.graph
-    scale = g.const(s.reshape(shape).astype(x.type.dtype.numpy))
-    shift = g.const(t.reshape(shape).astype(x.type.dtype.numpy))
+    scale = g.const(s.reshape(shape), dtype=x.type.dtype)
+    shift = g.const(t.reshape(shape), dtype=x.type.dtype)
     return g.call("add", g.call("mul", x, scale, loc=m.root.loc), shift, loc=m.root.loc)
 
 

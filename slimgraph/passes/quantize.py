@@ -191,7 +191,7 @@ class Quantize(Pass):
             codes = quantize.impl(w, **quantize.normalize_attrs({**attrs, "dtype": dtype}))
         with graph.inserting_before(node):
             q = graph.const(codes, name=f"{value.name}.q")
-            dq = graph.call("dequantize", q, **attrs)
+            dq = graph.call("dequantize", q, to=value.type.dtype, **attrs)
         graph.set_input(node, index, dq)
         _drop_if_unused(graph, value)
         return scales
@@ -220,7 +220,7 @@ class Quantize(Pass):
         scale, zero = linear_params(*table.ranges[value.name], qmin, qmax, self.symmetric)
         params = {"scale": (float(np.float32(scale)),), "zero_point": (zero,)}
         q = graph.call("quantize", value, dtype=dtype, name=f"{value.name}.q", **params)
-        return graph.call("dequantize", q, name=f"{value.name}.dq", **params)
+        return graph.call("dequantize", q, name=f"{value.name}.dq", to=value.type.dtype, **params)
 
     def _quantize_output(self, graph: Graph, node: Node, table: CalibrationTable) -> None:
         """A QDQ pair on the graph output that ``node`` computes (through relu/clip), read by the output only."""
@@ -243,7 +243,8 @@ class Quantize(Pass):
         with graph.inserting_before(node):
             q = graph.const(codes, name=f"{node.inputs[2].name}.q")
             dq = graph.call(
-                "dequantize", q, scale=tuple(map(float, scales)), zero_point=(0,) * len(scales), axis=0
+                "dequantize", q, scale=tuple(map(float, scales)), zero_point=(0,) * len(scales), axis=0,
+                to=node.inputs[2].type.dtype,
             )
         float_bias = node.inputs[2]
         graph.set_input(node, 2, dq)

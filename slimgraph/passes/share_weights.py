@@ -161,7 +161,7 @@ def share(graph: Graph, weight: Value, bits: int, iterations: int = 30) -> Value
         codebook, all_codes = kmeans_1d(flat, k, iterations)
     name = weight.name
     codes_v = graph.const(pack_codes(all_codes, bits), name=f"{name}.codes")
-    book_v = graph.const(codebook.astype(array.dtype), name=f"{name}.codebook")
+    book_v = graph.const(codebook, name=f"{name}.codebook", dtype=weight.type.dtype)
     decoded = graph.call("codebook_decode", codes_v, book_v, bits=bits, shape=array.shape, name=f"{name}.decoded")
     graph.replace_all_uses(weight, decoded)
     graph.remove_node(weight.producer)

@@ -40,7 +40,7 @@ def _check(graph: Graph, inputs: list, rtol: float = 1e-4, atol: float = 1e-5, b
         assert g.dtype == w.dtype, f"{value.producer.op}: dtype {g.dtype} vs {w.dtype}"
         assert g.shape == w.shape, f"{value.producer.op}: shape {g.shape} vs {w.shape}"
         if w.dtype.kind in "f" or w.dtype == ml_dtypes.bfloat16:
-            np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=rtol, atol=atol,
+            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol,
                                        err_msg=f"op {value.producer.op} ({value.name})")
         else:
             np.testing.assert_array_equal(g, w, err_msg=f"op {value.producer.op} ({value.name})")
@@ -300,3 +300,66 @@ def test_indexing_ops():
     dup = np.array([[0, 1, 1, -1, 4], [2, 2, -5, 0, 3]], np.int32)  # duplicate targets accumulate in order
     _check(g, [_f32(4, 5, 3), _f32(4, 5).astype(np.float16), RNG.integers(-9, 9, (4, 5)).astype(np.int32), idx,
                dup, np.array([[1], [-1], [1]])], rtol=1e-3, atol=1e-3)
+
+
+def test_float64_ops_compute_in_float64():
+    """f64 kernels keep f64 sums, scalars and tables: an f32 accumulator or constant anywhere
+    would miss the reference by ~1e-7, far outside this tolerance."""
+    g = Graph("f64")
+    x = g.add_input("x", TensorType("f64", (2, 4, 7, 8)))
+    a = g.add_input("a", TensorType("f64", (2, 3, 5, 6)))
+    s = g.add_input("s", TensorType("f64", (4,)))
+    h = g.add_input("h", TensorType("f32", (2, 3)))
+
+    def c(*shape, positive=False):
+        return g.const(RNG.standard_normal(shape) ** (2 if positive else 1) + (0.1 if positive else 0), dtype="f64")
+
+    stats = [c(4), c(4), c(4), c(4, positive=True)]
+    outs = [
+        g.call("conv", x, c(6, 4, 3, 3), c(6), pads=(1, 1, 1, 1), name="conv"),
+        g.call("conv", x, c(4, 1, 3, 3), pads=(1, 1, 1, 1), groups=4, name="depthwise"),
+        g.call("linear", a, c(5, 6), c(5), name="linear"),
+        g.call("matmul", a, g.call("transpose", a, perm=(0, 1, 3, 2)), name="matmul"),
+        g.call("batch_norm", x, *stats, name="bn_const"),
+        g.call("batch_norm", x, s, *stats[1:], epsilon=1e-3, name="bn_dynamic"),
+        g.call("layer_norm", x, c(8), c(8), name="layer_norm"),
+        g.call("instance_norm", x, stats[0], stats[1], name="instance_norm"),
+        g.call("group_norm", x, stats[0], stats[1], groups=2, name="group_norm"),
+        g.call("avg_pool", x, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), name="avg_pool"),
+        g.call("global_avg_pool", x, name="gap"),
+        g.call("reduce_mean", x, axes=(1, 3), name="reduce_mean"),
+        g.call("reduce_sum", x, axes=(2,), name="reduce_sum"),
+        g.call("softmax", x, axis=-1, name="softmax"),
+        g.call("attention", a, a, a, causal=True, name="attention"),
+        g.call("einsum", a, a, equation="bhqd,bhkd->bhqk", name="einsum"),
+        g.call("resize", x, sizes=(9, 11), mode="cubic", name="resize_cubic"),
+        g.call("mul", g.call("gelu", x), g.const(0.1, dtype="f64"), name="gelu_scaled"),
+        g.call("cast", h, to="f64", name="widen"),
+        g.call("cast", x, to="f32", name="narrow"),
+    ]
+    g.set_outputs(outs)
+    inputs = [RNG.standard_normal((2, 4, 7, 8)), RNG.standard_normal((2, 3, 5, 6)), RNG.random(4) + 0.5, _f32(2, 3)]
+    _check(g, inputs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, ulp", [("f16", 2**-10), ("bf16", 2**-7)])
+def test_half_precision_compute_ops_sum_in_float32(dtype, ulp):
+    """The packed CPU forms widen half operands as they read them: the result is the float32 sum
+    rounded once, as the reference computes it (within one ulp where the sums' order differs)."""
+    g = Graph("half_compute")
+    x = g.add_input("x", TensorType(dtype, (1, 8, 10, 16)))
+    m = g.add_input("m", TensorType(dtype, (5, 24)))
+    np_dtype = x.type.dtype.numpy
+
+    def c(*shape):
+        return g.const(RNG.standard_normal(shape).astype(np.float32) * 0.3, dtype=dtype)
+
+    g.set_outputs([
+        g.call("conv", x, c(16, 8, 3, 3), c(16), pads=(1, 1, 1, 1), name="conv_packed"),
+        g.call("conv", x, c(8, 4, 3, 3), groups=2, name="conv_grouped_dense"),
+        g.call("conv", x, c(8, 1, 3, 3), pads=(1, 1, 1, 1), groups=8, name="depthwise"),
+        g.call("linear", m, c(32, 24), c(32), name="linear"),
+        g.call("matmul", m, c(24, 16), name="matmul"),
+    ])  # fmt: skip
+    inputs = [RNG.standard_normal((1, 8, 10, 16)).astype(np_dtype), RNG.standard_normal((5, 24)).astype(np_dtype)]
+    _check(g, inputs, rtol=ulp, atol=ulp)

@@ -7,7 +7,7 @@ expected outputs (and with onnxruntime on randomized weights).
   as ConstantOfShape fills, so the shipped outputs are near-uniform; the
   randomized-weight runs against onnxruntime are what make a wrong conv fail.
 - ``pytorch-converted/`` and ``pytorch-operator/``: 117 small graphs (opset 6 and 9)
-  with inputs and expected outputs, minus the written EXCLUSIONS.
+  with inputs and expected outputs, five of them in float64 end to end; every one runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.onnx import from_onnx
-from slimgraph.ir import parse
+from slimgraph.ir import DType, parse
 from slimgraph.ir.printer import collect_payloads
 
 ort = pytest.importorskip("onnxruntime")
@@ -32,22 +32,20 @@ LIGHT = sorted(DATA.glob("light/light_*.onnx"))
 BACKEND = sorted(DATA.glob("pytorch-converted/test_*")) + sorted(DATA.glob("pytorch-operator/test_*"))
 RTOL, ATOL = 1e-3, 1e-4
 
-#: Backend cases that do not import, each with the reason. slimgraph has no
-#: float64 dtype (DType lists f32, f16, bf16 and integer types), and these five
-#: graphs compute in double end to end.
-EXCLUSIONS = {
-    "test_operator_add_broadcast": "float64 inputs: slimgraph has no f64 dtype",
-    "test_operator_add_size1_broadcast": "float64 inputs: slimgraph has no f64 dtype",
-    "test_operator_add_size1_right_broadcast": "float64 inputs: slimgraph has no f64 dtype",
-    "test_operator_add_size1_singleton_broadcast": "float64 inputs: slimgraph has no f64 dtype",
-    "test_operator_addconstant": "float64 inputs: slimgraph has no f64 dtype",
+#: The backend cases that compute in float64 end to end (they were excluded before f64 existed).
+FLOAT64_CASES = {
+    "test_operator_add_broadcast",
+    "test_operator_add_size1_broadcast",
+    "test_operator_add_size1_right_broadcast",
+    "test_operator_add_size1_singleton_broadcast",
+    "test_operator_addconstant",
 }
 
 
 def test_data_is_complete() -> None:
     assert len(LIGHT) == 9
     assert len(BACKEND) == 117
-    assert set(EXCLUSIONS) <= {case.name for case in BACKEND} and len(EXCLUSIONS) <= 8
+    assert FLOAT64_CASES <= {case.name for case in BACKEND}
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -176,18 +174,19 @@ def run_backend_case(case: Path) -> None:
         outputs = graph.run(*inputs)
         assert len(outputs) == len(expected)
         for ours, ref in zip(outputs, expected):
-            assert ours.shape == ref.shape
+            assert ours.shape == ref.shape and ours.dtype == ref.dtype
             np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("case", BACKEND, ids=lambda p: p.name)
 def test_backend_case(case: Path) -> None:
-    if case.name in EXCLUSIONS:
-        # Keep the exclusion honest: it must still fail, and for the written reason.
-        with pytest.raises(FrontendError, match="DOUBLE"):
-            from_onnx(case / "model.onnx")
-        return
     run_backend_case(case)
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT64_CASES))
+def test_float64_backend_case_stays_float64(name: str) -> None:
+    graph = from_onnx(DATA / "pytorch-operator" / name / "model.onnx")
+    assert all(v.type.dtype is DType.float64 for v in [*graph.inputs, *graph.outputs])
 
 
 def test_backend_summary(capsys: pytest.CaptureFixture) -> None:
@@ -199,5 +198,5 @@ def test_backend_summary(capsys: pytest.CaptureFixture) -> None:
             failed[case.name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     passed = len(BACKEND) - len(failed)
     with capsys.disabled():
-        print(f"\nonnx backend: {passed}/{len(BACKEND)} passed ({len(EXCLUSIONS)} excluded)")
-    assert set(failed) == set(EXCLUSIONS), failed
+        print(f"\nonnx backend: {passed}/{len(BACKEND)} passed")
+    assert not failed, failed

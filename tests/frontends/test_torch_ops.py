@@ -126,6 +126,9 @@ CASES = {
     "several_index_tensors": (Fn(lambda s, x: x[torch.arange(2)[:, None] * 0 + 1, torch.arange(-3, 2)[None, :]]),
                               [SEQ], False),
     "varargs": (VarArgs(), [SEQ, SEQ, SEQ], True),
+    # 1e-9 survives only in float64: a narrowed .double() leaves 0 where torch gives ~1e-9 * x
+    "double_precision": (Fn(lambda s, x: ((x.double() * 1e-9 + 1.0) - 1.0).float() * 1e9 + x.to(torch.float64).float()),
+                         [SEQ], True),
     "casts": (Fn(lambda s, x: (x > 0).float() * x + x.to(torch.int64).to(torch.float32) + x.long().float()),
               [SEQ], True),
     "full_like": (Fn(lambda s, x: x + torch.ones_like(x) * 2 + torch.zeros_like(x) + torch.full_like(x, 0.5)),

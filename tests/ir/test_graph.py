@@ -44,11 +44,12 @@ def test_broadcasting_with_symbols() -> None:
 
 def test_dtypes_cover_the_issue_list() -> None:
     names = {d.name for d in DType}
-    assert names == {"float32", "float16", "bfloat16", "int4", "int8", "uint8", "int32", "int64", "bool"}
+    assert names == {"float32", "float64", "float16", "bfloat16", "int4", "int8", "uint8", "int32", "int64", "bool"}
     assert TensorType("i4", (3, 5)).nbytes() == 8
     assert TensorType("bf16", ("N", 2)).nbytes({"N": 4}) == 16
+    assert TensorType("f64", (3,)).nbytes() == 24 and DType.of(np.float64) is DType.float64 and DType.float64.is_float
     with pytest.raises(GraphError, match="unknown dtype"):
-        TensorType("f64", (1,))
+        TensorType("f128", (1,))
     with pytest.raises(GraphError, match="bad dim"):
         TensorType("f32", (-1,))
 

@@ -62,6 +62,15 @@ def test_fully_masked_queries_give_zeros_as_torch():
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_float64_attention_and_einsum_match_torch_in_float64():
+    q, k, v = (RNG.standard_normal((2, 4, 5, 8)) for _ in range(3))
+    got = run_op("attention", q, k, v, causal=True)
+    want = F.scaled_dot_product_attention(T(q), T(k), T(v), is_causal=True)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-14)
+    got = run_op("einsum", q, k, equation="bhqd,bhkd->bhqk")
+    np.testing.assert_allclose(got, torch.einsum("bhqd,bhkd->bhqk", T(q), T(k)).numpy(), rtol=1e-12, atol=1e-14)
+
+
 def test_attention_keeps_symbolic_batch_and_half_dtype():
     g = Graph("t")
     q = g.add_input("q", TensorType("f16", ("N", 4, 7, 16)))

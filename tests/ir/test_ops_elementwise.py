@@ -126,6 +126,14 @@ def test_unary_symbolic_batch(op, attrs, ref, domain) -> None:
         close(out, ref(tt(data)))
 
 
+@pytest.mark.parametrize("op,attrs,ref,domain", UNARY, ids=UNARY_IDS)
+def test_unary_float64_matches_torch_in_float64(op, attrs, ref, domain) -> None:
+    x = sample(domain).astype(np.float64) + RNG.standard_normal((4, 25)) * 1e-9  # digits f32 cannot hold
+    out = run_op(op, x, **attrs)
+    assert out.dtype == np.float64
+    close(out, ref(tt(x)), rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("op,ref", [("exp", torch.exp), ("gelu", F.gelu), ("sigmoid", torch.sigmoid), ("mish", F.mish)])
 def test_half_precision_keeps_dtype(op, ref, dtype) -> None:

@@ -114,6 +114,24 @@ def test_conv_half_precision_computes_in_float32(rng):
         np.testing.assert_allclose(ours.astype(np.float32), ref, rtol=tol, atol=tol * 4)
 
 
+def test_float64_computes_in_float64(rng):
+    # An f32 accumulator or f32 resize table would miss torch's float64 results by ~1e-7.
+    x, w, b = rng.standard_normal((2, 4, 9, 9)), rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6)
+    scale, shift, mean, var = rng.standard_normal((4, 4)) ** 2 + 0.1
+    tight = dict(rtol=1e-12, atol=1e-12)
+    close(run_op("conv", x, w, b, pads=(1, 1, 1, 1)), F.conv2d(t(x), t(w), t(b), padding=1), **tight)
+    weight = rng.standard_normal((5, 9))
+    close(run_op("linear", x[0, 0], weight), F.linear(t(x[0, 0]), t(weight)), **tight)
+    close(run_op("batch_norm", x, scale, shift, mean, var),
+          F.batch_norm(t(x), t(mean), t(var), t(scale), t(shift), eps=1e-5), **tight)
+    close(run_op("layer_norm", x, axis=2), F.layer_norm(t(x), (9, 9)), **tight)
+    close(run_op("group_norm", x, scale, shift, groups=2), F.group_norm(t(x), 2, t(scale), t(shift)), **tight)
+    close(run_op("softmax", x, axis=1), torch.softmax(t(x), 1), **tight)
+    close(run_op("avg_pool", x, kernel=(3, 3), strides=(2, 2)), F.avg_pool2d(t(x), 3, 2), **tight)
+    close(run_op("resize", x, sizes=(13, 17), mode="linear"),
+          F.interpolate(t(x), size=(13, 17), mode="bilinear", align_corners=False), **tight)
+
+
 # ---------------------------------------------------------------------------
 # conv_transpose
 

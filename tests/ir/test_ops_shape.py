@@ -127,6 +127,17 @@ def test_top_k_matches_torch(axis, largest):
     np.testing.assert_array_equal(indices, want.indices.numpy())
 
 
+def test_float64_top_k_and_reductions_keep_float64():
+    # 1 + 2^-40 and 1 are one value in f32: an f32 sort key would call them a tie and keep index order.
+    x = np.array([1.0, 1.0 + 2**-40, 0.5, 1.0 + 2**-39])
+    values, indices = run_op("top_k", x, k=3)
+    assert indices.tolist() == [3, 1, 0] and values.dtype == np.float64
+    wide = RNG.standard_normal((3, 7))
+    for op, ref in (("reduce_sum", torch.sum), ("reduce_mean", torch.mean), ("reduce_max", torch.amax)):
+        np.testing.assert_allclose(run_op(op, wide, axes=(1,)), ref(torch.from_numpy(wide), 1, keepdim=True).numpy(),
+                                   rtol=1e-14, err_msg=op)
+
+
 def test_top_k_ties_keep_index_order_and_k_is_checked():
     values, indices = run_op("top_k", np.array([1, 3, 3, 0, 3], np.int64), k=3)
     assert values.tolist() == [3, 3, 3] and indices.tolist() == [1, 2, 4]
@@ -348,7 +359,7 @@ def test_pad_crops_before_padding(mode, pads, want):
     np.testing.assert_array_equal(run_op("pad", x, pads=pads, mode=mode, value=7.0), np.array(want, np.int32))
 
 
-@pytest.mark.parametrize("dtype", ["f16", "bf16", "i8", "u8", "bool"])
+@pytest.mark.parametrize("dtype", ["f64", "f16", "bf16", "i8", "u8", "bool"])
 @pytest.mark.parametrize(
     "op, attrs",
     [

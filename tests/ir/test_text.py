@@ -55,6 +55,7 @@ def test_every_dtype_constant_round_trips() -> None:
     rng = np.random.default_rng(0)
     arrays = {
         "f32": rng.standard_normal(20).astype(np.float32),
+        "f64": rng.standard_normal(20),
         "f16": rng.standard_normal(20).astype(np.float16),
         "bf16": rng.standard_normal(20).astype(ml_dtypes.bfloat16),
         "i4": rng.integers(-8, 8, 20).astype(ml_dtypes.int4),
@@ -64,8 +65,8 @@ def test_every_dtype_constant_round_trips() -> None:
         "i64": rng.integers(-(2**62), 2**62, 20).astype(np.int64),
         "bool": rng.integers(0, 2, 20).astype(bool),
     }
-    outs = [g.const(a, name=f"c_{k}") for k, a in arrays.items()]
-    outs += [g.const(a[:3], name=f"small_{k}") for k, a in arrays.items()]
+    outs = [g.const(a, name=f"c_{k}", dtype=k) for k, a in arrays.items()]
+    outs += [g.const(a[:3], name=f"small_{k}", dtype=k) for k, a in arrays.items()]
     g.set_outputs(outs)
     for limit in (None, 16):
         back = parse(print_graph(g, inline_limit=limit), collect_payloads(g, inline_limit=limit))

@@ -22,7 +22,7 @@ from slimgraph.ir import Graph
 from slimgraph.passes import PassManager, StatsInstrument, VerifyInstrument, parse_pipeline, run_pipeline
 from slimgraph.passes.manager import compare
 from tests import models
-from tests.frontends.test_onnx_models import BACKEND, DATA, EXCLUSIONS, LIGHT, randomized_weights
+from tests.frontends.test_onnx_models import BACKEND, DATA, LIGHT, randomized_weights
 
 RTOL = 1e-4
 
@@ -56,8 +56,6 @@ def test_default_pipeline_on_light_models(path):
 def test_default_pipeline_on_backend_graphs():
     checked = 0
     for case in BACKEND:
-        if case.name in EXCLUSIONS:
-            continue
         graph = from_onnx(case / "model.onnx")
         data = sorted(case.glob("test_data_set_*"))[0]
         inputs = [numpy_helper.to_array(onnx.load_tensor(str(f))) for f in sorted(data.glob("input_*.pb"))]
@@ -66,7 +64,7 @@ def test_default_pipeline_on_backend_graphs():
         except AssertionError as exc:
             raise AssertionError(f"{case.name}: {exc}") from exc
         checked += 1
-    assert checked == len(BACKEND) - len(EXCLUSIONS)
+    assert checked == len(BACKEND)
 
 
 TORCH_CASES = [(name, False) for name in sorted(models.MODELS)] + [("mlp", True), ("transformer_block", True)]

@@ -75,6 +75,27 @@ def test_log2_values_are_powers_of_two():
     np.testing.assert_allclose(got, np.where(w == 0, 0, expected), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["f64", "f16"])
+def test_quantized_graph_keeps_its_float_dtype(dtype):
+    # Each dequantize gives back the dtype of the value it replaces, so the graph stays valid.
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType(dtype, ("N", 6)))
+    w, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
+    w_v, b_v = g.const(w, name="fc.weight", dtype=dtype), g.const(b, name="fc.bias", dtype=dtype)
+    g.set_outputs([g.call("linear", x, w_v, b_v)])
+    data = [rng.standard_normal((8, 6)).astype(x.type.dtype.numpy) for _ in range(2)]
+    q = quantize_graph(g, data, progress=False)
+    lowered = run_pipeline(q, "lower-quantized")[0]
+    for graph in (q, lowered):
+        graph.verify()
+        assert {n.attrs["to"].value for n in graph.nodes if n.op == "dequantize"} == {dtype}
+        want = g.run(data[0])[0].astype(np.float64)
+        got = graph.run(data[0])[0]
+        assert got.dtype == x.type.dtype.numpy
+        np.testing.assert_allclose(got.astype(np.float64), want, atol=0.05 * np.abs(want).max())
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -763,17 +763,20 @@ def test_buffer_updated_in_forward_warns_and_is_not_changed(method) -> None:
     assert torch.equal(module.calls, torch.zeros(4))
 
 
-def test_float64_module_is_narrowed_with_a_warning_and_takes_its_own_inputs() -> None:
+def test_float64_module_runs_in_float64_without_a_warning_and_refuses_float32_inputs() -> None:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh()).double().eval()
     before = snapshot(module)
     x = torch.randn(2, 4, dtype=torch.float64)
-    with pytest.warns(SlimgraphWarning, match="float64 .* narrowed to float32"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlimgraphWarning)  # nothing is narrowed, so nothing is said
         model = slimgraph.compile(module, (x,))
     expected = module(x).detach().numpy()
     for given_ in (x, x.numpy()):
         got = model(given_)
         got = got.numpy() if isinstance(got, torch.Tensor) else got
-        assert got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    with pytest.raises(BackendError, match=r"input 0: got dtype float32, compiled for f64\[2,4\]"):
+        model(x.numpy().astype(np.float32))
     assert same_state(module, before) and module[0].weight.dtype == torch.float64

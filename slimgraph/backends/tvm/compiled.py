@@ -175,10 +175,6 @@ class CompiledModel:
     #: Calls from several threads are safe: each thread gets its own VM over the shared weights.
     thread_safe = True
 
-    #: float64 inputs are narrowed to the f32 the model was compiled for (set by ``slimgraph.compile``
-    #: for a float64 torch module, which the frontend narrows with a warning).
-    accept_float64 = False
-
     def _ensure_vm(self):
         vm = getattr(self._local, "vm", None)
         if vm is None:
@@ -257,8 +253,6 @@ class CompiledModel:
         for i, (x, t) in enumerate(zip(inputs, expected)):
             if _is_torch(x):
                 x = x.detach()
-                if self.accept_float64 and str(x.dtype) == "torch.float64" and t.dtype is DType.float32:
-                    x = x.float()
                 if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
                     raise BackendError(f"input {i}: got torch {tuple(x.shape)} {x.dtype}, compiled for {t}")
                 device_ok = (x.device.type == "cpu") == (self.target.kind == "llvm")
@@ -271,8 +265,6 @@ class CompiledModel:
             if not isinstance(x, (np.ndarray, np.generic)):
                 raise BackendError(f"input {i}: got a {type(x).__name__}; give a numpy array or torch tensor ({t})")
             array = np.asarray(x)
-            if self.accept_float64 and array.dtype == np.float64 and t.dtype is DType.float32:
-                array = array.astype(np.float32)
             if t.dtype is DType.int4 and array.dtype == t.dtype.numpy:
                 array = array.astype(np.int8)
             elif array.dtype != t.dtype.numpy:
@@ -447,8 +439,8 @@ def _tvm_dtype(t: TensorType) -> str:
 
 
 def _torch_name(dtype: DType) -> str:
-    return {DType.float32: "float32", DType.float16: "float16", DType.bfloat16: "bfloat16", DType.int8: "int8",
-            DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
+    return {DType.float32: "float32", DType.float64: "float64", DType.float16: "float16", DType.bfloat16: "bfloat16",
+            DType.int8: "int8", DType.uint8: "uint8", DType.int32: "int32", DType.int64: "int64", DType.bool: "bool",
             DType.int4: "int8"}[dtype]
 
 

@@ -55,6 +55,7 @@ from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
 #: TVM dtype of each IR dtype; int4 is held one value per byte, as ml_dtypes does.
 TVM_DTYPE = {
     DType.float32: "float32",
+    DType.float64: "float64",
     DType.float16: "float16",
     DType.bfloat16: "bfloat16",
     DType.int4: "int8",

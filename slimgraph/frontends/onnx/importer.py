@@ -330,7 +330,7 @@ class Importer:
         try:
             return TensorType.of_array(array)
         except GraphError:
-            return None  # a dtype slimgraph lacks (float64 in shape arithmetic): numpy still evaluates it
+            return None  # a dtype slimgraph lacks (a string or complex constant): numpy still evaluates it
 
     def _scratch_hint(self, ctx: NodeContext | None, op: str) -> str:
         base = next((o for o in ctx.node.output if o), ctx.loc) if ctx else self.graph.name

@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +72,6 @@ def from_torch(
     if method not in METHODS:
         raise FrontendError(f"method={method!r} is not valid; valid: {', '.join(METHODS)}")
     inputs = _as_inputs(example_inputs)
-    _warn_float64(module, inputs)
     graph, info = _import(module, inputs, dynamic_batch, method)
     message = f"imported {type(module).__name__} through {'torch.export' if info.path == 'export' else 'torch.fx'}"
     logger.info(message + (f" (torch.export failed: {info.reason})" if info.reason else ""))
@@ -119,20 +117,6 @@ def _as_inputs(example_inputs: Any) -> tuple:
     raise FrontendError(
         f"example_inputs must be a tensor or a tuple of inputs, got {type(example_inputs).__name__}"
     )
-
-
-def _warn_float64(module: torch.nn.Module, inputs: tuple) -> None:
-    # The IR has no f64: such a module runs in f32 (within f32 rounding of the f64 results).
-    tensors = [("input", x) for x in inputs if isinstance(x, torch.Tensor)]
-    tensors += list(module.named_parameters()) + list(module.named_buffers())
-    wide = [name for name, t in tensors if t.dtype == torch.float64]
-    if wide:
-        warnings.warn(
-            f"module {type(module).__name__}: float64 {', '.join(dict.fromkeys(wide))} narrowed to float32 "
-            "(slimgraph computes in f32; its results are f32 and float64 inputs are narrowed when it is called)",
-            SlimgraphWarning,
-            stacklevel=3,
-        )
 
 
 def _summary(exc: BaseException) -> str:

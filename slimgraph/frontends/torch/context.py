@@ -35,6 +35,7 @@ BATCH = "N"
 
 _DTYPES = {
     torch.float32: DType.float32,
+    torch.float64: DType.float64,
     torch.float16: DType.float16,
     torch.bfloat16: DType.bfloat16,
     torch.int8: DType.int8,
@@ -47,9 +48,7 @@ _TORCH_DTYPES = {v: k for k, v in _DTYPES.items()}
 
 
 def ir_dtype(dtype: torch.dtype, where: str = "") -> DType:
-    """The IR dtype of a torch dtype; float64 maps to f32 (the IR has no f64)."""
-    if dtype == torch.float64:
-        return DType.float32
+    """The IR dtype of a torch dtype."""
     try:
         return _DTYPES[dtype]
     except KeyError:
@@ -63,12 +62,10 @@ def torch_dtype(dtype: DType) -> torch.dtype:
 
 
 def to_numpy(tensor: torch.Tensor, name: str = "tensor") -> np.ndarray:
-    """A numpy copy of a tensor (bf16 through ml_dtypes, f64 narrowed to f32)."""
+    """A numpy copy of a tensor (bf16 through ml_dtypes)."""
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
-    if tensor.dtype == torch.float64:
-        tensor = tensor.float()
     ir_dtype(tensor.dtype, f"{name}: ")
     return tensor.numpy().copy()
 
@@ -122,9 +119,9 @@ class Context:
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
     def const(self, value: Any, dtype: DType | None = None) -> Value:
-        """A constant from a number or array, in ``dtype`` when given."""
+        """A constant from a number or array, in ``dtype`` when given (else a float is f32)."""
         array = np.asarray(value, dtype=None if dtype is None else dtype.numpy)
-        if array.dtype == np.float64:
+        if dtype is None and array.dtype == np.float64:
             array = array.astype(np.float32)
         node = self.graph.add_node("const", [], {"value": array}, names=[f"{self.base}_const"], loc=self.loc)
         return node.output

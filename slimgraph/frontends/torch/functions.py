@@ -258,8 +258,8 @@ def _cast_method(dtype: DType):
     return convert
 
 
-for _name, _dtype in (("float", DType.float32), ("half", DType.float16), ("bfloat16", DType.bfloat16),
-                      ("int", DType.int32), ("long", DType.int64), ("bool", DType.bool)):
+for _name, _dtype in (("float", DType.float32), ("double", DType.float64), ("half", DType.float16),
+                      ("bfloat16", DType.bfloat16), ("int", DType.int32), ("long", DType.int64), ("bool", DType.bool)):
     method(_name)(_cast_method(_dtype))
 
 

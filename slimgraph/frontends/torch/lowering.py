@@ -67,7 +67,7 @@ def axis_of(ctx: Context, x: Value, axis: int) -> int:
 # Operands, dtypes and elementwise arithmetic
 
 _RANK = {DType.bool: 0, DType.uint8: 1, DType.int8: 1, DType.int32: 2, DType.int64: 3,
-         DType.bfloat16: 4, DType.float16: 4, DType.float32: 5}
+         DType.bfloat16: 4, DType.float16: 4, DType.float32: 5, DType.float64: 6}
 
 
 def promote(a: DType, b: DType) -> DType:
@@ -202,7 +202,7 @@ def full_like(ctx: Context, x: Value, value: Any, dtype: DType | None = None) ->
     """
     dtype = dtype or scalar_dtype(value, x.type.dtype)
     if x.type.is_static:
-        return ctx.const(np.full(x.type.shape, value, dtype=dtype.numpy))
+        return ctx.const(np.full(x.type.shape, value, dtype=dtype.numpy), dtype)
     fill = ctx.const(value, dtype)
     return ctx.call("where", cast(ctx, x, DType.bool), fill, fill)
 
@@ -779,4 +779,4 @@ def full_vec(ctx: Context, value: float, n: int, dtype: DType) -> Value:
 
 
 def full_shape(ctx: Context, value: Any, shape: Sequence[int], dtype: DType) -> Value:
-    return ctx.const(np.full(tuple(int(s) for s in shape), value, dtype=dtype.numpy))
+    return ctx.const(np.full(tuple(int(s) for s in shape), value, dtype=dtype.numpy), dtype)

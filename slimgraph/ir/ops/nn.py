@@ -43,9 +43,9 @@ def _is_float(dtype: np.dtype) -> bool:
 
 
 def _acc(dtype: np.dtype) -> np.dtype:
-    """The dtype to compute in: float32 for every float (numpy's float16 and
+    """The dtype to compute in: float32 for the narrow floats (numpy's float16 and
     ml_dtypes' bfloat16 matmuls are slow and lose precision), else the dtype."""
-    return np.dtype(np.float32) if _is_float(dtype) else dtype
+    return np.dtype(np.float32) if _is_float(dtype) and dtype != np.float64 else dtype
 
 
 def _same_dtype(types: Sequence[TensorType], names: Sequence[str]) -> None:
@@ -700,14 +700,15 @@ def resize_taps(in_size: int, out_size: int, scale: float, *, mode: str, coordin
     Resize is separable, so every backend applies these tables axis by axis
     (1 tap for nearest, 2 for linear, 4 for cubic). Indices are clamped to
     the edge; ``exclude_outside`` instead drops out-of-range taps and
-    renormalizes the rest. ``scale`` is out/in unless the source gave one.
+    renormalizes the rest. ``scale`` is out/in unless the source gave one. The
+    weights are float64; each backend rounds them to the dtype it computes in.
     """
     x = _source_coordinates(in_size, out_size, scale, coordinate_mode)
     if mode == "nearest":
         pick = {"round_prefer_floor": lambda v: np.ceil(v - 0.5), "round_prefer_ceil": lambda v: np.floor(v + 0.5),
                 "floor": np.floor, "ceil": np.ceil}[nearest_mode]
         index = np.clip(pick(x), 0, in_size - 1).astype(np.int64)[:, None]
-        return index, np.ones(index.shape, np.float32)
+        return index, np.ones(index.shape)
     base = np.floor(x)
     frac = x - base
     if mode == "linear":
@@ -718,7 +719,7 @@ def resize_taps(in_size: int, out_size: int, scale: float, *, mode: str, coordin
     if exclude_outside:
         weights = np.where((index >= 0) & (index < in_size), weights, 0.0)
         weights = weights / weights.sum(axis=1, keepdims=True)
-    return np.clip(index, 0, in_size - 1), weights.astype(np.float32)
+    return np.clip(index, 0, in_size - 1), weights.astype(np.float64)
 
 
 def resize_tables(in_shape: Sequence[int], attrs: dict) -> list[tuple[np.ndarray, np.ndarray]]:

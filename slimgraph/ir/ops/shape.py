@@ -192,7 +192,7 @@ def _infer_top_k(types, attrs):
 
 def _top_k(x, *, k, axis, largest):
     # a stable sort on the negated key keeps equal values in index order, as ONNX asks
-    key = x.astype(np.float64) if x.dtype.kind in "iu" else x.astype(np.float32, copy=False)
+    key = x.astype(np.float64) if x.dtype.kind in "iu" or x.dtype == np.float64 else x.astype(np.float32, copy=False)
     order = np.argsort(-key if largest else key, axis=axis, kind="stable")
     index = np.take(order, np.arange(k), axis=axis)
     return np.take_along_axis(x, index, axis=axis), index.astype(np.int64)

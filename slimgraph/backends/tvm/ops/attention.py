@@ -4,7 +4,7 @@ Attention is five stages in one kernel: the scaled scores with the mask
 applied, their row max, the sum of the exponentials, the weighted sum of the
 values and the division by the sum. Masked-out scores are -inf; a row with no
 visible key shifts by 0 instead of its -inf max, so it sums to 0 and gives
-zeros, as the reference does. Sums run in float32 for half types.
+zeros, as the reference does. Sums run in float32 for half types, in float64 for float64.
 
 Example::
 
@@ -20,7 +20,9 @@ import math
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import broadcast, const, down, dtype_of, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import (
+    broadcast, compute_dtype, const, down, dtype_of, is_float, spatial_compute, up,
+)
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
 
@@ -41,7 +43,8 @@ def lower_attention(call):
     score_shape = (*q_shape[:-1], keys)
     mask = broadcast(call.args[3], score_shape) if len(call.args) > 3 else None
     bool_mask = mask is not None and dtype_of(call.args[3]) == "bool"
-    neg_inf = tirx.const(-math.inf, "float32")
+    wide = compute_dtype(call.dtype())
+    neg_inf = tirx.const(-math.inf, wide)
 
     re = te.reduce_axis((0, features), "re")
     dot = te.compute(
@@ -51,7 +54,7 @@ def lower_attention(call):
     )
 
     def masked(*i):
-        s = dot[i] * tirx.const(scale, "float32")
+        s = dot[i] * tirx.const(scale, wide)
         if mask is not None and not bool_mask:
             s = s + up(mask(*i))
         visible = []
@@ -71,7 +74,7 @@ def lower_attention(call):
 
     def weight(i, j):
         shift = top[(*i[:-1], 0)]
-        return tirx.exp(scores[(*i[:-1], j)] - tirx.Select(shift == neg_inf, tirx.const(0.0, "float32"), shift))
+        return tirx.exp(scores[(*i[:-1], j)] - tirx.Select(shift == neg_inf, tirx.const(0.0, wide), shift))
 
     rs = te.reduce_axis((0, keys), "rs")
     total = te.compute(row_shape, lambda *i: te.sum(weight(i, rs), axis=rs), name="attention_sum",
@@ -86,7 +89,7 @@ def lower_attention(call):
 
     def finish(*i):
         t = total[(*i[:-1], 0)]
-        return down(acc[i] / tirx.Select(t > tirx.const(0.0, "float32"), t, tirx.const(1.0, "float32")), call.dtype())
+        return down(acc[i] / tirx.Select(t > tirx.const(0.0, wide), t, tirx.const(1.0, wide)), call.dtype())
 
     return spatial_compute(out_shape, finish, name="attention", rule="elementwise")
 
@@ -99,7 +102,7 @@ def lower_einsum(call):
     sizes = einsum_sizes(operands, shapes)
     summed = sorted(set("".join(operands)) - set(output))
     axes = {c: te.reduce_axis((0, int(sizes[c])), f"r{c}") for c in summed}
-    acc = "float32" if call.dtype().startswith(("float", "bfloat")) else "int64"
+    acc = compute_dtype(call.dtype()) if is_float(call.dtype()) else "int64"
 
     def read(x, term, shape, env):
         return x[tuple(0 if d == 1 else env[c] for c, d in zip(term, shape))].astype(acc)

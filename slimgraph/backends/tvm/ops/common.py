@@ -2,7 +2,8 @@
 indices read from data (checked, see :func:`positions`).
 
 Half-precision values are computed in float32 and rounded once per op, as the
-reference interpreter does, so fused and unfused kernels agree with it.
+reference interpreter does, so fused and unfused kernels agree with it; float64
+values are computed in float64 (:func:`compute_dtype`).
 
 Example::
 
@@ -33,6 +34,12 @@ def dtype_of(expr) -> str:
     """The dtype of a TIR expression, a TE element read or a TE tensor, as a string."""
     ty = getattr(expr, "ty", None)
     return str(ty.dtype) if ty is not None and hasattr(ty, "dtype") else str(expr.dtype)
+
+
+def compute_dtype(dtype: str) -> str:
+    """The float dtype sums, means and scalar factors of a ``dtype`` op are computed in:
+    float64 for float64, float32 for every other float and for integers averaged as floats."""
+    return "float64" if dtype == "float64" else "float32"
 
 
 def up(expr):

@@ -4,7 +4,9 @@ On CPU targets a constant weight is re-laid out once at compile time so that
 the innermost loop of the schedule reads it contiguously: convolutions use
 ``[C_out/B, C_in, KH, KW, B]`` and matmuls ``[N/B, K, B]`` (B = the CPU rule's
 vector block). The compute blocks carry ``sg.rule`` hints that the schedule
-rules dispatch on. Sums of half-precision values accumulate in float32.
+rules dispatch on. Sums of half-precision values accumulate in float32 (the packed
+forms widen each operand as they read it). float64 takes the same packed forms with
+blocks of at most 8 (the register width of 16 float32).
 
 Example::
 
@@ -20,21 +22,27 @@ import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import down, dtype_of, is_float, lowest, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import compute_dtype, down, dtype_of, is_float, lowest, spatial_compute, up
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
-def vector_block(n: int) -> int:
-    """The largest of 16, 8, 4, 2, 1 dividing ``n``: the channel block of packed weights."""
-    return next(b for b in (16, 8, 4, 2, 1) if n % b == 0)
+def vector_block(n: int, widest: int = 16) -> int:
+    """The largest of 16, 8, 4, 2, 1 up to ``widest`` dividing ``n``: the channel block of packed weights."""
+    return next(b for b in (16, 8, 4, 2, 1) if b <= widest and n % b == 0)
+
+
+def _block(call, n: int) -> int:
+    # a vector register holds half as many float64 lanes as float32 ones
+    return vector_block(n, 8 if call.dtype() == "float64" else 16)
 
 
 def _acc_dtype(dtype: str) -> str:
-    return "float32" if is_float(dtype) else dtype
+    return compute_dtype(dtype) if is_float(dtype) else dtype
 
 
-def _cpu_f32(call) -> bool:
-    return call.target.kind == "llvm" and call.dtype() == "float32"
+def _cpu_packed(call) -> bool:
+    """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
+    return call.target.kind == "llvm" and is_float(call.dtype())
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
@@ -88,7 +96,7 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     re-laid out once as [C_out/block, C_in, kh, kw, block] so the inner loop reads it
     contiguously; ``widen`` converts each operand before the multiply (int8 -> int32)."""
     c_out, c_in, *kernel = weight.shape
-    block = vector_block(c_out)
+    block = _block(call, c_out)
     wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
     rc, rh, rw = (te.reduce_axis((0, n), r) for n, r in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
     (sh, sw), (dh, dw) = strides, dilations
@@ -131,16 +139,17 @@ def lower_conv(call):
     shape = call.shape()
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
-    if _cpu_f32(call) and k == 2 and groups == 1 and weight is not None:
-        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv")
-    elif _cpu_f32(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
-        conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv")
-    elif _cpu_f32(call) and k == 2 and groups == c_in == c_out:
+    if _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
+        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
+    elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
+        conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)
+    elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
         rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
         (sh, sw), (dh, dw) = strides, dilations
         conv = te.compute(
             shape,
-            lambda n, c, h, v: te.sum(xp[n, c, h * sh + rh * dh, v * sw + rw * dw] * w[c, 0, rh, rw], axis=[rh, rw]),
+            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
             name="conv",
             attrs={"sg.rule": "depthwise"},
         )
@@ -196,12 +205,12 @@ def lower_conv_transpose(call):
 def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape, trans_a: bool = False):
     """``x @ W`` for a constant W [K, N], packed [N/B, K, B]; x is [..., K]."""
     k_dim, n_dim = weight_kn.shape
-    block = vector_block(n_dim)
+    block = _block(call, n_dim)
     wp = call.param(weight_kn.reshape(k_dim, n_dim // block, block).transpose(1, 0, 2), "w_packed")
     rk = te.reduce_axis((0, k_dim), "rk")
     return te.compute(
         tuple(lead_shape) + (n_dim,),
-        lambda *idx: te.sum(x[idx[:-1] + (rk,)] * wp[idx[-1] // block, rk, idx[-1] % block], axis=rk),
+        lambda *idx: te.sum(up(x[idx[:-1] + (rk,)]) * up(wp[idx[-1] // block, rk, idx[-1] % block]), axis=rk),
         name="matmul",
         attrs={"sg.rule": "matmul_packed", "sg.block": block},
     )
@@ -214,7 +223,7 @@ def lower_linear(call):
     trans_a, trans_b = call.attrs["trans_a"], call.attrs["trans_b"]
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_f32(call) and weight is not None and not trans_a:
+    if _cpu_packed(call) and weight is not None and not trans_a:
         mm = _packed_matmul(call, x, weight.T if trans_b else weight, shape[:-1])
     else:
         k_dim = int(x.shape[0] if trans_a else x.shape[-1])
@@ -236,8 +245,17 @@ def lower_matmul(call):
     a_shape, b_shape = [int(d) for d in a.shape], [int(d) for d in b.shape]
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_f32(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
-        return _packed_matmul(call, a, weight, shape[:-1])
+    if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
+        mm = _packed_matmul(call, a, weight, shape[:-1])
+    else:
+        mm = _generic_matmul(a, b, a_shape, b_shape, shape)
+    return mm if dtype_of(mm) == call.dtype() else spatial_compute(
+        shape, lambda *idx: down(mm[idx], call.dtype()), name="cast", rule="elementwise"
+    )
+
+
+def _generic_matmul(a, b, a_shape, b_shape, shape):
+    """The matmul loop nest (broadcast batch dims, 1-d operands), summed in the compute dtype."""
     k_dim = a_shape[-1]
     rk = te.reduce_axis((0, k_dim), "rk")
     a_rank, b_rank = len(a_shape), len(b_shape)
@@ -253,10 +271,7 @@ def lower_matmul(call):
         bv = b[b_batch + (rk, j)] if b_rank > 1 else b[rk]
         return te.sum(up(av) * up(bv), axis=rk)
 
-    mm = te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
-    return mm if dtype_of(mm) == call.dtype() else spatial_compute(
-        shape, lambda *idx: down(mm[idx], call.dtype()), name="cast", rule="elementwise"
-    )
+    return te.compute(shape, f, name="matmul", attrs={"sg.rule": "matmul"})
 
 
 # ---------------------------------------------------------------------------
@@ -274,8 +289,9 @@ def lower_batch_norm(call):
     x = call.args[0]
     eps = call.attrs["epsilon"]
     if all(c is not None for c in call.consts[1:]):
-        scale, bias, mean, var = (c.astype(np.float32) for c in call.consts[1:])
-        mul = scale / np.sqrt(var + np.float32(eps))
+        wide = np.dtype(compute_dtype(call.dtype()))
+        scale, bias, mean, var = (c.astype(wide) for c in call.consts[1:])
+        mul = scale / np.sqrt(var + wide.type(eps))
         add = bias - mean * mul
         m, a = call.param(mul, "bn_mul"), call.param(add, "bn_add")
         mul_of, add_of = (lambda c: m[c]), (lambda c: a[c])
@@ -283,7 +299,7 @@ def lower_batch_norm(call):
         s, b, mu, v = (_channel_vector(call, i) for i in range(1, 5))
 
         def mul_of(c):
-            return s(c) / tirx.sqrt(v(c) + tirx.const(eps, "float32"))
+            return s(c) / tirx.sqrt(v(c) + tirx.const(eps, compute_dtype(call.dtype())))
 
         def add_of(c):
             return b(c) - mu(c) * mul_of(c)
@@ -295,11 +311,11 @@ def lower_batch_norm(call):
 
 
 def _normalize(call, axes: list[int], name: str):
-    """(x - mean) / sqrt(var + eps) over ``axes``, as float32 stages."""
+    """(x - mean) / sqrt(var + eps) over ``axes``, as stages in the compute dtype."""
     x = call.args[0]
     shape = call.shape()
     count = math.prod(shape[a] for a in axes)
-    eps = call.attrs["epsilon"]
+    eps = tirx.const(call.attrs["epsilon"], compute_dtype(call.dtype()))
     kept = [a for a in range(len(shape)) if a not in axes]
     stat_shape = [shape[a] if a in kept else 1 for a in range(len(shape))]
 
@@ -315,7 +331,7 @@ def _normalize(call, axes: list[int], name: str):
         return te.compute(stat_shape, f, name=stage, attrs={"sg.rule": "reduction"})
 
     total = reduce_over(lambda i: up(x[i]), f"{name}_sum")
-    inv = tirx.const(1.0 / count, "float32")
+    inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
 
     def stat(t, idx):
         return t[tuple(0 if a in axes else idx[a] for a in range(len(shape)))]
@@ -324,7 +340,7 @@ def _normalize(call, axes: list[int], name: str):
 
     def normalized(idx):
         mean = stat(total, idx) * inv
-        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + tirx.const(eps, "float32"))
+        return (up(x[idx]) - mean) / tirx.sqrt(stat(centred_sq, idx) * inv + eps)
 
     return normalized
 
@@ -367,7 +383,7 @@ def lower_group_norm(call):
     groups = call.attrs["groups"]
     per_group = shape[1] // groups
     spatial = list(shape[2:])
-    inv = tirx.const(1.0 / (per_group * math.prod(spatial)), "float32")
+    inv = tirx.const(1.0 / (per_group * math.prod(spatial)), compute_dtype(call.dtype()))
 
     def reduce_over(fn, stage):
         rc = te.reduce_axis((0, per_group), "rc")
@@ -384,7 +400,7 @@ def lower_group_norm(call):
 
     squares = reduce_over(lambda i, n, g: deviation(i, n, g) * deviation(i, n, g), "gn_var")
     s, b = _channel_vector(call, 1), _channel_vector(call, 2)
-    eps = tirx.const(call.attrs["epsilon"], "float32")
+    eps = tirx.const(call.attrs["epsilon"], compute_dtype(call.dtype()))
 
     def f(n, c, *rest):
         g = c // per_group
@@ -406,7 +422,8 @@ def lower_resize(call):
     tables = []
     for axis, (index, weight) in enumerate(resize_tables(in_shape, call.attrs)):
         index_t = call.param(index.astype(np.int32), f"resize_index{axis}")
-        weight_t = None if call.attrs["mode"] == "nearest" else call.param(weight, f"resize_weight{axis}")
+        wide = weight.astype(compute_dtype(call.dtype()))
+        weight_t = None if call.attrs["mode"] == "nearest" else call.param(wide, f"resize_weight{axis}")
         tables.append((index_t, weight_t, index.shape[1]))
 
     def f(n, c, *out):
@@ -473,7 +490,7 @@ def lower_avg_pool(call):
     def total_f(n, c, *pos):
         where, inside = _window(call, x, kernel, strides, begins, dilations, rk, pos)
         v = up(x[(n, c) + where])
-        return te.sum(v if inside is None else tirx.if_then_else(inside, v, tirx.const(0, "float32")), axis=rk)
+        return te.sum(v if inside is None else tirx.if_then_else(inside, v, tirx.const(0, dtype_of(v))), axis=rk)
 
     total = te.compute(call.shape(), total_f, name="avg_pool_sum", attrs={"sg.rule": "pool"})
 
@@ -486,7 +503,7 @@ def lower_avg_pool(call):
                 count = count * (tirx.min(stop, size + e) - start)
             else:
                 count = count * (tirx.min(stop, size) - tirx.max(start, 0))
-        count = tirx.max(count, 1).astype("float32")
+        count = tirx.max(count, 1).astype(compute_dtype(call.dtype()))
         return down(total[(n, c) + pos] / count, call.dtype())
 
     return spatial_compute(call.shape(), f, name="avg_pool", rule="elementwise")
@@ -506,7 +523,7 @@ def lower_global_avg_pool(call):
     """Mean over all spatial axes."""
     count = math.prod(int(d) for d in call.args[0].shape[2:])
     total = _reduce_spatial(call, lambda x, n, c, rk: te.sum(up(x[(n, c) + tuple(rk)]), axis=rk), "gap_sum")
-    inv = tirx.const(1.0 / count, "float32")
+    inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
     return spatial_compute(
         call.shape(), lambda *idx: down(total[idx] * inv, call.dtype()), name="global_avg_pool", rule="elementwise"
     )

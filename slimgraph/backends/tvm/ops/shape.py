@@ -19,7 +19,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, const, down, dtype_of, highest, is_float, lowest, positions, spatial_compute,
+    broadcast, compute_dtype, const, down, dtype_of, highest, is_float, lowest, positions, spatial_compute,
 )
 from slimgraph.ir.ops.shape import _pad_widths, _perm, _slices, _split_points
 
@@ -76,8 +76,8 @@ def _reduce(call, combine, acc_dtype: str, finish=None):
 
 
 def _acc(dtype: str) -> str:
-    # floats accumulate in float32, integers in int64 (the reference is wider still)
-    return "float32" if is_float(dtype) else "int64"
+    # floats accumulate in float32 (float64 in float64), integers in int64 (the reference is wider still)
+    return compute_dtype(dtype) if is_float(dtype) else "int64"
 
 
 _prod = te.comm_reducer(lambda a, b: a * b, lambda t: tirx.const(1, t), name="prod")
@@ -90,7 +90,8 @@ def lower_reduce_sum(call):
 
 @register("reduce_mean")
 def lower_reduce_mean(call):
-    return _reduce(call, te.sum, "float32", finish=lambda t, n: t / tirx.const(n, "float32"))
+    wide = compute_dtype(dtype_of(call.args[0]))
+    return _reduce(call, te.sum, wide, finish=lambda t, n: t / tirx.const(n, wide))
 
 
 @register("reduce_prod")

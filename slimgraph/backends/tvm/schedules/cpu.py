@@ -143,14 +143,24 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
 
 
-def _parallel_vectorize(sch, loops: list, cores: int, vectorize: bool = True) -> None:
+def _lanes(sch, block) -> int:
+    """VECTOR float32 lanes as lanes of the block's output: the same register width holds half
+    as many 64-bit elements (f64, i64)."""
+    import tvm
+
+    bits = tvm.DataType(str(_stmt(sch, block).writes[0].source.dtype)).bits
+    return VECTOR // 2 if bits == 64 else VECTOR
+
+
+def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = True) -> None:
     """Vectorize the innermost loop when its extent allows, and run the outer loops in parallel."""
     if not loops:
         return
     if vectorize:
         inner = loops[-1]
         extent = _extent(sch, inner)
-        lanes = next((v for v in (VECTOR, 8, 4) if extent % v == 0), 0)
+        widest = _lanes(sch, block)
+        lanes = next((v for v in (widest, widest // 2, widest // 4) if extent % v == 0), 0)
         if lanes and extent >= lanes:
             outer, vec = sch.split(inner, [None, lanes])
             sch.vectorize(vec)
@@ -184,7 +194,7 @@ def _generic(sch, block, cores: int) -> None:
     if _is_reduction(sch, block):
         _parallelize(sch, loops[:spatial], cores)
     else:
-        _parallel_vectorize(sch, loops, cores)
+        _parallel_vectorize(sch, block, loops, cores)
 
 
 # ---------------------------------------------------------------------------
@@ -260,7 +270,8 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
     block_c = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
     width = _extent(sch, loops[3])
-    tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if block_c >= 16 else pick_tile(width, (14, 12, 8, 7, 6, 4))
+    full = block_c * VECTOR // _lanes(sch, block) >= VECTOR  # the block fills a 16-float32 register width
+    tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if full else pick_tile(width, (14, 12, 8, 7, 6, 4))
     names = _tiled_accumulate(
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
         lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
@@ -278,7 +289,7 @@ def _schedule_pad(sch, cores: int) -> set[str]:
     names = set()
     for block in _blocks(sch):
         if _rule(sch, block) == "pad":
-            _parallel_vectorize(sch, list(sch.get_loops(block)), cores)
+            _parallel_vectorize(sch, block, list(sch.get_loops(block)), cores)
             names.add(_stmt(sch, block).name_hint)
     return names
 
@@ -313,7 +324,8 @@ def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     for loop in (rh, rw):
         sch.unroll(loop)
     width = _extent(sch, w)
-    lanes = next((v for v in (VECTOR, 8, 4) if width % v == 0), 0)
+    widest = _lanes(sch, block)
+    lanes = next((v for v in (widest, widest // 2, widest // 4) if width % v == 0), 0)
     if lanes:
         sch.vectorize(sch.split(w, [None, lanes])[1])
     _parallelize(sch, [n, c, h], cores)
