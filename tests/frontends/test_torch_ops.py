@@ -55,6 +55,8 @@ CASES = {
     "flatten_transpose": (Fn(lambda s, x: torch.flatten(x, 2).transpose(1, 2).flatten(1).reshape(x.shape[0], 4, -1)),
                           [IMG], True),
     "split_cat": (Fn(lambda s, x: torch.cat([x.split(2, dim=1)[1], x.split([1, 3], 1)[1] * 2], 1)), [IMG], True),
+    # transformers' DynamicCache starts from torch.tensor([]): torch.cat skips a 1-D empty tensor
+    "cat_skips_legacy_empty": (Fn(lambda s, x: torch.cat([torch.tensor([]), x, x], dim=-2)), [SEQ], True),
     "chunk_stack": (Fn(lambda s, x: torch.stack(x.chunk(2, dim=-1), dim=1).sum(dim=1)), [SEQ], True),
     "slicing": (Fn(lambda s, x: x[:, 1:4, ::2] + x[:, -1:, 1::2] - x[..., 0:4][:, None, 2]), [SEQ], True),
     "select_unsqueeze": (Fn(lambda s, x: x[:, 0].unsqueeze(1) * x.select(2, 3).unsqueeze(-1)), [SEQ], True),

@@ -372,6 +372,10 @@ def chunk(ctx: Context, x: Value, chunks: int, dim: int = 0) -> tuple:
 
 def concat(ctx: Context, tensors: Sequence[Value], dim: int = 0) -> Value:
     values = operands(ctx, *tensors)
+    # torch.cat skips 1-D empty tensors beside others of any rank (a legacy rule that
+    # transformers' DynamicCache relies on: its first keys are torch.tensor([]))
+    kept = [v for v in values if v.type.shape != (0,)]
+    values = kept if kept and len(kept) < len(values) and any(v.type.rank != 1 for v in kept) else values
     if len(values) == 1:
         return values[0]
     return ctx.call("concat", *values, axis=axis_of(ctx, values[0], dim))
