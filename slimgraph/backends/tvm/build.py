@@ -37,8 +37,12 @@ def build(
     tune: int = 0,
     database: str | None = None,
     progress: Progress | None = None,
+    dynamic: dict[str, tuple[int, int]] | None = None,
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
+
+    ``dynamic`` maps symbols that stay symbolic to their (min, max) sizes: the one
+    build serves every size in those bounds, and calls outside them are refused.
 
     ``tune=TRIALS`` runs MetaSchedule for that many trials in all (CPU and
     runnable GPU targets) and keeps its records in ``database`` (a folder);
@@ -50,10 +54,11 @@ def build(
 
     spec = parse_target(target)
     bindings = dict(bindings or {})
-    check_sizes(graph, bindings)
+    dynamic = dict(dynamic or {})
+    check_sizes(graph, {**bindings, **{s: high for s, (_, high) in dynamic.items()}})
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
-    lowered = lower_graph(graph, spec, bindings)
+    lowered = lower_graph(graph, spec, bindings, dynamic)
     report("schedule", 1, 3)
     # schedule_module rewrites its module in place; tuning needs the kernels as lowered
     unscheduled = lowered.mod.clone() if tune or database else None
@@ -71,7 +76,7 @@ def build(
         raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
     report("done", 3, 3)
     sources = kernel_sources(executable, mod, [k.name for k in lowered.kernels], spec)
-    meta = metadata(graph.name, lowered, sources, bindings)
+    meta = metadata(graph.name, lowered, sources, bindings, dynamic)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
-from slimgraph.ir.types import DType, TensorType
+from slimgraph.ir.types import DType, TensorType, bind_dim
 from slimgraph.storage import staged_directory, verify_folder
 
 FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
@@ -63,6 +63,8 @@ _META_SCHEMA = {
     "kernels": _list_of(lambda k: isinstance(k, dict) and all(isinstance(k.get(f), t) for f, t in _KERNEL_KEYS.items())),
     "steps": _list_of(lambda s: isinstance(s, dict) and isinstance(s.get("kind"), str)),
     "bindings": lambda v: v is None or isinstance(v, dict),
+    "dynamic": lambda v: v is None or isinstance(v, dict) and all(
+        isinstance(b, list) and len(b) == 2 and all(type(x) is int for x in b) for b in v.values()),
 }
 # TVM's export_library aborts the process when two threads run it at once
 _EXPORT_LOCK = threading.Lock()
@@ -137,6 +139,13 @@ class CompiledModel:
         # parsed once: a small model's call is tens of microseconds, and parsing costs two of them
         self._inputs = [_type_from(t) for _, t in meta["inputs"]]
         self._outputs = [_type_from(t) for t in meta["output_types"]]
+        # symbol -> (min, max) of the dims compiled symbolic; empty for a static model
+        self._dynamic = {s: (low, high) for s, (low, high) in (meta.get("dynamic") or {}).items()}
+
+    @property
+    def dynamic(self) -> dict[str, tuple[int, int]]:
+        """The symbols this model serves at any size, each with its (min, max) bounds."""
+        return dict(self._dynamic)
 
     # -- introspection -------------------------------------------------------
 
@@ -251,7 +260,11 @@ class CompiledModel:
             raise BackendError(f"model takes {len(expected)} inputs ({', '.join(map(str, expected))}), got {len(inputs)}")
         dev = self._device()
         out = []
+        sizes: dict[str, int] = {}
         for i, (x, t) in enumerate(zip(inputs, expected)):
+            if self._dynamic and hasattr(x, "shape"):
+                self._bind_sizes(i, tuple(x.shape), t, sizes)
+                t = t.with_shape(tuple(x.shape))  # checked: the dtype checks below compare the rest
             if _is_torch(x):
                 x = x.detach()
                 if self.accept_float64 and str(x.dtype) == "torch.float64" and t.dtype is DType.float32:
@@ -284,6 +297,24 @@ class CompiledModel:
             else:
                 out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
         return out
+
+    def _bind_sizes(self, i: int, shape: tuple, t: TensorType, sizes: dict[str, int]) -> None:
+        """Bind input ``i``'s dynamic dims into ``sizes``; BackendError naming the input, the axis
+        and the bounds when ``shape`` does not fit ``t`` or a size is outside its symbol's bounds."""
+        name = self._meta["inputs"][i][0].split(":", 1)[1]
+        if len(shape) != t.rank:
+            raise BackendError(f"input {i} (%{name}): got shape {list(shape)}, compiled for {t}")
+        for axis, (dim, size) in enumerate(zip(t.shape, shape)):
+            before = dict(sizes)
+            if not bind_dim(dim, int(size), sizes):
+                known = ", ".join(f"{s}={n}" for s, n in before.items() if s in str(dim).split("*"))
+                raise BackendError(f"input {i} (%{name}): axis {axis} has size {size}, which does not fit dim {dim} "
+                                   f"of {t}" + (f" ({known} from the inputs before it)" if known else ""))
+            for symbol in sizes.keys() - before.keys():
+                low, high = self._dynamic[symbol]
+                if not low <= sizes[symbol] <= high:
+                    raise BackendError(f"input {i} (%{name}): axis {axis} has size {size} (so {symbol}={sizes[symbol]}), "
+                                       f"outside the bounds compiled for {symbol}: {low} <= {symbol} <= {high}")
 
     def _convert_output(self, tensor, t: TensorType, as_torch: bool):
         if as_torch:
@@ -439,7 +470,7 @@ def _run(main, args: list, params: list):
 
 def _type_from(text: str) -> TensorType:
     dtype, _, rest = text.partition("[")
-    dims = [int(d) for d in rest.rstrip("]").split(",") if d]
+    dims = [int(d) if d.isdigit() else d for d in rest.rstrip("]").split(",") if d]  # symbols: dynamic dims
     return TensorType(dtype, tuple(dims))
 
 
@@ -500,7 +531,8 @@ def _load_params(path: Path, specs: list) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bindings: dict[str, int]) -> dict:
+def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bindings: dict[str, int],
+             dynamic: dict[str, tuple[int, int]] | None = None) -> dict:
     """The JSON-able description of a lowered model that :class:`CompiledModel` keeps and saves."""
     from slimgraph.backends.tvm.lower import ViewStep
 
@@ -526,4 +558,5 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         "kernels": kernels,
         "steps": steps,
         "bindings": bindings,
+        "dynamic": {s: [int(low), int(high)] for s, (low, high) in sorted((dynamic or {}).items())},
     }

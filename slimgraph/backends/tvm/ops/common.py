@@ -55,9 +55,16 @@ def const(value, dtype: str):
     return tirx.const(float(value), dtype)
 
 
+def dims(tensor) -> list:
+    """A TE tensor's dims: ints, and ``tirx`` expressions for dynamic ones (batch, sequence)."""
+    from tvm import tirx
+
+    return [int(d) if isinstance(d, tirx.IntImm) else d for d in tensor.shape]
+
+
 def broadcast(tensor, out_shape: Sequence[int]) -> Index:
     """An index function reading ``tensor`` broadcast numpy-style to ``out_shape``."""
-    shape = [int(d) for d in tensor.shape]
+    shape = dims(tensor)
     offset = len(out_shape) - len(shape)
 
     def read(*idx):
@@ -147,7 +154,7 @@ def _pick(sizes: Sequence[int], j, dtype: str):
 def _all_inside(indices, sizes: Sequence[int], name: str):
     """A 0-d bool tensor: whether every entry of ``indices`` lies inside ``[-size, size)``."""
     dtype = dtype_of(indices)
-    shape = [int(d) for d in indices.shape]
+    shape = dims(indices)
     axes = [te.reduce_axis((0, d), f"k{n}") for n, d in enumerate(shape)]
 
     def outside(*idx):

@@ -14,7 +14,7 @@ import math
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import const, down, dtype_of, positions, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import const, dims, down, dtype_of, positions, spatial_compute, up
 
 _COMBINE = {
     "none": lambda old, new: new,
@@ -36,7 +36,7 @@ def lower_gather_elements(call):
 @register("scatter_elements")
 def lower_scatter_elements(call):
     data, indices, updates = call.args
-    shape = [int(d) for d in data.shape]
+    shape = dims(data)
     axis = call.attrs["axis"] % len(shape)
     pos = positions(call, 1, shape[axis], f"scatter_elements axis {axis}")
 
@@ -46,14 +46,14 @@ def lower_scatter_elements(call):
             flat = flat * d + (pos(*i) if a == axis else v).astype("int64")
         return flat
 
-    target = te.compute(tuple(int(d) for d in indices.shape), offset, name=f"{call.op}_target")
+    target = te.compute(tuple(dims(indices)), offset, name=f"{call.op}_target")
     return _scatter(call, target, updates, inner=1)
 
 
 @register("scatter_nd")
 def lower_scatter_nd(call):
     data, indices, updates = call.args
-    shape = [int(d) for d in data.shape]
+    shape = dims(data)
     depth = int(indices.shape[-1])
     pos = positions(call, 1, shape[:depth], "scatter_nd coordinates")
 
@@ -63,7 +63,7 @@ def lower_scatter_nd(call):
             flat = flat * shape[j] + pos(*i, j).astype("int64")
         return flat
 
-    target = te.compute(tuple(int(d) for d in indices.shape[:-1]), offset, name=f"{call.op}_target")
+    target = te.compute(tuple(dims(indices)[:-1]), offset, name=f"{call.op}_target")
     return _scatter(call, target, updates, inner=math.prod(shape[depth:]))
 
 
