@@ -442,18 +442,12 @@ def _make_prim_func(name: str, builder: _KernelBuilder, outs: list, out_types: l
         fixed.append(t)
     reachable = _reachable_placeholders(fixed)
     used = [(ph, key) for ph, key in builder.sources if any(ph.same_as(r) for r in reachable)]
-    # a dynamic symbol that no buffer holds as a whole dim (only inside N*S) cannot be read
-    # off the buffers, so it comes in as a scalar argument, after the inputs
+    # a dynamic symbol that no buffer holds as a whole dim (only inside N*S, or only in index
+    # arithmetic) cannot be read off the buffers, so it comes in as a scalar argument, after the inputs
     bare = {d.name for t in [ph for ph, _ in used] + fixed for d in t.shape if _static(d) is None and hasattr(d, "name")}
-    shape_args = [s for s, var in builder.vars.items() if s not in bare and _mentions(fixed + [p for p, _ in used], var)]
+    shape_args = [s for s in builder.vars if s not in bare]  # unused ones cost one scalar argument
     func = te.create_prim_func([ph for ph, _ in used] + [builder.vars[s] for s in shape_args] + fixed)
     return func.with_attr("global_symbol", name), [key for _, key in used], shape_args
-
-
-def _mentions(tensors: list, var) -> bool:
-    from tvm.tirx.analysis import undefined_vars
-
-    return any(v.same_as(var) for t in tensors for d in t.shape if _static(d) is None for v in undefined_vars(d))
 
 
 def _copy(tensor, name: str):

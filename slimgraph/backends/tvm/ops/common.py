@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -118,16 +117,18 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     tensor. Constant indices are checked now, failing the build instead.
     """
     indices = call.args[i]
-    sizes = [size] if isinstance(size, int) else list(size)
-    if 0 in sizes and math.prod(int(d) for d in indices.shape):
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]  # a dynamic size is an expression
+    if 0 in sizes and 0 not in dims(indices):
         # an empty axis has no position to clamp to, and any index into it is out of range
         raise IndexOutOfRangeError(f"{call.where}: {what}: indices into an empty axis can never be in range")
-    if call.consts[i] is not None:
+    if call.consts[i] is not None and all(isinstance(s, int) for s in sizes):
         array = call.consts[i]
         for j, s in enumerate(sizes):
             wrap_indices(array if isinstance(size, int) else array[..., j], s, f"{call.where}: {what}")
+    elif call.consts[i] is not None and np.all((call.consts[i] >= -1) & (call.consts[i] <= 0)):
+        pass  # the first or last entry: inside any axis, since a dynamic dim is at least 1
     else:
-        rule = (f"{what} of size {size} takes indices in [{-size}, {size})" if isinstance(size, int)
+        rule = (f"{what} of size {size} takes indices in [-{size}, {size})" if len(sizes) == 1
                 else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
         call.check(_all_inside(indices, sizes, call.kernel.name), rule)
     dtype = dtype_of(indices)
@@ -141,14 +142,19 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     return read
 
 
-def _pick(sizes: Sequence[int], j, dtype: str):
+def _pick(sizes: Sequence, j, dtype: str):
     """``sizes[j]`` as an expression of ``dtype`` (``j`` a loop variable or an int)."""
     if isinstance(j, int):
-        return const(sizes[j], dtype)
-    out = const(sizes[-1], dtype)
+        return _size(sizes[j], dtype)
+    out = _size(sizes[-1], dtype)
     for n in reversed(range(len(sizes) - 1)):
-        out = tirx.Select(j == n, const(sizes[n], dtype), out)
+        out = tirx.Select(j == n, _size(sizes[n], dtype), out)
     return out
+
+
+def _size(size, dtype: str):
+    """An axis size (an int, or a dynamic dim's expression) as an expression of ``dtype``."""
+    return const(size, dtype) if isinstance(size, int) else size.astype(dtype)
 
 
 def _all_inside(indices, sizes: Sequence[int], name: str):

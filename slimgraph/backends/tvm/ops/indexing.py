@@ -29,7 +29,7 @@ _COMBINE = {
 def lower_gather_elements(call):
     data = call.args[0]
     axis = call.attrs["axis"] % len(data.shape)
-    pos = positions(call, 1, int(data.shape[axis]), f"gather_elements axis {axis}")
+    pos = positions(call, 1, dims(data)[axis], f"gather_elements axis {axis}")
     return spatial_compute(call.shape(), lambda *i: data[i[:axis] + (pos(*i),) + i[axis + 1 :]], call.op, "elementwise")
 
 

@@ -309,7 +309,7 @@ def lower_gather(call):
     data, indices = call.args
     axis = call.attrs["axis"] % len(data.shape)
     rank_i = len(indices.shape)
-    pos = positions(call, 1, int(data.shape[axis]), f"gather axis {axis}")
+    pos = positions(call, 1, dims(data)[axis], f"gather axis {axis}")
 
     def f(*i):
         return data[i[:axis] + (pos(*i[axis : axis + rank_i]),) + i[axis + rank_i :]]
