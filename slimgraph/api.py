@@ -181,7 +181,14 @@ def _torch_dynamic(model: Any, example_inputs: Sequence[Any] | None, dynamic: An
     names = [p.name for p in params[: len(example_inputs)]]
     names += [None] * (len(example_inputs) - len(names))
     ranks = [len(getattr(x, "shape", ())) for x in example_inputs]
-    return parse_dynamic(dynamic, len(example_inputs), names, ranks)
+    axes = parse_dynamic(dynamic, len(example_inputs), names, ranks)
+    for index, dims in axes.items():
+        for axis, dim in dims.items():
+            size = int(example_inputs[index].shape[axis])
+            if not dim.min <= size <= dim.max:
+                raise ArgumentError(f"dynamic: example input {index} axis {axis} has size {size}, outside the bounds "
+                                    f"of {dim.name}: {dim.min}..{dim.max}")
+    return axes
 
 
 def _dynamic_bounds(graph: Graph, dynamic: Any, axes: "DynamicAxes | None") -> dict[str, tuple[int, int]]:

@@ -7,9 +7,9 @@
 - torch.export's ``dynamic_shapes`` style: a tuple or list with one entry per input,
   each None or ``{axis: dim}``.
 
-A dim is a name (``"seq"``: bounds 1 to :data:`UNBOUNDED`), a ``(name, min, max)``
-tuple, or a ``torch.export.Dim`` (its name and bounds). Axes sharing a name share
-one size. Each name becomes the IR symbol of those axes; a call outside a
+A dim is a name, a ``(name, min, max)`` tuple, or a ``torch.export.Dim`` (its name
+and bounds). Axes sharing a name share one size, and a bare name takes the bounds
+given to that name elsewhere (else 1 to :data:`UNBOUNDED`). Each name becomes the IR symbol of those axes; a call outside a
 symbol's bounds is refused, naming the input, the axis and the bounds.
 
 Example::
@@ -58,7 +58,7 @@ def parse_dynamic(dynamic: Any, count: int, names: Sequence[str | None], ranks: 
     else:
         raise ArgumentError(f"dynamic={dynamic!r}: give a mapping {{input: {{axis: name}}}} or a tuple with one "
                             "{axis: name} (or None) per input")
-    out: DynamicAxes = {}
+    found: list[tuple[int, int, DynamicDim | str]] = []
     bounds: dict[str, DynamicDim] = {}
     for key, axes in entries:
         index = _input_index(key, count, names)
@@ -73,10 +73,13 @@ def parse_dynamic(dynamic: Any, count: int, names: Sequence[str | None], ranks: 
                     raise ArgumentError(f"{where}: input {index} has {rank} axes; no axis {axis}")
                 axis %= rank
             dim = _dim(where, spec)
-            if bounds.setdefault(dim.name, dim) != dim:
+            if isinstance(dim, DynamicDim) and bounds.setdefault(dim.name, dim) != dim:
                 raise ArgumentError(f"{where}: {dim.name} is declared with bounds {dim.min}..{dim.max} here and "
                                     f"{bounds[dim.name].min}..{bounds[dim.name].max} elsewhere")
-            out.setdefault(index, {})[axis] = dim
+            found.append((index, axis, dim))
+    out: DynamicAxes = {}
+    for index, axis, dim in found:
+        out.setdefault(index, {})[axis] = bounds.get(dim, DynamicDim(dim)) if isinstance(dim, str) else dim
     return out
 
 
@@ -97,7 +100,8 @@ def _input_index(key: Any, count: int, names: Sequence[str | None]) -> int:
     return index
 
 
-def _dim(where: str, spec: Any) -> DynamicDim:
+def _dim(where: str, spec: Any) -> DynamicDim | str:
+    """The dim ``spec`` declares, or its name alone when it gives no bounds."""
     if isinstance(spec, str):
         name, low, high = spec, 1, UNBOUNDED
     elif isinstance(spec, tuple) and len(spec) == 3:
@@ -113,6 +117,8 @@ def _dim(where: str, spec: Any) -> DynamicDim:
         valid = False
     if not valid:
         raise ArgumentError(f"{where}: {name!r} is not a valid dim name (letters, digits, _; not starting with a digit)")
+    if isinstance(spec, str):
+        return name
     low = check_int(f"{where}: min", low, minimum=1)
     high = check_int(f"{where}: max", high, minimum=low)
     return DynamicDim(name, low, high)
