@@ -36,7 +36,7 @@ import numpy as np
 from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
-from slimgraph.ir.types import DType, TensorType, bind_dim
+from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
 from slimgraph.storage import staged_directory, verify_folder
 
 FORMAT_VERSION = 2  # 2: the folder has a files.json manifest (sizes and SHA-256 of every file)
@@ -379,16 +379,23 @@ class CompiledModel:
     def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
         """Run the kernels one by one on real intermediate values, timing each."""
         lib = self._library()
+        sizes: dict[str, int] = {}
+        for i, (feed, t) in enumerate(zip(feeds, self._inputs)):
+            self._bind_sizes(i, tuple(feed.shape), t, sizes)
+
+        def shape(text: str) -> tuple[int, ...]:
+            return tuple(concrete(d, sizes) for d in _type_from(text).shape)
+
         env: dict[str, Any] = {key: t for (key, _), t in zip(self._meta["inputs"], feeds)}
         env.update({"p:" + name: t for (name, _), t in zip(self._params_np, self._params_dev)})
         results = []
         for step in self._meta["steps"]:
             if step["kind"] == "view":
                 src = env[step["src"]]
-                env[step["out"]] = src._create_view(tuple(_type_from(step["type"]).shape))
+                env[step["out"]] = src._create_view(shape(step["type"]))
                 continue
-            args = [env[k] for k in step["args"]]
-            outs = [tvm.runtime.empty(tuple(t.shape), _tvm_dtype(t), dev) for t in map(_type_from, step["out_types"])]
+            args = [env[k] for k in step["args"]] + [sizes[s] for s in step.get("shape_args", [])]
+            outs = [tvm.runtime.empty(shape(t), _tvm_dtype(_type_from(t)), dev) for t in step["out_types"]]
             timer = lib.time_evaluator(step["name"], dev, number=1, repeat=repeat, min_repeat_ms=0)
             timing = timer(*args, *outs)
             results.append((step["name"], float(np.median(timing.results)) * 1e3))
@@ -542,7 +549,7 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
             steps.append({"kind": "view", "src": s.src, "out": s.out, "type": str(s.type)})
         else:
             steps.append({"kind": "kernel", "name": s.name, "args": s.args, "outs": s.outs,
-                          "out_types": [str(t) for t in s.out_types]})
+                          "out_types": [str(t) for t in s.out_types], "shape_args": s.shape_args})
     kernels = []
     for k in lowered.kernels:
         tir, source = kernel_sources.get(k.name, ("", ""))
