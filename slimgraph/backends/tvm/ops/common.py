@@ -128,7 +128,7 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     elif call.consts[i] is not None and np.all((call.consts[i] >= -1) & (call.consts[i] <= 0)):
         pass  # the first or last entry: inside any axis, since a dynamic dim is at least 1
     else:
-        rule = (f"{what} of size {size} takes indices in [-{size}, {size})" if len(sizes) == 1
+        rule = (f"{what} of size {size} takes indices in [-{size}, {size})" if not isinstance(size, (list, tuple))
                 else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
         call.check(_all_inside(indices, sizes, call.kernel.name), rule)
     dtype = dtype_of(indices)
