@@ -12,8 +12,9 @@ Weights (``const`` nodes) become parameters of the Relax ``main`` function,
 after the graph inputs; a lowering may replace a weight by a re-laid-out copy
 (:meth:`OpCall.param`), which is what the CPU convolution and matmul rules do.
 Symbolic dims are bound to concrete sizes, except the ``dynamic`` ones: those stay
-symbolic (a ``tirx.Var`` each, shared by every kernel and ``main``), so one build
-serves every size; the Relax VM allocates per call.
+symbolic (a ``tirx.Var`` each: int64 in ``main``, as Relax shapes are; in the kernels
+int32 where every tensor fits it, like their static extents, so index arithmetic has one
+type), so one build serves every size; the Relax VM allocates per call.
 
 Ops that index with data register index checks (:meth:`OpCall.check`): each
 is one more output of its kernel, a bool saying every index was in range. On
@@ -196,7 +197,8 @@ class Lowered:
     output_types: list[TensorType]
     kernels: list[KernelInfo]
     steps: list = field(default_factory=list)
-    shape_vars: dict = field(default_factory=dict)  # dynamic symbol -> its tirx.Var
+    shape_vars: dict = field(default_factory=dict)  # dynamic symbol -> its tirx.Var in main (int64)
+    index_dtype: str = "int32"  # the dtype of the dynamic symbols inside the kernels
 
 
 # ---------------------------------------------------------------------------
@@ -245,11 +247,12 @@ class _ParamTable:
 # Graph -> Relax
 
 
-def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = ()) -> Lowered:
+def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
+                index_dtype: str = "int32") -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
 
     The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
-    sizes) only count FLOPs.
+    sizes) only count FLOPs; in the kernels they are ``index_dtype`` variables.
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
@@ -260,7 +263,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
 
     params = _ParamTable()
     dynamic = frozenset(dynamic)
-    shape_vars = {s: tirx.Var(s, "int64") for s in sorted(dynamic)}
+    kernel_vars = {s: tirx.Var(s, index_dtype) for s in sorted(dynamic)}
     env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, type concrete but for dynamic symbols)
     consts: dict[int, np.ndarray] = {}
     inputs = []
@@ -285,7 +288,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             steps.append(ViewStep(src_key, "v:" + node.output.name, t))
             continue
         name = _kernel_name(len(kernels), node)
-        builder = _KernelBuilder(name, params, shape_vars)
+        builder = _KernelBuilder(name, params, kernel_vars)
         arg_tensors = [builder.placeholder(*env[id(v)]) for v in node.inputs]
         arg_consts = [consts.get(id(v)) for v in node.inputs]
         out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
@@ -318,7 +321,8 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     param_list = [(k[2:], _storable(a)) for k, a in ((("p:" + n), a) for n, a in params.arrays.items()) if k in used_params]
     outputs = [env[id(v)][0] for v in graph.outputs]
     output_types = [env[id(v)][1] for v in graph.outputs]
-    lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps, shape_vars)
+    shape_vars = {s: tirx.Var(s, "int64") for s in sorted(dynamic)}
+    lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps, shape_vars, index_dtype)
     lowered.mod = _build_relax(lowered, prim_funcs, relax_asserts=target.is_gpu)
     return lowered
 
@@ -495,7 +499,8 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
                     continue
                 gv = bb.add_func(prim_funcs[step.name], step.name)
                 sinfo = [_rtype(t, lowered.shape_vars) for t in step.out_types]
-                args = [env[k] for k in step.args] + [relax.prim_value(lowered.shape_vars[s]) for s in step.shape_args]
+                args = [env[k] for k in step.args] + [relax.prim_value(lowered.shape_vars[s].astype(lowered.index_dtype))
+                                                      for s in step.shape_args]
                 call = relax.call_tir(gv, args, sinfo if len(sinfo) > 1 else sinfo[0])
                 result = bb.emit(call)
                 if len(sinfo) == 1:
