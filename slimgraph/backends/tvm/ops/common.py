@@ -132,12 +132,16 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
                 else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
         call.check(_all_inside(indices, sizes, call.kernel.name), rule)
     dtype = dtype_of(indices)
+    # a position inside a dynamic axis fits the axis's own (int32) dtype; left int64 it meets
+    # that axis's size in the row-major arithmetic of inlined views, which TVM does not widen
+    narrow = next((s.dtype for s in sizes if not isinstance(s, int)), None)
 
     def read(*idx):
         span = _pick(sizes, idx[-1] if len(sizes) > 1 else 0, dtype)
         raw = indices[idx]
         low = const(0, dtype)
-        return tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), span - const(1, dtype)), low)
+        pos = tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), span - const(1, dtype)), low)
+        return pos if narrow is None or narrow == dtype else pos.astype(narrow)
 
     return read
 
