@@ -134,7 +134,7 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     dtype = dtype_of(indices)
     # a position inside a dynamic axis fits the axis's own (int32) dtype; left int64 it meets
     # that axis's size in the row-major arithmetic of inlined views, which TVM does not widen
-    narrow = next((s.dtype for s in sizes if not isinstance(s, int)), None)
+    narrow = next((str(s.ty.dtype) for s in sizes if not isinstance(s, int)), None)
 
     def read(*idx):
         span = _pick(sizes, idx[-1] if len(sizes) > 1 else 0, dtype)
