@@ -123,3 +123,25 @@ def test_bad_dynamic_arguments_fail_before_any_work():
         slimgraph.compile(model, inputs, dynamic=({0: "batch"}, None))
     with pytest.raises(ArgumentError, match="example input 0 axis 1 has size 8, outside the bounds of seq: 1..4"):
         slimgraph.compile(model, inputs, dynamic={i: {1: ("seq", 1, 4)} for i in range(count)})
+
+
+def test_onnx_symbolic_axis_takes_the_bounds():
+    import io
+
+    import onnx
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(net, (torch.zeros(2, 16),), buffer, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    compiled = slimgraph.compile(proto, dynamic={"x": {0: ("batch", 1, 64)}})
+    assert compiled.dynamic == {"batch": (1, 64)}
+    for rows in (1, 5, 64):
+        x = torch.randn(rows, 16)
+        np.testing.assert_allclose(compiled(x.numpy()), net(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(BackendError, match=r"input 0 \(%x\): axis 0 has size 65 .*1 <= batch <= 64"):
+        compiled(np.zeros((65, 16), np.float32))
+    with pytest.raises(ArgumentError, match=r"input 0 \(%x\) axis 1 is 16 in f32\[batch,16\]; only an axis the model "
+                                            "leaves symbolic"):
+        slimgraph.compile(proto, dynamic={"x": {1: "width"}})
