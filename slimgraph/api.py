@@ -168,7 +168,7 @@ def _check_shapes_names(graph: Graph, shapes: Mapping[str, int] | None) -> None:
                             f"its symbols: {have}")
 
 
-def _torch_dynamic(model: Any, example_inputs: Sequence[Any] | None, dynamic: Any) -> "DynamicAxes":
+def _torch_dynamic(model: Any, example_inputs: Sequence[Any] | None, dynamic: Any) -> DynamicAxes:
     """``dynamic`` checked against a torch module's example inputs and ``forward``'s argument names."""
     import inspect
 
@@ -191,7 +191,7 @@ def _torch_dynamic(model: Any, example_inputs: Sequence[Any] | None, dynamic: An
     return axes
 
 
-def _dynamic_bounds(graph: Graph, dynamic: Any, axes: "DynamicAxes | None") -> dict[str, tuple[int, int]]:
+def _dynamic_bounds(graph: Graph, dynamic: Any, axes: DynamicAxes | None) -> dict[str, tuple[int, int]]:
     """Each dynamic symbol of ``graph``'s inputs with its (min, max). A torch module's axes were
     exported under their names; in any other model each named axis must already be symbolic."""
     from slimgraph.dynamic import bounds_of, parse_dynamic
@@ -200,7 +200,8 @@ def _dynamic_bounds(graph: Graph, dynamic: Any, axes: "DynamicAxes | None") -> d
         return {}
     if axes is not None:
         return bounds_of(axes)
-    axes = parse_dynamic(dynamic, len(graph.inputs), [v.name for v in graph.inputs], [v.type.rank for v in graph.inputs])
+    axes = parse_dynamic(dynamic, len(graph.inputs), [v.name for v in graph.inputs],
+                         [v.type.rank for v in graph.inputs])
     bounds: dict[str, tuple[int, int]] = {}
     for index, dims in axes.items():
         value = graph.inputs[index]
@@ -214,7 +215,8 @@ def _dynamic_bounds(graph: Graph, dynamic: Any, axes: "DynamicAxes | None") -> d
     return bounds
 
 
-def import_model(model: Any, example_inputs: Sequence[Any] | None = None, dynamic: "DynamicAxes | None" = None) -> Graph:
+def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
+                 dynamic: DynamicAxes | None = None) -> Graph:
     """The Graph of a torch module, ONNX model or path, IR file or Graph; ``dynamic`` axes of a torch
     module are exported symbolic."""
     if isinstance(model, Graph):

@@ -9,8 +9,9 @@
 
 A dim is a name, a ``(name, min, max)`` tuple, or a ``torch.export.Dim`` (its name
 and bounds). Axes sharing a name share one size, and a bare name takes the bounds
-given to that name elsewhere (else 1 to :data:`UNBOUNDED`). Each name becomes the IR symbol of those axes; a call outside a
-symbol's bounds is refused, naming the input, the axis and the bounds.
+given to that name elsewhere (else 1 to :data:`UNBOUNDED`). Each name becomes the IR symbol
+of those axes; a call outside a symbol's bounds is refused, naming the input, the axis and
+the bounds.
 
 Example::
 
@@ -116,7 +117,8 @@ def _dim(where: str, spec: Any) -> DynamicDim | str:
     except GraphError:
         valid = False
     if not valid:
-        raise ArgumentError(f"{where}: {name!r} is not a valid dim name (letters, digits, _; not starting with a digit)")
+        raise ArgumentError(f"{where}: {name!r} is not a valid dim name "
+                            "(letters, digits, _; not starting with a digit)")
     if isinstance(spec, str):
         return name
     low = check_int(f"{where}: min", low, minimum=1)

@@ -79,7 +79,8 @@ def test_one_build_serves_every_size(make, compile_count):
     torch.manual_seed(0)
     model, count = make()
     batch, length = torch.export.Dim("batch", min=1, max=8), torch.export.Dim("seq", min=1, max=384)
-    compiled = slimgraph.compile(model, _inputs(2, 8, count), dynamic=tuple({0: batch, 1: length} for _ in range(count)))
+    dynamic = tuple({0: batch, 1: length} for _ in range(count))
+    compiled = slimgraph.compile(model, _inputs(2, 8, count), dynamic=dynamic)
     assert len(compile_count) == 1
     assert compiled.dynamic == {"batch": (1, 8), "seq": (1, 384)}
     assert [str(t) for t in compiled.input_types] == ["i64[batch,seq]"] * count

@@ -313,8 +313,9 @@ class CompiledModel:
             for symbol in sizes.keys() - before.keys():
                 low, high = self._dynamic[symbol]
                 if not low <= sizes[symbol] <= high:
-                    raise BackendError(f"input {i} (%{name}): axis {axis} has size {size} (so {symbol}={sizes[symbol]}), "
-                                       f"outside the bounds compiled for {symbol}: {low} <= {symbol} <= {high}")
+                    raise BackendError(f"input {i} (%{name}): axis {axis} has size {size} "
+                                       f"(so {symbol}={sizes[symbol]}), outside the bounds compiled for {symbol}: "
+                                       f"{low} <= {symbol} <= {high}")
 
     def _convert_output(self, tensor, t: TensorType, as_torch: bool):
         if as_torch:

@@ -279,7 +279,8 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
         if node.op == "const" or decoded is not None:
             array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
-            env[id(node.output)] = (params.add(node.output.name, array), concrete_type(node.output.type, bindings, dynamic))
+            t = concrete_type(node.output.type, bindings, dynamic)
+            env[id(node.output)] = (params.add(node.output.name, array), t)
             continue
         if node.op in VIEW_OPS:
             src_key, _ = env[id(node.inputs[0])]
@@ -448,7 +449,8 @@ def _make_prim_func(name: str, builder: _KernelBuilder, outs: list, out_types: l
     used = [(ph, key) for ph, key in builder.sources if any(ph.same_as(r) for r in reachable)]
     # a dynamic symbol that no buffer holds as a whole dim (only inside N*S, or only in index
     # arithmetic) cannot be read off the buffers, so it comes in as a scalar argument, after the inputs
-    bare = {d.name for t in [ph for ph, _ in used] + fixed for d in t.shape if _static(d) is None and hasattr(d, "name")}
+    buffers = [ph for ph, _ in used] + fixed
+    bare = {d.name for t in buffers for d in t.shape if _static(d) is None and hasattr(d, "name")}
     shape_args = [s for s in builder.vars if s not in bare]  # unused ones cost one scalar argument
     func = te.create_prim_func([ph for ph, _ in used] + [builder.vars[s] for s in shape_args] + fixed)
     return func.with_attr("global_symbol", name), [key for _, key in used], shape_args
@@ -499,8 +501,8 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
                     continue
                 gv = bb.add_func(prim_funcs[step.name], step.name)
                 sinfo = [_rtype(t, lowered.shape_vars) for t in step.out_types]
-                args = [env[k] for k in step.args] + [relax.prim_value(lowered.shape_vars[s].astype(lowered.index_dtype))
-                                                      for s in step.shape_args]
+                sizes = [lowered.shape_vars[s].astype(lowered.index_dtype) for s in step.shape_args]
+                args = [env[k] for k in step.args] + [relax.prim_value(size) for size in sizes]
                 call = relax.call_tir(gv, args, sinfo if len(sinfo) > 1 else sinfo[0])
                 result = bb.emit(call)
                 if len(sinfo) == 1:

@@ -45,8 +45,10 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool,
             {0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs
         )
     if dynamic:
-        dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for axes in dynamic.values() for d in axes.values()}
-        dynamic_shapes = tuple({a: dims[d.name] for a, d in dynamic.get(i, {}).items()} or None for i in range(len(inputs)))
+        dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max)
+                for axes in dynamic.values() for d in axes.values()}
+        dynamic_shapes = tuple({a: dims[d.name] for a, d in dynamic.get(i, {}).items()} or None
+                               for i in range(len(inputs)))
     if dynamic_shapes is not None and _takes_varargs(module):
         dynamic_shapes = (dynamic_shapes,)  # forward(*inputs): the specs of the one tuple argument
     with evaluating(module), warnings.catch_warnings():

@@ -470,7 +470,8 @@ def _index_several(ctx: Context, x: Value, key: list) -> Value:
         raise FrontendError(f"{ctx.where()}indexing with several index tensors needs them on adjacent axes")
     dims = x.type.shape[axes[0]:axes[-1] + 1]
     if not all(isinstance(d, int) or "*" not in d for d in dims):
-        raise FrontendError(f"{ctx.where()}indexing axes of sizes {list(dims)} with several index tensors is not supported")
+        raise FrontendError(f"{ctx.where()}indexing axes of sizes {list(dims)} with several index tensors "
+                            "is not supported")
     flat = None
     for axis, dim in zip(axes, dims):
         # read through a checked gather of 0..dim-1: it wraps negative indices and raises on one
@@ -599,7 +600,9 @@ def _unflattened(x: Value) -> Value | None:
         return None
     source = x.producer.inputs[0]
     leading = source.type.shape[:-1]
-    if source.type.rank < 3 or source.type.shape[-1] != x.type.shape[-1] or not any(isinstance(d, str) for d in leading):
+    if source.type.rank < 3 or source.type.shape[-1] != x.type.shape[-1]:
+        return None
+    if not any(isinstance(d, str) for d in leading):
         return None
     return source
 
