@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 tvm = pytest.importorskip("tvm")
 
 import slimgraph  # noqa: E402
-from slimgraph.errors import ArgumentError, BackendError  # noqa: E402
+from slimgraph.errors import ArgumentError, BackendError, FrontendError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +146,13 @@ def test_onnx_symbolic_axis_takes_the_bounds():
     with pytest.raises(ArgumentError, match=r"input 0 \(%x\) axis 1 is 16 in f32\[batch,16\]; only an axis the model "
                                             "leaves symbolic"):
         slimgraph.compile(proto, dynamic={"x": {1: "width"}})
+
+
+def test_a_size_the_model_fixes_is_named_with_torchs_guard():
+    # 64 position embeddings: transformers' code cannot run a sequence past 64, and torch.export
+    # says so; the error keeps torch's guard and suggested fix
+    config = transformers.BertConfig(vocab_size=200, max_position_embeddings=64, **SMALL)
+    model = Wrapper(transformers.BertModel(config, add_pooling_layer=False), ["input_ids", "attention_mask"])
+    with pytest.raises(FrontendError, match=r"Constraints violated \(seq\).*<= 64.*Dim\('seq', max=64\)"):
+        slimgraph.compile(model, _inputs(2, 8, 2),
+                          dynamic={0: {0: "batch", 1: ("seq", 1, 384)}, 1: {0: "batch", 1: "seq"}})
