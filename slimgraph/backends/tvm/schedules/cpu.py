@@ -167,15 +167,18 @@ def _parallelize(sch, loops: list, cores: int) -> None:
     if not loops or cores <= 1:
         return
     want = cores * PARALLEL_CHUNKS_PER_CORE
-    count, work = 0, 1
+    count, work, dynamic = 0, 1, False
     for loop in loops:
         count += 1
-        # a dynamic dim (batch, sequence) is taken to hold enough work on its own
+        # a dynamic dim (batch, sequence) may be 1 at a call: fuse on past it, counting static work only
         size = _extent(sch, loop)
-        work *= want if size is None else size
+        if size is None:
+            dynamic = True
+        else:
+            work *= size
         if work >= want:
             break
-    if work < 2:
+    if work < 2 and not dynamic:
         return
     fused = sch.fuse(*loops[:count]) if count > 1 else loops[0]
     sch.parallel(fused)
