@@ -13,12 +13,15 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from slimgraph.arguments import check_example_inputs, check_int, check_writable_file, check_writable_folder
 from slimgraph.errors import ArgumentError, BackendError, FrontendError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import bind_dim
+
+if TYPE_CHECKING:
+    from slimgraph.dynamic import DynamicAxes
 
 
 def compile(  # noqa: A001 - the public name the design asks for
@@ -39,6 +42,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     budget_ms: float | None = None,
     policy: Callable | None = None,
     calibration_data: Any = None,
+    dynamic: Any = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -50,6 +54,13 @@ def compile(  # noqa: A001 - the public name the design asks for
     ``tune=TRIALS`` tunes with MetaSchedule, keeping records in ``database``.
     ``dump_ir`` writes the optimized IR there; ``progress=True`` draws a
     progress bar on stderr (or pass a callback ``(step, done, total)``).
+
+    ``dynamic`` (``{input: {axis: name}}``, or torch.export's ``dynamic_shapes``
+    style with ``Dim``s; see :mod:`slimgraph.dynamic`) compiles those axes once
+    for every size within their bounds: the kernels keep them symbolic. For a
+    torch module they are exported as ``torch.export.Dim``s; in an ONNX model,
+    IR file or Graph each named axis must already be symbolic, and its symbol
+    takes the bounds.
 
     ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
     calibrates every ``quantize`` pass of the pipeline; with ``variants``, input
@@ -63,6 +74,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     example_inputs = check_example_inputs(example_inputs)
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
+    if dynamic is not None and variants is not None:
+        raise ArgumentError("dynamic: not supported with variants=[...] (their guards pick fixed batch buckets)")
+    axes = _torch_dynamic(model, example_inputs, dynamic) if dynamic is not None and _is_torch_module(model) else None
     if variants is not None:
         from slimgraph.runtime import narrow
 
@@ -71,8 +85,9 @@ def compile(  # noqa: A001 - the public name the design asks for
                       calibration_data=calibration_data)
     from slimgraph.backends.tvm import build
 
-    graph = import_model(model, example_inputs)
+    graph = import_model(model, example_inputs, axes)
     _check_shapes_names(graph, shapes)
+    bounds = _dynamic_bounds(graph, dynamic, axes)
     optimized = optimize(graph, pipeline, calibration_data)
     if dump_ir is not None:
         try:
@@ -80,9 +95,14 @@ def compile(  # noqa: A001 - the public name the design asks for
         except OSError as exc:
             raise ArgumentError(f"dump_ir={str(dump_ir)!r}: cannot write the IR there: {exc.strerror or exc}") from None
     bindings = bind_shapes(optimized, example_inputs, shapes)
+    for symbol, (low, high) in bounds.items():
+        if not low <= bindings[symbol] <= high:
+            raise ArgumentError(f"dynamic: the example size {symbol}={bindings[symbol]} is outside its bounds "
+                                f"{low}..{high}")
     report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
     compiled = build(
-        optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report
+        optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report,
+        dynamic=bounds,
     )
     return compiled
 
@@ -146,8 +166,57 @@ def _check_shapes_names(graph: Graph, shapes: Mapping[str, int] | None) -> None:
                             f"its symbols: {have}")
 
 
-def import_model(model: Any, example_inputs: Sequence[Any] | None = None) -> Graph:
-    """The Graph of a torch module, ONNX model or path, IR file or Graph."""
+def _torch_dynamic(model: Any, example_inputs: Sequence[Any] | None, dynamic: Any) -> DynamicAxes:
+    """``dynamic`` checked against a torch module's example inputs and ``forward``'s argument names."""
+    import inspect
+
+    from slimgraph.dynamic import parse_dynamic
+
+    if example_inputs is None:
+        raise ArgumentError("dynamic: compiling a torch module with dynamic axes needs example_inputs")
+    params = [p for p in inspect.signature(model.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in params[: len(example_inputs)]]
+    names += [None] * (len(example_inputs) - len(names))
+    ranks = [len(getattr(x, "shape", ())) for x in example_inputs]
+    axes = parse_dynamic(dynamic, len(example_inputs), names, ranks)
+    for index, dims in axes.items():
+        for axis, dim in dims.items():
+            size = int(example_inputs[index].shape[axis])
+            if not dim.min <= size <= dim.max:
+                raise ArgumentError(f"dynamic: example input {index} axis {axis} has size {size}, outside the bounds "
+                                    f"of {dim.name}: {dim.min}..{dim.max}")
+    return axes
+
+
+def _dynamic_bounds(graph: Graph, dynamic: Any, axes: DynamicAxes | None) -> dict[str, tuple[int, int]]:
+    """Each dynamic symbol of ``graph``'s inputs with its (min, max). A torch module's axes were
+    exported under their names; in any other model each named axis must already be symbolic."""
+    from slimgraph.dynamic import bounds_of, parse_dynamic
+
+    if dynamic is None:
+        return {}
+    if axes is not None:
+        return bounds_of(axes)
+    axes = parse_dynamic(dynamic, len(graph.inputs), [v.name for v in graph.inputs],
+                         [v.type.rank for v in graph.inputs])
+    bounds: dict[str, tuple[int, int]] = {}
+    for index, dims in axes.items():
+        value = graph.inputs[index]
+        for axis, dim in dims.items():
+            symbol = value.type.shape[axis]
+            if not isinstance(symbol, str) or "*" in symbol:
+                raise ArgumentError(f"dynamic: input {index} (%{value.name}) axis {axis} is {symbol} in {value.type}; "
+                                    "only an axis the model leaves symbolic (one name) can be dynamic here")
+            if bounds.setdefault(symbol, (dim.min, dim.max)) != (dim.min, dim.max):
+                raise ArgumentError(f"dynamic: symbol {symbol} is given two different bounds")
+    return bounds
+
+
+def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
+                 dynamic: DynamicAxes | None = None) -> Graph:
+    """The Graph of a torch module, ONNX model or path, IR file or Graph; ``dynamic`` axes of a torch
+    module are exported symbolic."""
     if isinstance(model, Graph):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -166,7 +235,7 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None = None) -> Gra
 
         from slimgraph.frontends import from_torch
 
-        return from_torch(model, tuple(torch.as_tensor(x) for x in example_inputs))
+        return from_torch(model, tuple(torch.as_tensor(x) for x in example_inputs), dynamic=dynamic)
     raise FrontendError(
         f"cannot compile a {type(model).__name__}: pass a torch.nn.Module, an ONNX model or path, a .sg file or a Graph"
     )

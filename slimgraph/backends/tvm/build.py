@@ -22,6 +22,7 @@ from slimgraph.backends.tvm.compiled import CompiledModel, metadata
 from slimgraph.backends.tvm.lower import assert_checks, lower_graph
 from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
+from slimgraph.dynamic import UNBOUNDED
 from slimgraph.errors import BackendError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, format_shape
@@ -37,8 +38,12 @@ def build(
     tune: int = 0,
     database: str | None = None,
     progress: Progress | None = None,
+    dynamic: dict[str, tuple[int, int]] | None = None,
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
+
+    ``dynamic`` maps symbols that stay symbolic to their (min, max) sizes: the one
+    build serves every size in those bounds, and calls outside them are refused.
 
     ``tune=TRIALS`` runs MetaSchedule for that many trials in all (CPU and
     runnable GPU targets) and keeps its records in ``database`` (a folder);
@@ -50,10 +55,16 @@ def build(
 
     spec = parse_target(target)
     bindings = dict(bindings or {})
-    check_sizes(graph, bindings)
+    dynamic = dict(dynamic or {})
+    # sizes are checked at the largest a dim is declared to take; an unbounded one at its example
+    bounded = {s: high for s, (_, high) in dynamic.items() if high < UNBOUNDED}
+    largest = check_sizes(graph, {**bindings, **bounded})
+    # dynamic kernels index in int32 where every tensor fits it at the largest sizes: int64
+    # indices defeat the matmul rule's re-layout (TVM mixes them with the int32 static extents)
+    index_dtype = "int32" if largest < 2**31 and len(bounded) == len(dynamic) else "int64"
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
-    lowered = lower_graph(graph, spec, bindings)
+    lowered = lower_graph(graph, spec, bindings, dynamic, index_dtype)
     report("schedule", 1, 3)
     # schedule_module rewrites its module in place; tuning needs the kernels as lowered
     unscheduled = lowered.mod.clone() if tune or database else None
@@ -71,7 +82,7 @@ def build(
         raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
     report("done", 3, 3)
     sources = kernel_sources(executable, mod, list(dict.fromkeys(k.func for k in lowered.kernels)), spec)
-    meta = metadata(graph.name, lowered, sources, bindings)
+    meta = metadata(graph.name, lowered, sources, bindings, dynamic)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
 
 
@@ -80,9 +91,11 @@ def build(
 MAX_ELEMENTS = 2**48
 
 
-def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
+def check_sizes(graph: Graph, bindings: dict[str, int]) -> int:
     """BackendError for a tensor (inputs, results, regions' insides) of negative size or more than
-    MAX_ELEMENTS elements, and for a reduction over an empty input to a non-empty result."""
+    MAX_ELEMENTS elements, and for a reduction over an empty input to a non-empty result.
+    Returns the element count of the largest tensor."""
+    largest = 0
     pending = [graph]
     while pending:
         g = pending.pop()
@@ -96,9 +109,11 @@ def check_sizes(graph: Graph, bindings: dict[str, int]) -> None:
                     f"@{g.name}: %{value.name} would be {format_shape(shape)} ({math.prod(shape):.3g} elements); "
                     f"the TVM backend compiles tensors of up to 2**48 elements (check the sizes given in shapes=)"
                 )
+            largest = max(largest, math.prod(shape))
         for node in g.nodes:
             _check_empty_reduction(node, bindings)
         pending.extend(a for node in g.nodes for a in node.attrs.values() if isinstance(a, Graph))
+    return largest
 
 
 def _check_empty_reduction(node, bindings: dict[str, int]) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from slimgraph.arguments import check_int
 from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
-from slimgraph.ir.types import DType, TensorType
+from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
 from slimgraph.storage import read_json, staged_directory, verify_folder
 
 FORMAT_VERSION = 2  # 2: a files.json manifest (sizes and SHA-256 of every file); kernels name the shared function they run
@@ -63,6 +63,8 @@ _META_SCHEMA = {
     "kernels": _list_of(lambda k: isinstance(k, dict) and all(isinstance(k.get(f), t) for f, t in _KERNEL_KEYS.items())),
     "steps": _list_of(lambda s: isinstance(s, dict) and isinstance(s.get("kind"), str)),
     "bindings": lambda v: v is None or isinstance(v, dict),
+    "dynamic": lambda v: v is None or isinstance(v, dict) and all(
+        isinstance(b, list) and len(b) == 2 and all(type(x) is int for x in b) for b in v.values()),
 }
 # TVM's export_library aborts the process when two threads run it at once
 _EXPORT_LOCK = threading.Lock()
@@ -139,6 +141,13 @@ class CompiledModel:
         # parsed once: a small model's call is tens of microseconds, and parsing costs two of them
         self._inputs = [_type_from(t) for _, t in meta["inputs"]]
         self._outputs = [_type_from(t) for t in meta["output_types"]]
+        # symbol -> (min, max) of the dims compiled symbolic; empty for a static model
+        self._dynamic = {s: (low, high) for s, (low, high) in (meta.get("dynamic") or {}).items()}
+
+    @property
+    def dynamic(self) -> dict[str, tuple[int, int]]:
+        """The symbols this model serves at any size, each with its (min, max) bounds."""
+        return dict(self._dynamic)
 
     # -- introspection -------------------------------------------------------
 
@@ -250,7 +259,11 @@ class CompiledModel:
             raise BackendError(f"model takes {len(expected)} inputs ({', '.join(map(str, expected))}), got {len(inputs)}")
         dev = self._device()
         out = []
+        sizes: dict[str, int] = {}
         for i, (x, t) in enumerate(zip(inputs, expected)):
+            if self._dynamic and hasattr(x, "shape"):
+                self._bind_sizes(i, tuple(x.shape), t, sizes)
+                t = t.with_shape(tuple(x.shape))  # checked: the dtype checks below compare the rest
             if _is_torch(x):
                 x = x.detach()
                 if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
@@ -279,6 +292,25 @@ class CompiledModel:
             else:
                 out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
         return out
+
+    def _bind_sizes(self, i: int, shape: tuple, t: TensorType, sizes: dict[str, int]) -> None:
+        """Bind input ``i``'s dynamic dims into ``sizes``; BackendError naming the input, the axis
+        and the bounds when ``shape`` does not fit ``t`` or a size is outside its symbol's bounds."""
+        name = self._meta["inputs"][i][0].split(":", 1)[1]
+        if len(shape) != t.rank:
+            raise BackendError(f"input {i} (%{name}): got shape {list(shape)}, compiled for {t}")
+        for axis, (dim, size) in enumerate(zip(t.shape, shape)):
+            before = dict(sizes)
+            if not bind_dim(dim, int(size), sizes):
+                known = ", ".join(f"{s}={n}" for s, n in before.items() if s in str(dim).split("*"))
+                raise BackendError(f"input {i} (%{name}): axis {axis} has size {size}, which does not fit dim {dim} "
+                                   f"of {t}" + (f" ({known} from the inputs before it)" if known else ""))
+            for symbol in sizes.keys() - before.keys():
+                low, high = self._dynamic[symbol]
+                if not low <= sizes[symbol] <= high:
+                    raise BackendError(f"input {i} (%{name}): axis {axis} has size {size} "
+                                       f"(so {symbol}={sizes[symbol]}), outside the bounds compiled for {symbol}: "
+                                       f"{low} <= {symbol} <= {high}")
 
     def _convert_output(self, tensor, t: TensorType, as_torch: bool):
         if as_torch:
@@ -343,16 +375,23 @@ class CompiledModel:
     def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
         """Run the kernels one by one on real intermediate values, timing each."""
         lib = self._library()
+        sizes: dict[str, int] = {}
+        for i, (feed, t) in enumerate(zip(feeds, self._inputs)):
+            self._bind_sizes(i, tuple(feed.shape), t, sizes)
+
+        def shape(text: str) -> tuple[int, ...]:
+            return tuple(concrete(d, sizes) for d in _type_from(text).shape)
+
         env: dict[str, Any] = {key: t for (key, _), t in zip(self._meta["inputs"], feeds)}
         env.update({"p:" + name: t for (name, _), t in zip(self._params_np, self._params_dev)})
         results = []
         for step in self._meta["steps"]:
             if step["kind"] == "view":
                 src = env[step["src"]]
-                env[step["out"]] = src._create_view(tuple(_type_from(step["type"]).shape))
+                env[step["out"]] = src._create_view(shape(step["type"]))
                 continue
-            args = [env[k] for k in step["args"]]
-            outs = [tvm.runtime.empty(tuple(t.shape), _tvm_dtype(t), dev) for t in map(_type_from, step["out_types"])]
+            args = [env[k] for k in step["args"]] + [sizes[s] for s in step.get("shape_args", [])]
+            outs = [tvm.runtime.empty(shape(t), _tvm_dtype(_type_from(t)), dev) for t in step["out_types"]]
             timer = lib.time_evaluator(step["func"], dev, number=1, repeat=repeat, min_repeat_ms=0)
             timing = timer(*args, *outs)
             results.append((step["name"], float(np.median(timing.results)) * 1e3))
@@ -428,7 +467,7 @@ def _run(main, args: list, params: list):
 
 def _type_from(text: str) -> TensorType:
     dtype, _, rest = text.partition("[")
-    dims = [int(d) for d in rest.rstrip("]").split(",") if d]
+    dims = [int(d) if d.isdigit() else d for d in rest.rstrip("]").split(",") if d]  # symbols: dynamic dims
     return TensorType(dtype, tuple(dims))
 
 
@@ -489,7 +528,8 @@ def _load_params(path: Path, specs: list) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bindings: dict[str, int]) -> dict:
+def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bindings: dict[str, int],
+             dynamic: dict[str, tuple[int, int]] | None = None) -> dict:
     """The JSON-able description of a lowered model that :class:`CompiledModel` keeps and saves."""
     from slimgraph.backends.tvm.lower import ViewStep
 
@@ -499,7 +539,7 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
             steps.append({"kind": "view", "src": s.src, "out": s.out, "type": str(s.type)})
         else:
             steps.append({"kind": "kernel", "name": s.name, "func": s.func, "args": s.args, "outs": s.outs,
-                          "out_types": [str(t) for t in s.out_types]})
+                          "out_types": [str(t) for t in s.out_types], "shape_args": s.shape_args})
     kernels = []
     for k in lowered.kernels:
         tir, source = kernel_sources.get(k.func, ("", ""))
@@ -515,4 +555,5 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         "kernels": kernels,
         "steps": steps,
         "bindings": bindings,
+        "dynamic": {s: [int(low), int(high)] for s, (low, high) in sorted((dynamic or {}).items())},
     }

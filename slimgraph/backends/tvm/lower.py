@@ -15,7 +15,10 @@ become Relax views.
 Weights (``const`` nodes) become parameters of the Relax ``main`` function,
 after the graph inputs; a lowering may replace a weight by a re-laid-out copy
 (:meth:`OpCall.param`), which is what the CPU convolution and matmul rules do.
-Symbolic dims are bound to concrete sizes: a compiled model has static shapes.
+Symbolic dims are bound to concrete sizes, except the ``dynamic`` ones: those stay
+symbolic (a ``tirx.Var`` each: int64 in ``main``, as Relax shapes are; in the kernels
+int32 where every tensor fits it, like their static extents, so index arithmetic has one
+type), so one build serves every size; the Relax VM allocates per call.
 
 Ops that index with data register index checks (:meth:`OpCall.check`): each
 is one more output of its kernel, a bool saying every index was in range. On
@@ -44,13 +47,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from slimgraph.errors import BackendError, SlimgraphError
 from slimgraph.ir.graph import Graph, Node, Value
-from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
+from slimgraph.ir.types import DType, TensorType, bind_dim, concrete, dim_mul
 
 #: TVM dtype of each IR dtype; int4 is held one value per byte, as ml_dtypes does.
 TVM_DTYPE = {
@@ -104,9 +107,9 @@ class OpCall:
     kernel: "_KernelBuilder"
     where: str = ""
 
-    def shape(self, i: int = 0) -> tuple[int, ...]:
-        """The concrete shape of output ``i``."""
-        return tuple(int(d) for d in self.out_types[i].shape)
+    def shape(self, i: int = 0) -> tuple:
+        """The shape of output ``i``: ints, and ``tirx`` expressions for dynamic dims."""
+        return _shape(self.out_types[i], self.kernel.vars)
 
     def dtype(self, i: int = 0) -> str:
         """The TVM dtype of output ``i``."""
@@ -177,6 +180,7 @@ class KernelInfo:
     out_types: list[TensorType]
     anchor: str = ""
     checks: list[tuple[str, str]] = field(default_factory=list)  # (key of an all-indices-in-range bool, message)
+    shape_args: list[str] = field(default_factory=list)  # dynamic symbols passed as scalars (no buffer dim holds them)
 
 
 @dataclass
@@ -201,6 +205,8 @@ class Lowered:
     output_types: list[TensorType]
     kernels: list[KernelInfo]
     steps: list = field(default_factory=list)
+    shape_vars: dict = field(default_factory=dict)  # dynamic symbol -> its tirx.Var in main (int64)
+    index_dtype: str = "int32"  # the dtype of the dynamic symbols inside the kernels
 
 
 # ---------------------------------------------------------------------------
@@ -210,9 +216,10 @@ class Lowered:
 class _KernelBuilder:
     """Collects the TE placeholders of one kernel and where each one comes from."""
 
-    def __init__(self, name: str, params: "_ParamTable"):
+    def __init__(self, name: str, params: "_ParamTable", shape_vars: dict):
         self.name = name
         self.params = params
+        self.vars = shape_vars
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
         self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
         self._by_key: dict[str, object] = {}
@@ -221,7 +228,7 @@ class _KernelBuilder:
         from tvm import te
 
         if key not in self._by_key:
-            ph = te.placeholder(_shape(ttype), TVM_DTYPE[ttype.dtype], name=_ident(key.split(":", 1)[1]))
+            ph = te.placeholder(_shape(ttype, self.vars), TVM_DTYPE[ttype.dtype], name=_ident(key.split(":", 1)[1]))
             self._by_key[key] = ph
             self.sources.append((ph, key))
         return self._by_key[key]
@@ -248,20 +255,28 @@ class _ParamTable:
 # Graph -> Relax
 
 
-def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
+def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
+                index_dtype: str = "int32") -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
+
+    The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
+    sizes) only count FLOPs; in the kernels they are ``index_dtype`` variables.
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
     """
     table = lowering_table()
     _check_supported(graph, table)
+    from tvm import tirx
+
     params = _ParamTable()
-    env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, concrete type)
+    dynamic = frozenset(dynamic)
+    kernel_vars = {s: tirx.Var(s, index_dtype) for s in sorted(dynamic)}
+    env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, type concrete but for dynamic symbols)
     consts: dict[int, np.ndarray] = {}
     inputs = []
     for v in graph.inputs:
-        t = concrete_type(v.type, bindings)
+        t = concrete_type(v.type, bindings, dynamic)
         env[id(v)] = ("in:" + v.name, t)
         inputs.append(("in:" + v.name, t))
     kernels: list[KernelInfo] = []
@@ -273,19 +288,20 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
         if node.op == "const" or decoded is not None:
             array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
-            env[id(node.output)] = (params.add(node.output.name, array), concrete_type(node.output.type, bindings))
+            t = concrete_type(node.output.type, bindings, dynamic)
+            env[id(node.output)] = (params.add(node.output.name, array), t)
             continue
         if node.op in VIEW_OPS:
             src_key, _ = env[id(node.inputs[0])]
-            t = concrete_type(node.output.type, bindings)
+            t = concrete_type(node.output.type, bindings, dynamic)
             env[id(node.output)] = ("v:" + node.output.name, t)
             steps.append(ViewStep(src_key, "v:" + node.output.name, t))
             continue
         name = _kernel_name(len(kernels), node)
-        builder = _KernelBuilder(name, params)
+        builder = _KernelBuilder(name, params, kernel_vars)
         arg_tensors = [builder.placeholder(*env[id(v)]) for v in node.inputs]
         arg_consts = [consts.get(id(v)) for v in node.inputs]
-        out_types = [concrete_type(v.type, bindings) for v in node.outputs]
+        out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
         flops_box = [0]
         outs = _lower_node(node, arg_tensors, arg_consts, out_types, target, builder, table, bindings, flops_box)
         for v, t in zip(node.outputs, out_types):
@@ -293,7 +309,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
         check_keys = [f"c:{name}.{i}" for i in range(len(builder.checks))]
         outs += [ok for ok, _ in builder.checks]
         out_types = out_types + [TensorType(DType.bool, ())] * len(check_keys)
-        func, used = _make_prim_func(builder, outs, out_types)
+        func, used, shape_args = _make_prim_func(builder, outs, out_types)
         func_name = _share(shared, func, name)
         if func_name == name:
             prim_funcs[name] = func.with_attr("global_symbol", name)
@@ -308,6 +324,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
             out_types=out_types,
             anchor=node.attrs.get("anchor", "") if node.op == "fused" else node.op,
             checks=[(key, message) for key, (_, message) in zip(check_keys, builder.checks)],
+            shape_args=shape_args,
         )
         kernels.append(info)
         steps.append(info)
@@ -317,7 +334,8 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int]) -> Lowered:
     param_list = [(k[2:], _storable(a)) for k, a in ((("p:" + n), a) for n, a in params.arrays.items()) if k in used_params]
     outputs = [env[id(v)][0] for v in graph.outputs]
     output_types = [env[id(v)][1] for v in graph.outputs]
-    lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps)
+    shape_vars = {s: tirx.Var(s, "int64") for s in sorted(dynamic)}
+    lowered = Lowered(None, inputs, param_list, outputs, output_types, kernels, steps, shape_vars, index_dtype)
     lowered.mod = _build_relax(lowered, prim_funcs, relax_asserts=target.is_gpu)
     return lowered
 
@@ -344,24 +362,37 @@ def assert_checks(mod, kernels: Sequence[KernelInfo]):
     return mod
 
 
-def concrete_type(t: TensorType, bindings: dict[str, int]) -> TensorType:
-    """``t`` with every symbolic dim evaluated (unbound symbols are an error)."""
-    missing = sorted(s for s in t.symbols if s not in bindings)
+def concrete_type(t: TensorType, bindings: dict[str, int], keep: Collection[str] = ()) -> TensorType:
+    """``t`` with every symbolic dim evaluated but the symbols in ``keep`` (unbound symbols are an error)."""
+    missing = sorted(s for s in t.symbols if s not in bindings and s not in keep)
     if missing:
         raise BackendError(f"cannot compile {t}: no size for {', '.join(missing)}; pass example inputs or shapes")
-    return t.with_shape(concrete(d, bindings) for d in t.shape)
+    if not keep or not t.symbols & set(keep):
+        return t.with_shape(concrete(d, bindings) for d in t.shape)
+    return t.with_shape(_partial_dim(d, bindings, keep) for d in t.shape)
+
+
+def _partial_dim(dim, bindings: dict[str, int], keep: Collection[str]):
+    if isinstance(dim, int):
+        return dim
+    out = 1
+    for part in dim.split("*"):
+        out = dim_mul(out, part if part in keep else concrete(part, bindings))
+    return out
 
 
 def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table, bindings, flops_box) -> list:
+    dynamic = builder.vars.keys()
     if node.op != "fused":
-        in_types = [concrete_type(v.type, bindings) for v in node.inputs]
-        flops_box[0] += int(node.opdef.flops(in_types, out_types, node.attrs))
+        in_types = [concrete_type(v.type, bindings, dynamic) for v in node.inputs]
+        flops_box[0] += _flops(node, in_types, out_types, bindings)
         return _call(table, node.op, args, arg_consts, node.attrs, in_types, out_types, target, builder, node)
     body = node.body
     inner = dict(bindings)
     for param, t in zip(body.inputs, (_concrete_arg(a) for a in args)):
         for dim, size in zip(param.type.shape, t):
-            bind_dim(dim, size, inner)
+            if size is not None:  # a dynamic dim's symbol is the graph's own, already in bindings
+                bind_dim(dim, size, inner)
     tensors: dict[int, object] = {id(p): a for p, a in zip(body.inputs, args)}
     values: dict[int, np.ndarray | None] = {id(p): c for p, c in zip(body.inputs, arg_consts)}
     for inner_node in body.nodes:
@@ -371,9 +402,9 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
             tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
             values[id(inner_node.output)] = array
             continue
-        in_types = [concrete_type(v.type, inner) for v in inner_node.inputs]
-        outs_t = [concrete_type(v.type, inner) for v in inner_node.outputs]
-        flops_box[0] += int(inner_node.opdef.flops(in_types, outs_t, inner_node.attrs))
+        in_types = [concrete_type(v.type, inner, dynamic) for v in inner_node.inputs]
+        outs_t = [concrete_type(v.type, inner, dynamic) for v in inner_node.outputs]
+        flops_box[0] += _flops(inner_node, in_types, outs_t, inner)
         results = _lower_node(
             inner_node, [tensors[id(v)] for v in inner_node.inputs], [values.get(id(v)) for v in inner_node.inputs],
             outs_t, target, builder, table, inner, [0],
@@ -388,8 +419,21 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
     return [tensors[id(v)] for v in body.outputs]
 
 
-def _concrete_arg(tensor) -> tuple[int, ...]:
-    return tuple(int(d) for d in tensor.shape)
+def _concrete_arg(tensor) -> tuple[int | None, ...]:
+    """The sizes of a TE tensor's dims, None for a dynamic one."""
+    return tuple(_static(d) for d in tensor.shape)
+
+
+def _static(dim) -> int | None:
+    from tvm import tirx
+
+    return int(dim) if isinstance(dim, (int, tirx.IntImm)) else None
+
+
+def _flops(node: Node, in_types: list[TensorType], out_types: list[TensorType], bindings: dict[str, int]) -> int:
+    """FLOPs of a node at the sizes of ``bindings`` (a dynamic dim counts at its example size)."""
+    return int(node.opdef.flops([concrete_type(t, bindings) for t in in_types],
+                                [concrete_type(t, bindings) for t in out_types], node.attrs))
 
 
 def _call(table, op, args, arg_consts, attrs, in_types, out_types, target, builder, node) -> list:
@@ -429,7 +473,13 @@ def _make_prim_func(builder: _KernelBuilder, outs: list, out_types: list[TensorT
         fixed.append(t)
     reachable = _reachable_placeholders(fixed)
     used = [(ph, key) for ph, key in builder.sources if any(ph.same_as(r) for r in reachable)]
-    return te.create_prim_func([ph for ph, _ in used] + fixed), [key for _, key in used]
+    # a dynamic symbol that no buffer holds as a whole dim (only inside N*S, or only in index
+    # arithmetic) cannot be read off the buffers, so it comes in as a scalar argument, after the inputs
+    buffers = [ph for ph, _ in used] + fixed
+    bare = {d.name for t in buffers for d in t.shape if _static(d) is None and hasattr(d, "name")}
+    shape_args = [s for s in builder.vars if s not in bare]  # unused ones cost one scalar argument
+    func = te.create_prim_func([ph for ph, _ in used] + [builder.vars[s] for s in shape_args] + fixed)
+    return func, [key for _, key in used], shape_args
 
 
 def _copy(tensor, name: str):
@@ -463,22 +513,24 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
     funcs = {name: bb.add_func(func, name) for name, func in prim_funcs.items()}
     params = []
     for key, t in lowered.inputs:
-        env[key] = relax.Var(key[3:], _rtype(t))
+        env[key] = relax.Var(key[3:], _rtype(t, lowered.shape_vars))
         params.append(env[key])
     for name, array in lowered.params:
-        env["p:" + name] = relax.Var(_ident(name), _rtype(TensorType.of_array(array)))
+        env["p:" + name] = relax.Var(_ident(name), _rtype(TensorType.of_array(array), {}))
         params.append(env["p:" + name])
     with bb.function("main", params):
         with bb.dataflow():
             for step in lowered.steps:
                 if isinstance(step, ViewStep):
-                    src = env[step.src]
-                    same = tuple(int(d) for d in src.ty.shape) == tuple(step.type.shape)
-                    env[step.out] = src if same else bb.emit(relax.op.reshape(src, tuple(step.type.shape)))
+                    src, shape = env[step.src], _shape(step.type, lowered.shape_vars)
+                    same = _dims_key(src.ty.shape) == _dims_key(shape)
+                    env[step.out] = src if same else bb.emit(relax.op.reshape(src, shape))
                     continue
                 gv = funcs[step.func]
-                sinfo = [_rtype(t) for t in step.out_types]
-                call = relax.call_tir(gv, [env[k] for k in step.args], sinfo if len(sinfo) > 1 else sinfo[0])
+                sinfo = [_rtype(t, lowered.shape_vars) for t in step.out_types]
+                sizes = [lowered.shape_vars[s].astype(lowered.index_dtype) for s in step.shape_args]
+                args = [env[k] for k in step.args] + [relax.prim_value(size) for size in sizes]
+                call = relax.call_tir(gv, args, sinfo if len(sinfo) > 1 else sinfo[0])
                 result = bb.emit(call)
                 if len(sinfo) == 1:
                     env[step.outs[0]] = result
@@ -497,14 +549,20 @@ def _build_relax(lowered: Lowered, prim_funcs: dict, relax_asserts: bool):
     return bb.get()
 
 
-def _rtype(t: TensorType):
+def _rtype(t: TensorType, shape_vars: dict):
     from tvm import relax
 
-    return relax.TensorType(tuple(int(d) for d in t.shape), TVM_DTYPE[t.dtype])
+    return relax.TensorType(_shape(t, shape_vars), TVM_DTYPE[t.dtype])
 
 
-def _shape(t: TensorType) -> tuple[int, ...]:
-    return tuple(int(d) for d in t.shape)
+def _dims_key(shape) -> list:
+    """A shape's dims comparable across TE, Relax and Python: ints, else their text."""
+    return [d if isinstance(d, int) else _static(d) if _static(d) is not None else str(d) for d in shape]
+
+
+def _shape(t: TensorType, shape_vars: dict) -> tuple:
+    """TE/Relax dims of ``t``: ints, and products of ``shape_vars`` for dynamic dims."""
+    return tuple(d if isinstance(d, int) else concrete(d, shape_vars) for d in t.shape)
 
 
 def _storable(array: np.ndarray) -> np.ndarray:

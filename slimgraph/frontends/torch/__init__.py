@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from slimgraph.dynamic import DynamicAxes
 from slimgraph.errors import FrontendError, SlimgraphWarning
 from slimgraph.ir import Graph
 
@@ -58,6 +59,7 @@ def from_torch(
     dynamic_batch: bool = False,
     method: str = "auto",
     return_info: bool = False,
+    dynamic: DynamicAxes | None = None,
 ) -> Graph | tuple[Graph, ImportInfo]:
     """Import a torch module as a Graph.
 
@@ -66,32 +68,46 @@ def from_torch(
     whole graph. ``method`` is "auto" (export, else fx), "export" or "fx".
     Unsupported ops raise one FrontendError listing each with its count and
     first source line. With ``return_info`` the result is ``(graph, ImportInfo)``.
+    ``dynamic`` (see :func:`slimgraph.dynamic.parse_dynamic`) exports those axes as
+    ``torch.export.Dim``s, each the IR symbol of its name; it needs torch.export.
     """
     if not isinstance(module, torch.nn.Module):
         raise FrontendError(f"from_torch needs a torch.nn.Module, got {type(module).__name__}")
     if method not in METHODS:
         raise FrontendError(f"method={method!r} is not valid; valid: {', '.join(METHODS)}")
     inputs = _as_inputs(example_inputs)
-    graph, info = _import(module, inputs, dynamic_batch, method)
+    if dynamic and method == "fx":
+        raise FrontendError("dynamic= needs torch.export; method='fx' traces one fixed shape")
+    graph, info = _import(module, inputs, dynamic_batch, method, dynamic)
     message = f"imported {type(module).__name__} through {'torch.export' if info.path == 'export' else 'torch.fx'}"
     logger.info(message + (f" (torch.export failed: {info.reason})" if info.reason else ""))
     graph.verify()
     return (graph, info) if return_info else graph
 
 
-def _import(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool, method: str) -> tuple[Graph, ImportInfo]:
+def _import(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool, method: str,
+            dynamic: DynamicAxes | None = None) -> tuple[Graph, ImportInfo]:
     from slimgraph.frontends.torch import exporter
 
     if method == "fx":
         return _trace(module, inputs, dynamic_batch, None), ImportInfo("fx")
     try:
-        program = exporter.export(module, inputs, dynamic_batch)
+        program = exporter.export(module, inputs, dynamic_batch, dynamic)
     except Exception as exc:  # torch raises many types here; any of them means export cannot trace it
         reason = _summary(exc)
+        if dynamic:
+            # torch's constraint errors say which guard fixed a size on the lines after the first
+            detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:4])[:800]
+            raise FrontendError(f"torch.export could not trace {type(module).__name__} with dynamic={_axes(dynamic)}: "
+                                f"{type(exc).__name__}: {detail}") from exc
         if method == "export":
             raise FrontendError(f"torch.export could not trace {type(module).__name__}: {reason}") from exc
         return _trace(module, inputs, dynamic_batch, reason), ImportInfo("fx", reason)
-    return exporter.convert_program(program, type(module).__name__), ImportInfo("export")
+    return exporter.convert_program(program, type(module).__name__, dynamic), ImportInfo("export")
+
+
+def _axes(dynamic: DynamicAxes) -> str:
+    return str({i: {a: f"{d.name}[{d.min}..{d.max}]" for a, d in axes.items()} for i, axes in dynamic.items()})
 
 
 def _trace(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool, export_failure: str | None) -> Graph:

@@ -242,6 +242,10 @@ def _scalar_tensor(ctx: Context, s: Any, **kwargs: Any) -> Value:
 
 @aten("arange.start_step", "arange.default", "arange.start")
 def _arange(ctx: Context, *args: Any, **kwargs: Any) -> Value:
+    if len(args) in (1, 2) and not isinstance(args[-1], (int, float)) and (len(args) == 1 or args[0] == 0):
+        size = ctx.dim(args[-1])  # arange(seq) over a dynamic length
+        if isinstance(size, str):
+            return L.cast(ctx, L.positions(ctx, size), _dtype_or(ctx, kwargs.get("dtype"), DType.int64))
     if not all(isinstance(a, (int, float)) for a in args):
         raise FrontendError(f"{ctx.where()}torch.arange with symbolic bounds is not supported")
     default = DType.float32 if any(isinstance(a, float) for a in args) else DType.int64

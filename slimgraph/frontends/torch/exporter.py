@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 import torch.fx
 from torch.export.graph_signature import InputKind, OutputKind
 
+from slimgraph.dynamic import DynamicAxes
 from slimgraph.errors import FrontendError
 from slimgraph.frontends.torch import walker
 from slimgraph.frontends.torch.context import BATCH, Context, evaluating, ir_dtype, warn_frozen_buffers
@@ -30,19 +32,35 @@ from slimgraph.frontends.torch.registry import ATEN, load_converters
 from slimgraph.ir import Graph, TensorType, Value
 
 
-def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool) -> torch.export.ExportedProgram:
-    """torch.export in eval mode (the module's own flags restored), decomposed to core ATen."""
+def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool,
+           dynamic: DynamicAxes | None = None) -> torch.export.ExportedProgram:
+    """torch.export in eval mode (the module's own flags restored), decomposed to core ATen.
+
+    ``dynamic`` (input index -> axis -> DynamicDim) declares each named dim as one
+    ``torch.export.Dim`` with its bounds."""
     dynamic_shapes = None
     if dynamic_batch:
         batch = torch.export.Dim(BATCH, min=1)
         dynamic_shapes = tuple(
             {0: batch} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs
         )
+    if dynamic:
+        dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max)
+                for axes in dynamic.values() for d in axes.values()}
+        dynamic_shapes = tuple({a: dims[d.name] for a, d in dynamic.get(i, {}).items()} or None
+                               for i in range(len(inputs)))
+    if dynamic_shapes is not None and _takes_varargs(module):
+        dynamic_shapes = (dynamic_shapes,)  # forward(*inputs): the specs of the one tuple argument
     with evaluating(module), warnings.catch_warnings():
         # torch 2.13's own pytree deprecation noise, raised from inside export
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
         return program.run_decompositions(_decompositions())
+
+
+def _takes_varargs(module: torch.nn.Module) -> bool:
+    params = list(inspect.signature(module.forward).parameters.values())
+    return bool(params) and params[0].kind is inspect.Parameter.VAR_POSITIONAL
 
 
 def _decompositions() -> dict:
@@ -59,21 +77,26 @@ def _decompositions() -> dict:
     return table
 
 
-def export_graph(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool = False) -> Graph:
+def export_graph(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool = False,
+                 dynamic: DynamicAxes | None = None) -> Graph:
     """Export ``module`` and convert the program (see :func:`convert_program`)."""
-    return convert_program(export(module, inputs, dynamic_batch), type(module).__name__)
+    return convert_program(export(module, inputs, dynamic_batch, dynamic), type(module).__name__, dynamic)
 
 
-def convert_program(program: torch.export.ExportedProgram, name: str) -> Graph:
-    """Convert an ExportedProgram (already decomposed) to a Graph."""
+def convert_program(program: torch.export.ExportedProgram, name: str, dynamic: DynamicAxes | None = None) -> Graph:
+    """Convert an ExportedProgram (already decomposed) to a Graph; ``dynamic``'s dims
+    become IR symbols of their names."""
     graph = program.graph
     walker.check_supported(graph, None, f"module {name}")
     ctx = Context(name)
     specs = {spec.arg.name: spec for spec in program.graph_signature.input_specs}
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    for node in placeholders:  # symbols first: every input's batch dim is the same Dim
-        if specs[node.name].kind == InputKind.USER_INPUT:
-            _bind_batch_symbol(ctx, node.meta.get("val"))
+    users = [n for n in placeholders if specs[n.name].kind == InputKind.USER_INPUT]
+    for node in users:  # symbols first: every input's batch dim is the same Dim
+        _bind_batch_symbol(ctx, node.meta.get("val"))
+    for i, node in enumerate(users):
+        for axis, dim in (dynamic or {}).get(i, {}).items():
+            _bind_symbol(ctx, node.meta.get("val"), i, axis, dim.name)
     env = {node: _resolve(ctx, program, specs[node.name], node) for node in placeholders}
     outputs = walker.convert(ctx, graph, None, env.__getitem__, lambda n, r: _check(ctx, n, r))
     kinds = [spec.kind for spec in program.graph_signature.output_specs]
@@ -88,6 +111,14 @@ def _bind_batch_symbol(ctx: Context, val: Any) -> None:
         expr = val.shape[0].node.expr
         if expr.is_Symbol:
             ctx.symbols[str(expr)] = BATCH
+
+
+def _bind_symbol(ctx: Context, val: Any, index: int, axis: int, name: str) -> None:
+    size = val.shape[axis] if isinstance(val, torch.Tensor) and axis < val.dim() else None
+    if not isinstance(size, torch.SymInt) or not size.node.expr.is_Symbol:
+        raise FrontendError(f"dynamic: input {index} axis {axis} ({name}): torch.export made it {size}, not a "
+                            "symbol; the model's code fixes that size")
+    ctx.symbols[str(size.node.expr)] = name
 
 
 def _resolve(ctx: Context, program: torch.export.ExportedProgram, spec: Any, node: torch.fx.Node) -> Any:

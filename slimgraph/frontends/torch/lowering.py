@@ -248,6 +248,9 @@ def reshape(ctx: Context, x: Value, shape: Sequence[Any]) -> Value:
         else:
             out.append(int(d))
     unknown = [i for i, d in enumerate(out) if d is None]
+    source = x.producer.inputs[0] if x.producer is not None and x.producer.op == "reshape" else None
+    if len(unknown) > 1 and source is not None and list(source.type.shape) == shape:
+        return source  # a view undone ([B, S, K] -> [B*S, K] -> [B, S, K]): the int form cannot say B and S
     if len(unknown) > 1 or (unknown and -1 in out):
         raise FrontendError(
             f"{ctx.where()}cannot express reshape of {x.type} to [{', '.join(map(str, shape))}] "
@@ -327,10 +330,39 @@ def slice_axis(ctx: Context, x: Value, dim: int, start: Any = None, end: Any = N
     if isinstance(start, str) or isinstance(end, str):
         if start == 0 and end == length and step == 1:
             return x
+        if start == 0 and step == 1 and isinstance(length, int) and isinstance(end, str):
+            # a table cut to a dynamic length (position ids[:, :seq]): gather its first rows; a size
+            # past the table fails the gather's index check, as torch's slice would mismatch
+            return ctx.call("gather", x, positions(ctx, end), axis=axis)
         raise FrontendError(f"{ctx.where()}slicing {x.type} at a symbolic bound is not supported")
     if start == 0 and step == 1 and (end >= END or (isinstance(length, int) and end >= length)):
         return x
     return ctx.call("slice", x, starts=(start,), ends=(end,), axes=(axis,), steps=(int(step),))
+
+
+def positions(ctx: Context, size: str) -> Value:
+    """``arange(size)`` (i64) for a symbolic ``size``."""
+    return binary(ctx, "sub", _counts(ctx, size), 1)
+
+
+def size_value(ctx: Context, size: str) -> Value:
+    """A symbolic ``size`` as a 0-d i64 tensor (its count's last entry)."""
+    return ctx.call("gather", _counts(ctx, size), ctx.const(-1, DType.int64), axis=0)
+
+
+def _counts(ctx: Context, size: str) -> Value:
+    """1..size (i64). The IR has no op whose shape comes from a number, so it is counted along
+    an input that has that size as an axis."""
+    for value in ctx.graph.inputs:
+        if size in value.type.shape:
+            axis = value.type.shape.index(size)
+            row = value
+            for other in reversed(range(value.type.rank)):
+                if other != axis:
+                    row = select(ctx, row, other, 0)
+            ones = binary(ctx, "add", binary(ctx, "mul", cast(ctx, row, DType.int64), 0), 1)
+            return cumsum(ctx, ones, 0)
+    raise FrontendError(f"{ctx.where()}a range of symbolic length {size} needs an input with an axis of that size")
 
 
 def select(ctx: Context, x: Value, dim: int, index: int) -> Value:
@@ -441,16 +473,19 @@ def _index_several(ctx: Context, x: Value, key: list) -> Value:
     if axes != list(range(axes[0], axes[0] + len(axes))):
         raise FrontendError(f"{ctx.where()}indexing with several index tensors needs them on adjacent axes")
     dims = x.type.shape[axes[0]:axes[-1] + 1]
-    if not all(isinstance(d, int) for d in dims):
-        raise FrontendError(f"{ctx.where()}indexing several symbolic axes {list(dims)} is not supported")
+    if not all(isinstance(d, int) or "*" not in d for d in dims):
+        raise FrontendError(f"{ctx.where()}indexing axes of sizes {list(dims)} with several index tensors "
+                            "is not supported")
     flat = None
     for axis, dim in zip(axes, dims):
         # read through a checked gather of 0..dim-1: it wraps negative indices and raises on one
         # outside its own axis, which the flat offset alone would turn into a wrong element
-        index = ctx.call("gather", ctx.const(np.arange(dim, dtype=np.int64)), cast(ctx, key[axis], DType.int64), axis=0)
-        flat = index if flat is None else binary(ctx, "add", binary(ctx, "mul", flat, dim), index)
+        table = ctx.const(np.arange(dim, dtype=np.int64)) if isinstance(dim, int) else positions(ctx, dim)
+        index = ctx.call("gather", table, cast(ctx, key[axis], DType.int64), axis=0)
+        size = dim if isinstance(dim, int) else size_value(ctx, dim)
+        flat = index if flat is None else binary(ctx, "add", binary(ctx, "mul", flat, size), index)
     shape = list(x.type.shape)
-    merged = shape[:axes[0]] + [int(np.prod(dims))] + shape[axes[-1] + 1:]
+    merged = shape[:axes[0]] + [numel(dims)] + shape[axes[-1] + 1:]
     return ctx.call("gather", reshape(ctx, x, merged), flat, axis=axes[0])
 
 
@@ -550,10 +585,30 @@ def matmul_or_linear(ctx: Context, x: Value, w: Value, bias: Value | None = None
                      alpha: float = 1.0, beta: float = 1.0) -> Value:
     """``alpha * x @ w + beta * bias``; a transposed 2-d w becomes a torch-layout linear."""
     weight = untransposed(w)
+    rows = _unflattened(x)
+    if rows is not None:
+        # x is [B*S, K] viewed from [B, S, K] with dynamic B, S: multiply the rows unflattened, so
+        # the view back to [B, S, N] (which reshape's ints cannot say) undoes this one
+        out = matmul_or_linear(ctx, rows, w, bias, alpha, beta)
+        return reshape(ctx, out, [numel(out.type.shape[:-1]), out.type.shape[-1]])
     if weight is None and bias is None and alpha == 1:
         return ctx.call("matmul", x, w)
     inputs = [x, weight if weight is not None else w] + ([bias] if bias is not None else [])
     return ctx.call("linear", *inputs, trans_b=weight is not None, alpha=float(alpha), beta=float(beta))
+
+
+def _unflattened(x: Value) -> Value | None:
+    """The [..., K] value a 2-d [rows, K] ``x`` is a view of, when its leading dims are several
+    and symbolic; else None."""
+    if x.type.rank != 2 or x.producer is None or x.producer.op != "reshape":
+        return None
+    source = x.producer.inputs[0]
+    leading = source.type.shape[:-1]
+    if source.type.rank < 3 or source.type.shape[-1] != x.type.shape[-1]:
+        return None
+    if not any(isinstance(d, str) for d in leading):
+        return None
+    return source
 
 
 def attention(ctx: Context, q: Value, k: Value, v: Value, mask: Value | None = None, is_causal: bool = False,

@@ -21,7 +21,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, compute_dtype, const, down, dtype_of, is_float, spatial_compute, up,
+    broadcast, compute_dtype, const, dims, down, dtype_of, is_float, spatial_compute, up,
 )
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
@@ -36,7 +36,7 @@ def kv_index(idx: tuple, group: int) -> tuple:
 def lower_attention(call):
     """softmax(q k^T * scale + mask) v with grouped-query heads; a fully masked row gives zeros."""
     q, k, v = call.args[:3]
-    q_shape, k_shape = [int(d) for d in q.shape], [int(d) for d in k.shape]
+    q_shape, k_shape = dims(q), dims(k)
     features, keys = q_shape[-1], k_shape[-2]
     group = q_shape[-3] // k_shape[-3]
     scale = attention_scale(features, call.attrs["scale"])
@@ -97,7 +97,7 @@ def lower_attention(call):
 @register("einsum")
 def lower_einsum(call):
     """One reduction over the letters that are not in the output; size-1 dims broadcast."""
-    shapes = [[int(d) for d in x.shape] for x in call.args]
+    shapes = [dims(x) for x in call.args]
     operands, output = einsum_subscripts(call.attrs["equation"], [len(s) for s in shapes])
     sizes = einsum_sizes(operands, shapes)
     summed = sorted(set("".join(operands)) - set(output))

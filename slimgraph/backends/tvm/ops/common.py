@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -62,9 +61,16 @@ def const(value, dtype: str):
     return tirx.const(float(value), dtype)
 
 
+def dims(tensor) -> list:
+    """A TE tensor's dims: ints, and ``tirx`` expressions for dynamic ones (batch, sequence)."""
+    from tvm import tirx
+
+    return [int(d) if isinstance(d, tirx.IntImm) else d for d in tensor.shape]
+
+
 def broadcast(tensor, out_shape: Sequence[int]) -> Index:
     """An index function reading ``tensor`` broadcast numpy-style to ``out_shape``."""
-    shape = [int(d) for d in tensor.shape]
+    shape = dims(tensor)
     offset = len(out_shape) - len(shape)
 
     def read(*idx):
@@ -118,43 +124,54 @@ def positions(call, i: int, size: "int | Sequence[int]", what: str) -> Index:
     tensor. Constant indices are checked now, failing the build instead.
     """
     indices = call.args[i]
-    sizes = [size] if isinstance(size, int) else list(size)
-    if 0 in sizes and math.prod(int(d) for d in indices.shape):
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]  # a dynamic size is an expression
+    if 0 in sizes and 0 not in dims(indices):
         # an empty axis has no position to clamp to, and any index into it is out of range
         raise IndexOutOfRangeError(f"{call.where}: {what}: indices into an empty axis can never be in range")
-    if call.consts[i] is not None:
+    if call.consts[i] is not None and all(isinstance(s, int) for s in sizes):
         array = call.consts[i]
         for j, s in enumerate(sizes):
             wrap_indices(array if isinstance(size, int) else array[..., j], s, f"{call.where}: {what}")
+    elif call.consts[i] is not None and np.all((call.consts[i] >= -1) & (call.consts[i] <= 0)):
+        pass  # the first or last entry: inside any axis, since a dynamic dim is at least 1
     else:
-        rule = (f"{what} of size {size} takes indices in [{-size}, {size})" if isinstance(size, int)
+        rule = (f"{what} of size {size} takes indices in [-{size}, {size})" if not isinstance(size, (list, tuple))
                 else f"{what} into axes of sizes {sizes} take indices in [-size, size) of their axis")
         call.check(_all_inside(indices, sizes, call.kernel.name), rule)
     dtype = dtype_of(indices)
+    # a position inside a dynamic axis fits the axis's own (int32) dtype; left int64 it meets
+    # that axis's size in the row-major arithmetic of inlined views, which TVM does not widen
+    narrow = next((str(s.ty.dtype) for s in sizes if not isinstance(s, int)), None)
 
     def read(*idx):
         span = _pick(sizes, idx[-1] if len(sizes) > 1 else 0, dtype)
         raw = indices[idx]
         low = const(0, dtype)
-        return tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), span - const(1, dtype)), low)
+        pos = tirx.max(tirx.min(tirx.Select(raw < low, raw + span, raw), span - const(1, dtype)), low)
+        return pos if narrow is None or narrow == dtype else pos.astype(narrow)
 
     return read
 
 
-def _pick(sizes: Sequence[int], j, dtype: str):
+def _pick(sizes: Sequence, j, dtype: str):
     """``sizes[j]`` as an expression of ``dtype`` (``j`` a loop variable or an int)."""
     if isinstance(j, int):
-        return const(sizes[j], dtype)
-    out = const(sizes[-1], dtype)
+        return _size(sizes[j], dtype)
+    out = _size(sizes[-1], dtype)
     for n in reversed(range(len(sizes) - 1)):
-        out = tirx.Select(j == n, const(sizes[n], dtype), out)
+        out = tirx.Select(j == n, _size(sizes[n], dtype), out)
     return out
+
+
+def _size(size, dtype: str):
+    """An axis size (an int, or a dynamic dim's expression) as an expression of ``dtype``."""
+    return const(size, dtype) if isinstance(size, int) else size.astype(dtype)
 
 
 def _all_inside(indices, sizes: Sequence[int], name: str):
     """A 0-d bool tensor: whether every entry of ``indices`` lies inside ``[-size, size)``."""
     dtype = dtype_of(indices)
-    shape = [int(d) for d in indices.shape]
+    shape = dims(indices)
     axes = [te.reduce_axis((0, d), f"k{n}") for n, d in enumerate(shape)]
 
     def outside(*idx):

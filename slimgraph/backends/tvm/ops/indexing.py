@@ -14,7 +14,7 @@ import math
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import const, down, dtype_of, positions, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import const, dims, down, dtype_of, positions, spatial_compute, up
 
 _COMBINE = {
     "none": lambda old, new: new,
@@ -29,14 +29,14 @@ _COMBINE = {
 def lower_gather_elements(call):
     data = call.args[0]
     axis = call.attrs["axis"] % len(data.shape)
-    pos = positions(call, 1, int(data.shape[axis]), f"gather_elements axis {axis}")
+    pos = positions(call, 1, dims(data)[axis], f"gather_elements axis {axis}")
     return spatial_compute(call.shape(), lambda *i: data[i[:axis] + (pos(*i),) + i[axis + 1 :]], call.op, "elementwise")
 
 
 @register("scatter_elements")
 def lower_scatter_elements(call):
     data, indices, updates = call.args
-    shape = [int(d) for d in data.shape]
+    shape = dims(data)
     axis = call.attrs["axis"] % len(shape)
     pos = positions(call, 1, shape[axis], f"scatter_elements axis {axis}")
 
@@ -46,14 +46,14 @@ def lower_scatter_elements(call):
             flat = flat * d + (pos(*i) if a == axis else v).astype("int64")
         return flat
 
-    target = te.compute(tuple(int(d) for d in indices.shape), offset, name=f"{call.op}_target")
+    target = te.compute(tuple(dims(indices)), offset, name=f"{call.op}_target")
     return _scatter(call, target, updates, inner=1)
 
 
 @register("scatter_nd")
 def lower_scatter_nd(call):
     data, indices, updates = call.args
-    shape = [int(d) for d in data.shape]
+    shape = dims(data)
     depth = int(indices.shape[-1])
     pos = positions(call, 1, shape[:depth], "scatter_nd coordinates")
 
@@ -63,7 +63,7 @@ def lower_scatter_nd(call):
             flat = flat * shape[j] + pos(*i, j).astype("int64")
         return flat
 
-    target = te.compute(tuple(int(d) for d in indices.shape[:-1]), offset, name=f"{call.op}_target")
+    target = te.compute(tuple(dims(indices)[:-1]), offset, name=f"{call.op}_target")
     return _scatter(call, target, updates, inner=math.prod(shape[depth:]))
 
 

@@ -22,7 +22,9 @@ import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import compute_dtype, down, dtype_of, is_float, lowest, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import (
+    compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up,
+)
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
@@ -242,7 +244,7 @@ def lower_linear(call):
 def lower_matmul(call):
     """Numpy matmul: batched with broadcast batch dims; 1-d operands are promoted and dropped."""
     a, b = call.args
-    a_shape, b_shape = [int(d) for d in a.shape], [int(d) for d in b.shape]
+    a_shape, b_shape = dims(a), dims(b)
     shape = call.shape()
     weight = call.consts[1]
     if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
@@ -418,7 +420,7 @@ def lower_group_norm(call):
 def lower_resize(call):
     """A weighted sum over the taps of every spatial axis; the tap tables are compile-time parameters."""
     x = call.args[0]
-    in_shape = [int(d) for d in x.shape]
+    in_shape = dims(x)
     tables = []
     for axis, (index, weight) in enumerate(resize_tables(in_shape, call.attrs)):
         index_t = call.param(index.astype(np.int32), f"resize_index{axis}")

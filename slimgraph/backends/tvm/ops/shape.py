@@ -19,7 +19,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, compute_dtype, const, down, dtype_of, highest, is_float, lowest, positions, spatial_compute,
+    broadcast, compute_dtype, const, dims, down, dtype_of, highest, is_float, lowest, positions, spatial_compute,
 )
 from slimgraph.ir.ops.shape import _pad_widths, _perm, _slices, _split_points
 
@@ -51,7 +51,7 @@ def _inject(call, fn, i: int = 0, name: str | None = None):
 
 def _reduce(call, combine, acc_dtype: str, finish=None):
     x = call.args[0]
-    in_shape = [int(d) for d in x.shape]
+    in_shape = dims(x)
     axes = [a % len(in_shape) for a in call.attrs["axes"]] or list(range(len(in_shape)))
     keep = call.attrs["keepdims"]
     red = {a: te.reduce_axis((0, in_shape[a]), f"r{a}") for a in axes}
@@ -120,7 +120,7 @@ def _arg_reducer(better):
 def lower_arg_reduction(call):
     """Index of the first extreme along an axis; ties keep the lower index."""
     x = call.args[0]
-    in_shape = [int(d) for d in x.shape]
+    in_shape = dims(x)
     axis = call.attrs["axis"] % len(in_shape)
     keep = call.attrs["keepdims"]
     dtype = dtype_of(x)
@@ -149,7 +149,7 @@ def lower_top_k(call):
     """Selection by rank: an element's rank counts the elements that beat it (a tie goes to the
     lower index), and output slot r gathers the element of rank r. O(n^2) along the axis, no sort."""
     x = call.args[0]
-    in_shape = [int(d) for d in x.shape]
+    in_shape = dims(x)
     axis = call.attrs["axis"] % len(in_shape)
     n = in_shape[axis]
     beats = (lambda a, b: a > b) if call.attrs["largest"] else (lambda a, b: a < b)
@@ -188,7 +188,7 @@ def lower_top_k(call):
 def lower_reshape(call):
     """Any reshape: read the input at the same row-major offset."""
     x = call.args[0]
-    in_shape = [int(d) for d in x.shape]
+    in_shape = dims(x)
     out_shape = call.shape()
     if in_shape == list(out_shape):
         return _inject(call, lambda *i: x[i])
@@ -212,7 +212,7 @@ def lower_expand(call):
 @register("tile")
 def lower_tile(call):
     x = call.args[0]
-    sizes = [int(d) for d in x.shape]
+    sizes = dims(x)
     return _inject(call, lambda *i: x[tuple(v % s if s != 1 else 0 for v, s in zip(i, sizes))])
 
 
@@ -245,7 +245,7 @@ def lower_concat(call):
 @register("split")
 def lower_split(call):
     x = call.args[0]
-    shape = [int(d) for d in x.shape]
+    shape = dims(x)
     axis, points = _split_points(tuple(shape), call.attrs["axis"], call.attrs["sizes"])
     starts = [0] + list(points)
 
@@ -299,7 +299,7 @@ def lower_trilu(call):
 @register("slice")
 def lower_slice(call):
     x = call.args[0]
-    shape = tuple(int(d) for d in x.shape)
+    shape = tuple(dims(x))
     index, _ = _slices(shape, call.attrs["starts"], call.attrs["ends"], call.attrs["axes"], call.attrs["steps"])
     ranges = [s.indices(d) for s, d in zip(index, shape)]
     return _inject(call, lambda *i: x[tuple(start + v * step for v, (start, _, step) in zip(i, ranges))])
@@ -310,7 +310,7 @@ def lower_gather(call):
     data, indices = call.args
     axis = call.attrs["axis"] % len(data.shape)
     rank_i = len(indices.shape)
-    pos = positions(call, 1, int(data.shape[axis]), f"gather axis {axis}")
+    pos = positions(call, 1, dims(data)[axis], f"gather axis {axis}")
 
     def f(*i):
         return data[i[:axis] + (pos(*i[axis : axis + rank_i]),) + i[axis + rank_i :]]
@@ -321,7 +321,7 @@ def lower_gather(call):
 @register("pad")
 def lower_pad(call):
     x = call.args[0]
-    shape = tuple(int(d) for d in x.shape)
+    shape = tuple(dims(x))
     mode = call.attrs["mode"]
     widths = _pad_widths(shape, call.attrs["pads"], mode)
     lows = [max(-b, 0) for b, _ in widths]

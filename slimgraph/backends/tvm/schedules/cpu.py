@@ -101,8 +101,12 @@ def _writes_output(sch, block, outputs) -> bool:
     return any(region.source.same_as(p) for region in _stmt(sch, block).writes for p in outputs)
 
 
-def _extent(sch, loop) -> int:
-    return int(sch.get(loop).extent)
+def _extent(sch, loop) -> int | None:
+    """A loop's trip count, None when it depends on a dynamic dim."""
+    from tvm import tirx
+
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
 # ---------------------------------------------------------------------------
@@ -160,7 +164,7 @@ def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = T
         inner = loops[-1]
         extent = _extent(sch, inner)
         widest = _lanes(sch, block)
-        lanes = next((v for v in (widest, widest // 2, widest // 4) if extent % v == 0), 0)
+        lanes = 0 if extent is None else next((v for v in (widest, widest // 2, widest // 4) if extent % v == 0), 0)
         if lanes and extent >= lanes:
             outer, vec = sch.split(inner, [None, lanes])
             sch.vectorize(vec)
@@ -173,13 +177,18 @@ def _parallelize(sch, loops: list, cores: int) -> None:
     if not loops or cores <= 1:
         return
     want = cores * PARALLEL_CHUNKS_PER_CORE
-    count, work = 0, 1
+    count, work, dynamic = 0, 1, False
     for loop in loops:
         count += 1
-        work *= _extent(sch, loop)
+        # a dynamic dim (batch, sequence) may be 1 at a call: fuse on past it, counting static work only
+        size = _extent(sch, loop)
+        if size is None:
+            dynamic = True
+        else:
+            work *= size
         if work >= want:
             break
-    if work < 2:
+    if work < 2 and not dynamic:
         return
     fused = sch.fuse(*loops[:count]) if count > 1 else loops[0]
     sch.parallel(fused)
@@ -299,8 +308,9 @@ def _matmul_packed(sch, block, cores: int, outputs) -> set[str]:
     block_n = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
     rank = len(loops) - 1
-    rows = math.prod(_extent(sch, loop) for loop in loops[:-2])
-    tile_m = pick_tile(rows, (6, 8, 4, 7, 5, 3, 2)) if rank > 1 else 1
+    extents = [_extent(sch, loop) for loop in loops[:-2]]
+    # rows of dynamic count are not tiled: the vector dim keeps its tile
+    tile_m = pick_tile(math.prod(extents), (6, 8, 4, 7, 5, 3, 2)) if rank > 1 and None not in extents else 1
     if rank > 2:
         sch.fuse(*loops[:-2])
     tiles = ([(tile_m, 1)] if rank > 1 else []) + [(block_n, 2)]
