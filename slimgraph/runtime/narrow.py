@@ -7,8 +7,10 @@ batch-norm statistics on calibration data when given, optionally fine-tunes
 it, checks that every width keeps the input and output contract of the full
 model, compiles it once per batch bucket, measures each compiled variant's
 latency and, with evaluation data, each width's top-1 accuracy. A
-symbolic-batch variant per width, run by the reference interpreter, serves
-the batch sizes no bucket covers.
+dynamic-batch variant per width, compiled once with the batch a symbolic
+dim (1 to :data:`FALLBACK_MAX_BATCH`), serves the batch sizes no bucket
+covers; it runs compiled code, slower than a bucket but never the
+reference interpreter.
 
 Example::
 
@@ -32,6 +34,10 @@ from slimgraph.ir.types import concrete, is_symbolic
 from slimgraph.runtime.calibration import reestimate_batch_norms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
+
+#: The largest batch the fallback variant serves: a bound keeps its index arithmetic in 32 bits,
+#: which keeps the packed matmul and conv schedules (an unbounded batch falls back to 64-bit loops).
+FALLBACK_MAX_BATCH = 4096
 
 Finetune = Callable[[Graph, float], Graph]
 
@@ -61,7 +67,7 @@ def narrow(
     pass removes the rest) or maps each width to a model of that width with
     the same inputs and outputs. ``batches`` are the batch buckets compiled
     ahead of time (default: the example inputs' batch); ``fallback`` adds a
-    symbolic-batch variant per width. ``eval_data=(x, y)`` measures top-1
+    dynamic-batch compiled variant per width. ``eval_data=(x, y)`` measures top-1
     accuracy. ``calibration_data`` (an iterable of input batches, as for
     ``compile``) re-estimates the batch-norm statistics of every pruned width
     (:func:`~slimgraph.runtime.calibration.reestimate_batch_norms`) and
@@ -118,7 +124,10 @@ def narrow(
                 per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
                 feeds[per_width[-1].name] = _zeros(compiled.input_types)
         if fallback:
-            per_width.append(Variant(_name(w, None), GraphRunner(graph), width=w, batch=None))
+            say(f"compile width {w:g} any batch")
+            compiled = compile_graph(graph, None, target, pipeline, dynamic=_batch_axes(graph, symbol),
+                                     shapes={symbol: default_batch}, calibration_data=quantize_samples)
+            per_width.append(Variant(_name(w, None), compiled, width=w, batch=None))
             feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
         if eval_data is not None:
             say(f"evaluate width {w:g}")
@@ -327,6 +336,13 @@ def _batch_symbol(graph: Graph, example_inputs: Sequence[Any] | None) -> tuple[s
     dim = graph.inputs[0].type.shape[0]
     example = int(np.shape(example_inputs[0])[0]) if example_inputs else concrete(dim)
     return (dim if is_symbolic(dim) else None), example
+
+
+def _batch_axes(graph: Graph, symbol: str) -> dict[int, dict[int, tuple[str, int, int]]]:
+    """``dynamic=`` for the fallback: every input axis that is the batch symbol, from 1 to
+    :data:`FALLBACK_MAX_BATCH`."""
+    return {i: {a: (symbol, 1, FALLBACK_MAX_BATCH) for a, d in enumerate(v.type.shape) if d == symbol}
+            for i, v in enumerate(graph.inputs) if symbol in v.type.shape}
 
 
 def _zeros(types, bindings: dict | None = None) -> list[np.ndarray]:

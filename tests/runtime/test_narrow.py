@@ -52,6 +52,11 @@ def test_buckets_run_their_specialization_and_match_torch(guarded):
         x = x_all[:n]
         np.testing.assert_allclose(guarded(x), full(x), rtol=1e-3, atol=1e-3)
         assert guarded.records()[-1].variant == name
+    # the fallback for a batch no bucket holds runs compiled code, not the reference interpreter
+    fallback = {v.name: v for v in guarded.variants}["w100-bN"].model
+    assert type(fallback).__name__ == "CompiledModel" and fallback.dynamic
+    for n in (2, 33, 100):
+        np.testing.assert_allclose(guarded(x_all[:n]), full(x_all[:n]), rtol=1e-3, atol=1e-3)
 
 
 def test_save_and_load_the_compiled_set(guarded, tmp_path):

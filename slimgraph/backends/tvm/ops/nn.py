@@ -52,7 +52,7 @@ def pad_spatial(x, begins, ends, fill, name: str = "pad"):
     if not any(begins) and not any(ends):
         return x
     sizes = [int(d) for d in x.shape[2:]]
-    shape = [int(x.shape[0]), int(x.shape[1])] + [s + b + e for s, b, e in zip(sizes, begins, ends)]
+    shape = list(dims(x)[:2]) + [s + b + e for s, b, e in zip(sizes, begins, ends)]
 
     def f(n, c, *pos):
         inside = tirx.const(True, "bool")
