@@ -22,19 +22,14 @@ from typing import Sequence
 import numpy as np
 
 from slimgraph.errors import GraphError
-from slimgraph.ir.ops.shape import _axis, wrap_indices
+from slimgraph.ir.ops.shape import _axis, _index_dtype, wrap_indices
 from slimgraph.ir.registry import Attr, In, define_op, elementwise_flops
-from slimgraph.ir.types import DType, TensorType, format_shape
+from slimgraph.ir.types import format_shape
 
 #: How a scatter combines an update with what is already there ("none" replaces it).
 REDUCTIONS = ("none", "add", "mul", "max", "min")
 
 _UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
-
-
-def _index_dtype(t: TensorType, what: str = "indices") -> None:
-    if t.dtype not in (DType.int32, DType.int64):
-        raise GraphError(f"{what} must be i32 or i64, got {t}")
 
 
 def _fits(inner: Sequence, outer: Sequence, skip: int, what: str) -> None:

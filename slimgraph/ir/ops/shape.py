@@ -603,10 +603,15 @@ define_op(
 )
 
 
+def _index_dtype(t: TensorType, what: str = "indices") -> None:
+    """Indices read from data are i32 or i64."""
+    if t.dtype not in (DType.int32, DType.int64):
+        raise GraphError(f"{what} must be i32 or i64, got {t}")
+
+
 def _infer_gather(types, attrs):
     data, indices = types
-    if indices.dtype not in (DType.int32, DType.int64):
-        raise GraphError(f"indices must be i32 or i64, got {indices}")
+    _index_dtype(indices)
     axis = _axis(attrs["axis"], data.rank)
     return [data.with_shape(data.shape[:axis] + indices.shape + data.shape[axis + 1 :])]
 
