@@ -112,10 +112,7 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from slimgraph.api import compile
-    from slimgraph.storage import check_save_target
 
-    if args.output:
-        check_save_target(args.output)  # before minutes of compiling, not after
     model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True,
                     tune=args.tune, database=args.database)
     if args.output:
@@ -253,13 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_outputs(args: argparse.Namespace) -> None:
     # before the work: a path that cannot be written must not fail after a long compile or ledger
     from slimgraph.arguments import check_writable_file, check_writable_folder
+    from slimgraph.storage import check_save_target
 
     for name in ("output", "json", "png"):
         path = getattr(args, name, None)
         if path:
             flag = "-o" if name == "output" else f"--{name}"
-            folder = args.command == "compile" and name == "output"  # a compiled model is saved as a folder
-            (check_writable_folder if folder else check_writable_file)(flag, path)
+            if args.command == "compile" and name == "output":  # a compiled model is saved as a folder
+                check_writable_folder(flag, path)
+                check_save_target(path)  # refused now (`.`, a folder of the user's), not after the compile
+            else:
+                check_writable_file(flag, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
