@@ -65,10 +65,10 @@ import numpy as np
 
 from slimgraph.arguments import check_callable, check_int, check_positive
 from slimgraph.errors import LoadError, SlimgraphError
-from slimgraph.storage import inside, read_json, staged_directory, verify_folder
 from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
 from slimgraph.runtime.machine import machine_idle
+from slimgraph.storage import inside, read_json, staged_directory, verify_folder
 
 log = logging.getLogger("slimgraph.runtime")
 

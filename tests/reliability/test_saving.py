@@ -410,9 +410,10 @@ def test_sigkill_during_saves_always_leaves_a_model_that_loads(models, tmp_path)
     models[0].save(tmp_path / "src" / "a")
     models[1].save(tmp_path / "src" / "b")
     dst = tmp_path / "work" / "m"
+    models[1].save(dst)  # a complete model is there from the start: every kill must leave one
     rng = random.Random(20)
-    kills, loaded = 0, 0
-    for _ in range(8):  # each process is killed a few times over its life
+    loaded = 0
+    for _ in range(8):  # a fresh process each time, killed at a random moment of its save loop
         proc = subprocess.Popen([sys.executable, "-c", KILLER, str(tmp_path / "src"), str(dst)],
                                 stdout=subprocess.PIPE, text=True)
         try:
@@ -421,15 +422,12 @@ def test_sigkill_during_saves_always_leaves_a_model_that_loads(models, tmp_path)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
-        kills += 1
-        if not dst.exists() and not list(dst.parent.glob(".m.sg-backup-*")):
-            continue  # killed before its first save finished: nothing to load yet
         model = slimgraph.load(dst)
         assert same_outputs(model, models[0]) or same_outputs(model, models[1])
         loaded += 1
         leftovers = [p.name for p in dst.parent.iterdir() if p.name != "m"]
         assert leftovers == [], leftovers  # the load cleaned up what the kill left
-    assert kills == 8 and loaded >= 6, (kills, loaded)
+    assert loaded == 8
 
 
 def test_threads_saving_into_one_folder_leave_one_whole_model(models, tmp_path):
