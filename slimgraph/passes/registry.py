@@ -59,6 +59,9 @@ class Pass:
 
     name: ClassVar[str] = ""
     doc: ClassVar[str] = ""
+    #: whether the pass changes what the model computes to make it smaller (pruning, quantization):
+    #: its result then records the graph before it as its ``origin``, the teacher of fine-tuning
+    compresses: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         info = _PASSES.get(self.name)
@@ -69,7 +72,10 @@ class Pass:
     def __call__(self, graph: Graph) -> Graph:
         work = graph.clone()
         result = self.apply(work)
-        return work if result is None else result
+        result = work if result is None else result
+        if self.compresses and isinstance(result, Graph):
+            result.origin = graph.origin if graph.origin is not None else graph
+        return result
 
     def apply(self, graph: Graph) -> Graph | None:
         """Transform ``graph`` (a private clone) in place, or return a new graph."""
