@@ -54,6 +54,7 @@ from slimgraph.passes.share_weights import ShareWeights
 from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calibrate
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
+from slimgraph.passes.skip_blocks import SkipBlocks
 
 __all__ = [
     "Any",
@@ -104,6 +105,7 @@ __all__ = [
     "RewriteRule",
     "run_pipeline",
     "ShareWeights",
+    "SkipBlocks",
     "StatsDiff",
     "StatsInstrument",
     "TimingInstrument",
