@@ -1,4 +1,5 @@
-"""Per-layer pruning sensitivity: how much each prunable layer's pruning alone costs.
+"""Per-layer pruning sensitivity: how much each prunable layer's pruning alone costs;
+and per-block depth sensitivity: how much skipping each residual block alone costs.
 
 For each prunable layer (a channel group for ``method="channel"``, a weight
 for ``method="magnitude"``) and each ratio, the graph is pruned at that layer
@@ -12,6 +13,8 @@ Example::
     >>> table = sensitivity(graph, x_test, labels=y_test)            # doctest: +SKIP
     >>> print(table)                                                 # doctest: +SKIP
     >>> Prune(method="channel", ratio=0, overrides=table.suggest(1.0))(graph)   # doctest: +SKIP
+    >>> depth_sensitivity(graph, x_calib).least_sensitive(2)            # doctest: +SKIP
+    ('add_3', 'add_5')
 """
 
 from __future__ import annotations
@@ -96,15 +99,7 @@ def sensitivity(
         raise SlimgraphError(f"sensitivity: unknown method {method!r}; valid: channel, magnitude")
     for r in ratios:
         check_fraction(r, "prune", "ratio" if method == "channel" else "sparsity")
-    inputs = [data] if isinstance(data, np.ndarray) else list(data)
-    reference = np.asarray(run(graph, inputs)).argmax(axis=-1)
-    target = reference if labels is None else np.asarray(labels)
-    if target.shape != reference.shape:
-        raise SlimgraphError(f"sensitivity: {target.shape[0]} labels for {reference.shape[0]} samples")
-
-    def score(g: Graph) -> float:
-        return float((np.asarray(run(g, inputs)).argmax(axis=-1) == target).mean() * 100.0)
-
+    score = _scorer(graph, data, labels, run)
     baseline = score(graph)
     if method == "channel":
         layers = [(tuple(g.names), g.size) for g in prunable_groups(graph)[1]]
@@ -121,5 +116,62 @@ def sensitivity(
                 pruned = Prune(method="magnitude", sparsity=0.0, overrides=override)(graph)
             drops.append(baseline - score(pruned))
         rows.append(SensitivityRow(" + ".join(names), names, size, tuple(drops)))
-    metric = "top-1 accuracy" if labels is not None else "top-1 agreement"
-    return SensitivityTable(method, metric, tuple(ratios), baseline, tuple(rows))
+    return SensitivityTable(method, _metric(labels), tuple(ratios), baseline, tuple(rows))
+
+
+def _metric(labels: np.ndarray | None) -> str:
+    return "top-1 accuracy" if labels is not None else "top-1 agreement"
+
+
+def _scorer(graph: Graph, data, labels, run: Runner) -> Callable[[Graph], float]:
+    """``score(g)``: top-1 accuracy on ``labels`` (points), or agreement with ``graph``'s top-1."""
+    inputs = [data] if isinstance(data, np.ndarray) else list(data)
+    reference = np.asarray(run(graph, inputs)).argmax(axis=-1)
+    target = reference if labels is None else np.asarray(labels)
+    if target.shape != reference.shape:
+        raise SlimgraphError(f"sensitivity: {target.shape[0]} labels for {reference.shape[0]} samples")
+
+    def score(g: Graph) -> float:
+        return float((np.asarray(run(g, inputs)).argmax(axis=-1) == target).mean() * 100.0)
+
+    return score
+
+
+@dataclass(frozen=True)
+class DepthSensitivity:
+    """The drop (points) when each residual block alone is skipped; ``baseline`` is the full depth's score."""
+
+    metric: str
+    baseline: float
+    drops: dict[str, float]
+    layers: dict[str, str]
+
+    def least_sensitive(self, count: int) -> tuple[str, ...]:
+        """The ``count`` blocks whose skipping costs least (ties: the later block first, as the
+        later blocks of a residual stage refine what the earlier ones computed)."""
+        order = sorted(self.drops, key=lambda name: (self.drops[name], -list(self.drops).index(name)))
+        return tuple(order[:count])
+
+    def __str__(self) -> str:
+        lines = [f"depth sensitivity: drop in {self.metric} (points; baseline {self.baseline:.2f})", "",
+                 "| block | layer | drop |", "| --- | --- | ---: |"]
+        lines += [f"| %{name} | {self.layers[name]} | {drop:.2f} |" for name, drop in self.drops.items()]
+        return "\n".join(lines)
+
+
+def depth_sensitivity(
+    graph: Graph, data: np.ndarray | Sequence[np.ndarray], *, labels: np.ndarray | None = None,
+    run: Runner = _interpret,
+) -> DepthSensitivity:
+    """Skip each residual block of ``graph`` alone (``skip-blocks``) and measure the drop on
+    ``data`` (as :func:`sensitivity`: accuracy with ``labels``, else top-1 agreement)."""
+    from slimgraph.analysis.residual import residual_blocks
+    from slimgraph.passes.skip_blocks import SkipBlocks
+
+    blocks = residual_blocks(graph)
+    if not blocks:
+        raise SlimgraphError(f"depth sensitivity: @{graph.name} has no residual blocks (adds x + f(x)) to skip")
+    score = _scorer(graph, data, labels, run)
+    baseline = score(graph)
+    drops = {b.name: baseline - score(SkipBlocks(blocks=(glob.escape(b.name),))(graph)) for b in blocks}
+    return DepthSensitivity(_metric(labels), baseline, drops, {b.name: b.layer for b in blocks})
