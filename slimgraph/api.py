@@ -63,7 +63,8 @@ def compile(  # noqa: A001 - the public name the design asks for
     takes the bounds.
 
     ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
-    calibrates every ``quantize`` pass of the pipeline; with ``variants``, input
+    calibrates every ``quantize`` pass of the pipeline (and is what a
+    ``finetune`` step distills on); with ``variants``, input
     batches also re-estimate each pruned width's batch-norm statistics.
 
     ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
@@ -127,8 +128,8 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
         if not (batches_given or isinstance(calibration_data, CalibrationTable)):
             raise ArgumentError(f"calibration_data: give an iterable of input batches or a CalibrationTable, got a "
                                 f"{type(calibration_data).__name__}")
-        if variants is None and not any(p.name == "quantize" for p in passes):
-            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no quantize pass to calibrate "
+        if variants is None and not any(hasattr(p, "with_calibration") for p in passes):
+            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no quantize or finetune pass to feed "
                                 "(and without variants= there are no batch norms to re-estimate)")
     if shapes is not None:
         if not isinstance(shapes, Mapping):
@@ -242,14 +243,15 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
 
 
 def optimize(graph: Graph, pipeline: str | None, calibration_data: Any = None) -> Graph:
-    """Run a pass pipeline (None: the graph as is); ``quantize`` passes calibrate on ``calibration_data``."""
+    """Run a pass pipeline (None: the graph as is); the passes that take data (``quantize`` calibrates,
+    ``finetune`` distills) get ``calibration_data``."""
     if not pipeline:
         return graph
     from slimgraph.passes import PassManager, VerifyInstrument, parse_pipeline
 
     passes = parse_pipeline(pipeline)
     if calibration_data is not None:
-        passes = [p.with_calibration(calibration_data) if p.name == "quantize" else p for p in passes]
+        passes = [p.with_calibration(calibration_data) if hasattr(p, "with_calibration") else p for p in passes]
     return PassManager(passes, instruments=[VerifyInstrument()]).run(graph)
 
 

@@ -47,6 +47,7 @@ def ledger(
     metric: Metric | None = None,
     *,
     calibration_data: Any = None,
+    train_data: Any = None,
     runs: int = 30,
     warmup: int = 5,
     max_metric_drop: float = 1.0,
@@ -66,7 +67,9 @@ def ledger(
     against the input model, and with labels ``metric(outputs, labels)``
     (default: top-1 accuracy in percent). Passes that calibrate (``quantize``)
     get ``calibration_data`` (arrays or a list of batches; default: the
-    evaluation inputs, else the example inputs) unless their text names a table.
+    evaluation inputs, else the example inputs) unless their text names a table;
+    ``finetune`` steps train on ``train_data`` (``(x, y)`` or inputs) when given,
+    else they distill on the calibration inputs.
     Warnings flag steps slower by more than ``slower_tolerance`` (and the
     noise), or costing more than ``max_metric_drop`` points.
     """
@@ -79,7 +82,7 @@ def ledger(
     batch = examples[0].shape[0] if examples and examples[0].ndim else 1
     evalset = EvalSet.of(eval_data) if eval_data is not None else None
     calibration = as_batches(calibration_data if calibration_data is not None else evalset, batch) or [examples]
-    steps = _steps(pipeline, calibration)
+    steps = _steps(pipeline, calibration, train_data)
     bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup)
 
     bar = _bar(progress, len(steps) + 1, graph.name)
@@ -100,23 +103,26 @@ def ledger(
     )
 
 
-def _steps(pipeline: str, calibration: list) -> list[tuple[str, list[Pass]]]:
+def _steps(pipeline: str, calibration: list, train_data: Any = None) -> list[tuple[str, list[Pass]]]:
     """(label, passes) per row: one per pass, or one per ``;``-separated group."""
     groups = pipeline.split(";") if ";" in pipeline else None
     if groups is None:
-        passes = [_calibrated(p, calibration) for p in parse_pipeline(pipeline)]
+        passes = [_calibrated(p, calibration, train_data) for p in parse_pipeline(pipeline)]
         return [(p.pipeline_text(), [p]) for p in passes]
     steps = []
     for number, group in enumerate(groups, start=1):
-        passes = [_calibrated(p, calibration) for p in parse_pipeline(group)]
+        passes = [_calibrated(p, calibration, train_data) for p in parse_pipeline(group)]
         if not passes:
             raise LedgerError(f"group {number} of pipeline {pipeline!r} is empty")
         steps.append((format_pipeline(passes), passes))
     return steps
 
 
-def _calibrated(pass_: Pass, calibration: list) -> Pass:
-    """A pass that calibrates on data (it has ``with_calibration``) and names no table gets ours."""
+def _calibrated(pass_: Pass, calibration: list, train_data: Any = None) -> Pass:
+    """A pass that takes data (it has ``with_calibration``) and names no table gets ours: the
+    training data for a ``finetune`` step when given, else the calibration batches."""
+    if pass_.name == "finetune" and train_data is not None:
+        return pass_.with_calibration(train_data)
     if hasattr(pass_, "with_calibration") and not getattr(pass_, "calibration", ""):
         return pass_.with_calibration(calibration)
     return pass_
