@@ -90,7 +90,7 @@ def train(model: nn.Module, data: TokenData, epochs: int = 16, seed: int = 0, lr
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(64):
+        for idx in torch.randperm(len(y), generator=generator).split(128):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()

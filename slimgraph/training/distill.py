@@ -87,7 +87,7 @@ class TrainData:
         if isinstance(data, TrainData):
             return data
         names = [v.name for v in graph.inputs]
-        if isinstance(data, tuple) and len(data) == 2 and _labels_like(data[1], data[0]):
+        if isinstance(data, tuple) and len(data) == 2 and _labels_like(data[1]):
             x, y = data
             arrays = tuple(x) if isinstance(x, (tuple, list)) else (x,)
             feeds = batch_feeds(graph, arrays, 0)
@@ -252,13 +252,12 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("torch") and hasattr(x, "shape")
 
 
-def _labels_like(y: Any, x: Any) -> bool:
-    """Whether ``y`` reads as integer labels, one per row of ``x`` (or of its first array)."""
+def _labels_like(y: Any) -> bool:
+    """Whether ``y`` reads as integer labels (an integer array), so that ``(x, y)`` is labelled data."""
     if not _is_array(y):
         return False
     y = np.asarray(_numpy(y))
-    first = x[0] if isinstance(x, (tuple, list)) else x
-    return y.ndim >= 1 and np.issubdtype(y.dtype, np.integer) and _is_array(first) and len(y) == len(first)
+    return y.ndim >= 1 and np.issubdtype(y.dtype, np.integer)
 
 
 Finetune = Callable[[Graph, float], Graph]
