@@ -38,9 +38,17 @@ class ResidualBlock:
     shortcut_index: int
     layer: str
     branch_ops: int
+    #: the module the branch's last op came from (a transformer block's attention or MLP)
+    branch: str = ""
 
     def __str__(self) -> str:
         return f"%{self.name} ({self.layer}, {self.branch_ops} ops)"
+
+
+def _layer(node: Node) -> str:
+    """The torch module a node came from (its loc's ``(module)``), else its output's name."""
+    match = _LOC_LAYER.search(node.loc or "")
+    return match.group(1) if match else node.output.name
 
 
 def residual_blocks(graph: Graph) -> list[ResidualBlock]:
@@ -56,9 +64,8 @@ def residual_blocks(graph: Graph) -> list[ResidualBlock]:
                 continue
             between = _nodes_between(shortcut, branch, position)
             if between:
-                match = _LOC_LAYER.search(node.loc or "")
-                blocks.append(ResidualBlock(node.output.name, index, match.group(1) if match else node.output.name,
-                                            len(between)))
+                blocks.append(ResidualBlock(node.output.name, index, _layer(node), len(between),
+                                            _layer(branch.producer)))
                 break
     return blocks
 

@@ -139,7 +139,8 @@ def _scorer(graph: Graph, data, labels, run: Runner) -> Callable[[Graph], float]
 
 @dataclass(frozen=True)
 class DepthSensitivity:
-    """The drop (points) when each residual block alone is skipped; ``baseline`` is the full depth's score."""
+    """The drop (points) when each residual block alone is skipped; ``baseline`` is the full depth's
+    score; ``layers`` names the module of each block's branch."""
 
     metric: str
     baseline: float
@@ -154,7 +155,7 @@ class DepthSensitivity:
 
     def __str__(self) -> str:
         lines = [f"depth sensitivity: drop in {self.metric} (points; baseline {self.baseline:.2f})", "",
-                 "| block | layer | drop |", "| --- | --- | ---: |"]
+                 "| block | branch | drop |", "| --- | --- | ---: |"]
         lines += [f"| %{name} | {self.layers[name]} | {drop:.2f} |" for name, drop in self.drops.items()]
         return "\n".join(lines)
 
@@ -174,4 +175,4 @@ def depth_sensitivity(
     score = _scorer(graph, data, labels, run)
     baseline = score(graph)
     drops = {b.name: baseline - score(SkipBlocks(blocks=(glob.escape(b.name),))(graph)) for b in blocks}
-    return DepthSensitivity(_metric(labels), baseline, drops, {b.name: b.layer for b in blocks})
+    return DepthSensitivity(_metric(labels), baseline, drops, {b.name: b.branch for b in blocks})

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import glob
+import math
 from typing import Any, Sequence
 
 from slimgraph.analysis.sensitivity import DepthSensitivity
@@ -40,7 +41,7 @@ def blocks_to_skip(depth: float, table: DepthSensitivity) -> tuple[str, ...]:
     if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0.0 < depth <= 1.0:
         raise SlimgraphError(f"depth={depth!r}: must be a fraction of the residual blocks in (0, 1]")
     count = len(table.drops)
-    return table.least_sensitive(count - round(depth * count))
+    return table.least_sensitive(count - math.floor(depth * count + 0.5))  # halves round up: keep more
 
 
 def depth_variant(graph: Graph, depth: float, table: DepthSensitivity, samples: Sequence[Any] | None = None) -> Graph:
