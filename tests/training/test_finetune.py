@@ -180,3 +180,14 @@ def test_finetune_refuses_what_it_cannot_do():
         finetune(g, (data, np.zeros(3, np.int64)), teacher=g, progress=False)
     with pytest.raises(slimgraph.SlimgraphError, match="finetune needs training data"):
         parse_pipeline("finetune")[0](g)
+
+
+def test_a_compiled_model_is_fine_tuned_through_its_fused_graph():
+    data = digits_data()
+    compiled = slimgraph.compile(digits_graph(), (data.x_test[:8],), pipeline="prune{method=channel,ratio=0.5},default")
+    assert compiled.ir.origin is digits_graph()  # the teacher: the graph before the pipeline pruned it
+    tuned = finetune(compiled, (data.x_train, data.y_train), epochs=1, lr=3e-3, progress=False)
+    assert any(n.op == "fused" for n in tuned.nodes)
+    assert graph_accuracy(tuned) > graph_accuracy(compiled.ir) + 20
+    again = slimgraph.compile(tuned, (data.x_test[:8],), pipeline=None)
+    np.testing.assert_allclose(again(data.x_test[:8]), tuned.run(data.x_test[:8])[0], rtol=1e-4, atol=1e-4)

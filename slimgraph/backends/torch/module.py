@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -74,32 +74,40 @@ class GraphModule(nn.Module):
             if grid is not None:
                 self._grids[value.name] = grid
                 array = get_op("dequantize").impl(array, **_dequantize_attrs(grid))
-            trainable = grid is not None or value.type.dtype.is_float and any(
-                (u.op, i) in _TRAINABLE for u in value.users for i, v in enumerate(u.inputs) if v is value
-            )
+            trainable = grid is not None or value.type.dtype.is_float and _is_weight(value)
             self._names[value.name] = _attach(self, value.name, array, trainable, keep_zeros)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Run the graph on its inputs (positional, in the graph's order)."""
         if len(inputs) != len(self.graph.inputs):
             raise BackendError(f"graph @{self.graph.name} takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
-        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(self.graph.inputs, inputs)}
-        for node in self.graph.nodes:
+        outs = self._run(self.graph, inputs, top=True)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run(self, graph: Graph, inputs: Sequence[torch.Tensor], top: bool) -> list[torch.Tensor]:
+        """The outputs of ``graph`` (the module's graph, or a fused node's body) on ``inputs``."""
+        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(graph.inputs, inputs)}
+        for node in graph.nodes:
             if node.op == "const":
-                tensor = self.get_tensor(node.output.name)
-                grid = self._grids.get(node.output.name)
-                env[id(node.output)] = tensor if grid is None else quantize_codes(tensor, **grid, ste=True)
+                env[id(node.output)] = self._const(node.output) if top else torch.from_numpy(
+                    np.array(node.output.const_value))
                 continue
             args = [env[id(v)] for v in node.inputs]
-            if self.quant_aware and node.op == "quantize":
+            if node.op == "fused":
+                result = tuple(self._run(node.attrs["body"], args, top=False))
+            elif self.quant_aware and node.op == "quantize":
                 # float codes, so that the gradient reaches the layers before
                 result = quantize_codes(*args, **node.attrs, ste=True)
             else:
                 result = TORCH_OPS[node.op](*args, **node.attrs)
             for out, t in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
                 env[id(out)] = t
-        outs = [env[id(v)] for v in self.graph.outputs]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return [env[id(v)] for v in graph.outputs]
+
+    def _const(self, value: Value) -> torch.Tensor:
+        tensor = self.get_tensor(value.name)
+        grid = self._grids.get(value.name)
+        return tensor if grid is None else quantize_codes(tensor, **grid, ste=True)
 
     def get_tensor(self, const_name: str) -> torch.Tensor:
         """The parameter or buffer holding the graph constant ``const_name``."""
@@ -172,10 +180,32 @@ def _submodule(root: nn.Module, path: list[str]) -> nn.Module | None:
     return module
 
 
+def _is_weight(value: Value) -> bool:
+    """Whether a constant is read as a trainable weight, directly or inside a fused node's body."""
+    for user in value.users:
+        for i, v in enumerate(user.inputs):
+            if v is not value:
+                continue
+            if (user.op, i) in _TRAINABLE or user.op == "fused" and _is_weight(user.attrs["body"].inputs[i]):
+                return True
+    return False
+
+
+def _all_nodes(graph: Graph) -> list:
+    """The nodes of ``graph`` and of its fused nodes' bodies."""
+    nodes, stack = [], [graph]
+    while stack:  # regions nest at most MAX_REGION_DEPTH levels; no recursion needed
+        g = stack.pop()
+        nodes += g.nodes
+        stack += [n.attrs["body"] for n in g.nodes if n.op == "fused"]
+    return nodes
+
+
 def _check_supported(graph: Graph) -> None:
-    missing = Counter(n.op for n in graph.nodes if n.op != "const" and n.op not in TORCH_OPS)
+    nodes = _all_nodes(graph)
+    missing = Counter(n.op for n in nodes if n.op not in ("const", "fused") and n.op not in TORCH_OPS)
     if missing:
-        first = {op: next(n for n in graph.nodes if n.op == op) for op in missing}
+        first = {op: next(n for n in nodes if n.op == op) for op in missing}
         listed = "; ".join(f"{op} x{count} (first: {first[op].describe()})" for op, count in sorted(missing.items()))
         raise BackendError(f"the torch backend cannot run graph @{graph.name}: unsupported ops: {listed}")
 
