@@ -250,7 +250,7 @@ class Variant:
 class Candidate:
     """What a policy sees of a variant: measured (unloaded) latency, the median
     latency of its recent calls (None before any), accuracy (None when unmeasured),
-    thread count (None: a thread per core)."""
+    thread count (None: a thread per core), depth (the fraction of residual blocks kept)."""
 
     name: str
     width: float
@@ -259,6 +259,7 @@ class Candidate:
     recent_ms: float | None
     accuracy: float | None
     threads: int | None = None
+    depth: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,7 @@ class _Ladder:
     def candidates(self) -> list[Candidate]:
         return [
             Candidate(v.name, v.width, v.batch, v.latency_ms, float(np.median(r)) if r else None, v.accuracy,
-                      v.threads)
+                      v.threads, v.depth)
             for v, r in zip(self.variants, self.recent)
         ]
 

@@ -42,11 +42,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import numpy as np
 
-from slimgraph.arguments import check_int, check_positive
+from slimgraph.arguments import check_int, check_positive, is_array
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
 
@@ -93,7 +93,7 @@ class TrainData:
             feeds = batch_feeds(graph, arrays, 0)
             labels = np.asarray(_numpy(y)).astype(np.int64)
             out = cls(tuple(feeds[n] for n in names), labels)
-        elif _is_array(data):
+        elif is_array(data):
             feeds = batch_feeds(graph, _numpy(data), 0)
             out = cls(tuple(feeds[n] for n in names), None)
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
@@ -248,22 +248,15 @@ def _numpy(x: Any) -> Any:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else x
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or type(x).__module__.startswith("torch") and hasattr(x, "shape")
-
-
 def _labels_like(y: Any) -> bool:
     """Whether ``y`` reads as integer labels (an integer array), so that ``(x, y)`` is labelled data."""
-    if not _is_array(y):
+    if not is_array(y):
         return False
     y = np.asarray(_numpy(y))
     return y.ndim >= 1 and np.issubdtype(y.dtype, np.integer)
 
 
-Finetune = Callable[[Graph, float], Graph]
-
-
-def finetune_step(train_data: Any, **options: Any) -> Finetune:
+def finetune_step(train_data: Any, **options: Any) -> Callable[[Graph, float], Graph]:
     """A ``finetune(graph, width) -> graph`` for :func:`slimgraph.narrow`: each narrowed variant is
     fine-tuned by :func:`finetune` on ``train_data`` (options as there; no progress bar by default).
 

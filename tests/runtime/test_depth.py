@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from slimgraph.analysis import depth_sensitivity, residual_blocks
-from slimgraph.errors import GraphError, PassError
+from slimgraph.errors import PassError
 from slimgraph.frontends import from_torch
 from slimgraph.ir import Graph, TensorType
 from slimgraph.passes import SkipBlocks
