@@ -79,12 +79,14 @@ def run_model(name, module, train, test, depths, batch, epochs, runs, threads) -
     for row, variant in zip(rows, variants):
         row["latency_ms"] = variant.latency_ms
         row["speedup"] = variants[0].latency_ms / variant.latency_ms
-    print("| depth | blocks kept | skipped branches | accuracy (skipped, BN re-estimated) | + KD | latency ms | speed-up |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| depth | blocks kept | skipped branches | accuracy (skipped, BN re-estimated) | + KD | FLOPs | "
+          "latency ms | speed-up |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         kept = len(table.drops) - len(row["skipped"])
         print(f"| {row['depth']:g} | {kept} | {', '.join(row['skipped']) or '-'} | {row['accuracy_skipped']:.2f} | "
-              f"{row['accuracy']:.2f} | {row['latency_ms']:.3f} | {row['speedup']:.2f}x |")
+              f"{row['accuracy']:.2f} | x{row['flops'] / rows[0]['flops']:.2f} | {row['latency_ms']:.3f} | "
+              f"{row['speedup']:.2f}x |")
     return rows
 
 
