@@ -30,7 +30,6 @@ import numpy as np
 
 from slimgraph.ir.graph import Graph, Value
 from slimgraph.passes.calibrate import batch_feeds
-from slimgraph.passes.prune import set_const
 
 
 def reestimate_batch_norms(graph: Graph, batches: Sequence[Any]) -> Graph:
@@ -44,7 +43,7 @@ def reestimate_batch_norms(graph: Graph, batches: Sequence[Any]) -> Graph:
     for node in [n for n in out.nodes if n.op == "batch_norm" and all(v.is_const for v in n.inputs[1:])]:
         (stats,) = channel_statistics(out, [node.inputs[0]], batches)
         for value, array in ((node.inputs[3], stats.mean), (node.inputs[4], stats.var)):
-            set_const(value, array.astype(value.type.dtype.numpy))
+            out.set_const(value, array)
     return out
 
 
