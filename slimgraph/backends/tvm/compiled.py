@@ -124,6 +124,8 @@ class BenchmarkResult:
 class CompiledModel:
     """A model compiled by the TVM backend. See the module docstring."""
 
+    kind = "tvm"  # the loader a guarded model's manifest names for this variant (runtime.guard_store)
+
     def __init__(self, executable, meta: dict, params: list[tuple[str, np.ndarray]], ir, target,
                  library: bytes | None = None):
         from slimgraph.backends.tvm.targets import parse_target
