@@ -27,9 +27,10 @@ from slimgraph.passes.errors import (
     UnknownOptionError,
     UnknownPassError,
 )
+from slimgraph.passes.context import PassContext
 from slimgraph.passes.registry import Pass, PassInfo, PassOption, get_pass, option, register_pass, registered_passes
 from slimgraph.passes.pattern import Any, Const, Match, Pat, RewriteRule, apply_rewrites, replace_node, rewrite
-from slimgraph.passes.stats import GraphStats, StatsDiff, graph_stats
+from slimgraph.analysis.stats import GraphStats, StatsDiff, graph_stats
 from slimgraph.passes.pipeline import format_pipeline, named_pipelines, parse_pipeline, register_pipeline
 from slimgraph.passes.manager import (
     DumpInstrument,
@@ -54,6 +55,7 @@ from slimgraph.passes.share_weights import ShareWeights
 from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calibrate
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
+from slimgraph.passes.batch_norms import ReestimateBatchNorms
 
 __all__ = [
     "Any",
@@ -82,6 +84,7 @@ __all__ = [
     "OptionValueError",
     "parse_pipeline",
     "Pass",
+    "PassContext",
     "PassFailedError",
     "PassInfo",
     "PassManager",
@@ -95,6 +98,7 @@ __all__ = [
     "Quantize",
     "quantize_graph",
     "random_inputs",
+    "ReestimateBatchNorms",
     "register_pass",
     "register_pipeline",
     "registered_passes",

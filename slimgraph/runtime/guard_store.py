@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from slimgraph.errors import LoadError, SlimgraphError
 from slimgraph.ir.types import TensorType
+from slimgraph.registry import Registry
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.variants import GraphRunner, GuardError, Variant
 from slimgraph.storage import inside, read_json, staged_directory, verify_folder
@@ -32,13 +33,15 @@ def _load_tvm(directory: str | os.PathLike):
     return load_compiled(directory)
 
 
-# kind -> loader; a variant's kind comes from its model's ``kind`` attribute or class
-LOADERS: dict[str, Callable[[str | os.PathLike], Any]] = {"graph": GraphRunner.load, "tvm": _load_tvm}
+#: Variant kind -> loader; a variant's kind is its model's ``kind`` attribute.
+LOADERS: Registry[str, Callable[[str | os.PathLike], Any]] = Registry("variant kind")
+LOADERS.register("graph", GraphRunner.load)
+LOADERS.register("tvm", _load_tvm)
 
 
 def register_variant_kind(kind: str, load: Callable[[str | os.PathLike], Any]) -> None:
     """Teach :func:`load_guarded` to load variants whose model has ``kind = <kind>``."""
-    LOADERS[kind] = load
+    LOADERS.register(kind, load)
 
 
 def _kind_of(model: Any) -> str:

@@ -71,8 +71,9 @@ class GraphRunner:
 class Variant:
     """One compiled width of a model, specialized for one batch bucket (None: any batch).
 
-    ``inputs`` default to the model's ``input_types``; ``device`` is ``cpu`` or
-    ``cuda`` (from the model's target when it has one). ``threads`` runs the
+    ``inputs`` default to the model's ``input_types``; ``device`` is the torch
+    device type its inputs live on, ``cpu`` or ``cuda`` (default: its model's
+    ``target.input_device``, else ``cpu``). ``threads`` runs the
     model on that many threads (its ``__call__`` takes ``threads=``, as a TVM
     CompiledModel's does); None leaves the model's own choice (a thread per core).
 
@@ -117,7 +118,7 @@ class Variant:
             raise GuardError(f"variant {self.name}: batch bucket {self.batch} but its first input is {self.inputs[0]}")
         if not self.device:
             target = getattr(self.model, "target", None)
-            self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
+            self.device = getattr(target, "input_device", "cpu")
         if self.threads is not None:
             if not is_thread_count(self.threads):
                 raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")

@@ -24,7 +24,7 @@ import numpy as np
 from slimgraph.ir.graph import Graph, Node
 from slimgraph.passes.calibrate import CalibrationTable
 from slimgraph.passes.quantize import layer_name, quantize_graph
-from slimgraph.passes.stats import graph_stats
+from slimgraph.analysis.stats import graph_stats
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
+from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
 Runner = Callable[[Graph, Sequence[np.ndarray]], np.ndarray]
 
@@ -90,7 +91,6 @@ def sensitivity(
     the unpruned graph's top-1 is measured. ``run(graph, inputs)`` evaluates a
     graph (default: the reference interpreter; pass a compiled runner for speed).
     """
-    from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
     if method not in ("channel", "magnitude"):
         raise SlimgraphError(f"sensitivity: unknown method {method!r}; valid: channel, magnitude")
