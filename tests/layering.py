@@ -27,7 +27,7 @@ PACKAGE = ROOT / "slimgraph"
 #: Lowest first. Components on one layer do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "timing"),
-    ("registry", "arguments", "storage"),
+    ("registry", "arguments", "storage", "metrics"),
     ("ir",),
     ("analysis", "dynamic", "demo"),
     ("passes",),

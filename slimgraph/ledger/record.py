@@ -27,6 +27,7 @@ from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.printer import collect_payloads, print_graph
 from slimgraph.ledger.data import EvalSet, LedgerError, as_batches
 from slimgraph.ledger.report import Ledger, LedgerRow
+from slimgraph.metrics import top1_accuracy
 from slimgraph.passes.context import PassContext
 from slimgraph.passes.manager import PassManager, TimingInstrument, VerifyInstrument
 from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
@@ -185,17 +186,8 @@ class _Bench:
         metric = float(self.metric(outputs, labels)) if labels is not None else None
         ref = self.reference
         diff = np.abs(outputs.astype(np.float64) - ref.astype(np.float64))
-        agreement = float((outputs.argmax(axis=-1) == ref.argmax(axis=-1)).mean() * 100.0)
+        agreement = top1_accuracy(outputs, ref)
         return metric, agreement, float(diff.max(initial=0.0)), float(diff.mean())
-
-
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Percent of rows whose largest output is the label.
-
-    >>> top1_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))
-    50.0
-    """
-    return float((outputs.argmax(axis=-1) == labels).mean() * 100.0)
 
 
 def graph_key(graph: Graph, target: str, bindings: dict[str, int]) -> str:

@@ -11,12 +11,3 @@ Example::
 from slimgraph.reports.quant_report import QuantReport, quant_report, sensitivity_table
 from slimgraph.reports.sensitivity import SensitivityRow, SensitivityTable
 from slimgraph.reports.sensitivity import sensitivity  # the function, not the module of the same name
-
-__all__ = [
-    "QuantReport",
-    "SensitivityRow",
-    "SensitivityTable",
-    "quant_report",
-    "sensitivity",
-    "sensitivity_table",
-]

@@ -32,6 +32,7 @@ from slimgraph.arguments import check_callable, check_example_inputs, check_int
 from slimgraph.driver import compile_graph, import_model, is_torch_module
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
+from slimgraph.metrics import top1_accuracy
 from slimgraph.passes import PassContext, Prune, ReestimateBatchNorms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
@@ -129,7 +130,7 @@ def narrow(
             feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
         if eval_data is not None:
             say(f"evaluate width {w:g}")
-            acc = top1_accuracy(_largest_bucket(per_width), *eval_data)
+            acc = variant_accuracy(_largest_bucket(per_width), *eval_data)
             for v in per_width:
                 v.accuracy = acc
         out.extend(per_width)
@@ -243,7 +244,7 @@ def measure_latency(fn: Callable[..., Any], inputs: Sequence[np.ndarray], warmup
     return float(np.median(times))
 
 
-def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
+def variant_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy (percent) of a variant on ``(x, y)``, run in chunks of its batch
     bucket (the last chunk zero-padded) or all at once on a symbolic-batch variant.
 
@@ -251,7 +252,7 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
 
         >>> from slimgraph.ir import Graph, TensorType
         >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N", 2))); g.set_outputs([g.call("relu", x)])
-        >>> top1_accuracy(Variant("id", GraphRunner(g)), np.eye(2, dtype=np.float32), np.array([0, 0]))
+        >>> variant_accuracy(Variant("id", GraphRunner(g)), np.eye(2, dtype=np.float32), np.array([0, 0]))
         50.0
     """
     x = np.asarray(x)
@@ -261,8 +262,7 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
         part = x[start : start + chunk]
         padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
         logits.append(np.asarray(variant(padded))[: len(part)])
-    predicted = np.concatenate(logits).argmax(axis=1)
-    return float((predicted == np.asarray(y)).mean() * 100.0)
+    return top1_accuracy(np.concatenate(logits), y)
 
 
 # ---------------------------------------------------------------------------

@@ -149,8 +149,8 @@ def unsupported_ops() -> list[str]:
     """Registered IR ops that the TVM backend cannot lower (empty when complete)."""
     from slimgraph.ir.registry import all_ops
 
-    table = lowering_table()
-    return sorted(op for op in all_ops() if op not in table and op not in DRIVER_OPS)
+    lowering_table()
+    return sorted(LOWERINGS.missing(op for op in all_ops() if op not in DRIVER_OPS))
 
 
 # ---------------------------------------------------------------------------

@@ -61,6 +61,15 @@ class TargetKind:
         """The target for ``text`` (``kind:arch``); TargetError when ``arch`` is invalid."""
         raise NotImplementedError
 
+    def spec(self, arch: str, text: str, features: frozenset[str] = frozenset(), lanes: int = 1) -> "TargetSpec":
+        """A TargetSpec of this kind using every core of this machine (what :meth:`parse` returns)."""
+        return TargetSpec(self.name, arch, cpu_cores(), text, features, lanes)
+
+    @staticmethod
+    def host(spec: "TargetSpec") -> dict:
+        """The host CPU's part of a device target's TVM spec."""
+        return {"kind": "llvm", "mcpu": host_cpu(), "num-cores": spec.cores}
+
     def tvm(self, spec: "TargetSpec"):
         raise NotImplementedError
 
@@ -71,8 +80,8 @@ class TargetKind:
         raise NotImplementedError
 
     def cannot_run_reason(self, spec: "TargetSpec") -> str:
-        return (f"target {spec.text!r} cannot run on this machine; targets that can run here: "
-                f"{', '.join(runnable_targets())}")
+        """Why this machine cannot run ``spec`` (the list of targets that can is added to it)."""
+        return f"target {spec.text!r} cannot run on this machine"
 
 
 #: Every target kind by name (and alias); the modules of ``target_kinds/`` fill it.
@@ -169,7 +178,7 @@ class TargetSpec:
         return self._kind.tvm_device()
 
     def cannot_run_reason(self) -> str:
-        return self._kind.cannot_run_reason(self)
+        return f"{self._kind.cannot_run_reason(self)}. Targets that can run here: {', '.join(runnable_targets())}"
 
 
 def runnable_targets() -> list[str]:

@@ -7,16 +7,7 @@ import re
 import shutil
 import subprocess
 
-from slimgraph.backends.tvm.targets import (
-    TargetError,
-    TargetKind,
-    TargetSpec,
-    cpu_cores,
-    host_cpu,
-    runnable_targets,
-    target_kind,
-    valid_targets,
-)
+from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, target_kind, valid_targets
 
 
 @target_kind
@@ -30,14 +21,14 @@ class CUDA(TargetKind):
         arch = arch or _detect_cuda_arch()
         if not re.fullmatch(r"sm_\d+[a-z]?", arch):
             raise TargetError(f"target {text!r}: CUDA architecture {arch!r} is not of the form sm_XY (e.g. cuda:sm_90)")
-        return TargetSpec("cuda", arch, cpu_cores(), text)
+        return self.spec(arch, text)
 
     def tvm(self, spec: TargetSpec):
         import tvm
 
-        host = {"kind": "llvm", "mcpu": host_cpu(), "num-cores": spec.cores}
         # 48 KiB is what every architecture grants without opting in
-        return tvm.target.Target({"kind": "cuda", "host": host, "arch": spec.arch, "max_shared_memory_per_block": 49152})
+        return tvm.target.Target({"kind": "cuda", "host": self.host(spec), "arch": spec.arch,
+                                  "max_shared_memory_per_block": 49152})
 
     def can_run(self) -> bool:
         return _cuda_available()
@@ -49,7 +40,7 @@ class CUDA(TargetKind):
 
     def cannot_run_reason(self, spec: TargetSpec) -> str:
         return (f"target {spec.text!r} cannot run here: no CUDA GPU is visible. The model was built and can be "
-                f"saved and run on a GPU machine. Targets that can run here: {', '.join(runnable_targets())}")
+                f"saved and run on a GPU machine")
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, cpu_cores, host_cpu, llvm_cpus, target_kind
+from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, host_cpu, llvm_cpus, target_kind
 
 #: Capability name -> the LLVM features that grant it (any of them).
 FEATURES = {
@@ -32,7 +32,7 @@ class LLVM(TargetKind):
         cpu = arch or host_cpu()
         features = cpu_features(cpu)
         lanes = 16 if "avx512" in features else 8 if "avx2" in features else 4
-        return TargetSpec("llvm", cpu, cpu_cores(), text, features, lanes)
+        return self.spec(cpu, text, features, lanes)
 
     def tvm(self, spec: TargetSpec):
         import tvm

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from slimgraph.backends.tvm.targets import (
-    TargetError,
-    TargetKind,
-    TargetSpec,
-    cpu_cores,
-    host_cpu,
-    runnable_targets,
-    target_kind,
-    valid_targets,
-)
+from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, target_kind, valid_targets
 
 
 @target_kind
@@ -24,14 +15,13 @@ class OpenCL(TargetKind):
     def parse(self, arch: str, text: str) -> TargetSpec:
         if arch:
             raise TargetError(f"target {text!r}: opencl takes no architecture; valid targets: {valid_targets()}")
-        return TargetSpec("opencl", "", cpu_cores(), text)
+        return self.spec("", text)
 
     def tvm(self, spec: TargetSpec):
         import tvm
 
-        return tvm.target.Target({"kind": "opencl", "host": {"kind": "llvm", "mcpu": host_cpu(), "num-cores": spec.cores}})
+        return tvm.target.Target({"kind": "opencl", "host": self.host(spec)})
 
     def cannot_run_reason(self, spec: TargetSpec) -> str:
         return ("target 'opencl' builds OpenCL C source only: this TVM build has no OpenCL runtime, so the model "
-                "cannot run here (inspect .kernels[i].source instead). Targets that can run here: "
-                + ", ".join(runnable_targets()))
+                "cannot run here (inspect .kernels[i].source instead)")
