@@ -46,7 +46,8 @@ class TargetKind:
 
     Class attributes: ``name``, ``help`` (one line for messages), ``device`` (``"cpu"`` or
     ``"gpu"``), ``input_device`` (the torch device type whose tensors it reads without a copy),
-    ``aliases`` (other names that parse to it). Methods: :meth:`parse` (the text after
+    ``aliases`` (other names that parse to it), ``device_module`` (the kind of the TVM runtime
+    module holding its device code; None for a CPU) and ``host_module`` (the host code's). Methods: :meth:`parse` (the text after
     ``kind:``), :meth:`tvm` (a ``tvm.target.Target``), :meth:`can_run` on this machine,
     :meth:`tvm_device` and :meth:`cannot_run_reason`.
     """
@@ -56,6 +57,8 @@ class TargetKind:
     device: ClassVar[str] = "cpu"
     input_device: ClassVar[str] = "cpu"
     aliases: ClassVar[tuple[str, ...]] = ()
+    device_module: ClassVar[str | None] = None
+    host_module: ClassVar[str] = "llvm"  # TVM compiles every target's host code with LLVM
 
     def parse(self, arch: str, text: str) -> "TargetSpec":
         """The target for ``text`` (``kind:arch``); TargetError when ``arch`` is invalid."""
@@ -144,6 +147,16 @@ class TargetSpec:
     @property
     def is_gpu(self) -> bool:
         return self.device_kind == "gpu"
+
+    @property
+    def device_module(self) -> str | None:
+        """The kind of the TVM runtime module that holds the device code (``cuda``; None on a CPU)."""
+        return self._kind.device_module
+
+    @property
+    def host_module(self) -> str:
+        """The kind of the TVM runtime module that holds the host code."""
+        return self._kind.host_module
 
     @property
     def input_device(self) -> str:

@@ -16,6 +16,7 @@ class CUDA(TargetKind):
     help = "an NVIDIA GPU (architecture detected); cuda:sm_XY gives it, e.g. cuda:sm_90"
     device = "gpu"
     input_device = "cuda"
+    device_module = "cuda"
 
     def parse(self, arch: str, text: str) -> TargetSpec:
         arch = arch or _detect_cuda_arch()

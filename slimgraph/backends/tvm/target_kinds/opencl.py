@@ -11,6 +11,7 @@ class OpenCL(TargetKind):
     help = "OpenCL C source (builds here; this TVM build cannot run it)"
     device = "gpu"
     input_device = "cpu"  # no torch device holds OpenCL buffers: inputs come from host memory
+    device_module = "opencl"
 
     def parse(self, arch: str, text: str) -> TargetSpec:
         if arch:
