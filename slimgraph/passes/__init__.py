@@ -2,7 +2,10 @@
 instruments, the pattern-rewrite API, and the built-in passes.
 
 Importing this package registers the built-in passes (``canonicalize``,
-``cse``, ``dce``, ``fold-constants``, ``fuse``) and the ``default`` pipeline.
+``cse``, ``dce``, ``fold-constants``, ``fuse``, ``prune``, ``share-weights``,
+``quantize``, ``lower-quantized``, ``reestimate-batch-norms``) and the
+``default`` pipeline. A run's :class:`PassContext` carries what passes need
+besides the graph (calibration data, the target).
 
 Example::
 
