@@ -41,9 +41,10 @@ class PassContext:
 
     ``calibration_data``: input batches or a CalibrationTable (``quantize``,
     ``reestimate-batch-norms``); ``target``: what the graph will be compiled for
-    (a :class:`slimgraph.target.Target`, or None when unknown); ``evaluation_data``:
-    inputs, or ``(inputs, labels)``; ``instruments``: those of the run (the pass
-    manager fills them in); ``options``: anything else, by name.
+    (a :class:`~slimgraph.backends.tvm.targets.TargetSpec`, asked ``is_cpu`` or
+    ``has("vnni")``; None when unknown); ``evaluation_data``: inputs, or
+    ``(inputs, labels)``; ``instruments``: the run's (the pass manager adds its
+    own); ``options``: anything else, by name.
     """
 
     calibration_data: Any = None
