@@ -120,7 +120,7 @@ def picture() -> str:
     for layer in reversed(LAYERS):
         names = ", ".join("slimgraph (package)" if c == "__init__" else c for c in layer)
         below = sorted({u for c in layer for u in uses[c]}, key=lambda u: (-RANK[u], u))
-        lines.append(f"{names:<32} -> {', '.join(below) if below else '(nothing)'}")
+        lines.append(f"{names:<38} -> {', '.join(below) if below else '(nothing)'}")
     return "\n".join(lines)
 
 
