@@ -84,9 +84,9 @@ def optimize(graph: Graph, pipeline: str | None, ctx: PassContext | None = None)
 
 
 def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
-                 dynamic: DynamicAxes | None = None) -> Graph:
-    """The Graph of a torch module, ONNX model or path, IR file or Graph; ``dynamic`` axes of a torch
-    module are exported symbolic."""
+                 dynamic: DynamicAxes | None = None, *, dynamic_batch: bool = False) -> Graph:
+    """The Graph of a torch module, ONNX model or path, IR file or Graph; a torch module's ``dynamic``
+    axes are exported symbolic, and with ``dynamic_batch`` axis 0 of every input is the symbol ``N``."""
     if isinstance(model, Graph):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -105,7 +105,8 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
 
         from slimgraph.frontends import from_torch
 
-        return from_torch(model, tuple(torch.as_tensor(x) for x in example_inputs), dynamic=dynamic)
+        return from_torch(model, tuple(torch.as_tensor(x) for x in example_inputs), dynamic_batch=dynamic_batch,
+                          dynamic=dynamic)
     raise FrontendError(
         f"cannot compile a {type(model).__name__}: pass a torch.nn.Module, an ONNX model or path, a .sg file or a Graph"
     )

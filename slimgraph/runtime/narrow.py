@@ -271,13 +271,9 @@ def variant_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
 
 def _import(model: Any, example_inputs: Sequence[Any] | None) -> Graph:
     """The model's graph, with a symbolic batch when it is a torch module."""
-    if is_torch_module(model):
-        from slimgraph.frontends import from_torch
-
-        if example_inputs is None:
-            raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
-        return from_torch(model, tuple(example_inputs), dynamic_batch=True)
-    return import_model(model, example_inputs)
+    if example_inputs is None and is_torch_module(model):
+        raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
+    return import_model(model, example_inputs, dynamic_batch=True)
 
 
 def _calibration_batches(data: Iterable[Any] | None) -> list[Any] | None:
