@@ -110,8 +110,8 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
             raise ArgumentError(f"calibration_data: give an iterable of input batches or a CalibrationTable, got a "
                                 f"{type(calibration_data).__name__}")
         if variants is None and not any(p.uses_calibration for p in passes):
-            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no pass that calibrates (quantize) "
-                                "(and without variants= there are no batch norms to re-estimate)")
+            raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no pass that reads it (no quantize pass, "
+                                "no reestimate-batch-norms; and without variants= no widths to re-estimate)")
     if shapes is not None:
         if not isinstance(shapes, Mapping):
             raise ArgumentError(f"shapes={shapes!r}: give a mapping from symbol to size, e.g. {{'N': 8}}")

@@ -56,13 +56,18 @@ class PassContext:
 
 def call_with_context(fn: Callable[..., Any], ctx: PassContext, *args: Any) -> Any:
     """Call ``fn(*args, ctx)`` when ``fn`` takes a ``ctx`` parameter, else ``fn(*args)``."""
-    if _takes_context(getattr(fn, "__func__", fn)):
-        return fn(*args, ctx)
-    return fn(*args)
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    takes = _code_takes_context(code) if code is not None else _signature_takes_context(fn)
+    return fn(*args, ctx) if takes else fn(*args)
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_context(fn: Callable[..., Any]) -> bool:
+def _code_takes_context(code: Any) -> bool:
+    # a plain function or method: its parameter names, looked up once per function
+    return "ctx" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+
+
+def _signature_takes_context(fn: Callable[..., Any]) -> bool:
     try:
         return "ctx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a callable Python cannot inspect takes what it always took
