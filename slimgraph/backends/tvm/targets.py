@@ -47,9 +47,9 @@ class TargetKind:
     Class attributes: ``name``, ``help`` (one line for messages), ``device`` (``"cpu"`` or
     ``"gpu"``), ``input_device`` (the torch device type whose tensors it reads without a copy),
     ``aliases`` (other names that parse to it), ``device_module`` (the kind of the TVM runtime
-    module holding its device code; None for a CPU) and ``host_module`` (the host code's). Methods: :meth:`parse` (the text after
-    ``kind:``), :meth:`tvm` (a ``tvm.target.Target``), :meth:`can_run` on this machine,
-    :meth:`tvm_device` and :meth:`cannot_run_reason`.
+    module holding its device code; None for a CPU) and ``host_module`` (the host code's).
+    Methods: :meth:`parse` (the text after ``kind:``), :meth:`tvm` (a ``tvm.target.Target``),
+    :meth:`can_run` on this machine, :meth:`tvm_device` and :meth:`cannot_run_reason`.
     """
 
     name: ClassVar[str] = ""
