@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slimgraph.errors import PassError
 from slimgraph.ir import Graph, TensorType
 from slimgraph.passes import (
     Instrument,
@@ -92,5 +93,5 @@ def test_a_pass_that_calibrates_names_its_missing_data():
 
 
 def test_the_context_must_be_a_pass_context():
-    with pytest.raises(Exception, match="ctx: must be a PassContext"):
+    with pytest.raises(PassError, match="ctx: must be a PassContext, got a dict"):
         PassManager("dce").run(_relu_graph(), {"calibration_data": []})
