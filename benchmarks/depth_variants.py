@@ -1,7 +1,7 @@
 """Benchmark: depth variants (residual blocks skipped) of a ResNet-style model and a transformer.
 
 Each model is trained (seeded), imported with a symbolic batch, and its
-residual blocks ranked by :func:`slimgraph.analysis.depth_sensitivity` (top-1
+residual blocks ranked by :func:`slimgraph.runtime.depth.depth_sensitivity` (top-1
 agreement with the full model on 512 training inputs when each block alone is
 skipped). For each depth (the fraction of residual blocks kept) the variant
 skips the least sensitive blocks (:func:`slimgraph.runtime.depth.depth_variant`,
@@ -29,11 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slimgraph import compile as sg_compile, finetune  # noqa: E402
-from slimgraph.analysis import depth_sensitivity  # noqa: E402
 from slimgraph.frontends import from_torch  # noqa: E402
 from slimgraph.runtime import Variant  # noqa: E402
-from slimgraph.runtime.depth import blocks_to_skip, depth_variant  # noqa: E402
-from slimgraph.runtime.narrow import measure_variants, top1_accuracy  # noqa: E402
+from slimgraph.runtime.depth import blocks_to_skip, depth_sensitivity, depth_variant  # noqa: E402
+from slimgraph.runtime.narrow import measure_variants, variant_accuracy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -73,7 +72,7 @@ def run_model(name, module, train, test, depths, batch, epochs, runs, threads) -
         variants.append(variant)
         feeds[variant.name] = [test[0][:batch]]
         rows.append({"model": name, "depth": depth, "skipped": [table.layers[s] for s in skipped],
-                     "accuracy_skipped": _accuracy(shallow, test), "accuracy": top1_accuracy(variant, *test),
+                     "accuracy_skipped": _accuracy(shallow, test), "accuracy": variant_accuracy(variant, *test),
                      "flops": compiled.flops})
     measure_variants(variants, feeds, runs=runs)
     for row, variant in zip(rows, variants):

@@ -2,10 +2,11 @@
 
 ``prune{method=channel,ratio=0.5},finetune{epochs=3,loss=kd}`` prunes and then
 distills the pruned graph from the graph before pruning (its ``origin``). The
-step takes its training data as a ``quantize`` pass takes calibration data:
-``slimgraph.compile(..., calibration_data=...)`` and the ledger hand it their
-calibration batches (inputs without labels: distillation needs none), and
-:meth:`Finetune.with_calibration` gives it data, labelled or not, in Python.
+step trains on what the run's :class:`~slimgraph.passes.context.PassContext`
+holds: ``options["train_data"]`` (``(x, y)`` or inputs; the ledger's
+``train_data=``) when given, else its ``calibration_data``
+(``slimgraph.compile(..., calibration_data=...)``, the ledger's calibration
+batches: inputs without labels, which distillation needs no more than).
 
 Example::
 
@@ -17,10 +18,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 from slimgraph.errors import PassError
 from slimgraph.ir.graph import Graph
+from slimgraph.passes.context import PassContext
 from slimgraph.passes.registry import Pass, option, register_pass
 
 
@@ -36,20 +38,16 @@ class Finetune(Pass):
     batch_size: int = option(64, "rows per step", minimum=1)
     seed: int = option(0, "seed of the shuffling and of torch")
 
-    def with_calibration(self, source: Any) -> "Finetune":
-        """A copy that trains on ``source``: ``(inputs, labels)``, inputs, or a list of input batches."""
-        copy = dataclasses.replace(self)
-        object.__setattr__(copy, "_data", source)
-        return copy
+    uses_calibration = True
 
-    def apply(self, graph: Graph) -> Graph:
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         from slimgraph.training.distill import finetune
 
-        data = getattr(self, "_data", None)
+        data = ctx.options.get("train_data", ctx.calibration_data)
         if data is None:
             raise PassError(
-                "finetune needs training data: pass calibration_data to slimgraph.compile or the ledger, or use "
-                "Finetune(...).with_calibration(data) in Python"
+                "finetune needs training data: pass calibration_data to slimgraph.compile or the ledger (or its "
+                "train_data), or run it with PassContext(calibration_data=...) or options={'train_data': (x, y)}"
             )
         options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return finetune(graph, data, progress=False, **options)

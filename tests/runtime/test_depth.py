@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from slimgraph.analysis import depth_sensitivity, residual_blocks
+from slimgraph.analysis import residual_blocks
 from slimgraph.errors import PassError
 from slimgraph.frontends import from_torch
 from slimgraph.ir import Graph, TensorType
 from slimgraph.passes import SkipBlocks
 from slimgraph.runtime import GraphRunner, GuardedModel, GuardError, Variant
-from slimgraph.runtime.depth import blocks_to_skip, depth_variant
+from slimgraph.runtime.depth import blocks_to_skip, depth_sensitivity, depth_variant
 from slimgraph.runtime.guard import ladder_order
 from slimgraph.training import finetune
 from tests import tokens

@@ -12,10 +12,10 @@ import torch
 import slimgraph
 from slimgraph.frontends import from_torch
 from slimgraph.ir import Graph, TensorType
-from slimgraph.passes import FoldConstants, Prune, SkipBlocks, parse_pipeline, run_pipeline
+from slimgraph.passes import (FoldConstants, PassContext, Prune, ReestimateBatchNorms, SkipBlocks, parse_pipeline,
+                              run_pipeline)
 from slimgraph.passes.quantize import quantize_graph
-from slimgraph.runtime.calibration import reestimate_batch_norms
-from slimgraph.training import Finetune, FinetuneError, finetune
+from slimgraph.training import FinetuneError, finetune
 from tests import tokens
 from tests.compression.common import digits_graph, float_accuracy, graph_accuracy
 from tests.digits import digits_data
@@ -36,7 +36,7 @@ def _calibration() -> list[np.ndarray]:
 @functools.lru_cache(maxsize=1)
 def _pruned_digits() -> Graph:
     """The digits CNN with half its channels removed, batch norms re-estimated (costs ~28 points)."""
-    return reestimate_batch_norms(Prune(method="channel", ratio=0.5)(digits_graph()), _calibration())
+    return ReestimateBatchNorms()(Prune(method="channel", ratio=0.5)(digits_graph()), PassContext(calibration_data=_calibration()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,11 +154,8 @@ def test_float_sparsity_survives_fine_tuning_exactly():
 def test_the_finetune_step_distills_in_a_pipeline_and_compile():
     x = digits_data().x_train[:256]
     text = "prune{method=channel,ratio=0.5},finetune{epochs=2,lr=0.003}"
-    pruned, tuned = (Prune(method="channel", ratio=0.5)(digits_graph()),
-                     [p.with_calibration([x]) if isinstance(p, Finetune) else p for p in parse_pipeline(text)])
-    out = digits_graph()
-    for p in tuned:
-        out = p(out)
+    pruned = Prune(method="channel", ratio=0.5)(digits_graph())
+    out, _ = run_pipeline(digits_graph(), text, ctx=PassContext(calibration_data=[x]))
     assert out.origin is digits_graph()
     assert graph_accuracy(out) > graph_accuracy(pruned) + 10
     compiled = slimgraph.compile(digits_graph(), (x[:8],), pipeline=text + ",default", calibration_data=[x])

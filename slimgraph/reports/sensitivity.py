@@ -1,5 +1,4 @@
-"""Per-layer pruning sensitivity: how much each prunable layer's pruning alone costs;
-and per-block depth sensitivity: how much skipping each residual block alone costs.
+"""Per-layer pruning sensitivity: how much each prunable layer's pruning alone costs.
 
 For each prunable layer (a channel group for ``method="channel"``, a weight
 for ``method="magnitude"``) and each ratio, the graph is pruned at that layer
@@ -13,8 +12,6 @@ Example::
     >>> table = sensitivity(graph, x_test, labels=y_test)            # doctest: +SKIP
     >>> print(table)                                                 # doctest: +SKIP
     >>> Prune(method="channel", ratio=0, overrides=table.suggest(1.0))(graph)   # doctest: +SKIP
-    >>> depth_sensitivity(graph, x_calib).least_sensitive(2)            # doctest: +SKIP
-    ('add_3', 'add_5')
 """
 
 from __future__ import annotations
@@ -27,6 +24,8 @@ import numpy as np
 
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
+from slimgraph.metrics import top1_accuracy
+from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
 Runner = Callable[[Graph, Sequence[np.ndarray]], np.ndarray]
 
@@ -93,13 +92,20 @@ def sensitivity(
     the unpruned graph's top-1 is measured. ``run(graph, inputs)`` evaluates a
     graph (default: the reference interpreter; pass a compiled runner for speed).
     """
-    from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
     if method not in ("channel", "magnitude"):
         raise SlimgraphError(f"sensitivity: unknown method {method!r}; valid: channel, magnitude")
     for r in ratios:
         check_fraction(r, "prune", "ratio" if method == "channel" else "sparsity")
-    score = _scorer(graph, data, labels, run)
+    inputs = [data] if isinstance(data, np.ndarray) else list(data)
+    reference = np.asarray(run(graph, inputs))
+    target = reference if labels is None else np.asarray(labels)
+    if labels is not None and target.shape != reference.shape[:-1]:
+        raise SlimgraphError(f"sensitivity: {target.shape[0]} labels for {reference.shape[0]} samples")
+
+    def score(g: Graph) -> float:
+        return top1_accuracy(np.asarray(run(g, inputs)), target)
+
     baseline = score(graph)
     if method == "channel":
         layers = [(tuple(g.names), g.size) for g in prunable_groups(graph)[1]]
@@ -116,63 +122,5 @@ def sensitivity(
                 pruned = Prune(method="magnitude", sparsity=0.0, overrides=override)(graph)
             drops.append(baseline - score(pruned))
         rows.append(SensitivityRow(" + ".join(names), names, size, tuple(drops)))
-    return SensitivityTable(method, _metric(labels), tuple(ratios), baseline, tuple(rows))
-
-
-def _metric(labels: np.ndarray | None) -> str:
-    return "top-1 accuracy" if labels is not None else "top-1 agreement"
-
-
-def _scorer(graph: Graph, data, labels, run: Runner) -> Callable[[Graph], float]:
-    """``score(g)``: top-1 accuracy on ``labels`` (points), or agreement with ``graph``'s top-1."""
-    inputs = [data] if isinstance(data, np.ndarray) else list(data)
-    reference = np.asarray(run(graph, inputs)).argmax(axis=-1)
-    target = reference if labels is None else np.asarray(labels)
-    if target.shape != reference.shape:
-        raise SlimgraphError(f"sensitivity: {target.shape[0]} labels for {reference.shape[0]} samples")
-
-    def score(g: Graph) -> float:
-        return float((np.asarray(run(g, inputs)).argmax(axis=-1) == target).mean() * 100.0)
-
-    return score
-
-
-@dataclass(frozen=True)
-class DepthSensitivity:
-    """The drop (points) when each residual block alone is skipped; ``baseline`` is the full depth's
-    score; ``layers`` names the module of each block's branch."""
-
-    metric: str
-    baseline: float
-    drops: dict[str, float]
-    layers: dict[str, str]
-
-    def least_sensitive(self, count: int) -> tuple[str, ...]:
-        """The ``count`` blocks whose skipping costs least (ties: the later block first, as the
-        later blocks of a residual stage refine what the earlier ones computed)."""
-        order = sorted(self.drops, key=lambda name: (self.drops[name], -list(self.drops).index(name)))
-        return tuple(order[:count])
-
-    def __str__(self) -> str:
-        lines = [f"depth sensitivity: drop in {self.metric} (points; baseline {self.baseline:.2f})", "",
-                 "| block | branch | drop |", "| --- | --- | ---: |"]
-        lines += [f"| %{name} | {self.layers[name]} | {drop:.2f} |" for name, drop in self.drops.items()]
-        return "\n".join(lines)
-
-
-def depth_sensitivity(
-    graph: Graph, data: np.ndarray | Sequence[np.ndarray], *, labels: np.ndarray | None = None,
-    run: Runner = _interpret,
-) -> DepthSensitivity:
-    """Skip each residual block of ``graph`` alone (``skip-blocks``) and measure the drop on
-    ``data`` (as :func:`sensitivity`: accuracy with ``labels``, else top-1 agreement)."""
-    from slimgraph.analysis.residual import residual_blocks
-    from slimgraph.passes.skip_blocks import SkipBlocks
-
-    blocks = residual_blocks(graph)
-    if not blocks:
-        raise SlimgraphError(f"depth sensitivity: @{graph.name} has no residual blocks (adds x + f(x)) to skip")
-    score = _scorer(graph, data, labels, run)
-    baseline = score(graph)
-    drops = {b.name: baseline - score(SkipBlocks(blocks=(glob.escape(b.name),))(graph)) for b in blocks}
-    return DepthSensitivity(_metric(labels), baseline, drops, {b.name: b.branch for b in blocks})
+    metric = "top-1 accuracy" if labels is not None else "top-1 agreement"
+    return SensitivityTable(method, metric, tuple(ratios), baseline, tuple(rows))
