@@ -160,10 +160,11 @@ def ladder_order(variants: Sequence[Variant]) -> tuple[list[Variant], list[Varia
     """The rungs of a ladder in order, and the variants left off it.
 
     The most threads first. Within a thread count, when every variant has a
-    measured latency and accuracy (widths x depths), the rungs are the ones no
-    other beats on both (as fast or faster, as accurate or more, better in one),
-    slowest and most accurate first; the others are left off, as a guard would
-    never gain by running them. Without those measurements: widest first, then deepest.
+    measured latency and accuracy (widths x depths), the rungs are the full
+    model (full width and depth) and the others no variant beats on both (as
+    fast or faster, as accurate or more, better in one), slowest and most
+    accurate first; the beaten ones are left off, as a guard would never gain by
+    running them. Without those measurements: widest first, then deepest.
 
     Example::
 
@@ -180,6 +181,8 @@ def ladder_order(variants: Sequence[Variant]) -> tuple[list[Variant], list[Varia
         group = [v for v in variants if v.thread_class == threads]
         if all(v.latency_ms is not None and v.accuracy is not None for v in group):
             def beaten(v: Variant) -> bool:
+                if v.width == 1.0 and v.depth == 1.0:
+                    return False  # the user's model stays: an accuracy measured on a few samples is noisy
                 return any(o.latency_ms <= v.latency_ms and o.accuracy >= v.accuracy
                            and (o.latency_ms, o.accuracy) != (v.latency_ms, v.accuracy) for o in group)
 

@@ -127,6 +127,9 @@ def test_the_ladder_keeps_the_variants_no_other_beats_on_latency_and_accuracy():
     assert [v.name for v in rungs] == ["full", "d50", "w50"] and [v.name for v in left_off] == ["w75"]
     model = GuardedModel(vs, budget_ms=5.0)
     assert "variant w75 {width=0.75, latency=3.000ms, accuracy=98.00%}  # left off" in str(model)
+    # the full model stays even when a narrower variant measured faster and more accurate
+    lucky = Variant("lucky", r, width=0.5, latency_ms=1.0, accuracy=99.5)
+    assert [v.name for v in ladder_order([*vs, lucky])[0]] == ["full", "lucky"]
     # without measured accuracy: widest first, then deepest
     unmeasured = [Variant(v.name, r, width=v.width, depth=v.depth, latency_ms=v.latency_ms) for v in vs]
     assert [v.name for v in ladder_order(unmeasured)[0]] == ["full", "d50", "w75", "w50"]
