@@ -6,9 +6,9 @@ Each model (built as in ``benchmarks/real_models.py``) is compiled for ``llvm`` 
 benchmark's figures and per-kernel table (calls, total and mean ms, share, GFLOP/s) with each
 kernel's GFLOP/s as a share of the CPU's fp32 peak: cores x clock x FLOPs per cycle (two FMA
 units of 16 floats on AVX-512, of 8 on AVX2; the clock is /proc/cpuinfo's, so turbo makes the
-real peak higher). Writes ``benchmarks/results/kernels.json``.
+real peak higher). Writes ``benchmarks/results/kernel_table.json``.
 
-    python benchmarks/kernels.py [--models bert-base,vit-base] [--threads N] [--duration 10] [--top 12]
+    python benchmarks/kernel_table.py [--models bert-base,vit-base] [--threads N] [--duration 10] [--top 12]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of timed whole-model runs")
     parser.add_argument("--top", type=int, default=12, help="kernels shown per model, slowest first")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per model before it is stopped")
-    parser.add_argument("--json", default=str(RESULTS / "kernels.json"))
+    parser.add_argument("--json", default=str(RESULTS / "kernel_table.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
