@@ -215,9 +215,13 @@ def measure(
 
     def caller(times: list[float]) -> None:
         calls, began = 0, clock()
-        while calls < max_warmup and (calls < warmup or clock() - began < warmup_s):
-            fn()
-            calls += 1
+        try:
+            while calls < max_warmup and (calls < warmup or clock() - began < warmup_s):
+                fn()
+                calls += 1
+        except BaseException:
+            barrier.abort()  # the other callers must not wait for this one
+            raise
         state.warmed(calls)
         barrier.wait()
         while state.claim():
@@ -269,7 +273,8 @@ class _Run:
 
 
 def _in_threads(caller: Callable[[list[float]], None], per_caller: list[list[float]]) -> None:
-    """Run ``caller`` on one thread per list and wait for all; the first error of any is raised here."""
+    """Run ``caller`` on one thread per list and wait for all; the first error of any is raised here
+    (the callers' own, before the broken barrier it left the others)."""
     errors: list[BaseException] = []
 
     def run(own: list[float]) -> None:
@@ -284,4 +289,4 @@ def _in_threads(caller: Callable[[list[float]], None], per_caller: list[list[flo
     for t in threads:
         t.join()
     if errors:
-        raise errors[0]
+        raise min(errors, key=lambda e: isinstance(e, threading.BrokenBarrierError))

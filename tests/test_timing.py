@@ -116,8 +116,9 @@ def test_an_error_in_a_caller_reaches_the_measuring_thread():
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("kernel failed")
 
-    with pytest.raises(RuntimeError, match="kernel failed"):
-        measure(fn, runs=4, warmup=0, concurrency=2, clock=TickClock(0.001), max_cv=None)
+    for warmup in (0, 2):  # failing in the timed phase, or in the warm-up while the others wait
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            measure(fn, runs=4, warmup=warmup, concurrency=2, clock=TickClock(0.001), max_cv=None)
 
 
 def test_noisy_runs_warn_and_steady_ones_do_not():
