@@ -39,6 +39,7 @@ def build(
     database: str | None = None,
     progress: Progress | None = None,
     dynamic: dict[str, tuple[int, int]] | None = None,
+    weights: str = "compressed",
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
 
@@ -49,6 +50,10 @@ def build(
     runnable GPU targets) and keeps its records in ``database`` (a folder);
     any later build given the same folder reuses them without tuning again.
     ``progress(step, done, total)`` is called as the build advances.
+
+    ``weights="compressed"`` (CPU targets) keeps weights the IR stores compressed (k-means
+    codes, int4, log2) so in the model and decodes them inside the kernels;
+    ``weights="decoded"`` stores them decoded (more memory, no decode in the kernels).
     """
     import tvm
     from tvm import relax
@@ -64,7 +69,7 @@ def build(
     index_dtype = "int32" if largest < 2**31 and len(bounded) == len(dynamic) else "int64"
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
-    lowered = lower_graph(graph, spec, bindings, dynamic, index_dtype)
+    lowered = lower_graph(graph, spec, bindings, dynamic, index_dtype, weights)
     report("schedule", 1, 3)
     # schedule_module rewrites its module in place; tuning needs the kernels as lowered
     unscheduled = lowered.mod.clone() if tune or database else None

@@ -51,6 +51,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
+from slimgraph.backends.tvm.encoded import Encoding, codebook_encoding, encoding_for_const
 from slimgraph.errors import BackendError, SlimgraphError
 from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete, dim_mul
@@ -83,6 +84,21 @@ def _decoded(node: Node, known: list) -> np.ndarray | None:
     if node.op not in DECODE_AT_LOAD or not known or any(a is None for a in known):
         return None
     return np.asarray(node.opdef.impl(*known, **node.attrs))
+
+
+#: How the compiled model holds weights the IR stores compressed: ``compressed`` keeps them so
+#: and decodes inside the kernels; ``decoded`` stores the decoded weights (faster where the
+#: decode costs the kernel more than reading the larger weight does).
+WEIGHT_FORMS = ("compressed", "decoded")
+
+
+def _encoding(node: Node, array: np.ndarray, known: list) -> Encoding | None:
+    """How the constant weight ``node`` produces (``array``, decoded) is stored compressed, or None."""
+    if node.op == "codebook_decode":
+        return codebook_encoding(known[1], node.attrs["bits"], array.size)
+    if node.op == "const":
+        return encoding_for_const(_storable(array), int4=node.output.type.dtype is DType.int4)
+    return None
 
 #: The words every index check's message holds, by which a compiled model recognises its failure.
 INDEX_CHECK = "index out of range"
@@ -222,6 +238,7 @@ class _KernelBuilder:
         self.vars = shape_vars
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
         self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
+        self.encodings: list[Encoding] = []  # how the weights this kernel reads are stored (empty: plain)
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -234,13 +251,43 @@ class _KernelBuilder:
         return self._by_key[key]
 
     def new_param(self, array: np.ndarray, hint: str):
+        """A placeholder for a new weight; stored encoded when one of this kernel's
+        encodings holds its values (a re-laid-out copy of an encoded weight)."""
+        stored = _storable(array)
+        for encoding in self.encodings:
+            parts = encoding.encode(stored)
+            if parts is not None:
+                keys = [self.params.add(f"{self.name}.{hint}.{suffix}", part) for suffix, part in parts]
+                return self._decoded(keys, encoding, stored)
         key = self.params.add(f"{self.name}.{hint}", array)
-        return self.placeholder(key, TensorType.of_array(_storable(array)))
+        return self.placeholder(key, TensorType.of_array(stored))
+
+    def read(self, key: str, ttype: TensorType, array: np.ndarray | None, encoding: "Encoding | None"):
+        """The TE tensor a kernel reads for value ``key``: its placeholder, or for an encoded
+        weight (``array`` its decoded values) the decoding stage over its encoded parameters."""
+        if encoding is None or array is None:
+            return self.placeholder(key, ttype)
+        if encoding not in self.encodings:
+            self.encodings.append(encoding)
+        if key not in self._by_key:
+            stored = _storable(array)
+            keys = self.params.encoded.get(key)
+            if keys is None:
+                parts = encoding.encode(stored)
+                keys = self.params.encoded[key] = [self.params.add(f"{key[2:]}.{suffix}", part) for suffix, part in parts]
+            self._by_key[key] = self._decoded(keys, encoding, stored)
+        return self._by_key[key]
+
+    def _decoded(self, keys: list[str], encoding: "Encoding", stored: np.ndarray):
+        parts = [self.placeholder(k, TensorType.of_array(self.params.arrays[k[2:]])) for k in keys]
+        return encoding.decode(parts, stored.shape, str(stored.dtype))
 
 
 class _ParamTable:
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        self.encoded: dict[str, list[str]] = {}  # key of an encoded weight -> keys of its stored parts
+        self.compress = False  # whether weights the IR stores compressed stay so
 
     def add(self, name: str, array: np.ndarray) -> str:
         base, n = name, 1
@@ -256,11 +303,13 @@ class _ParamTable:
 
 
 def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
-                index_dtype: str = "int32") -> Lowered:
+                index_dtype: str = "int32", weights: str = "compressed") -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
 
     The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
     sizes) only count FLOPs; in the kernels they are ``index_dtype`` variables.
+    ``weights`` (one of :data:`WEIGHT_FORMS`) says how compressed weights are held: on CPU
+    targets ``compressed`` keeps them encoded (see :mod:`slimgraph.backends.tvm.encoded`).
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
@@ -269,7 +318,11 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     _check_supported(graph, table)
     from tvm import tirx
 
+    if weights not in WEIGHT_FORMS:
+        raise BackendError(f"weights={weights!r}: valid: {', '.join(WEIGHT_FORMS)}")
     params = _ParamTable()
+    params.compress = weights == "compressed" and not target.is_gpu
+    encodings: dict[int, Encoding] = {}  # id(Value) of an encoded constant weight -> its encoding
     dynamic = frozenset(dynamic)
     kernel_vars = {s: tirx.Var(s, index_dtype) for s in sorted(dynamic)}
     env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, type concrete but for dynamic symbols)
@@ -284,10 +337,14 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     prim_funcs: dict[str, object] = {}
     shared: dict[int, list[tuple[object, str]]] = {}  # structural hash -> [(PrimFunc, its name)]
     for node in graph.nodes:
-        decoded = _decoded(node, [consts.get(id(v)) for v in node.inputs])
+        known = [consts.get(id(v)) for v in node.inputs]
+        decoded = _decoded(node, known)
         if node.op == "const" or decoded is not None:
             array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
+            encoding = _encoding(node, array, known) if params.compress else None
+            if encoding is not None:
+                encodings[id(node.output)] = encoding
             t = concrete_type(node.output.type, bindings, dynamic)
             env[id(node.output)] = (params.add(node.output.name, array), t)
             continue
@@ -299,7 +356,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             continue
         name = _kernel_name(len(kernels), node)
         builder = _KernelBuilder(name, params, kernel_vars)
-        arg_tensors = [builder.placeholder(*env[id(v)]) for v in node.inputs]
+        arg_tensors = [builder.read(*env[id(v)], consts.get(id(v)), encodings.get(id(v))) for v in node.inputs]
         arg_consts = [consts.get(id(v)) for v in node.inputs]
         out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
         flops_box = [0]
@@ -396,9 +453,13 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
     tensors: dict[int, object] = {id(p): a for p, a in zip(body.inputs, args)}
     values: dict[int, np.ndarray | None] = {id(p): c for p, c in zip(body.inputs, arg_consts)}
     for inner_node in body.nodes:
-        decoded = _decoded(inner_node, [values.get(id(v)) for v in inner_node.inputs])
+        known = [values.get(id(v)) for v in inner_node.inputs]
+        decoded = _decoded(inner_node, known)
         if inner_node.op == "const" or decoded is not None:
             array = inner_node.attrs["value"] if decoded is None else decoded
+            encoding = _encoding(inner_node, array, known) if builder.params.compress else None
+            if encoding is not None and encoding not in builder.encodings:
+                builder.encodings.append(encoding)
             tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
             values[id(inner_node.output)] = array
             continue
