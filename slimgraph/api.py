@@ -43,6 +43,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
+    weights: str = "compressed",
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -70,8 +71,14 @@ def compile(  # noqa: A001 - the public name the design asks for
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
     :func:`slimgraph.runtime.narrow`.
+
+    ``weights="compressed"`` (CPU targets) keeps weights that the pipeline compressed
+    (``share-weights``, int4, log2) compressed in the model and its saved folder, decoded
+    inside the kernels; ``weights="decoded"`` stores them decoded (see docs/compression.md).
     """
     example_inputs = check_example_inputs(example_inputs)
+    if weights not in ("compressed", "decoded"):
+        raise ArgumentError(f"weights={weights!r}: give 'compressed' or 'decoded'")
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:
@@ -102,7 +109,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
     compiled = build(
         optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report,
-        dynamic=bounds,
+        dynamic=bounds, weights=weights,
     )
     return compiled
 

@@ -35,6 +35,10 @@ import numpy as np
 from slimgraph.ir.ops.compress import pack_codes
 from slimgraph.ir.ops.quant import log2_codes
 
+#: The schedule hint of a decoding stage: the CPU rules decode a tile's weights once per
+#: reduction step, ahead of the register tile that reuses them (see ``schedules/cpu.py``).
+DECODE_ATTRS = {"sg.rule": "decode"}
+
 @dataclass(frozen=True, eq=False)
 class Encoding:
     """How a kernel's weight is stored: ``kind`` (codebook, int4, log2), the fewest
@@ -90,9 +94,9 @@ class Encoding:
         if self.kind == "codebook":
             table = parts[1]
             entries = int(table.shape[0])
-            return te.compute(shape, lambda *idx: table[tirx.min(code_at(idx), entries - 1)], name="decode_codebook")
+            return te.compute(shape, lambda *idx: table[tirx.min(code_at(idx), entries - 1)], name="decode_codebook", attrs=DECODE_ATTRS)
         if self.kind == "int4":
-            return te.compute(shape, lambda *idx: ((code_at(idx) ^ 8) - 8).astype(dtype), name="decode_int4")
+            return te.compute(shape, lambda *idx: ((code_at(idx) ^ 8) - 8).astype(dtype), name="decode_int4", attrs=DECODE_ATTRS)
 
         def log2(*idx):
             code = (code_at(idx) ^ 8) - 8
@@ -100,7 +104,7 @@ class Encoding:
             return tirx.Select(code == 0, tirx.const(0, "int32"),
                                tirx.Select(code < 0, -magnitude, magnitude)).astype(dtype)
 
-        return te.compute(shape, log2, name="decode_log2")
+        return te.compute(shape, log2, name="decode_log2", attrs=DECODE_ATTRS)
 
 
 def unpack_code(packed, flat, bits: int, last_byte: int):

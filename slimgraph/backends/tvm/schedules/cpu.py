@@ -39,6 +39,9 @@ PARALLEL_CHUNKS_PER_CORE = 4
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
 PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
+#: Rules whose register tile reuses each weight vector across its rows: compressed weights
+#: are decoded once per reduction step into a small buffer ahead of the tile.
+TILED = (*PACKED_CONVS, "matmul_packed")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -140,6 +143,8 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
             if rule == "pad" and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
+            if rule == "decode" and anchors and any(_rule(sch, c) in TILED for c in sch.get_consumers(block)):
+                continue  # decoded once per reduction step by the tile (_decode_at), not once per use
             try:
                 sch.compute_inline(block)
                 changed = True
@@ -221,7 +226,7 @@ def _epilogue(sch, block, outputs):
 
 
 def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int,
-                      intrin: str | None = None):
+                      intrin: str | None = None, weight_loop: int = 1):
     """Shared micro-kernel scheduling.
 
     ``spatial_tiles`` gives, per spatial loop, (tile, rank): each loop is split
@@ -231,6 +236,9 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     epilogue (or a plain copy) writes the tile back inside the tile loop.
     With a tensor intrinsic, the last reduction loop goes inside the vector
     loop and the two are replaced by ``intrin`` (e.g. a 16x4 dot product).
+    A compressed weight (a ``decode`` producer) is decoded once per value of the
+    spatial loop ``weight_loop`` (the weight's output-channel block), which then
+    goes outermost: its whole panel serves every row tile.
     """
     consumer = _epilogue(sch, block, outputs)
     if consumer is None:
@@ -249,6 +257,9 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
             outers.append(loop)
     ranked = [i for _, i in sorted(inners, key=lambda p: p[0])]
     inner_reduce = reduce[-1:] if intrin else []
+    decoding = [p for p in sch.get_producers(block) if _rule(sch, p) == "decode"]
+    if decoding:
+        outers.insert(0, outers.pop(weight_loop))
     sch.reorder(*outers, *reduce[:len(reduce) - len(inner_reduce)], *ranked, *inner_reduce)
     sch.reverse_compute_at(consumer, outers[-1], preserve_unit_loops=True)
     for loop in list(sch.get_loops(consumer))[len(outers):]:
@@ -259,10 +270,11 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     if not intrin:
         sch.vectorize(ranked[-1])
     _parallelize(sch, outers[:-1] or outers, cores)
+    decoders = _decode_at(sch, block, list(sch.get_loops(block))[0], decoding) if decoding else set()
     if intrin:  # the intrinsic's loops become one block, tensorized once its init is split off
         block = sch.blockize(ranked[-1])
     init = sch.decompose_reduction(block, reduce[0])
-    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)} | decoders
     init_loops = list(sch.get_loops(init))[-len(ranked):]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
@@ -271,6 +283,21 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
         sch.vectorize(list(sch.get_loops(sch.get_child_blocks(init)[0]))[-1])
     else:
         sch.vectorize(init_loops[-1])
+    return names
+
+
+def _decode_at(sch, block, loop, producers) -> set[str]:
+    """Compute the weights the decoding ``producers`` feed ``block`` inside ``loop``, the
+    innermost loop on which the weight panel depends, vectorized: each panel is decoded
+    once and serves every tile under the loop. Returns the decoding blocks' names."""
+    depth = 1 + next(i for i, l in enumerate(sch.get_loops(block)) if sch.get(l).same_as(sch.get(loop)))
+    names = set()
+    for producer in producers:
+        names.add(_stmt(sch, producer).name_hint)
+        sch.compute_at(producer, loop, preserve_unit_loops=True)
+        loops = list(sch.get_loops(producer))[depth:]
+        if loops:
+            sch.vectorize(sch.split(loops[-1], [None, VECTOR])[1] if (_extent(sch, loops[-1]) or 0) % VECTOR == 0 else loops[-1])
     return names
 
 
