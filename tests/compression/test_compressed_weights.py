@@ -1,0 +1,150 @@
+"""Compressed weights in the compiled model: k-means codes, int4 and log2 weights stay
+compressed in the saved folder and in memory, and the kernels decode them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+import slimgraph  # noqa: E402
+from slimgraph.analysis import size_report  # noqa: E402
+from slimgraph.backends.tvm import build, load_compiled  # noqa: E402
+from slimgraph.backends.tvm.encoded import Encoding  # noqa: E402
+from slimgraph.demo import demo_inputs, demo_model  # noqa: E402
+from slimgraph.errors import ArgumentError  # noqa: E402
+from slimgraph.ir import Graph, TensorType  # noqa: E402
+from slimgraph.ir.ops.quant import log2_codes  # noqa: E402
+from slimgraph.passes import run_pipeline  # noqa: E402
+from slimgraph.passes.quantize import quantize_graph  # noqa: E402
+
+#: What np.savez spends per array beyond its bytes: the .npy header and the zip entries.
+NPZ_OVERHEAD_PER_ARRAY = 256
+
+
+def _saved_param_bytes(model, folder: Path) -> int:
+    return (model.save(folder) / "params.npz").stat().st_size
+
+
+def _shared_demo():
+    return run_pipeline(demo_model(), "fold-constants,share-weights{bits=4,min-elements=256},fuse")[0]
+
+
+def test_encodings_round_trip_exactly():
+    rng = np.random.default_rng(0)
+    book = np.sort(rng.standard_normal(16).astype(np.float32))
+    relaid = book[rng.integers(0, 16, (3, 5, 7))]
+    cases = [
+        (Encoding("codebook", relaid.size, book, 4), relaid),
+        (Encoding("int4", 10), rng.integers(-8, 8, (3, 7)).astype(np.int8)),
+        (Encoding("log2", 10), (rng.choice([-1, 1], 21) * 2 ** rng.integers(0, 7, 21)).astype(np.int8)),
+    ]
+    for encoding, array in cases:
+        parts = encoding.encode(array)
+        assert parts is not None and parts[0][1].nbytes == (array.size * 4 + 7) // 8
+    # values outside the encoding, or an array smaller than the weight, stay plain
+    assert Encoding("int4", 1).encode(np.array([9], np.int8)) is None
+    assert Encoding("codebook", 1, book, 4).encode(np.float32([0.123])) is None
+    assert Encoding("int4", 100).encode(np.zeros(4, np.int8)) is None
+    assert log2_codes(np.array([3, 4], np.int8)) is None
+
+
+def test_kmeans_weights_ship_and_stay_compressed(tmp_path):
+    graph = _shared_demo()
+    x = demo_inputs(batch=2)
+    ir_bytes = size_report(graph).weight_bytes
+    packed = build(graph, "llvm", {"N": 2})
+    decoded = build(graph, "llvm", {"N": 2}, weights="decoded")
+    # in memory: the codes and codebooks, as the IR counts them (here exactly)
+    assert packed.param_bytes == ir_bytes < decoded.param_bytes / 4
+    shipped = _saved_param_bytes(packed, tmp_path / "packed")
+    arrays = len(packed._params_np)
+    assert shipped <= 1.10 * ir_bytes + NPZ_OVERHEAD_PER_ARRAY * arrays
+    assert _saved_param_bytes(decoded, tmp_path / "decoded") > 3 * shipped
+    # the kernels read u8 codes and decode them in the compiled code
+    big = [a for _, a in packed._params_np if a.size >= 256]
+    assert big and all(a.dtype == np.uint8 for a in big)
+    assert any("decode_codebook" in k.tir for k in packed.kernels)
+    assert not any("decode_codebook" in k.tir for k in decoded.kernels)
+    loaded = load_compiled(tmp_path / "packed")
+    assert loaded.param_bytes == packed.param_bytes
+    ref = graph.run(*x)[0]
+    for model in (packed, decoded, loaded):
+        np.testing.assert_allclose(model(*x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_saved_compressed_model_is_bit_identical_in_a_fresh_process(tmp_path):
+    graph = _shared_demo()
+    x = demo_inputs(batch=2)
+    model = build(graph, "llvm", {"N": 2})
+    folder = model.save(tmp_path / "m")
+    np.save(tmp_path / "x.npy", x[0])
+    here = model(*x)
+    script = (
+        "import sys, numpy as np, slimgraph; "
+        "m = slimgraph.load(sys.argv[1]); np.save(sys.argv[2], m(np.load(sys.argv[3])))"
+    )
+    subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "y.npy"), str(tmp_path / "x.npy")],
+                   check=True, cwd=Path(slimgraph.__file__).parent.parent)
+    there = np.load(tmp_path / "y.npy")
+    assert there.tobytes() == here.tobytes()
+
+
+def _conv_net(seed: int = 0) -> tuple[Graph, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    g = Graph("qnet")
+    x = g.add_input("x", TensorType("f32", (1, 8, 12, 12)))
+    w1 = g.const(rng.standard_normal((32, 8, 3, 3)).astype(np.float32) * 0.2, name="c1.weight")
+    b1 = g.const(rng.standard_normal(32).astype(np.float32) * 0.1, name="c1.bias")
+    h = g.call("relu", g.call("conv", x, w1, b1, pads=(1, 1, 1, 1)))
+    w2 = g.const(rng.standard_normal((16, 32 * 12 * 12)).astype(np.float32) * 0.02, name="fc.weight")
+    g.set_outputs([g.call("linear", g.call("flatten", h), w2, trans_b=True)])
+    data = [rng.standard_normal((1, 8, 12, 12)).astype(np.float32) for _ in range(4)]
+    return g, data
+
+
+@pytest.mark.parametrize("scheme", ["int4", "log2"])
+def test_int4_and_log2_compute_in_integers_within_one_step_of_qdq(scheme, tmp_path):
+    graph, data = _conv_net()
+    qdq = quantize_graph(graph, data, progress=False, weights=scheme, outputs=True)
+    lowered = run_pipeline(qdq, "lower-quantized,fuse")[0]
+    # no float dequantize of a weight is left: every conv/linear is integer, its weight a constant
+    assert not [n for n in lowered.nodes if n.op in ("conv", "linear")]
+    assert not [n for n in lowered.nodes if n.op == "dequantize" and n.inputs[0].is_const]
+    model = build(lowered, "llvm", {})
+    decoder = f"decode_{scheme}"
+    integer = [k for k in model.kernels if set(k.ops) & {"qconv", "qlinear"}]
+    assert integer and all(decoder in k.tir for k in integer)
+    # the weights the kernels read are 4-bit codes (two per byte), no float copy of them
+    weights = [a for name, a in model._params_np if name.endswith(".codes")]
+    assert sum(a.size for a in weights) * 2 >= 32 * 8 * 9 + 16 * 32 * 144
+    assert not [a for _, a in model._params_np if a.dtype.kind == "f" and a.size >= 32 * 8 * 9]
+    assert model.param_bytes <= 1.10 * size_report(lowered).weight_bytes + 3 * 8 * 48  # + requantize's per-channel int64s
+    step = qdq.outputs[0].producer.attrs["scale"][0]
+    for x in data:
+        np.testing.assert_allclose(model(x), qdq.run(x)[0], rtol=0, atol=step * 1.0001)
+    decoded = build(lowered, "llvm", {}, weights="decoded")
+    assert model.param_bytes < decoded.param_bytes / 1.8
+    np.testing.assert_array_equal(model(data[0]), decoded(data[0]))
+
+
+def test_compile_checks_weights():
+    with pytest.raises(ArgumentError, match="weights"):
+        slimgraph.compile(demo_model(), demo_inputs(), weights="float")
+
+
+def test_ledger_measures_the_saved_model():
+
+    book = slimgraph.ledger(demo_model(), demo_inputs(batch=2), "fold-constants;share-weights{bits=4,min-elements=256}",
+                  runs=3, warmup=1)
+    before, after = book.rows[1], book.rows[2]
+    assert after.artifact_bytes < before.artifact_bytes / 2
+    assert after.resident_bytes == after.weight_bytes
+    assert "saved" in book.table() and not [w for w in book.warnings if w.kind == "bytes"]
+    assert json.loads(json.dumps(book.to_dict()))["rows"][2]["artifact_bytes"] == after.artifact_bytes
