@@ -143,6 +143,8 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
             if rule == "pad" and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
+            if rule == "sparse_input" and anchors:
+                continue  # x^T, materialized once: the sparse rows read it as contiguous vectors
             if rule == "decode" and anchors and any(_rule(sch, c) in TILED for c in sch.get_consumers(block)):
                 continue  # decoded once per reduction step by the tile (_decode_at), not once per use
             try:
@@ -350,6 +352,38 @@ def _matmul_packed(sch, block, cores: int, outputs) -> set[str]:
     return _tiled_accumulate(sch, block, outputs, tiles, layout, cores)
 
 
+def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
+    """Sparse weight rows x dense columns (``ops/sparse.py``): per weight row, a tile of up to
+    8 vectors of the output row accumulates in registers while the row's non-zero blocks
+    stream by, each weight scalar broadcast against contiguous vectors of x^T."""
+    consumer = _epilogue(sch, block, outputs)
+    if consumer is None:
+        consumer = sch.cache_write(block, 0, "global")
+    n, m, rj, ri = sch.get_loops(block)
+    columns = _extent(sch, m)
+    if columns is None or columns % VECTOR:
+        raise ValueError("sparse rows need a static multiple of the vector width")
+    tile = pick_tile(columns // VECTOR, (8, 6, 4, 7, 5, 3, 2))
+    mo, mt, mi = sch.split(m, [None, tile, VECTOR])
+    sch.reorder(n, mo, rj, ri, mt, mi)
+    sch.reverse_compute_at(consumer, mo, preserve_unit_loops=True)
+    sch.unroll(mt)
+    sch.vectorize(mi)
+    if (_extent(sch, ri) or 0) > 1:
+        sch.unroll(ri)
+    _parallelize(sch, [n, mo], cores)
+    init = sch.decompose_reduction(block, rj)
+    init_loops = list(sch.get_loops(init))
+    sch.unroll(init_loops[-2])
+    sch.vectorize(init_loops[-1])
+    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+    for producer in sch.get_producers(block):
+        if _rule(sch, producer) == "sparse_input":
+            _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
+            names.add(_stmt(sch, producer).name_hint)
+    return names
+
+
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     """Depthwise conv: the output row vectorized, the small kernel unrolled."""
     consumer = _epilogue(sch, block, outputs)
@@ -387,6 +421,7 @@ CPU_RULES: dict[str, Callable] = {
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
     "matmul_packed": _matmul_packed,
+    "sparse_rows": _sparse_rows,
     "depthwise": _depthwise,
     "pool": _pool,
 }
