@@ -148,3 +148,62 @@ def test_ledger_measures_the_saved_model():
     assert after.resident_bytes == after.weight_bytes
     assert "saved" in book.table() and not [w for w in book.warnings if w.kind == "bytes"]
     assert json.loads(json.dumps(book.to_dict()))["rows"][2]["artifact_bytes"] == after.artifact_bytes
+
+
+# -- sparse weights --------------------------------------------------------------
+
+
+def _pruned_linear(method: str, sparsity: float, rows: int = 64, k: int = 128, n: int = 96):
+    from slimgraph.passes.prune import Prune
+
+    rng = np.random.default_rng(1)
+    g = Graph("sparse")
+    x = g.add_input("x", TensorType("f32", (2, rows // 2, k)))
+    w = g.const(rng.standard_normal((n, k)).astype(np.float32), name="fc.weight")
+    b = g.const(rng.standard_normal(n).astype(np.float32), name="fc.bias")
+    g.set_outputs([g.call("relu", g.call("linear", x, w, b, trans_b=True))])
+    return Prune(method=method, sparsity=sparsity)(g), rng.standard_normal((2, rows // 2, k)).astype(np.float32)
+
+
+def test_block_pruning_zeroes_aligned_blocks():
+    graph, _ = _pruned_linear("block", 0.75)
+    w = graph.value("fc.weight").const_value
+    blocks = w.reshape(96, 8, 16)
+    zero = np.all(blocks == 0, axis=2)
+    assert zero.mean() == 0.75 and np.all(np.any(blocks != 0, axis=2) == ~zero)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "block"])
+def test_sparse_linear_stores_and_computes_the_non_zeros(method, tmp_path):
+    graph, x = _pruned_linear(method, 0.9)
+    sparse = build(graph, "llvm", {})
+    assert any("sparse_matmul" in k.tir for k in sparse.kernels)
+    names = [name for name, _ in sparse._params_np]
+    assert any(n.endswith("w_sparse_values") for n in names) and not any(n.endswith("w_packed") for n in names)
+    values = next(a for n, a in sparse._params_np if n.endswith("w_sparse_values"))
+    assert values.shape[2] == (16 if method == "block" else 1)
+    dense_bytes = 96 * 128 * 4
+    assert sparse.param_bytes < dense_bytes / 2
+    assert _saved_param_bytes(sparse, tmp_path / "m") < dense_bytes / 2
+    np.testing.assert_allclose(sparse(x), graph.run(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_half_zero_weights_stay_dense():
+    graph, x = _pruned_linear("magnitude", 0.5)
+    model = build(graph, "llvm", {})
+    assert not any("sparse" in k.tir for k in model.kernels)
+
+
+def test_sparse_1x1_conv_matches_the_reference():
+    from slimgraph.passes.prune import Prune
+
+    rng = np.random.default_rng(2)
+    g = Graph("pw")
+    x = g.add_input("x", TensorType("f32", (2, 64, 4, 8)))
+    w = g.const(rng.standard_normal((48, 64, 1, 1)).astype(np.float32), name="pw.weight")
+    g.set_outputs([g.call("conv", x, w)])
+    pruned = Prune(method="block", sparsity=0.875)(g)
+    model = build(pruned, "llvm", {})
+    assert any("sparse_conv" in k.tir for k in model.kernels)
+    xv = rng.standard_normal((2, 64, 4, 8)).astype(np.float32)
+    np.testing.assert_allclose(model(xv), pruned.run(xv)[0], rtol=1e-5, atol=1e-5)

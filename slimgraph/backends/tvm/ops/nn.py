@@ -143,9 +143,10 @@ def lower_conv(call):
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
     plan = _sparse_1x1(call, x, weight, kernel, strides, begins, ends, dilations, groups)
-    if plan is not None:
-        conv = sparse_conv1x1(call, x, plan)
-    elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
+    conv = sparse_conv1x1(call, x, plan) if plan is not None else None
+    if conv is not None:
+        return _bias_epilogue(call, conv, 2)
+    if _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
         conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)

@@ -41,6 +41,9 @@ import numpy as np
 MAX_DENSITY = 0.2
 #: Block width used when the zeros come in aligned blocks of it.
 BLOCK = 16
+#: The accumulator rows are computed in whole vectors of 16, 8 or 4 float32 lanes: a layer
+#: whose rows (tokens, pixels) are no multiple of 4 stays dense.
+LANES = 4
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,10 @@ def sparse_plan(call, weight_nk: np.ndarray) -> EllPlan | None:
     return plan if plan.nbytes < weight_nk.nbytes else None
 
 
-def sparse_rows(call, plan: EllPlan, read_xt, m_dim: int, name: str):
+def sparse_rows(call, plan: EllPlan, read_xt, m_dim: int, name: str, epilogue_in_tile: bool):
     """``acc[n, m] = sum_j sum_i values[n, j, i] * xt(columns[n, j] * width + i, m)`` (float32),
-    ``read_xt(k, m)`` reading the activations transposed."""
+    ``read_xt(k, m)`` reading the activations transposed. ``epilogue_in_tile``: the consumer reads ``acc`` at indices affine in ``m``, so the
+    schedule may compute it inside the register tile (else ``acc`` is written out first)."""
     from tvm import te
 
     from slimgraph.backends.tvm.ops.common import up
@@ -100,10 +104,9 @@ def sparse_rows(call, plan: EllPlan, read_xt, m_dim: int, name: str):
     rj, ri = te.reduce_axis((0, blocks), "rj"), te.reduce_axis((0, width), "ri")
     return te.compute(
         (n_dim, m_dim),
-        lambda n, m: te.sum(up(values[n, rj, ri]) * up(read_xt(columns[n, rj] * width + ri, m)),
-                            axis=[rj, ri]),
+        lambda n, m: te.sum(up(values[n, rj, ri]) * up(read_xt(columns[n, rj] * width + ri, m)), axis=[rj, ri]),
         name=name,
-        attrs={"sg.rule": "sparse_rows"},
+        attrs={"sg.rule": "sparse_rows", "sg.epilogue_in_tile": int(epilogue_in_tile)},
     )
 
 
@@ -111,7 +114,7 @@ def sparse_matmul(call, x, plan: EllPlan, lead_shape: tuple):
     """``x @ W.T`` [..., N] for x [..., K] (static shape): x^T materialized, then :func:`sparse_rows`."""
     from tvm import te
 
-    if any(not isinstance(d, int) for d in lead_shape):
+    if any(not isinstance(d, int) for d in lead_shape) or math.prod(lead_shape) % LANES:
         return None
     m_dim, k_dim = math.prod(lead_shape), int(x.shape[-1])
     strides = [math.prod(lead_shape[i + 1 :]) for i in range(len(lead_shape))]
@@ -120,7 +123,7 @@ def sparse_matmul(call, x, plan: EllPlan, lead_shape: tuple):
         return tuple((m // s) % d for s, d in zip(strides, lead_shape))
 
     xt = te.compute((k_dim, m_dim), lambda k, m: x[row(m) + (k,)], name="sparse_xt", attrs={"sg.rule": "sparse_input"})
-    acc = sparse_rows(call, plan, lambda k, m: xt[k, m], m_dim, "sparse_matmul")
+    acc = sparse_rows(call, plan, lambda k, m: xt[k, m], m_dim, "sparse_matmul", epilogue_in_tile=True)
     flat = lambda idx: sum((i * s for i, s in zip(idx, strides)), 0)  # noqa: E731
     return te.compute(tuple(lead_shape) + (plan.values.shape[0],), lambda *idx: acc[idx[-1], flat(idx[:-1])],
                       name="sparse_out")
@@ -133,7 +136,9 @@ def sparse_conv1x1(call, x, plan: EllPlan):
 
     batch, _, height, width = (int(d) for d in x.shape)
     pixels = height * width
+    if batch * pixels % LANES:
+        return None
     acc = sparse_rows(call, plan, lambda k, m: x[m // pixels, k, (m % pixels) // width, m % width],
-                      batch * pixels, "sparse_conv")
+                      batch * pixels, "sparse_conv", epilogue_in_tile=False)
     return te.compute((batch, plan.values.shape[0], height, width),
                       lambda b, o, h, w: acc[o, b * pixels + h * width + w], name="sparse_out")

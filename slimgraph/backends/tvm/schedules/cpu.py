@@ -355,16 +355,18 @@ def _matmul_packed(sch, block, cores: int, outputs) -> set[str]:
 def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
     """Sparse weight rows x dense columns (``ops/sparse.py``): per weight row, a tile of up to
     8 vectors of the output row accumulates in registers while the row's non-zero blocks
-    stream by, each weight scalar broadcast against contiguous vectors of x^T."""
-    consumer = _epilogue(sch, block, outputs)
+    stream by, each weight scalar broadcast against contiguous vectors of x^T. An epilogue
+    reading the rows at non-affine positions (a conv's pixels) runs after, on its own."""
+    consumer = _epilogue(sch, block, outputs) if _ann_int(sch, block, "sg.epilogue_in_tile", 0) else None
     if consumer is None:
         consumer = sch.cache_write(block, 0, "global")
     n, m, rj, ri = sch.get_loops(block)
-    columns = _extent(sch, m)
-    if columns is None or columns % VECTOR:
-        raise ValueError("sparse rows need a static multiple of the vector width")
-    tile = pick_tile(columns // VECTOR, (8, 6, 4, 7, 5, 3, 2))
-    mo, mt, mi = sch.split(m, [None, tile, VECTOR])
+    columns = _extent(sch, m) or 0
+    lanes = next((v for v in (VECTOR, VECTOR // 2, VECTOR // 4) if columns % v == 0), 0)
+    if not columns or not lanes:
+        raise ValueError("sparse rows need a static multiple of 4 columns")
+    tile = pick_tile(columns // lanes, (8, 6, 4, 7, 5, 3, 2))
+    mo, mt, mi = sch.split(m, [None, tile, lanes])
     sch.reorder(n, mo, rj, ri, mt, mi)
     sch.reverse_compute_at(consumer, mo, preserve_unit_loops=True)
     sch.unroll(mt)
