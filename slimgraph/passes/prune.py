@@ -1,8 +1,10 @@
 """``prune``: unstructured magnitude pruning and structured channel pruning.
 
 - ``method=magnitude``: zero the smallest-magnitude ``sparsity`` fraction of
-  each conv/linear weight (``scope=layer``), or of all of them pooled under
-  one threshold (``scope=global``). Shapes stay; the zeros are the saving.
+  each conv/linear weight (``scope=layer``), of all of them pooled under
+  one threshold (``scope=global``), or of each output channel (``scope=row``:
+  every row keeps as many weights, which the sparse kernels run without
+  padding). Shapes stay; the zeros are the saving.
 - ``method=block``: the same with blocks of ``block`` = [output channels,
   inputs] elements (of the weight seen as [out, in], a conv's kernel
   positions flattened into the inputs) ranked by their L2 norm and zeroed
@@ -162,7 +164,8 @@ class Prune(Pass):
     method: Literal["magnitude", "block", "channel"] = option(
         "magnitude", "zero small weights, zero small blocks of weights, or remove whole channels")
     sparsity: float = option(0.5, "magnitude, block: fraction of weights set to zero, in [0, 1)")
-    scope: Literal["layer", "global"] = option("layer", "magnitude, block: one threshold per layer or for all layers")
+    scope: Literal["layer", "global", "row"] = option(
+        "layer", "magnitude, block: one threshold per layer, for all layers, or per output channel (balanced rows)")
     block: tuple[int, ...] = option((1, 16), "block: [output channels, inputs] of a block, zeroed together")
     ratio: float = option(0.3, "channel: fraction of each group's output channels removed, in [0, 1)")
     criterion: Literal["l1", "l2", "bn-gamma"] = option("l1", "channel: how a channel's importance is measured")
@@ -208,17 +211,33 @@ class Prune(Pass):
         amounts = {w.name: selection.amount([w.name]) for w in weights}
         selection.check_used(amounts)
         pooled = [w for w in weights if self.scope == "global" and not selection.is_overridden([w.name])]
-        thresholds = {w.name: _threshold([scores[w.name]], amounts[w.name]) for w in weights if w not in pooled}
+        thresholds = {w.name: _threshold([scores[w.name]], amounts[w.name])
+                      for w in weights if w not in pooled and self.scope != "row"}
         if pooled:
             shared = _threshold([scores[w.name] for w in pooled], self.sparsity)
             thresholds.update({w.name: shared for w in pooled})
         for w in weights:
-            if thresholds[w.name] >= 0:
-                array = w.const_value
+            if self.scope == "row":
+                drop = _row_drop(scores[w.name], axes[id(w)] if self.method == "magnitude" else 0, amounts[w.name])
+            elif thresholds[w.name] >= 0:
                 drop = scores[w.name] <= thresholds[w.name]
-                if self.method == "block":
-                    drop = expand_blocks(drop, array.shape, axes[id(w)], self.block)
-                set_const(w, np.where(drop, np.zeros((), array.dtype), array))
+            else:
+                continue
+            array = w.const_value
+            if self.method == "block":
+                drop = expand_blocks(drop, array.shape, axes[id(w)], self.block)
+            set_const(w, np.where(drop, np.zeros((), array.dtype), array))
+
+
+def _row_drop(scores: np.ndarray, out_axis: int, sparsity: float) -> np.ndarray:
+    """Mask of the ``sparsity`` lowest scores of each output channel (the same count in every
+    row, ties broken by position): balanced rows, which a sparse kernel runs without padding."""
+    moved = np.moveaxis(scores, out_axis, 0)
+    rows = moved.reshape(moved.shape[0], -1)
+    count = int(np.floor(sparsity * rows.shape[1] + 1e-9))
+    drop = np.zeros(rows.shape, bool)
+    np.put_along_axis(drop, np.argsort(rows, axis=1, kind="stable")[:, :count], True, axis=1)
+    return np.moveaxis(drop.reshape(moved.shape), 0, out_axis)
 
 
 def block_norms(w: np.ndarray, out_axis: int, block: tuple[int, ...]) -> np.ndarray:

@@ -87,8 +87,8 @@ def _decoded(node: Node, known: list) -> np.ndarray | None:
 
 
 #: How the compiled model holds weights the IR stores compressed: ``compressed`` keeps them so
-#: and decodes inside the kernels; ``decoded`` stores the decoded weights (faster where the
-#: decode costs the kernel more than reading the larger weight does).
+#: and decodes inside the kernels (and stores mostly-zero weights sparse, computing with
+#: sparse kernels); ``decoded`` stores every weight decoded and dense.
 WEIGHT_FORMS = ("compressed", "decoded")
 
 
@@ -130,6 +130,12 @@ class OpCall:
     def dtype(self, i: int = 0) -> str:
         """The TVM dtype of output ``i``."""
         return TVM_DTYPE[self.out_types[i].dtype]
+
+    @property
+    def compress(self) -> bool:
+        """Whether weights are kept in compressed forms (``weights="compressed"`` on a CPU):
+        encoded codes, and sparse storage for mostly-zero weights."""
+        return self.kernel.params.compress
 
     def param(self, array: np.ndarray, hint: str):
         """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""

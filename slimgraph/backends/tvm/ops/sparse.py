@@ -82,7 +82,7 @@ def ell_plan(weight: np.ndarray) -> EllPlan:
 def sparse_plan(call, weight_nk: np.ndarray) -> EllPlan | None:
     """The sparse form of a constant float weight [N, K] when the layer should take it, else None."""
     n, k = weight_nk.shape
-    if call.target.kind != "llvm" or weight_nk.size == 0:
+    if not call.compress or weight_nk.size == 0:
         return None
     if np.count_nonzero(weight_nk) > MAX_DENSITY * weight_nk.size:
         return None
