@@ -36,12 +36,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).resolve().parent / "results"
 SEQ, HIDDEN, FFN = 128, 768, 3072
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6)
