@@ -83,7 +83,9 @@ def sparse_part(rounds: int, runs: int) -> dict:
                 models = {"sparse": build(pruned, "llvm", {}), "dense": build(pruned, "llvm", {}, weights="decoded")}
                 ms = _best_medians(models, [xv], rounds, runs)
                 error = float(np.abs(models["sparse"](xv) - models["dense"](xv)).max())
-                rows.append({"pruning": f"{method}, scope={scope}", "density": density, "sparse_ms": ms["sparse"], "dense_ms": ms["dense"],
+                rows.append({"pruning": f"{method}, scope={scope}", "density": density,
+                             "sparse_kernel": any("sparse_matmul" in k.tir for k in models["sparse"].kernels),
+                             "sparse_ms": ms["sparse"], "dense_ms": ms["dense"],
                              "speedup": ms["dense"] / ms["sparse"], "sparse_bytes": models["sparse"].param_bytes,
                              "dense_bytes": models["dense"].param_bytes, "max_abs_diff": error})
                 r = rows[-1]
@@ -91,12 +93,14 @@ def sparse_part(rounds: int, runs: int) -> dict:
                       f"(x{r['speedup']:.2f}), {r['sparse_bytes']:,} vs {r['dense_bytes']:,} bytes", flush=True)
     finally:
         sparse.MAX_DENSITY = bound
-    crossover = {m: max((r["density"] for r in rows if r["pruning"] == m and r["speedup"] > 1), default=None)
-                 for m in dict.fromkeys(r["pruning"] for r in rows)}
+    # a weight whose sparse form is no smaller stays dense even when forced: no kernel to compare
+    crossover = {m: max((r["density"] for r in rows if r["pruning"] == m and r["sparse_kernel"] and r["speedup"] > 1),
+                        default=None) for m in dict.fromkeys(r["pruning"] for r in rows)}
     print("\n| pruning | density | sparse ms | dense ms | speed-up | sparse bytes | dense bytes |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['pruning']} | {r['density']:.0%} | {r['sparse_ms']:.3f} | {r['dense_ms']:.3f} | "
+        kernel = "" if r["sparse_kernel"] else " (stays dense)"
+        print(f"| {r['pruning']} | {r['density']:.0%}{kernel} | {r['sparse_ms']:.3f} | {r['dense_ms']:.3f} | "
               f"x{r['speedup']:.2f} | {r['sparse_bytes']:,} | {r['dense_bytes']:,} |")
     print(f"\nhighest density at which the sparse kernel wins: {crossover}")
     return {"rows": rows, "crossover_density": crossover, "bound": bound}

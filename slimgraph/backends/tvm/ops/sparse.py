@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 
 #: The highest share of non-zero weights at which a layer takes the sparse kernel. The
-#: crossover measured by benchmarks/compression_pays.py (768x3072 at sequence 128, this
-#: repository's Xeon, 2 threads) lay between 30% and 40% density for 1x16 blocks and
-#: between 20% and 30% unstructured; the bound keeps a margin below both.
-MAX_DENSITY = 0.2
+#: crossover measured by benchmarks/compression_pays.py (768x3072 at sequence 128, the
+#: 2-core AVX-512 Xeon, two runs under load) lay between 30% and 40% density, unstructured
+#: and 1x16 blocks alike (between 40% and 60% for rows balanced by ``prune{scope=row}``);
+#: the bound keeps a margin below it.
+MAX_DENSITY = 0.25
 #: Block width used when the zeros come in aligned blocks of it.
 BLOCK = 16
 #: The accumulator rows are computed in whole vectors of 16, 8 or 4 float32 lanes: a layer

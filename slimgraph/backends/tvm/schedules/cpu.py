@@ -271,7 +271,9 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
         sch.unroll(loop)
     if not intrin:
         sch.vectorize(ranked[-1])
-    _parallelize(sch, outers[:-1] or outers, cores)
+    # with a decode, only the weight-block loop runs parallel: fusing the rows into it would
+    # decode each panel once per row instead of once
+    _parallelize(sch, outers[:1] if decoding else outers[:-1] or outers, cores)
     decoders = _decode_at(sch, block, list(sch.get_loops(block))[0], decoding) if decoding else set()
     if intrin:  # the intrinsic's loops become one block, tensorized once its init is split off
         block = sch.blockize(ranked[-1])
