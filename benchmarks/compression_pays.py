@@ -216,7 +216,8 @@ def main() -> None:
                              for row in model_part(name, args.bert_layers, args.rounds, args.runs)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "compression_pays.json"
-    out.write_text(json.dumps(results, indent=1))
+    earlier = json.loads(out.read_text()) if out.exists() else {}  # a run of one part keeps the other's
+    out.write_text(json.dumps({**earlier, **results}, indent=1))
     print(f"\nwrote {out}")
 
 
