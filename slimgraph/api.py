@@ -73,12 +73,14 @@ def compile(  # noqa: A001 - the public name the design asks for
     :func:`slimgraph.runtime.narrow`.
 
     ``weights="compressed"`` (CPU targets) keeps weights that the pipeline compressed
-    (``share-weights``, int4, log2) compressed in the model and its saved folder, decoded
-    inside the kernels; ``weights="decoded"`` stores them decoded (see docs/compression.md).
+    (``share-weights``, int4, log2, pruning) compressed in the model and its saved folder,
+    decoded inside the kernels or run by sparse kernels; ``weights="decoded"`` stores them
+    decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
+    faster (see docs/compression.md).
     """
     example_inputs = check_example_inputs(example_inputs)
-    if weights not in ("compressed", "decoded"):
-        raise ArgumentError(f"weights={weights!r}: give 'compressed' or 'decoded'")
+    if weights not in ("compressed", "decoded", "auto"):
+        raise ArgumentError(f"weights={weights!r}: give 'compressed', 'decoded' or 'auto'")
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:

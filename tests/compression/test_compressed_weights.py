@@ -234,3 +234,25 @@ def test_row_scope_balances_rows():
     values = next(a for n, a in model._params_np if n.endswith("w_sparse_values"))
     assert values.shape == (96, 1, 16)  # no padding
     np.testing.assert_allclose(model(x), balanced.run(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_keeps_each_kernels_measured_form(monkeypatch):
+    from slimgraph.backends.tvm.compiled import BenchmarkResult, CompiledModel, KernelTiming
+
+    graph = _shared_demo()
+    packed, plain = build(graph, "llvm", {"N": 2}), build(graph, "llvm", {"N": 2}, weights="decoded")
+    differ = [a.name for a, b in zip(packed.kernels, plain.kernels) if a.tir != b.tir]
+    assert len(differ) >= 2
+    slow = {differ[0]}  # timings planted: the first differing kernel is faster decoded, the rest compressed
+
+    def timed(self, *inputs, **options):
+        decoded = not any("decode_codebook" in k.tir for k in self.kernels if k.name in differ)
+        rows = [KernelTiming(k.name, "", 2.0 if (k.name in slow) != decoded else 1.0, 0.0, 0.0) for k in self.kernels]
+        return BenchmarkResult(1.0, 1.0, 1, rows)
+
+    monkeypatch.setattr(CompiledModel, "benchmark", timed)
+    mixed = build(graph, "llvm", {"N": 2}, weights="auto")
+    forms = {k.name: "decode_codebook" in k.tir for k in mixed.kernels}
+    assert not forms[differ[0]] and all(forms[name] for name in differ[1:])
+    x = demo_inputs(batch=2)
+    np.testing.assert_allclose(mixed(*x), graph.run(*x)[0], rtol=1e-5, atol=1e-6)

@@ -39,7 +39,7 @@ def build(
     database: str | None = None,
     progress: Progress | None = None,
     dynamic: dict[str, tuple[int, int]] | None = None,
-    weights: str = "compressed",
+    weights: "str | dict[str, str]" = "compressed",
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
 
@@ -52,9 +52,14 @@ def build(
     ``progress(step, done, total)`` is called as the build advances.
 
     ``weights="compressed"`` (CPU targets) keeps weights the IR stores compressed (k-means
-    codes, int4, log2) so in the model and decodes them inside the kernels;
-    ``weights="decoded"`` stores them decoded (more memory, no decode in the kernels).
+    codes, int4, log2) so in the model and decodes them inside the kernels, and runs
+    mostly-zero weights with sparse kernels; ``weights="decoded"`` stores them decoded and
+    dense (more memory, no decode in the kernels); ``weights="auto"`` builds both, times each
+    kernel that differs and keeps each one's faster form (about three builds' time); a dict
+    gives the form per kernel name (``compressed`` for the others).
     """
+    if weights == "auto":
+        return _fastest_forms(graph, target, bindings, dynamic, progress)
     import tvm
     from tvm import relax
 
@@ -89,6 +94,30 @@ def build(
     sources = kernel_sources(executable, mod, list(dict.fromkeys(k.func for k in lowered.kernels)), spec)
     meta = metadata(graph.name, lowered, sources, bindings, dynamic)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
+
+
+#: Per-kernel timing of ``weights="auto"``: repeats of each kernel, rounds alternating the two builds.
+AUTO_REPEAT, AUTO_ROUNDS = 10, 2
+
+
+def _fastest_forms(graph: Graph, target, bindings, dynamic, progress) -> CompiledModel:
+    """The model with each kernel that reads a compressed weight in its faster form, measured."""
+    packed = build(graph, target, bindings, dynamic=dynamic, progress=progress)
+    plain = build(graph, target, bindings, dynamic=dynamic, progress=progress, weights="decoded")
+    differ = [a.name for a, b in zip(packed.kernels, plain.kernels) if a.tir != b.tir]
+    if not differ:
+        return packed
+    times: dict[str, dict[str, float]] = {"compressed": {}, "decoded": {}}
+    for _ in range(AUTO_ROUNDS):
+        for form, model in (("compressed", packed), ("decoded", plain)):
+            for k in model.benchmark(warmup=1, runs=1, kernel_repeat=AUTO_REPEAT).kernels:
+                times[form][k.name] = min(times[form].get(k.name, float("inf")), k.ms)
+    forms = {name: "decoded" for name in differ if times["decoded"][name] < times["compressed"][name]}
+    if not forms:
+        return packed
+    if len(forms) == len(differ):
+        return plain
+    return build(graph, target, bindings, dynamic=dynamic, progress=progress, weights=forms)
 
 
 #: The most elements a tensor may have: TVM computes addresses in int64, and index arithmetic

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class OpCall:
     def compress(self) -> bool:
         """Whether weights are kept in compressed forms (``weights="compressed"`` on a CPU):
         encoded codes, and sparse storage for mostly-zero weights."""
-        return self.kernel.params.compress
+        return self.kernel.compress
 
     def param(self, array: np.ndarray, hint: str):
         """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
@@ -245,6 +245,7 @@ class _KernelBuilder:
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
         self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
         self.encodings: list[Encoding] = []  # how the weights this kernel reads are stored (empty: plain)
+        self.compress = False  # whether this kernel keeps compressed weights compressed
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -271,7 +272,7 @@ class _KernelBuilder:
     def read(self, key: str, ttype: TensorType, array: np.ndarray | None, encoding: "Encoding | None"):
         """The TE tensor a kernel reads for value ``key``: its placeholder, or for an encoded
         weight (``array`` its decoded values) the decoding stage over its encoded parameters."""
-        if encoding is None or array is None:
+        if encoding is None or array is None or not self.compress:
             return self.placeholder(key, ttype)
         if encoding not in self.encodings:
             self.encodings.append(encoding)
@@ -293,7 +294,6 @@ class _ParamTable:
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.encoded: dict[str, list[str]] = {}  # key of an encoded weight -> keys of its stored parts
-        self.compress = False  # whether weights the IR stores compressed stay so
 
     def add(self, name: str, array: np.ndarray) -> str:
         base, n = name, 1
@@ -309,12 +309,13 @@ class _ParamTable:
 
 
 def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
-                index_dtype: str = "int32", weights: str = "compressed") -> Lowered:
+                index_dtype: str = "int32", weights: "str | Mapping[str, str]" = "compressed") -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
 
     The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
     sizes) only count FLOPs; in the kernels they are ``index_dtype`` variables.
-    ``weights`` (one of :data:`WEIGHT_FORMS`) says how compressed weights are held: on CPU
+    ``weights`` (one of :data:`WEIGHT_FORMS`, or a mapping from kernel name to one of them,
+    ``compressed`` for kernels it does not name) says how compressed weights are held: on CPU
     targets ``compressed`` keeps them encoded (see :mod:`slimgraph.backends.tvm.encoded`).
 
     Raises BackendError naming every op without a lowering (with counts and
@@ -324,10 +325,12 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     _check_supported(graph, table)
     from tvm import tirx
 
-    if weights not in WEIGHT_FORMS:
-        raise BackendError(f"weights={weights!r}: valid: {', '.join(WEIGHT_FORMS)}")
+    forms = dict(weights) if isinstance(weights, Mapping) else {}
+    default = "compressed" if isinstance(weights, Mapping) else weights
+    bad = sorted({f for f in (default, *forms.values()) if f not in WEIGHT_FORMS})
+    if bad:
+        raise BackendError(f"weights: {bad[0]!r} is no weight form; valid: {', '.join(WEIGHT_FORMS)}")
     params = _ParamTable()
-    params.compress = weights == "compressed" and not target.is_gpu
     encodings: dict[int, Encoding] = {}  # id(Value) of an encoded constant weight -> its encoding
     dynamic = frozenset(dynamic)
     kernel_vars = {s: tirx.Var(s, index_dtype) for s in sorted(dynamic)}
@@ -348,7 +351,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
         if node.op == "const" or decoded is not None:
             array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
-            encoding = _encoding(node, array, known) if params.compress else None
+            encoding = None if target.is_gpu else _encoding(node, array, known)
             if encoding is not None:
                 encodings[id(node.output)] = encoding
             t = concrete_type(node.output.type, bindings, dynamic)
@@ -362,6 +365,7 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             continue
         name = _kernel_name(len(kernels), node)
         builder = _KernelBuilder(name, params, kernel_vars)
+        builder.compress = not target.is_gpu and forms.get(name, default) == "compressed"
         arg_tensors = [builder.read(*env[id(v)], consts.get(id(v)), encodings.get(id(v))) for v in node.inputs]
         arg_consts = [consts.get(id(v)) for v in node.inputs]
         out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
@@ -463,7 +467,7 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
         decoded = _decoded(inner_node, known)
         if inner_node.op == "const" or decoded is not None:
             array = inner_node.attrs["value"] if decoded is None else decoded
-            encoding = _encoding(inner_node, array, known) if builder.params.compress else None
+            encoding = _encoding(inner_node, array, known) if builder.compress else None
             if encoding is not None and encoding not in builder.encodings:
                 builder.encodings.append(encoding)
             tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
