@@ -74,8 +74,9 @@ TVM_DTYPE = {
 DRIVER_OPS = frozenset({"const", "fused"})
 
 #: Ops that decode stored weights. Applied to constants they are decoded once, when the model
-#: is built, so kernels read plain weights (and the conv/matmul rules can re-lay them out);
-#: decoding on every call made k-means-shared models many times slower.
+#: is built, so the lowerings see the weight's values (the conv/matmul rules re-lay them out);
+#: a ``codebook_decode`` weight is then stored encoded again in the layout the kernel reads
+#: (see :meth:`_KernelBuilder.new_param`) unless ``weights="decoded"``.
 DECODE_AT_LOAD = frozenset({"codebook_decode", "dequantize"})
 
 
