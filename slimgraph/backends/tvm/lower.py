@@ -45,6 +45,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Sequence
@@ -295,13 +296,20 @@ class _ParamTable:
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         self.encoded: dict[str, list[str]] = {}  # key of an encoded weight -> keys of its stored parts
+        self.by_content: dict[tuple, str] = {}  # (dtype, shape, digest) -> the key holding that array
 
     def add(self, name: str, array: np.ndarray) -> str:
+        # equal arrays are stored once: kernels re-lay out a weight that several layers share
+        # (as cse leaves it) into equal copies, one per kernel
+        content = (array.dtype.str, array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest())
+        if content in self.by_content:
+            return self.by_content[content]
         base, n = name, 1
         while name in self.arrays:
             n += 1
             name = f"{base}_{n}"
         self.arrays[name] = array
+        self.by_content[content] = "p:" + name
         return "p:" + name
 
 
