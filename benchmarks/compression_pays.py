@@ -151,8 +151,8 @@ def model_part(name: str, layers: int, rounds: int, runs: int) -> list[dict]:
     from slimgraph.analysis import size_report
     from slimgraph.api import import_model
     from slimgraph.backends.tvm import build
-    from slimgraph.passes import PassManager, parse_pipeline, run_pipeline
-    from slimgraph.passes.quantize import Quantize
+    from slimgraph.passes import PassManager, run_pipeline
+    from slimgraph.passes.context import PassContext
 
     model, samples = _bert(layers) if name == "bert" else _resnet50()
     example = (torch.from_numpy(samples[0]),) if name == "bert" else (samples[0],)
@@ -162,9 +162,7 @@ def model_part(name: str, layers: int, rounds: int, runs: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for variant, passes in VARIANTS.items():
             steps = [p for p in (passes, "fuse") if p]
-            pass_list = [p.with_calibration([[s] for s in samples]) if isinstance(p, Quantize) else p
-                         for p in parse_pipeline(",".join(steps))]
-            optimized = PassManager(pass_list).run(base)
+            optimized = PassManager(",".join(steps)).run(base, PassContext(calibration_data=[[s] for s in samples]))
             for form in ("compressed",) if variant == "float" else ("compressed", "decoded"):
                 start = time.perf_counter()
                 compiled = build(optimized, "llvm", {}, weights=form)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slimgraph.analysis.stats import graph_stats
 from slimgraph.ir.graph import Graph, Node
 from slimgraph.ir.ops.quant import log2_codes
 from slimgraph.ir.types import DType
@@ -80,8 +81,6 @@ class SizeReport:
 
 def size_report(graph: Graph) -> SizeReport:
     """The size report of ``graph``."""
-    from slimgraph.passes.stats import graph_stats
-
     return SizeReport(graph.name, tuple(_weights(graph)), graph_stats(graph).flops)
 
 

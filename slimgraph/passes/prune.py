@@ -226,7 +226,7 @@ class Prune(Pass):
             array = w.const_value
             if self.method == "block":
                 drop = expand_blocks(drop, array.shape, axes[id(w)], self.block)
-            set_const(w, np.where(drop, np.zeros((), array.dtype), array))
+            graph.set_const(w, np.where(drop, np.zeros((), array.dtype), array))
 
 
 def _row_drop(scores: np.ndarray, out_axis: int, sparsity: float) -> np.ndarray:
@@ -257,12 +257,6 @@ def expand_blocks(mask: np.ndarray, shape: tuple, out_axis: int, block: tuple[in
     full = np.repeat(np.repeat(mask, block[0], axis=0), block[1], axis=1)
     flat = full[: moved[0], : int(np.prod(moved[1:]))]
     return np.moveaxis(flat.reshape(moved), 0, out_axis)
-
-
-def set_const(value: Value, array: np.ndarray) -> None:
-    """Give a constant of a (private, cloned) graph a new array of the same type."""
-    const = value.producer
-    const.attrs["value"] = const.opdef.attr("value").coerce(array, "const")
 
 
 def _threshold(arrays: list[np.ndarray], sparsity: float) -> float:
