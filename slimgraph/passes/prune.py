@@ -161,6 +161,8 @@ class LayerSelection:
 class Prune(Pass):
     """Prune weights: unstructured magnitude pruning, or structured removal of output channels."""
 
+    compresses = True
+
     method: Literal["magnitude", "block", "channel"] = option(
         "magnitude", "zero small weights, zero small blocks of weights, or remove whole channels")
     sparsity: float = option(0.5, "magnitude, block: fraction of weights set to zero, in [0, 1)")

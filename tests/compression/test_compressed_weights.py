@@ -238,6 +238,7 @@ def test_row_scope_balances_rows():
 
 def test_auto_keeps_each_kernels_measured_form(monkeypatch):
     from slimgraph.backends.tvm.compiled import BenchmarkResult, CompiledModel, KernelTiming
+    from slimgraph.timing import Timing
 
     graph = _shared_demo()
     packed, plain = build(graph, "llvm", {"N": 2}), build(graph, "llvm", {"N": 2}, weights="decoded")
@@ -247,8 +248,9 @@ def test_auto_keeps_each_kernels_measured_form(monkeypatch):
 
     def timed(self, *inputs, **options):
         decoded = not any("decode_codebook" in k.tir for k in self.kernels if k.name in differ)
-        rows = [KernelTiming(k.name, "", 2.0 if (k.name in slow) != decoded else 1.0, 0.0, 0.0) for k in self.kernels]
-        return BenchmarkResult(1.0, 1.0, 1, rows)
+        rows = [KernelTiming(k.name, "", 1, (), 2.0 if (k.name in slow) != decoded else 1.0, 0.0, None)
+                for k in self.kernels]
+        return BenchmarkResult("demo", "llvm", 0, Timing((1.0,), 1.0, 0.001, 0), rows)
 
     monkeypatch.setattr(CompiledModel, "benchmark", timed)
     mixed = build(graph, "llvm", {"N": 2}, weights="auto")
