@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Callable
 
 from slimgraph.backends.tvm.compiled import CompiledModel, metadata
@@ -23,7 +24,7 @@ from slimgraph.backends.tvm.lower import assert_checks, lower_graph
 from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
 from slimgraph.dynamic import UNBOUNDED
-from slimgraph.errors import BackendError
+from slimgraph.errors import BackendError, SlimgraphWarning
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, format_shape
 
@@ -108,10 +109,13 @@ def _fastest_forms(graph: Graph, target, bindings, dynamic, progress) -> Compile
     if not differ:
         return packed
     times: dict[str, dict[str, float]] = {"compressed": {}, "decoded": {}}
-    for _ in range(AUTO_ROUNDS):
-        for form, model in (("compressed", packed), ("decoded", plain)):
-            for name, ms in _call_ms(model, model.benchmark(warmup=1, runs=1, kernel_repeat=AUTO_REPEAT)).items():
-                times[form][name] = min(times[form].get(name, float("inf")), ms)
+    with warnings.catch_warnings():  # only the per-kernel times count: the one whole-model run may be noisy
+        warnings.simplefilter("ignore", SlimgraphWarning)
+        for _ in range(AUTO_ROUNDS):
+            for form, model in (("compressed", packed), ("decoded", plain)):
+                result = model.benchmark(warmup=1, runs=1, kernel_repeat=AUTO_REPEAT)
+                for name, ms in _call_ms(model, result).items():
+                    times[form][name] = min(times[form].get(name, float("inf")), ms)
     forms = {name: "decoded" for name in differ if times["decoded"][name] < times["compressed"][name]}
     if not forms:
         return packed
