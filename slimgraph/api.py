@@ -41,6 +41,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
+    weights: str = "compressed",
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -71,8 +72,16 @@ def compile(  # noqa: A001 - the public name the design asks for
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
     :func:`slimgraph.runtime.narrow`.
+
+    ``weights="compressed"`` (CPU targets) keeps weights that the pipeline compressed
+    (``share-weights``, int4, log2, pruning) compressed in the model and its saved folder,
+    decoded inside the kernels or run by sparse kernels; ``weights="decoded"`` stores them
+    decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
+    faster (see docs/compression.md).
     """
     example_inputs = check_example_inputs(example_inputs)
+    if weights not in ("compressed", "decoded", "auto"):
+        raise ArgumentError(f"weights={weights!r}: give 'compressed', 'decoded' or 'auto'")
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:
@@ -87,7 +96,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     graph = import_model(model, example_inputs, axes)
     return compile_graph(graph, target, pipeline, example_inputs=example_inputs, shapes=shapes, dynamic=dynamic,
                          axes=axes, calibration_data=calibration_data, tune=tune, database=database, dump_ir=dump_ir,
-                         progress=progress)
+                         progress=progress, weights=weights)
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,

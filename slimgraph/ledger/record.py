@@ -129,6 +129,8 @@ class _Measured:
     runs: int
     outputs: np.ndarray | None
     compile_seconds: float
+    artifact_bytes: int
+    resident_bytes: int
 
 
 class _Bench:
@@ -164,6 +166,7 @@ class _Bench:
             index, step, stats.nodes, sizes.parameters, sizes.weight_bytes, encodings(sizes), stats.flops,
             m.median_ms, m.p90_ms, m.runs, *quality,
             cached=cached, pass_seconds=pass_seconds, compile_seconds=0.0 if cached else m.compile_seconds,
+            artifact_bytes=m.artifact_bytes, resident_bytes=m.resident_bytes,
         )
 
     def _measure(self, graph: Graph) -> _Measured:
@@ -177,7 +180,8 @@ class _Bench:
         timing = compiled.benchmark(*self.examples, warmup=self.warmup, warmup_s=WARMUP_S, runs=self.runs,
                                     kernel_repeat=1)
         outputs = self.evalset.predict(compiled, self.batch) if self.evalset is not None else None
-        return _Measured(timing.median_ms, timing.p90_ms, timing.runs, outputs, seconds)
+        artifact, resident = saved_sizes(compiled)
+        return _Measured(timing.median_ms, timing.p90_ms, timing.runs, outputs, seconds, artifact, resident)
 
     def _quality(self, outputs: np.ndarray | None) -> tuple[float | None, float | None, float | None, float | None]:
         """(metric, agreement %, max error, mean error) of ``outputs`` against labels and the float model."""
@@ -189,6 +193,19 @@ class _Bench:
         diff = np.abs(outputs.astype(np.float64) - ref.astype(np.float64))
         agreement = top1_accuracy(outputs, ref)
         return metric, agreement, float(diff.max(initial=0.0)), float(diff.mean())
+
+
+def saved_sizes(compiled) -> tuple[int, int]:
+    """(bytes of the weights file in ``compiled``'s saved folder, bytes of the weights that
+    folder holds in memory once loaded back): what ships and what stays resident."""
+    import tempfile
+    from pathlib import Path
+
+    from slimgraph.backends.tvm import load_compiled
+
+    with tempfile.TemporaryDirectory(prefix="slimgraph-ledger-") as tmp:
+        folder = compiled.save(Path(tmp) / "model")
+        return (folder / "params.npz").stat().st_size, load_compiled(folder).param_bytes
 
 
 def graph_key(graph: Graph, target: str, bindings: dict[str, int]) -> str:

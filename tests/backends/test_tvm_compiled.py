@@ -177,9 +177,10 @@ def test_calls_from_several_threads_agree() -> None:
     assert not mismatches
 
 
-def test_encoded_weights_are_decoded_once_at_build() -> None:
-    """k-means-shared and dequantized constant weights become plain parameters:
-    no kernel decodes them per call, and the output still matches the interpreter."""
+def test_encoded_weights_are_decoded_in_the_kernels_or_once_at_build() -> None:
+    """k-means-shared weights: by default the kernels read the packed codes and decode them
+    (docs/compression.md); with weights="decoded" they are plain parameters decoded at build.
+    Both match the interpreter."""
     from slimgraph.api import compile
     from slimgraph.demo import demo_inputs, demo_model
     from slimgraph.passes import run_pipeline
@@ -188,9 +189,12 @@ def test_encoded_weights_are_decoded_once_at_build() -> None:
     assert any(m.op == "codebook_decode" for n in shared.nodes for m in ([n] + (n.body.nodes if n.op == "fused" else [])))
     inputs = demo_inputs(batch=2)
     model = compile(shared, inputs, pipeline=None)
-    assert any("codebook_decode" in k.ops for k in model.kernels)  # the kernel's IR still says what it holds
-    assert not any('"uint8"' in k.tir for k in model.kernels)  # no kernel reads the packed codes
-    np.testing.assert_allclose(model(*inputs), shared.run(*inputs)[0], rtol=1e-5, atol=1e-6)
+    decoded = compile(shared, inputs, pipeline=None, weights="decoded")
+    for m in (model, decoded):
+        assert any("codebook_decode" in k.ops for k in m.kernels)  # the kernel's IR still says what it holds
+        np.testing.assert_allclose(m(*inputs), shared.run(*inputs)[0], rtol=1e-5, atol=1e-6)
+    assert any('"uint8"' in k.tir and "decode_codebook" in k.tir for k in model.kernels)
+    assert not any('"uint8"' in k.tir for k in decoded.kernels)  # no kernel reads the packed codes
 
 
 def test_cpu_thread_pool_uses_every_core():

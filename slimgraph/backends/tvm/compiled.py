@@ -217,6 +217,12 @@ class CompiledModel:
     def flops(self) -> int:
         return sum(k["flops"] for k in self._meta["kernels"])
 
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of the weights the model holds (and a saved folder stores): compressed weights
+        count as stored, codes and codebooks (see ``weights=`` of :func:`slimgraph.compile`)."""
+        return sum(a.nbytes for _, a in self._params_np)
+
     def __repr__(self) -> str:
         ins = ", ".join(t for _, t in self._meta["inputs"])
         return f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} kernels>"
