@@ -129,6 +129,8 @@ MODELS: dict[str, tuple[str, Callable]] = {
         tie_word_embeddings=True)),
     "t5-small": ("encoder-decoder", _text("T5Config", "T5Model", ("input_ids", "attention_mask", "decoder_input_ids"))),
     "vit-base": ("vision transformer", _vision("ViTConfig", "ViTModel", 224)),
+    "deit-small": ("vision transformer", _vision(
+        "DeiTConfig", "DeiTModel", 224, hidden_size=384, num_attention_heads=6, intermediate_size=1536)),
     "swin-tiny": ("vision transformer", _vision("SwinConfig", "SwinModel", 224)),
     "resnet-50": ("convolutional", _vision("ResNetConfig", "ResNetModel", 224)),
     "convnext-tiny": ("convolutional", _vision("ConvNextConfig", "ConvNextModel", 224)),

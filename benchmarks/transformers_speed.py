@@ -1,0 +1,188 @@
+"""Transformer speed on the CPU: slimgraph against ONNX Runtime, and where slimgraph's time goes.
+
+Each model comes from ``benchmarks/real_models.py`` (``transformers`` configs,
+full size, random weights, batch 1, fp32; text at 128 tokens with a padding
+mask). slimgraph compiles the torch model for ``llvm`` with the default
+pipeline; ONNX Runtime runs the same model exported to ONNX. Both get the
+same numpy inputs and the same thread count, and their calls alternate
+(one slimgraph call, one ORT call, ...) so a load that comes and goes on a
+shared machine hits both alike. Then ``CompiledModel.benchmark()`` gives the
+per-kernel table: the slowest kernels with their GFLOP/s and the share of
+this CPU's peak.
+
+Peak: cores x FMA ports x lanes x 2 FLOPs x clock. The clock is measured
+(a dependent chain of 8 independent FMA vectors on one core times a known
+count of cycles cannot be timed from Python, so instead one core runs
+torch's fp32 GEMM of 2048^3, single-threaded; its rate over the theoretical
+per-cycle FLOPs gives a lower bound of the clock); the table shows both
+that measured single-core GEMM rate times the core count (the "practical
+peak") and the theoretical peak at the nominal clock when ``--ghz`` is given.
+
+    python benchmarks/transformers_speed.py [--models bert-base,vit-base] [--threads 2] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from real_models import MODELS, RESULTS  # noqa: E402 - the builders live beside this script
+
+DEFAULT_MODELS = ("bert-base", "distilbert", "gpt2", "vit-base", "deit-small")
+#: FLOPs one core retires per cycle in fp32 with AVX-512: 2 FMA ports x 16 lanes x 2 (multiply + add).
+FLOPS_PER_CYCLE_AVX512 = 2 * 16 * 2
+
+
+def measured_gemm_gflops(threads: int) -> float:
+    """torch's fp32 GEMM (oneDNN/MKL) at 2048^3 on ``threads`` threads: what this CPU sustains."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        for _ in range(2):
+            a @ b
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        return 2 * 2048**3 / best / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
+def interleaved(fns: dict, seconds: float, min_runs: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median ms of each callable, calling them in turn until ``seconds`` pass (at least ``min_runs`` rounds)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    while min(len(t) for t in times.values()) < min_runs or time.perf_counter() - start < seconds:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        if len(times[next(iter(times))]) >= 200:
+            break
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def export_onnx(module, inputs, path: str) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(module, tuple(inputs), path, dynamo=False, opset_version=17)
+
+
+def run_model(name: str, threads: int, seconds: float, top: int) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from slimgraph.api import compile as sg_compile
+
+    torch.manual_seed(0)
+    module, inputs = MODELS[name][1]()
+    arrays = [t.numpy() for t in inputs]
+    row: dict = {"model": name}
+    t0 = time.perf_counter()
+    model = sg_compile(module, inputs, target="llvm")
+    row["compile_s"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_onnx(module, inputs, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = dict(zip([i.name for i in session.get_inputs()], arrays))
+    with torch.no_grad():
+        want = module(*inputs).numpy()
+    got = np.asarray(model(*arrays))
+    row["max_rel_error"] = float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
+    ms = interleaved({"slimgraph": lambda: model(*arrays), "onnxruntime": lambda: session.run(None, feed)}, seconds)
+    row["ms"] = ms
+    row["ort_over_slimgraph"] = ms["onnxruntime"] / ms["slimgraph"]
+    bench = model.benchmark(*arrays, warmup=1, runs=3, kernel_repeat=5)
+    kernels = sorted(bench.kernels, key=lambda k: -k.ms)
+    row["kernels"] = [
+        {"name": k.name, "ops": k.ops, "ms": k.ms, "share": k.share, "gflops": k.gflops} for k in kernels[:top]
+    ]
+    by_op: dict[str, float] = {}
+    for k in bench.kernels:
+        by_op[k.ops.split("+")[0]] = by_op.get(k.ops.split("+")[0], 0.0) + k.ms
+    row["ms_by_anchor"] = dict(sorted(by_op.items(), key=lambda p: -p[1]))
+    return row
+
+
+def report(rows: list[dict], threads: int, peak: float) -> str:
+    lines = [f"Batch 1, fp32, {threads} threads, medians of interleaved calls; "
+             f"peak = torch fp32 GEMM 2048^3 on {threads} threads: {peak:.0f} GFLOP/s", "",
+             "| model | slimgraph ms | ONNX Runtime ms | ORT / slimgraph | compile s | max rel error |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['ms']['slimgraph']:.1f} | {r['ms']['onnxruntime']:.1f} | "
+                     f"{r['ort_over_slimgraph']:.2f} | {r['compile_s']:.0f} | {r['max_rel_error']:.1e} |")
+    ratios = [r["ort_over_slimgraph"] for r in rows if "ort_over_slimgraph" in r]
+    if ratios:
+        lines.append(f"\ngeometric mean ORT / slimgraph: {float(np.exp(np.mean(np.log(ratios)))):.2f}")
+    for r in rows:
+        if "kernels" not in r:
+            continue
+        lines += ["", f"### {r['model']}: time by anchor op (ms): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in list(r["ms_by_anchor"].items())[:8]), "",
+                  "| kernel | ops | ms | share | GFLOP/s | of peak |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for k in r["kernels"]:
+            lines.append(f"| {k['name']} | {k['ops'][:60]} | {k['ms']:.2f} | {k['share']:.1%} | {k['gflops']:.1f} | "
+                         f"{k['gflops'] / peak:.0%} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0, help="interleaved timing per model")
+    parser.add_argument("--top", type=int, default=12, help="kernels shown per model")
+    parser.add_argument("--json", default=str(RESULTS / "transformers_speed.json"))
+    args = parser.parse_args(argv)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    peak = measured_gemm_gflops(args.threads)
+    rows = []
+    for name in args.models.split(","):
+        try:
+            rows.append(run_model(name.strip(), args.threads, args.seconds, args.top))
+        except Exception as exc:  # noqa: BLE001 - one model failing is a row, not the end of the run
+            rows.append({"model": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "kernels"}), file=sys.stderr, flush=True)
+    print(report(rows, args.threads, peak))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    out.write_text(json.dumps({"threads": args.threads, "peak_gflops_measured": peak, "cpu_flags": flags,
+                               "results": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
