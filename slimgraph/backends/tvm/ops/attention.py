@@ -21,7 +21,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, compute_dtype, const, cpu_lanes, dims, down, dtype_of, is_float, spatial_compute, up,
+    broadcast, compute_dtype, const, cpu_lanes, dims, down, dtype_of, is_float, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
@@ -163,7 +163,7 @@ def _cpu_attention(call):
 
     def exp(*i):
         shift = top[i[:-1]]
-        return tirx.exp(scores[i] - tirx.Select(shift == neg_inf, zero, shift))
+        return vector_exp(scores[i] - tirx.Select(shift == neg_inf, zero, shift))
 
     e = te.compute((*lead, rows_p, keys_p), exp, name="attention_exp", attrs={"sg.rule": "attention"})
     rs = te.reduce_axis((0, keys_p), "rs")
@@ -181,6 +181,8 @@ def _cpu_attention(call):
         lambda *i: te.sum(p[(*i[:-1], rv)] * up(v[kv_index((*i[:n], key(rv), i[-1]), group)]), axis=rv),
         name="attention_values", attrs={"sg.rule": "attention", "sg.rows": ROW_TILE, "sg.lanes": lanes},
     )
+    if rows_p == rows and dtype_of(acc) == call.dtype():
+        return acc
     return spatial_compute(call.shape(), lambda *i: down(acc[i], call.dtype()), name="attention",
                            rule="elementwise")
 

@@ -18,7 +18,9 @@ import math
 from tvm import tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import const, down, dtype_of, is_float, operand, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import (
+    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf,
+)
 
 
 def _map(call, fn, dtype: str | None = None):
@@ -73,7 +75,7 @@ def _gelu(x, approximate):
     if approximate == "tanh":
         inner = _c(x, math.sqrt(2 / math.pi)) * (x + _c(x, 0.044715) * x * x * x)
         return _c(x, 0.5) * x * (_c(x, 1) + tirx.tanh(inner))
-    return _c(x, 0.5) * x * (_c(x, 1) + tirx.erf(x * _c(x, 1 / math.sqrt(2))))
+    return _c(x, 0.5) * x * (_c(x, 1) + vector_erf(x * _c(x, 1 / math.sqrt(2))))
 
 
 def _elu(x, alpha):
@@ -88,7 +90,7 @@ UNARY = {
     "sqrt": lambda x: tirx.sqrt(x),
     "exp": lambda x: tirx.exp(x),
     "log": lambda x: tirx.log(x),
-    "erf": lambda x: tirx.erf(x),
+    "erf": vector_erf,
     "reciprocal": lambda x: _c(x, 1) / x,
     "floor": lambda x: tirx.floor(x),
     "ceil": lambda x: tirx.ceil(x),

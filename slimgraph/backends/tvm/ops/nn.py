@@ -23,7 +23,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    compute_dtype, cpu_lanes, dims, down, dtype_of, is_float, lowest, spatial_compute, up,
+    compute_dtype, cpu_lanes, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
@@ -603,7 +603,7 @@ def _softmax_stages(call):
 
     r2 = te.reduce_axis((0, shape[axis]), "r2")
     total = te.compute(
-        red_shape, lambda *i: te.sum(tirx.exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
+        red_shape, lambda *i: te.sum(vector_exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
         attrs={"sg.rule": "reduction"},
     )
     return x, shape, mx, total, at
@@ -614,7 +614,7 @@ def lower_softmax(call):
     """exp(x - max) / sum, along axis."""
     x, shape, mx, total, at = _softmax_stages(call)
     return spatial_compute(
-        shape, lambda *i: down(tirx.exp(up(x[i]) - at(mx, i)) / at(total, i), call.dtype()), name="softmax",
+        shape, lambda *i: down(vector_exp(up(x[i]) - at(mx, i)) / at(total, i), call.dtype()), name="softmax",
         rule="elementwise",
     )
 

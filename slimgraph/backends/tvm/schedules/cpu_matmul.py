@@ -139,7 +139,7 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     keys = cpu._extent(sch, list(sch.get_loops(dot))[-2])
     vectors = next(v for v in (4, 2, 1) if keys % (v * lanes) == 0)
     local = sch.cache_write(dot, 0, "local")
-    _, di, dj, dr = sch.get_loops(dot)
+    *_, di, dj, dr = sch.get_loops(dot)
     outers, inners = _register_tile(sch, dot, [(di, [rows]), (dj, [vectors, lanes])], [dr], [])
     sch.reverse_compute_at(local, outers[-1], preserve_unit_loops=True)
     _vector_tail(sch, local, lanes)
