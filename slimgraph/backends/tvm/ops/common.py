@@ -55,22 +55,31 @@ def down(expr, dtype: str):
 
 def vector_exp(x):
     """exp(x); for float32 a polynomial that vectorizes (Cephes' expf, within 2 ulp), where
-    ``tirx.exp`` becomes one libm call per lane on CPUs. exp(-inf) and underflows are 0."""
+    ``tirx.exp`` becomes one libm call per lane on CPUs. Overflow gives inf, -inf gives 0,
+    and results below the normal range are denormals as libm's are."""
     if dtype_of(x) != "float32":
         return tirx.exp(x)
 
     def c(v):
         return tirx.const(v, "float32")
 
-    clamped = tirx.max(tirx.min(x, c(88.3762626647949)), c(-88.3762626647949))
+    # past these bounds exp is inf or 0 in float32: clamping keeps 2^n finite to build
+    clamped = tirx.max(tirx.min(x, c(89.0)), c(-104.0))
     n = tirx.floor(clamped * c(1.44269504088896341) + c(0.5))
     r = clamped - n * c(0.693359375) + n * c(2.12194440e-4)
     p = c(1.9875691500e-4)
     for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
         p = p * r + c(coef)
     p = p * r * r + r + c(1.0)
-    scale = tirx.reinterpret("float32", (n.astype("int32") + tirx.const(127, "int32")) << tirx.const(23, "int32"))
-    return tirx.Select(x > c(-88.3762626647949), p * scale, c(0.0))
+    # 2^n as two normal halves, so the product rounds to a denormal or overflows as exp does
+    whole = n.astype("int32")
+    half = whole >> tirx.const(1, "int32")
+
+    def power(e):
+        return tirx.reinterpret("float32", (e + tirx.const(127, "int32")) << tirx.const(23, "int32"))
+
+    result = p * power(half) * power(whole - half)
+    return tirx.Select(tirx.isnan(x), x, result)  # NaN stays NaN (min and max would drop it)
 
 
 def vector_erf(x):
@@ -82,8 +91,8 @@ def vector_erf(x):
     def c(v):
         return tirx.const(v, "float32")
 
-    x = tirx.max(tirx.min(x, c(4.0)), c(-4.0))
-    x2 = x * x
+    t = tirx.max(tirx.min(x, c(4.0)), c(-4.0))
+    x2 = t * t
     p = c(-2.72614225801306e-10)
     for coef in (2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05, -7.34990630326855e-04,
                  -2.95459980854025e-03, -1.60960333262415e-02):
@@ -91,7 +100,7 @@ def vector_erf(x):
     q = c(-1.45660718464996e-05)
     for coef in (-2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02):
         q = q * x2 + c(coef)
-    return x * p / q
+    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
 
 
 def const(value, dtype: str):

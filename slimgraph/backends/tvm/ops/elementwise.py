@@ -19,7 +19,7 @@ from tvm import tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf,
+    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf, vector_exp,
 )
 
 
@@ -88,7 +88,7 @@ UNARY = {
     "sign": _sign,
     "relu": lambda x: tirx.Select(x < _c(x, 0), _c(x, 0), x),
     "sqrt": lambda x: tirx.sqrt(x),
-    "exp": lambda x: tirx.exp(x),
+    "exp": vector_exp,
     "log": lambda x: tirx.log(x),
     "erf": vector_erf,
     "reciprocal": lambda x: _c(x, 1) / x,
