@@ -101,16 +101,17 @@ def test_attention_matches_reference(target, shape, mask, causal):
     _run(g, inputs, target, "attention_dot_update")
 
 
-def test_fast_exp_and_erf_are_accurate_and_exact_at_the_ends():
+def test_fast_exp_erf_and_tanh_are_accurate_and_exact_at_the_ends():
     x = np.concatenate([np.linspace(-110, 100, 2101, dtype=np.float32),
                         np.float32([-np.inf, np.inf, 0.0, 88.7, -88.0, -103.0, np.nan])])
     g = Graph("fast")
     v = g.add_input("x", TensorType("f32", x.shape))
-    g.set_outputs([g.call("exp", v), g.call("erf", v), g.call("gelu", v)])
-    exp, erf, gelu = build(g, "llvm")(x)
+    g.set_outputs([g.call("exp", v), g.call("erf", v), g.call("gelu", v), g.call("tanh", v),
+                   g.call("gelu", v, approximate="tanh")])
+    exp, erf, gelu, tanh, gelu_tanh = build(g, "llvm")(x)
     want = g.run(x)
-    assert np.isnan(exp[-1]) and np.isnan(erf[-1])
-    exp, erf, gelu, x = exp[:-1], erf[:-1], gelu[:-1], x[:-1]
+    assert np.isnan(exp[-1]) and np.isnan(erf[-1]) and np.isnan(tanh[-1])
+    exp, erf, gelu, tanh, gelu_tanh, x = exp[:-1], erf[:-1], gelu[:-1], tanh[:-1], gelu_tanh[:-1], x[:-1]
     want = [w[:-1] for w in want]
     normal = want[0] >= np.finfo(np.float32).tiny
     np.testing.assert_allclose(exp[normal], want[0][normal], rtol=3e-7, atol=0)  # inf included
@@ -119,3 +120,9 @@ def test_fast_exp_and_erf_are_accurate_and_exact_at_the_ends():
     np.testing.assert_allclose(erf, want[1], rtol=0, atol=3e-7)
     finite = np.isfinite(x)
     np.testing.assert_allclose(gelu[finite], want[2][finite], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tanh, want[3], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gelu_tanh[finite], want[4][finite], rtol=1e-6, atol=1e-6)
+    tiny = np.float32([1e-30, -3e-8, 1e-4])  # tanh(x) ~ x: relative precision near 0
+    g2 = Graph("tiny")
+    g2.set_outputs([g2.call("tanh", g2.add_input("x", TensorType("f32", tiny.shape)))])
+    np.testing.assert_allclose(build(g2, "llvm")(tiny), np.tanh(tiny), rtol=1e-6)

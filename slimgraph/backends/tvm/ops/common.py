@@ -103,6 +103,27 @@ def vector_erf(x):
     return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
 
 
+def vector_tanh(x):
+    """tanh(x); for float32 Eigen's rational approximation (clamped to [-9, 9], where tanh is
+    +-1 to float32 precision), which vectorizes where TVM's tanh makes libm ``expf`` calls."""
+    if dtype_of(x) != "float32":
+        return tirx.tanh(x)
+
+    def c(v):
+        return tirx.const(v, "float32")
+
+    t = tirx.max(tirx.min(x, c(9.0)), c(-9.0))
+    x2 = t * t
+    p = c(-2.76076847742355e-16)
+    for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05,
+                 6.37261928875436e-04, 4.89352455891786e-03):
+        p = p * x2 + c(coef)
+    q = c(1.19825839466702e-06)
+    for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
+        q = q * x2 + c(coef)
+    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
+
+
 def const(value, dtype: str):
     """A scalar constant of ``dtype`` (bools and ints exactly, floats rounded)."""
     if dtype == "bool":

@@ -19,7 +19,7 @@ from tvm import tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf, vector_exp,
+    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf, vector_exp, vector_tanh,
 )
 
 
@@ -74,7 +74,7 @@ def _sign(x):
 def _gelu(x, approximate):
     if approximate == "tanh":
         inner = _c(x, math.sqrt(2 / math.pi)) * (x + _c(x, 0.044715) * x * x * x)
-        return _c(x, 0.5) * x * (_c(x, 1) + tirx.tanh(inner))
+        return _c(x, 0.5) * x * (_c(x, 1) + vector_tanh(inner))
     return _c(x, 0.5) * x * (_c(x, 1) + vector_erf(x * _c(x, 1 / math.sqrt(2))))
 
 
@@ -98,7 +98,7 @@ UNARY = {
     "sin": lambda x: tirx.sin(x),
     "cos": lambda x: tirx.cos(x),
     "sigmoid": _sigmoid,
-    "tanh": lambda x: tirx.tanh(x),
+    "tanh": vector_tanh,
     "silu": lambda x: x * _sigmoid(x),
     "softplus": _softplus,
     "mish": lambda x: x * tirx.tanh(_softplus(x)),
