@@ -101,6 +101,21 @@ def test_attention_matches_reference(target, shape, mask, causal):
     _run(g, inputs, target, "attention_dot_update")
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op, shape", [("layer_norm", (1, 197, 48)), ("layer_norm", (2, 3, 32)),
+                                       ("softmax", (1, 2, 5, 48)), ("log_softmax", (3, 64))])
+def test_row_reductions_match_reference(target, op, shape):
+    rng = np.random.default_rng(3)
+    g = Graph("rows")
+    x = g.add_input("x", TensorType("f32", shape))
+    if op == "layer_norm":
+        affine = [g.const(rng.standard_normal(shape[-1:]).astype(np.float32)) for _ in range(2)]
+        g.set_outputs([g.call(op, x, *affine, axis=-1)])
+    else:
+        g.set_outputs([g.call(op, x, axis=-1)])
+    _run(g, [(rng.standard_normal(shape) * 4 + 2).astype(np.float32)], target, "_rf")
+
+
 def test_fast_exp_erf_and_tanh_are_accurate_and_exact_at_the_ends():
     x = np.concatenate([np.linspace(-110, 100, 2101, dtype=np.float32),
                         np.float32([-np.inf, np.inf, 0.0, 88.7, -88.0, -103.0, np.nan])])

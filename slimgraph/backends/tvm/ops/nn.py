@@ -356,6 +356,14 @@ def lower_batch_norm(call):
     )
 
 
+def _reduce_attrs(call, last_axis: bool) -> dict:
+    """Schedule hints of a reduction: over the last axis on a CPU, the vectorized ``row_reduce``."""
+    if last_axis and call.target.kind == "llvm" and is_float(call.dtype()):
+        lanes = cpu_lanes(call.target) // (2 if compute_dtype(call.dtype()) == "float64" else 1)
+        return {"sg.rule": "row_reduce", "sg.lanes": lanes}
+    return {"sg.rule": "reduction"}
+
+
 def _normalize(call, axes: list[int], name: str):
     """(x - mean) / sqrt(var + eps) over ``axes``, as stages in the compute dtype."""
     x = call.args[0]
@@ -374,7 +382,7 @@ def _normalize(call, axes: list[int], name: str):
                 full[a] = r
             return te.sum(fn(tuple(full)), axis=red)
 
-        return te.compute(stat_shape, f, name=stage, attrs={"sg.rule": "reduction"})
+        return te.compute(stat_shape, f, name=stage, attrs=_reduce_attrs(call, axes == [len(shape) - 1]))
 
     total = reduce_over(lambda i: up(x[i]), f"{name}_sum")
     inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
@@ -595,8 +603,9 @@ def _softmax_stages(call):
         return idx[:axis] + (r,) + idx[axis + 1 :]
 
     r1 = te.reduce_axis((0, shape[axis]), "r1")
+    last = axis == len(shape) - 1
     mx = te.compute(red_shape, lambda *i: te.max(up(x[along(i, r1)]), axis=r1), name="softmax_max",
-                    attrs={"sg.rule": "reduction"})
+                    attrs=_reduce_attrs(call, last))
 
     def at(t, idx):
         return t[along(idx, 0)]
@@ -604,7 +613,7 @@ def _softmax_stages(call):
     r2 = te.reduce_axis((0, shape[axis]), "r2")
     total = te.compute(
         red_shape, lambda *i: te.sum(vector_exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
-        attrs={"sg.rule": "reduction"},
+        attrs=_reduce_attrs(call, last),
     )
     return x, shape, mx, total, at
 

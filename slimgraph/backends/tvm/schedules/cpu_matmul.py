@@ -16,10 +16,13 @@ their sum, the normalized probabilities, and their product with V, every
 stage on data the task just wrote (in L1/L2). The two products keep a
 [row tile x vectors] accumulator in registers.
 
+``row_reduce`` (layer norm's statistics, softmax's max and sum over the
+last axis): the row reduced as a vector of partial results, then folded.
+
 Example::
 
     >>> sorted(MATMUL_RULES)
-    ['attention', 'dense_packed']
+    ['attention', 'dense_packed', 'row_reduce']
 """
 
 from __future__ import annotations
@@ -147,7 +150,32 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     return _names_since(sch, others)
 
 
+def _row_reduce(sch, block, cores: int, outputs) -> set[str]:
+    """A sum or max over the innermost axis (layer norm's statistics, softmax's max and sum):
+    ``lanes`` partial results kept as a vector while the row streams past, then folded, where a
+    scalar loop would wait on each add in turn. Rows run in parallel."""
+    cpu = _helpers()
+    lanes = cpu._ann_int(sch, block, "sg.lanes", cpu.VECTOR)
+    *spatial, r = sch.get_loops(block)
+    extent = cpu._extent(sch, r)
+    if extent is None or extent % lanes or extent < 2 * lanes or cpu._is_reduction(sch, block) is False:
+        cpu._parallelize(sch, spatial, cores)
+        return {cpu._stmt(sch, block).name_hint}
+    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - {cpu._stmt(sch, block).name_hint}
+    _, inner = sch.split(r, [None, lanes])
+    partial = sch.rfactor(inner, len(spatial))
+    *rows, ro, ri = sch.get_loops(partial)
+    sch.reorder(ro, ri)
+    sch.reverse_compute_at(block, rows[-1], preserve_unit_loops=True)
+    cpu._parallelize(sch, rows, cores)
+    sch.vectorize(ri)
+    init = sch.decompose_reduction(partial, ro)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return _names_since(sch, others)
+
+
 MATMUL_RULES: dict[str, Callable] = {
     "dense_packed": _dense_packed,
     "attention": _attention,
+    "row_reduce": _row_reduce,
 }
