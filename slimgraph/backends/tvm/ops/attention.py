@@ -34,6 +34,8 @@ def kv_index(idx: tuple, group: int) -> tuple:
 
 #: Query rows per register tile of the CPU attention kernel (the query rows are padded to a multiple).
 ROW_TILE = 4
+#: Keys are padded to a multiple of this many vectors: the scores' register tile is that wide.
+KEY_VECTORS = 1
 
 
 @register("attention")
@@ -116,7 +118,7 @@ def _cpu_attention(call):
     group = q_shape[-3] // k_shape[-3]
     lanes = cpu_lanes(call.target)
     rows_p = -(-rows // ROW_TILE) * ROW_TILE
-    keys_p = -(-keys // lanes) * lanes
+    keys_p = -(-keys // (lanes * KEY_VECTORS)) * lanes * KEY_VECTORS
     scale = attention_scale(features, call.attrs["scale"])
     mask = broadcast(call.args[3], (*lead, rows, keys)) if len(call.args) > 3 else None
     bool_mask = mask is not None and dtype_of(call.args[3]) == "bool"
