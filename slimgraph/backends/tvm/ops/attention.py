@@ -165,7 +165,7 @@ def _cpu_attention(call):
 
     def exp(*i):
         shift = top[i[:-1]]
-        return vector_exp(scores[i] - tirx.Select(shift == neg_inf, zero, shift))
+        return vector_exp(scores[i] - tirx.Select(shift == neg_inf, zero, shift), flush=True)
 
     e = te.compute((*lead, rows_p, keys_p), exp, name="attention_exp", attrs={"sg.rule": "attention"})
     rs = te.reduce_axis((0, keys_p), "rs")

@@ -612,7 +612,7 @@ def _softmax_stages(call):
 
     r2 = te.reduce_axis((0, shape[axis]), "r2")
     total = te.compute(
-        red_shape, lambda *i: te.sum(vector_exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
+        red_shape, lambda *i: te.sum(vector_exp(up(x[along(i, r2)]) - mx[i], flush=True), axis=r2), name="softmax_sum",
         attrs=_reduce_attrs(call, last),
     )
     return x, shape, mx, total, at
@@ -623,7 +623,7 @@ def lower_softmax(call):
     """exp(x - max) / sum, along axis."""
     x, shape, mx, total, at = _softmax_stages(call)
     return spatial_compute(
-        shape, lambda *i: down(vector_exp(up(x[i]) - at(mx, i)) / at(total, i), call.dtype()), name="softmax",
+        shape, lambda *i: down(vector_exp(up(x[i]) - at(mx, i), flush=True) / at(total, i), call.dtype()), name="softmax",
         rule="elementwise",
     )
 
