@@ -141,3 +141,20 @@ def test_fast_exp_erf_and_tanh_are_accurate_and_exact_at_the_ends():
     g2 = Graph("tiny")
     g2.set_outputs([g2.call("tanh", g2.add_input("x", TensorType("f32", tiny.shape)))])
     np.testing.assert_allclose(build(g2, "llvm")(tiny), np.tanh(tiny), rtol=1e-6)
+
+
+def test_gpt2_gelu_written_out_vectorizes_without_libm_calls():
+    """GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as separate ops."""
+    g = Graph("gelu_new")
+    x = g.add_input("x", TensorType("f32", (4, 48)))
+    cube = g.call("pow", x, g.const(np.float32(3.0)))
+    inner = g.call("mul", g.call("add", x, g.call("mul", cube, g.const(np.float32(0.044715)))),
+                   g.const(np.float32(np.sqrt(2 / np.pi))))
+    y = g.call("mul", g.call("mul", x, g.const(np.float32(0.5))), g.call("add", g.call("tanh", inner),
+                                                                          g.const(np.float32(1.0))))
+    g.set_outputs([y])
+    data = np.random.default_rng(4).standard_normal((4, 48)).astype(np.float32) * 3
+    model = build(g, "llvm")
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=2e-6, atol=2e-6)
+    source = "".join(k.source for k in model.kernels)
+    assert not any(call in source for call in ("@powf(", "@tanhf(", "@expf(", "@llvm.pow.", "@llvm.exp."))

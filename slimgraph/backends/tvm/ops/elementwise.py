@@ -119,6 +119,12 @@ def _div(a, b):
 
 def _pow(a, b):
     if is_float(dtype_of(a)):
+        if isinstance(b, tirx.FloatImm) and b.value in (2.0, 3.0, 4.0):
+            # a constant small power as products: GPT-2's GELU cubes x, and powf does not vectorize
+            product = a
+            for _ in range(int(b.value) - 1):
+                product = product * a
+            return product
         return tirx.power(a, b)
     # Integer powers through float64 are exact up to 2**53; negative exponents truncate toward zero.
     dtype = dtype_of(a)
