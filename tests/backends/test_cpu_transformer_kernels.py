@@ -25,6 +25,9 @@ def _run(graph: Graph, inputs: list, target: str, rule_block: str, rtol=2e-5, at
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
     # the rule scheduled the kernel: its blocks carry the names the rule gives them
     assert any(rule_block in k.tir for k in model.kernels), [k.name for k in model.kernels]
+    # sized for the target's vector registers: 8 float lanes with AVX2, 16 with AVX-512
+    lanes = 8 if target == "llvm:haswell" else 16
+    assert all(f'"sg.lanes": {lanes}' in k.tir for k in model.kernels if rule_block in k.tir)
     return model
 
 
