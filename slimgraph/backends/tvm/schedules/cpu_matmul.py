@@ -99,7 +99,8 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
         sch.set_scope(block, 0, "local")
         sch.reverse_compute_at(consumer, mo, preserve_unit_loops=True)
         for loop in list(sch.get_loops(consumer))[len(outer) + 2:-1]:
-            sch.unroll(loop)
+            if cpu._extent(sch, loop) is not None:  # an epilogue that reshapes rows may vary per tile
+                sch.unroll(loop)
         _vector_tail(sch, consumer, lanes)
     # the parallel loop is marked before the init is split off: the update alone is no longer a reduction
     cpu._parallelize(sch, [no, *outer, mo], cores)
