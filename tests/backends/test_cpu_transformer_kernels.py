@@ -98,6 +98,7 @@ def _attention_graph(b, heads, kv_heads, rows, keys, features, mask, causal):
     ((1, 2, 2, 1, 9, 32), None, False),           # one query row
     ((2, 4, 2, 7, 7, 16), "bool", True),          # grouped-query heads, boolean mask, causal, a fully masked row
     ((1, 3, 3, 16, 20, 48), None, True),          # keys != rows, three vectors of features
+    ((1, 2, 2, 6, 6, 4), None, False),            # fewer features than a vector holds
 ])
 def test_attention_matches_reference(target, shape, mask, causal):
     g, inputs = _attention_graph(*shape, mask, causal)

@@ -68,9 +68,9 @@ def _names_since(sch, others: set[str]) -> set[str]:
     return {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - others
 
 
-def _vector_tail(sch, block, lanes: int, unroll: bool = True) -> None:
-    """The block's innermost loop split by ``lanes`` and vectorized (when it divides), the others
-    of its tile unrolled."""
+def _vector_tail(sch, block, lanes: int) -> None:
+    """The block's innermost loop split by ``lanes`` (or a half or quarter of it, whichever
+    divides its extent) and vectorized; left alone when nothing divides or the extent is dynamic."""
     cpu = _helpers()
     loops = list(sch.get_loops(block))
     extent = cpu._extent(sch, loops[-1])
@@ -128,7 +128,8 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     head = sch.fuse(*lead) if len(lead) > 1 else lead[0]
     cpu._parallelize(sch, [head], cores)
     features = cpu._extent(sch, d)
-    _, inners = _register_tile(sch, values, [(i, [rows]), (d, [features // lanes, lanes])], [rv], [head])
+    width = next(w for w in (lanes, lanes // 2, lanes // 4, 1) if features % w == 0)  # heads of 8 or 40 features
+    _, inners = _register_tile(sch, values, [(i, [rows]), (d, [features // width, width])], [rv], [head])
     io = list(sch.get_loops(values))[1]
     sch.reverse_compute_at(local, io, preserve_unit_loops=True)
     _vector_tail(sch, local, lanes)
@@ -159,7 +160,7 @@ def _row_reduce(sch, block, cores: int, outputs) -> set[str]:
     lanes = cpu._ann_int(sch, block, "sg.lanes", cpu.VECTOR)
     *spatial, r = sch.get_loops(block)
     extent = cpu._extent(sch, r)
-    if extent is None or extent % lanes or extent < 2 * lanes or cpu._is_reduction(sch, block) is False:
+    if not spatial or extent is None or extent % lanes or extent < 2 * lanes:
         cpu._parallelize(sch, spatial, cores)
         return {cpu._stmt(sch, block).name_hint}
     others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - {cpu._stmt(sch, block).name_hint}
