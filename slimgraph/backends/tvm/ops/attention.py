@@ -5,6 +5,9 @@ applied, their row max, the sum of the exponentials, the weighted sum of the
 values and the division by the sum. Masked-out scores are -inf; a row with no
 visible key shifts by 0 instead of its -inf max, so it sums to 0 and gives
 zeros, as the reference does. Sums run in float32 for half types, in float64 for float64.
+On CPUs with static shapes the stages are those of the ``attention`` rule
+(``schedules/cpu_matmul.py``): K transposed per head, padded rows and keys,
+exponentials written once (see ``_cpu_attention``).
 
 Example::
 
