@@ -18,8 +18,9 @@ point (nodes are visited in topological order, so regions grow downstream):
    An epilogue runs inside the anchor's tile, so there it would be unrolled
    once per element of the whole map (EfficientNet-B0's build ran for
    minutes) and recompute the sigmoid for each. An epilogue op may read a
-   matmul's result through a ``reshape`` (torch's linear runs on a [rows, K]
-   view and reshapes back before its bias or activation). A ``quantize`` ends the
+   matmul's result through a ``reshape`` that only adds or drops unit dims
+   (torch's linear runs on a [rows, K] view and reshapes back to [1, rows, N]
+   before its bias or activation). A ``quantize`` ends the
    epilogue: its integer result is what should travel between kernels, and
    the ``dequantize`` that reads it becomes the next anchor's prologue.
 3. Prologue. A region with an anchor takes the producer of one of its inputs
@@ -124,6 +125,15 @@ def _chainable(node: Node) -> bool:
     return node.opdef.category in ("elementwise", "injective") and len(node.outputs) == 1
 
 
+def _unit_dims_only(reshape: Node) -> bool:
+    """Whether a reshape only adds or drops dims of size 1 ([S, N] -> [1, S, N]). One that splits
+    or merges rows would make a tile of the matmul's rows a ragged set of the epilogue's."""
+    def kept(shape):
+        return [d for d in shape if d != 1]
+
+    return kept(reshape.inputs[0].type.shape) == kept(reshape.output.type.shape)
+
+
 def _only_reader(value: Value, readers: list[Node], graph: Graph) -> bool:
     """Whether every reader of ``value`` is in ``readers`` (and it is not a graph output)."""
     return all(any(u is r for r in readers) for u in value.users) and all(v is not value for v in graph.outputs)
@@ -183,7 +193,8 @@ class _Fuser:
         ]
         for value in node.inputs:
             region, via = value.producer, []
-            if region is not None and region.op == "reshape" and _only_reader(value, [node], graph):
+            if (region is not None and region.op == "reshape" and _only_reader(value, [node], graph)
+                    and _unit_dims_only(region)):
                 # a matmul's result reshaped (torch's linear on [M, K] views) still takes its epilogue
                 region, via, value = region.inputs[0].producer, [region], region.inputs[0]
             if region is None or id(region.attrs.get("body")) not in self.made:

@@ -162,3 +162,17 @@ def test_gpt2_gelu_written_out_vectorizes_without_libm_calls():
     np.testing.assert_allclose(model(data), g.run(data)[0], rtol=2e-6, atol=2e-6)
     source = "".join(k.source for k in model.kernels)
     assert not any(call in source for call in ("@powf(", "@tanhf(", "@expf(", "@llvm.pow.", "@llvm.exp."))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 8, 8, 64)])
+def test_dense_with_a_reshaped_epilogue_matches_reference(shape):
+    """torch's linear on a view: [64, K] @ W.T + b, reshaped back, then GELU: fused when the
+    reshape only adds unit dims, two kernels when it splits the rows into an image's [H, W]
+    (ConvNeXt's channels-last linears; see fuse's ``_unit_dims_only``)."""
+    rng = np.random.default_rng(5)
+    g = Graph("view")
+    x = g.add_input("x", TensorType("f32", shape[:-1] + (16,)))
+    w, b = (g.const(rng.standard_normal(s).astype(np.float32)) for s in ((64, 16), (64,)))
+    y = g.call("linear", g.call("reshape", x, shape=(64, 16)), w, b, trans_b=True)
+    g.set_outputs([g.call("gelu", g.call("reshape", y, shape=shape))])
+    _run(g, [rng.standard_normal(shape[:-1] + (16,)).astype(np.float32)], "llvm", "matmul_update")

@@ -313,6 +313,13 @@ def test_a_matmul_takes_its_epilogue_through_a_reshape():
     g2, x2 = image_graph()
     g2.set_outputs([g2.call("relu", g2.call("reshape", conv(g2, x2), shape=(1, -1)))])
     assert [anchor for anchor, _ in regions(FuseRegions()(g2))] == [""]
+    # rows split into an image's [H, W] (ConvNeXt's linear on channels-last maps): a tile of rows
+    # would be a ragged set of the epilogue's, so the epilogue keeps its own kernel
+    g3 = Graph("split_rows")
+    x3 = g3.add_input("x", TensorType("f32", (6, 8)))
+    y3 = g3.call("reshape", g3.call("matmul", x3, g3.const(_w(8, 4))), shape=(1, 2, 3, 4))
+    g3.set_outputs([g3.call("gelu", y3)])
+    assert [anchor for anchor, _ in regions(FuseRegions()(g3))] == [""]
 
 
 def test_elementwise_chains_fuse_without_an_anchor():
