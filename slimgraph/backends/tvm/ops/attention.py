@@ -24,7 +24,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, compute_dtype, const, cpu_lanes, dims, down, dtype_of, is_float, spatial_compute, up, vector_exp,
+    broadcast, compute_dtype, const, dims, down, dtype_of, is_float, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
@@ -45,7 +45,7 @@ KEY_VECTORS = 1
 def lower_attention(call):
     """softmax(q k^T * scale + mask) v with grouped-query heads; a fully masked row gives zeros."""
     static = all(isinstance(d, int) for d in dims(call.args[0]) + dims(call.args[1]))
-    if call.target.kind == "llvm" and is_float(call.dtype()) and static:
+    if call.target.is_cpu and is_float(call.dtype()) and static:
         return _cpu_attention(call)
     q, k, v = call.args[:3]
     q_shape, k_shape = dims(q), dims(k)
@@ -119,7 +119,7 @@ def _cpu_attention(call):
     *lead, rows, features = q_shape
     keys = k_shape[-2]
     group = q_shape[-3] // k_shape[-3]
-    lanes = cpu_lanes(call.target)
+    lanes = call.target.lanes
     rows_p = -(-rows // ROW_TILE) * ROW_TILE
     keys_p = -(-keys // (lanes * KEY_VECTORS)) * lanes * KEY_VECTORS
     scale = attention_scale(features, call.attrs["scale"])

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -179,13 +178,6 @@ def highest(dtype: str):
     if dtype.startswith(("float", "bfloat")):
         return tirx.const(np.inf, dtype)
     return tirx.max_value(dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_lanes(target) -> int:
-    """float32 lanes of an ``llvm`` target's (a TargetSpec) vector registers: 16 with AVX-512,
-    else 8 (AVX2). The packed lowerings size their blocks by it so the CPU rules' tiles fit."""
-    return 16 if target.has_cpu_features("avx512f") else 8
 
 
 def is_float(dtype: str) -> bool:

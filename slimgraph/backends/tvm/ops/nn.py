@@ -23,7 +23,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    compute_dtype, cpu_lanes, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
+    compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
@@ -44,7 +44,7 @@ def _acc_dtype(dtype: str) -> str:
 
 def _cpu_packed(call) -> bool:
     """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
-    return call.target.kind == "llvm" and is_float(call.dtype())
+    return call.target.is_cpu and is_float(call.dtype())
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
@@ -212,7 +212,7 @@ DENSE_TILES = {16: ((6, 4, 8, 5), 4), 8: ((4, 3, 2), 3)}
 def _dense_geometry(call, rows: int, n_dim: int) -> tuple[int, int, int]:
     """(row tile, panel width, float lanes) of the dense kernel: the row tile that pads ``rows`` least,
     the panel of a few vectors that pads N least."""
-    lanes = cpu_lanes(call.target) // (2 if call.dtype() == "float64" else 1)
+    lanes = call.target.lanes // (2 if call.dtype() == "float64" else 1)
     row_tiles, vectors = DENSE_TILES[16 if lanes >= 16 else 8]
     # the first (largest) tile wasting at most 1/16 of the rows on padding, else the least padding
     tile = next((t for t in row_tiles if -(-rows // t) * t - rows <= rows / 16),
@@ -358,8 +358,8 @@ def lower_batch_norm(call):
 
 def _reduce_attrs(call, last_axis: bool) -> dict:
     """Schedule hints of a reduction: over the last axis on a CPU, the vectorized ``row_reduce``."""
-    if last_axis and call.target.kind == "llvm" and is_float(call.dtype()):
-        lanes = cpu_lanes(call.target) // (2 if compute_dtype(call.dtype()) == "float64" else 1)
+    if last_axis and call.target.is_cpu and is_float(call.dtype()):
+        lanes = call.target.lanes // (2 if compute_dtype(call.dtype()) == "float64" else 1)
         return {"sg.rule": "row_reduce", "sg.lanes": lanes}
     return {"sg.rule": "reduction"}
 
