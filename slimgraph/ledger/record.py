@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -34,8 +33,8 @@ from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
 from slimgraph.passes.registry import Pass
 from slimgraph.analysis.stats import graph_stats
 
-#: Least warm-up time before a row is timed, and a cap on the calls it takes.
-WARMUP_S, MAX_WARMUP_CALLS = 1.0, 5000
+#: Least warm-up time before a row is timed (``CompiledModel.benchmark`` caps the calls it takes).
+WARMUP_S = 1.0
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -170,11 +169,8 @@ class _Bench:
         seconds = time.perf_counter() - start
         # at least WARMUP_S of warm-up: a sub-millisecond model's calls just after an import or pass
         # (other libraries' threads still spinning after torch.export or a pass) ran up to 2x slow
-        compiled(*self.examples)  # the first call also creates the VM and uploads the weights
-        first = time.perf_counter()
-        compiled(*self.examples)
-        warmup = max(self.warmup, math.ceil(WARMUP_S / max(time.perf_counter() - first, 1e-6)))
-        timing = compiled.benchmark(*self.examples, warmup=min(warmup, MAX_WARMUP_CALLS), runs=self.runs, kernel_repeat=1)
+        timing = compiled.benchmark(*self.examples, warmup=self.warmup, warmup_s=WARMUP_S, runs=self.runs,
+                                    kernel_repeat=1)
         outputs = self.evalset.predict(compiled, self.batch) if self.evalset is not None else None
         return _Measured(timing.median_ms, timing.p90_ms, timing.runs, outputs, seconds)
 

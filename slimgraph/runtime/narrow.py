@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -36,6 +35,7 @@ from slimgraph.metrics import top1_accuracy
 from slimgraph.passes import PassContext, Prune, ReestimateBatchNorms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
+from slimgraph.timing import measure
 
 #: The largest batch the fallback variant serves: a bound keeps its index arithmetic in 32 bits,
 #: which keeps the packed matmul and conv schedules (an unbounded batch falls back to 64-bit loops).
@@ -227,21 +227,16 @@ def finetune_with(
 
 
 def measure_latency(fn: Callable[..., Any], inputs: Sequence[np.ndarray], warmup: int = 3, runs: int = 30) -> float:
-    """Median wall time of ``fn(*inputs)`` in milliseconds, after ``warmup`` calls.
+    """Median wall time of ``fn(*inputs)`` in milliseconds, after ``warmup`` calls, through
+    :func:`slimgraph.timing.measure` (no noise warning: :func:`measure_variants` takes the
+    quietest of several interleaved rounds instead).
 
     Example::
 
-        >>> measure_latency(lambda x: x + 1, [np.zeros(4)], runs=5) < 10.0
+        >>> measure_latency(lambda x: x + 1, [np.zeros(4)], runs=5) > 0
         True
     """
-    for _ in range(warmup):
-        fn(*inputs)
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        fn(*inputs)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    return measure(lambda: fn(*inputs), warmup=warmup, runs=max(1, runs), max_cv=None).median_ms
 
 
 def variant_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
