@@ -142,7 +142,8 @@ def run_model(name: str, threads: int, seconds: float, top: int) -> dict:
     bench = model.benchmark(*arrays, warmup=1, runs=3, kernel_repeat=5)
     kernels = sorted(bench.kernels, key=lambda k: -k.ms)
     row["kernels"] = [
-        {"name": k.name, "ops": k.ops, "ms": k.ms, "share": k.share, "gflops": k.gflops} for k in kernels[:top]
+        {"name": k.name, "ops": k.ops, "calls": k.calls, "ms": k.ms, "share": k.share, "gflops": k.gflops}
+        for k in kernels[:top]
     ]
     by_op: dict[str, float] = {}
     for k in bench.kernels:
@@ -172,10 +173,11 @@ def report(rows: list[dict], threads: int, peak: float, gemm: float) -> str:
             continue
         lines += ["", f"### {r['model']}: time by anchor op (ms): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in list(r["ms_by_anchor"].items())[:8]), "",
-                  "| kernel | ops | ms | share | GFLOP/s | of peak |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+                  "| kernel | ops | calls | ms (all calls) | share | GFLOP/s | of peak |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for k in r["kernels"]:
-            lines.append(f"| {k['name']} | {k['ops'][:60]} | {k['ms']:.2f} | {k['share']:.1%} | {k['gflops']:.1f} | "
-                         f"{k['gflops'] / peak:.0%} |")
+            rate = (f"{k['gflops']:.1f} | {k['gflops'] / peak:.0%}" if k["gflops"] is not None else "- | -")
+            lines.append(f"| {k['name']} | {k['ops'][:60]} | {k['calls']} | {k['ms']:.2f} | {k['share']:.1%} | {rate} |")
     return "\n".join(lines)
 
 
