@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("analysis", "dynamic", "demo"),
     ("passes",),
     ("frontends", "backends"),
-    ("driver",),
+    ("driver", "training"),
     ("runtime", "ledger", "reports"),
     ("api",),
     ("cli", "__init__"),

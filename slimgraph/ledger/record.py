@@ -48,6 +48,7 @@ def ledger(
     metric: Metric | None = None,
     *,
     calibration_data: Any = None,
+    train_data: Any = None,
     runs: int = 30,
     warmup: int = 5,
     max_metric_drop: float = 1.0,
@@ -67,7 +68,9 @@ def ledger(
     against the input model, and with labels ``metric(outputs, labels)``
     (default: top-1 accuracy in percent). Passes that calibrate (``quantize``)
     get ``calibration_data`` (arrays or a list of batches; default: the
-    evaluation inputs, else the example inputs) unless their text names a table.
+    evaluation inputs, else the example inputs) unless their text names a table;
+    ``finetune`` steps train on ``train_data`` (``(x, y)`` or inputs) when given,
+    else they distill on the calibration inputs.
     Warnings flag steps slower by more than ``slower_tolerance`` (and the
     noise), or costing more than ``max_metric_drop`` points.
     """
@@ -81,7 +84,9 @@ def ledger(
     evalset = EvalSet.of(eval_data) if eval_data is not None else None
     calibration = as_batches(calibration_data if calibration_data is not None else evalset, batch) or [examples]
     steps = _steps(pipeline)
-    ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data)
+    # a finetune step trains on train_data when given, else distills on the calibration batches
+    ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data,
+                      options={"train_data": train_data} if train_data is not None else {})
     bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup)
 
     bar = _bar(progress, len(steps) + 1, graph.name)
