@@ -61,8 +61,9 @@ def test_kmeans_weights_ship_and_stay_compressed(tmp_path):
     ir_bytes = size_report(graph).weight_bytes
     packed = build(graph, "llvm", {"N": 2})
     decoded = build(graph, "llvm", {"N": 2}, weights="decoded")
-    # in memory: the codes and codebooks, as the IR counts them (here exactly)
-    assert packed.param_bytes == ir_bytes < decoded.param_bytes / 4
+    # in memory: the codes and codebooks as the IR counts them, plus the dense kernel's panel
+    # padding of the 10-class head's codes (N padded to a whole panel of 16)
+    assert ir_bytes <= packed.param_bytes <= 1.10 * ir_bytes < decoded.param_bytes / 4
     shipped = _saved_param_bytes(packed, tmp_path / "packed")
     arrays = len(packed._params_np)
     assert shipped <= 1.10 * ir_bytes + NPZ_OVERHEAD_PER_ARRAY * arrays
@@ -159,7 +160,7 @@ def test_ledger_measures_the_saved_model():
                   runs=3, warmup=1)
     before, after = book.rows[1], book.rows[2]
     assert after.artifact_bytes < before.artifact_bytes / 2
-    assert after.resident_bytes == after.weight_bytes
+    assert after.weight_bytes <= after.resident_bytes <= 1.10 * after.weight_bytes  # + the head's panel padding
     assert "saved" in book.table() and not [w for w in book.warnings if w.kind == "bytes"]
     assert json.loads(json.dumps(book.to_dict()))["rows"][2]["artifact_bytes"] == after.artifact_bytes
 

@@ -240,7 +240,7 @@ def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape):
     """``x @ W`` for a constant W [K, N]; x is [..., K].
 
     With static rows this is the ``dense_packed`` kernel: the last lead dim padded to the row
-    tile, W packed [N/B, K, B] with N padded to the panel (zero columns), and the result read
+    tile, W packed [N/B, K, B] with N padded to the panel (copies of the last column), and the result read
     back without the padding (the schedule computes that read, and the epilogue, in the tile).
     A dynamic row count keeps the rows as they are, packed [N/B, K, B] (``matmul_packed``)."""
     k_dim, n_dim = weight_kn.shape
@@ -258,8 +258,9 @@ def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape):
     *outer, rows = lead_shape or (1,)
     tile, panel, lanes = _dense_geometry(call, rows, n_dim)
     rows_p, n_p = -(-rows // tile) * tile, -(-n_dim // panel) * panel
-    padded = np.zeros((k_dim, n_p), weight_kn.dtype)
-    padded[:, :n_dim] = weight_kn
+    # padded columns repeat the last one (their results are dropped): a weight stored encoded
+    # (k-means codes) can hold them, which zeros outside its codebook would not allow
+    padded = np.pad(weight_kn, ((0, 0), (0, n_p - n_dim)), mode="edge")
     wp = call.param(padded.reshape(k_dim, n_p // panel, panel).transpose(1, 0, 2), "w_packed")
 
     def x_at(idx, k):

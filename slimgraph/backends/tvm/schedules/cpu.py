@@ -41,7 +41,7 @@ PARALLEL_CHUNKS_PER_CORE = 4
 PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
 #: Rules whose register tile reuses each weight vector across its rows: compressed weights
 #: are decoded once per reduction step into a small buffer ahead of the tile.
-TILED = (*PACKED_CONVS, "matmul_packed")
+TILED = (*PACKED_CONVS, "matmul_packed", "dense_packed")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:

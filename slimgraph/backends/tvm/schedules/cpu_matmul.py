@@ -102,10 +102,14 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
             if cpu._extent(sch, loop) is not None:  # an epilogue that reshapes rows may vary per tile
                 sch.unroll(loop)
         _vector_tail(sch, consumer, lanes)
-    # the parallel loop is marked before the init is split off: the update alone is no longer a reduction
-    cpu._parallelize(sch, [no, *outer, mo], cores)
+    # the parallel loop is marked before the init is split off: the update alone is no longer a reduction.
+    # A compressed weight is decoded once per panel, which then serves every row tile, so only the
+    # panel loop runs parallel (fusing the rows into it would decode each panel once per row tile)
+    decoding = [p for p in sch.get_producers(block) if cpu._rule(sch, p) == "decode"]
+    cpu._parallelize(sch, [no] if decoding else [no, *outer, mo], cores)
+    decoders = cpu._decode_at(sch, block, list(sch.get_loops(block))[0], decoding) if decoding else set()
     _finish_accumulator(sch, block, k, [mi, nv, nl])
-    return _names_since(sch, others)
+    return _names_since(sch, others) | decoders
 
 
 #: The attention kernel's stages, in order (``ops/attention.py`` names them).
