@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Callable
@@ -76,13 +77,23 @@ def build(
     if not spec.is_gpu:
         mod = assert_checks(mod, lowered.kernels)
     report("compile", 2, 3)
-    try:
-        executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
-    except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
-        raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
+    from slimgraph.backends.opencl.model import OpenCLModel, opencl_metadata  # it imports this package
+    from slimgraph.backends.opencl.plan import capture
+
+    # OpenCL models run through PyOpenCL, replaying the kernel launches TVM's host code would make
+    with (capture() if spec.kind == "opencl" else contextlib.nullcontext({})) as host:
+        try:
+            executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
+        except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
+            raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
     report("done", 3, 3)
-    sources = kernel_sources(executable, mod, list(dict.fromkeys(k.func for k in lowered.kernels)), spec)
+    funcs = list(dict.fromkeys(k.func for k in lowered.kernels))
+    sources = kernel_sources(executable, mod, funcs, spec)
     meta = metadata(graph.name, lowered, sources, bindings, dynamic)
+    if spec.kind == "opencl":
+        meta["opencl"] = opencl_metadata(host.get("mod"), _module_sources(executable)[0], funcs, lowered.kernels)
+        return OpenCLModel(None, meta, lowered.params, graph, spec)
     return CompiledModel(executable, meta, lowered.params, graph, spec)
 
 

@@ -290,8 +290,14 @@ class CompiledModel:
             if self.target.kind == "llvm":
                 out.append(_host_tensor(array, tvm, share))
             else:
-                out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
+                out.append(self._device_tensor(array, dev))
         return out
+
+    def _device_tensor(self, array: np.ndarray, dev):
+        """An input array as the model's GPU runtime takes it (OpenCLModel keeps numpy)."""
+        import tvm
+
+        return tvm.runtime.tensor(np.ascontiguousarray(array), dev)
 
     def _bind_sizes(self, i: int, shape: tuple, t: TensorType, sizes: dict[str, int]) -> None:
         """Bind input ``i``'s dynamic dims into ``sizes``; BackendError naming the input, the axis
@@ -331,7 +337,7 @@ class CompiledModel:
         with staged_directory(target, KIND) as staging:
             if self._library_bytes is not None:
                 (staging / "model.so").write_bytes(self._library_bytes)
-            else:
+            elif self._exec is not None:  # an OpenCL model has no native code: its kernels are in the metadata
                 with _EXPORT_LOCK:
                     self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
@@ -424,9 +430,10 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
     wrong = [k for k, check in _META_SCHEMA.items() if not check(meta.get(k))]
     if wrong:
         raise LoadError(f"{meta_file}: incomplete or malformed metadata: {', '.join(wrong)}")
+    opencl = meta["target"] == "opencl"
     try:
-        library = (path / "model.so").read_bytes()
-        lib = tvm.runtime.load_module(str(path / "model.so"))
+        library = None if opencl else (path / "model.so").read_bytes()
+        lib = None if opencl else tvm.runtime.load_module(str(path / "model.so"))
     except (OSError, RuntimeError) as exc:  # TVM's errors are RuntimeErrors
         raise LoadError(f"{path / 'model.so'}: cannot load the library: {str(exc).splitlines()[0]}") from None
     try:
@@ -442,6 +449,10 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
         except SlimgraphError as exc:
             raise LoadError(f"{path / 'model.sg'}: {exc}") from None
     try:
+        if opencl:
+            from slimgraph.backends.opencl.model import OpenCLModel
+
+            return OpenCLModel(None, meta, params, ir, meta["target"])
         return CompiledModel(lib, meta, params, ir, meta["target"], library=library)
     except (KeyError, TypeError, ValueError, AttributeError, SlimgraphError) as exc:
         raise LoadError(f"{meta_file}: incomplete or inconsistent metadata: {exc!r}") from None

@@ -4,8 +4,9 @@ A target spec is a short string. ``llvm`` is the host CPU with its features and
 core count detected; ``llvm:znver3`` names the CPU. ``cuda`` detects the GPU's
 architecture (through PyTorch when it sees a GPU, else ``nvidia-smi``) and
 ``cuda:sm_90`` gives it, so that CUDA code can be built on a machine without
-a GPU. ``opencl`` produces OpenCL C source; this TVM build has no OpenCL
-runtime, so such a model can be built and inspected but not run.
+a GPU. ``opencl`` produces OpenCL C kernels, which run through PyOpenCL on the
+first OpenCL GPU, else any OpenCL device (PoCL's CPU device with the
+``opencl`` extra): see :mod:`slimgraph.backends.opencl`.
 
 Example::
 
@@ -31,7 +32,7 @@ from slimgraph.errors import BackendError
 TARGET_HELP = {
     "llvm": "the host CPU (features and cores detected); llvm:CPU names the CPU, e.g. llvm:znver3",
     "cuda": "an NVIDIA GPU (architecture detected); cuda:sm_XY gives it, e.g. cuda:sm_90",
-    "opencl": "OpenCL C source (builds here; this TVM build cannot run it)",
+    "opencl": "OpenCL C kernels run through PyOpenCL (the first GPU, else PoCL's CPU device)",
 }
 
 
@@ -65,7 +66,9 @@ class TargetSpec:
             return True
         if self.kind == "cuda":
             return _cuda_available()
-        return False
+        from slimgraph.backends.opencl.model import opencl_available
+
+        return opencl_available()
 
     def tvm(self):
         """The ``tvm.target.Target`` (a JSON-dict target; TVM 0.27 rejects strings)."""
@@ -98,16 +101,21 @@ class TargetSpec:
 
     def cannot_run_reason(self) -> str:
         if self.kind == "opencl":
-            return ("target 'opencl' builds OpenCL C source only: this TVM build has no OpenCL runtime, so the model "
-                    "cannot run here (inspect .kernels[i].source instead). Targets that can run here: "
-                    + ", ".join(runnable_targets()))
+            from slimgraph.backends.opencl.model import device_name
+
+            try:
+                return f"target 'opencl' cannot run here: {device_name()} was found but refused"
+            except TargetError as exc:  # what is missing: PyOpenCL, a platform, a device
+                return str(exc)
         return (f"target {self.text!r} cannot run here: no CUDA GPU is visible. The model was built and can be "
                 f"saved and run on a GPU machine. Targets that can run here: {', '.join(runnable_targets())}")
 
 
 def runnable_targets() -> list[str]:
     """Target kinds whose code this machine can execute."""
-    return ["llvm"] + (["cuda"] if _cuda_available() else [])
+    from slimgraph.backends.opencl.model import opencl_available
+
+    return ["llvm"] + (["cuda"] if _cuda_available() else []) + (["opencl"] if opencl_available() else [])
 
 
 def parse_target(spec: "str | TargetSpec") -> TargetSpec:
