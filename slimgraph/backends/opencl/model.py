@@ -219,8 +219,6 @@ class OpenCLModel(CompiledModel):
         return results, timed
 
     def _launch(self, ctx, queue, local, step: dict, values: list, value_shapes: list, sizes: dict) -> list:
-        import pyopencl as cl
-
         plan = self._plans[step["func"]]
         scope = dict(sizes)
         for kind, declared, value, shape in zip(plan["params"], plan["shapes"], values, value_shapes):
@@ -230,8 +228,19 @@ class OpenCLModel(CompiledModel):
                 scope[declared] = int(value)
         scratch = [_empty(ctx, int(np.prod([evaluate(d, scope) for d in s["shape"]], dtype=np.int64))
                           * np.dtype(_numpy_name(s["dtype"])).itemsize) for s in plan["scratch"]]
+        return self._replay(queue, local, plan["steps"], values, scratch, scope)
+
+    def _replay(self, queue, local, steps: list[dict], values: list, scratch: list, scope: dict) -> list:
+        """Enqueue the launches of ``steps`` (host loops repeat their body); their events."""
+        import pyopencl as cl
+
         events = []
-        for launch in plan["steps"]:
+        for launch in steps:
+            if "for" in launch:
+                begin = evaluate(launch["begin"], scope)
+                for i in range(begin, begin + evaluate(launch["extent"], scope)):
+                    events += self._replay(queue, local, launch["body"], values, scratch, {**scope, launch["for"]: i})
+                continue
             kernel = self._kernel(local, launch["kernel"])
             for i, ((kind, *where), param) in enumerate(zip(launch["args"], self._kernel_args[launch["kernel"]])):
                 if kind == "buffer":

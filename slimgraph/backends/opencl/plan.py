@@ -8,7 +8,8 @@ sizes, allocates scratch buffers and calls ``call_ffi_kernel(name, args...,
 extents..., launch_params=[blockIdx.x, threadIdx.x, ...])``. :func:`capture`
 records that module during ``tvm.compile``; :func:`launch_plans` turns each
 host function into JSON-able data (kernel names, argument sources, launch
-extents as small expression trees over the dynamic sizes), which
+extents as small expression trees over the dynamic sizes; host loops of
+launches as loops), which
 :mod:`slimgraph.backends.opencl.model` replays through PyOpenCL.
 
 Expressions are ints, variable names, or ``[op, operand, ...]`` lists;
@@ -130,6 +131,8 @@ class _HostWalk:
         for i, p in enumerate(self.func.params):
             if isinstance(p.ty, tvm.tirx.BufferType):
                 self.roots[p] = ("param", i)
+                if isinstance(p.ty.elem_offset, tvm.ir.expr.Var):
+                    self.lets[p.ty.elem_offset] = 0  # the runtime's buffers all start at their beginning
                 params.append("buffer")
                 shapes.append([self.expr(d) for d in p.ty.shape])
             else:
@@ -165,6 +168,13 @@ class _HostWalk:
                 self.stmt(s.body)
         elif isinstance(s, tirx.Evaluate):
             self.call(s.value)
+        elif isinstance(s, tirx.For):
+            # a launch per iteration (the kernel takes the loop variable as a scalar)
+            outer, self.steps = self.steps, []
+            self.stmt(s.body)
+            body, self.steps = self.steps, outer
+            self.steps.append({"for": s.loop_var.name, "begin": self.expr(s.min), "extent": self.expr(s.extent),
+                               "body": body})
         else:
             self.fail(f"a {type(s).__name__} statement")
 
