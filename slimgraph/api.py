@@ -43,6 +43,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
+    remote: str | None = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -66,6 +67,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     calibrates every ``quantize`` pass of the pipeline; with ``variants``, input
     batches also re-estimate each pruned width's batch-norm statistics.
 
+    ``remote="host:port"`` (a TVM RPC server) or ``"key@host:port"`` (a tracker)
+    builds here, uploads the model and returns a model whose calls and
+    ``benchmark()`` run there; ``tune=`` then measures through the tracker's
+    boards. See :mod:`slimgraph.backends.tvm.remote`.
+
     ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
@@ -76,6 +82,12 @@ def compile(  # noqa: A001 - the public name the design asks for
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:
         raise ArgumentError("dynamic: not supported with variants=[...] (their guards pick fixed batch buckets)")
+    if remote is not None:
+        from slimgraph.backends.tvm.remote import parse_remote
+
+        parse_remote(remote)
+        if variants is not None:
+            raise ArgumentError("remote: not supported with variants=[...] (the guard measures its variants here)")
     axes = _torch_dynamic(model, example_inputs, dynamic) if dynamic is not None and _is_torch_module(model) else None
     if variants is not None:
         from slimgraph.runtime import narrow
@@ -102,7 +114,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
     compiled = build(
         optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report,
-        dynamic=bounds,
+        dynamic=bounds, remote=remote,
     )
     return compiled
 

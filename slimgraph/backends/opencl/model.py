@@ -147,7 +147,7 @@ class OpenCLModel(CompiledModel):
             self._bind_sizes(i, tuple(a.shape), t, sizes)
         return arrays, sizes
 
-    def _device_tensor(self, array: np.ndarray, dev):
+    def _device_tensor(self, array: np.ndarray, dev, share: bool = True):
         return np.ascontiguousarray(array)
 
     def _device(self):

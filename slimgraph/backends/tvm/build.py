@@ -40,6 +40,7 @@ def build(
     database: str | None = None,
     progress: Progress | None = None,
     dynamic: dict[str, tuple[int, int]] | None = None,
+    remote: str | None = None,
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
 
@@ -50,11 +51,21 @@ def build(
     runnable GPU targets) and keeps its records in ``database`` (a folder);
     any later build given the same folder reuses them without tuning again.
     ``progress(step, done, total)`` is called as the build advances.
+    ``remote`` (``host:port`` of a TVM RPC server, or ``key@host:port`` of a tracker)
+    uploads the model there and returns a RemoteModel whose calls run there; tuning
+    then measures through MetaSchedule's RPC runner (see :mod:`slimgraph.backends.tvm.remote`).
     """
     import tvm
     from tvm import relax
 
     spec = parse_target(target)
+    where = None
+    if remote is not None:
+        from slimgraph.backends.tvm.remote import CALL_TIMEOUT, RemoteModel, parse_remote
+
+        where = parse_remote(remote)
+        if spec.kind == "opencl":
+            raise BackendError(f"remote={remote}: target opencl runs through PyOpenCL on this machine, not over RPC")
     bindings = dict(bindings or {})
     dynamic = dict(dynamic or {})
     # sizes are checked at the largest a dim is declared to take; an unbounded one at its example
@@ -73,7 +84,8 @@ def build(
     if unscheduled is not None:
         from slimgraph.backends.tvm.tune import apply_tuning
 
-        mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report)
+        runner = where.runner(CALL_TIMEOUT) if where is not None and tune else None
+        mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report, runner=runner)
     if not spec.is_gpu:
         mod = assert_checks(mod, lowered.kernels)
     report("compile", 2, 3)
@@ -94,7 +106,8 @@ def build(
     if spec.kind == "opencl":
         meta["opencl"] = opencl_metadata(host.get("mod"), _module_sources(executable)[0], funcs, lowered.kernels)
         return OpenCLModel(None, meta, lowered.params, graph, spec)
-    return CompiledModel(executable, meta, lowered.params, graph, spec)
+    compiled = CompiledModel(executable, meta, lowered.params, graph, spec)
+    return compiled if where is None else RemoteModel(compiled, where)
 
 
 #: The most elements a tensor may have: TVM computes addresses in int64, and index arithmetic

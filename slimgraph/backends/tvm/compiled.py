@@ -287,16 +287,16 @@ class CompiledModel:
                     f"input {i}: got shape {list(array.shape)}, compiled for {t} (compile again with example inputs of "
                     f"this shape)"
                 )
-            if self.target.kind == "llvm":
-                out.append(_host_tensor(array, tvm, share))
-            else:
-                out.append(self._device_tensor(array, dev))
+            out.append(self._device_tensor(array, dev, share))
         return out
 
-    def _device_tensor(self, array: np.ndarray, dev):
-        """An input array as the model's GPU runtime takes it (OpenCLModel keeps numpy)."""
+    def _device_tensor(self, array: np.ndarray, dev, share: bool = True):
+        """An input array as the model's runtime takes it (OpenCLModel keeps numpy, RemoteModel
+        sends it to the server)."""
         import tvm
 
+        if self.target.kind == "llvm":
+            return _host_tensor(array, tvm, share)
         return tvm.runtime.tensor(np.ascontiguousarray(array), dev)
 
     def _bind_sizes(self, i: int, shape: tuple, t: TensorType, sizes: dict[str, int]) -> None:
