@@ -7,9 +7,9 @@ board) and returns a :class:`RemoteModel`: the :class:`CompiledModel` API
 (numpy or torch in, numpy or torch out, ``benchmark()`` with per-kernel
 times measured on the board, ``save`` of the library built here) with every
 call running there. ``remote="key@host:port"`` asks a TVM RPC tracker for a
-board registered under ``key`` instead; only a tracker can spread
-MetaSchedule's measurements (``tune=TRIALS``) over its boards, so tuning with
-``remote=`` needs the tracker form.
+board registered under ``key`` instead (the tracker needs the ``tornado``
+package). With ``tune=TRIALS`` MetaSchedule measures its candidates through
+its RPC runner: on the one server, or spread over the tracker's boards.
 
 Every remote call has a time limit (:data:`CALL_TIMEOUT` seconds, or
 ``model.timeout``): a server that dies or stops answering mid-call is a
@@ -67,15 +67,22 @@ class Remote:
         return guarded(open_session, timeout, f"connect to {self}")
 
     def runner(self, timeout: float):
-        """MetaSchedule's RPC runner over this tracker's boards (RemoteError for a plain server)."""
+        """MetaSchedule's RPC runner: measurements on the tracker's boards, or on the one server."""
         from tvm.s_tir import meta_schedule as ms
 
-        if self.key is None:
-            raise RemoteError(f"remote={self}: tuning through RPC measures on a tracker's boards; give "
-                              "remote='key@tracker-host:port' (a server registered with --tracker and --key)")
-        config = ms.runner.RPCConfig(tracker_host=self.host, tracker_port=self.port, tracker_key=self.key,
+        config = ms.runner.RPCConfig(tracker_host=self.host, tracker_port=self.port,
+                                     tracker_key=self.key or "(a server, not a tracker)",
                                      session_timeout_sec=int(timeout))
-        return ms.runner.RPCRunner(rpc_config=config)
+        if self.key is not None:
+            return ms.runner.RPCRunner(rpc_config=config)
+        host, port = self.host, self.port
+
+        def connect_server(rpc_config):  # a closure: pickled by value into MetaSchedule's worker processes
+            from tvm import rpc
+
+            return rpc.connect(host, port, session_timeout=rpc_config.session_timeout_sec)
+
+        return ms.runner.RPCRunner(rpc_config=config, f_create_session=connect_server)
 
 
 def parse_remote(text: str) -> Remote:
