@@ -121,3 +121,27 @@ def test_without_pyopencl_calls_say_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyopencl", None)  # import pyopencl now fails
     with pytest.raises(TargetError, match=r'pip install "slimgraph\[opencl\]"'):
         opencl_model._context.__wrapped__()
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f64", "i64", "f16"])
+def test_dtypes_round_trip_or_name_the_missing_extension(dtype):
+    import pyopencl as cl
+
+    from slimgraph.backends.opencl.model import _context
+    from slimgraph.ir import Graph, TensorType
+    from slimgraph.ir.interpreter import random_inputs
+
+    g = Graph("twice")
+    x = g.add_input("x", TensorType(dtype, (4, 8)))
+    g.set_outputs([g.call("add", x, x)])
+    model = compile(g, target="opencl")
+    (a,) = random_inputs(g)
+    extension = {"f16": "cl_khr_fp16", "f64": "cl_khr_fp64"}.get(dtype)
+    device: cl.Device = _context()[1]
+    if extension and extension not in device.extensions:
+        with pytest.raises(BackendError, match=f"lacks {extension}"):
+            model(a)
+        return
+    got = model(a)
+    assert got.dtype == a.dtype
+    np.testing.assert_array_equal(got.astype(np.float64), (a + a).astype(np.float64))

@@ -212,7 +212,7 @@ class OpenCLModel(CompiledModel):
             shape = tuple(concrete(d, sizes) for d in t.shape)
             host = np.empty(shape, np.int8 if t.dtype is DType.int4 else t.dtype.numpy)
             if host.size:
-                cl.enqueue_copy(queue, host, env[key])
+                cl.enqueue_copy(queue, _bytes(host), env[key])
             results.append(host.astype(t.dtype.numpy) if t.dtype is DType.int4 else host)
         self._raise_failed_checks(queue, env)
         queue.finish()
@@ -311,6 +311,11 @@ def opencl_metadata(captured_mod, device_source: str, funcs: list[str], kernels)
 def _build(ctx, name: str, source: str):
     import pyopencl as cl
 
+    device = ctx.devices[0]
+    for extension, what in (("cl_khr_fp16", "float16"), ("cl_khr_fp64", "float64")):
+        if extension in source and extension not in device.extensions:
+            raise BackendError(f"OpenCL: kernel {name} computes in {what}, which {_describe(device)} does not "
+                               f"support (it lacks {extension}); compile for llvm, or run on a device that has it")
     try:
         return cl.Program(ctx, source).build()
     except cl.Error as exc:
@@ -320,10 +325,15 @@ def _build(ctx, name: str, source: str):
 def _upload(ctx, array: np.ndarray):
     import pyopencl as cl
 
-    array = np.ascontiguousarray(array.astype(np.int8) if array.dtype.kind == "V" and array.itemsize == 1 else array)
     if not array.nbytes:
         return _empty(ctx, 0)
-    return cl.Buffer(ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=array)
+    return cl.Buffer(ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=_bytes(array))
+
+
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """The array's memory as bytes: PyOpenCL copies through the buffer protocol, which
+    ml_dtypes' bfloat16 does not offer."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def _empty(ctx, nbytes: int):
