@@ -1,22 +1,24 @@
-"""Every model of the test suites, compiled for ``llvm`` and for ``opencl``, checked against the interpreter (issue 17).
+"""Every model of the test suites compiled for ``opencl`` and checked against the interpreter (issue 17).
 
 The models: the frontends suite (``tests/models.py``: ResNet-18/50, MobileNetV2,
 a transformer block, an MLP; the ONNX "light" zoo models), the real-models
 suite (``tests/models/``: the vision, audio and text architectures at their
 small test configurations), and int8 versions (calibrated ``quantize`` then
 ``lower-quantized``) of the convolutional and transformer ones. Each is
-compiled with the default pipeline for ``llvm`` and for ``opencl`` (run
-through PyOpenCL on the first OpenCL device: PoCL's CPU device here) and both
-results are compared with the reference interpreter run on the optimized
-graph: the error is the largest absolute difference relative to the
-reference output's largest magnitude (the bar is 1e-4). Each model runs in a
-child process with a time limit, so one failure is reported and the rest
-still run.
+compiled with the default pipeline for ``opencl`` (run through PyOpenCL on
+the first OpenCL device: PoCL's CPU device here), and with ``--llvm`` for
+``llvm`` too (the suites' own tests check that; it doubles the time); each
+result is compared with the reference interpreter run on the optimized graph:
+the error is the largest absolute difference relative to the reference
+output's largest magnitude (the bar is 1e-4). Each model runs in a child
+process with a time limit, so one failure is reported and the rest still run.
 
-Prints a Markdown table (model, suite, llvm and opencl errors, opencl build
-and first-call seconds, kernels) and writes ``benchmarks/results/opencl_models.json``.
+Prints a Markdown table (model, largest output, llvm and opencl errors, opencl
+build and first-call seconds, kernels) and writes
+``benchmarks/results/opencl_models.json``, keeping the rows of cases not run
+this time, so the sweep can run in parts.
 
-    python benchmarks/opencl_models.py [--only resnet,bert] [--timeout 900]
+    python benchmarks/opencl_models.py [--only resnet,bert] [--llvm] [--timeout 900]
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _source(case: str):
     return MODELS[name]()
 
 
-def child(case: str) -> dict:
+def child(case: str, with_llvm: bool) -> dict:
     import slimgraph
     from slimgraph.backends.opencl import device_name
 
@@ -86,19 +88,20 @@ def child(case: str) -> dict:
     feeds = [x.numpy() if hasattr(x, "numpy") else x for x in inputs]
     options = {"pipeline": INT8_PIPELINE, "calibration_data": [tuple(feeds)]} if quantized else {}
     row: dict = {"case": case, "device": device_name()}
-    start = time.perf_counter()
-    cpu = slimgraph.compile(model, inputs, target="llvm", **options)
-    row["llvm_build_s"] = time.perf_counter() - start
-    reference = cpu.ir.run(*feeds)
-    row["reference_max"] = max(float(abs(r).max()) for r in reference if r.size)
-    row["llvm_error"] = _error(cpu(*feeds), reference)
+    if with_llvm:
+        start = time.perf_counter()
+        cpu = slimgraph.compile(model, inputs, target="llvm", **options)
+        row["llvm_build_s"] = time.perf_counter() - start
+        row["llvm_error"] = _error(cpu(*feeds), cpu.ir.run(*feeds))
     start = time.perf_counter()
     gpu = slimgraph.compile(model, inputs, target="opencl", **options)
     row["opencl_build_s"] = time.perf_counter() - start
     start = time.perf_counter()
     got = gpu(*feeds)
     row["opencl_first_call_s"] = time.perf_counter() - start
-    row["opencl_error"] = _error(got, gpu.ir.run(*feeds))
+    reference = gpu.ir.run(*feeds)
+    row["reference_max"] = max(float(abs(r).max()) for r in reference if r.size)
+    row["opencl_error"] = _error(got, reference)
     row["kernels"] = len(gpu.kernels)
     return row
 
@@ -118,20 +121,21 @@ def _error(got, reference) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated substrings of the cases to run")
+    parser.add_argument("--llvm", action="store_true", help="also build and check each model for llvm")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per model")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.child:
-        print("RESULT " + json.dumps(child(args.child)), flush=True)
+        print("RESULT " + json.dumps(child(args.child, args.llvm)), flush=True)
         return
     chosen = [c for c in cases() if not args.only or any(s in c for s in args.only.split(","))]
     rows = []
     for case in chosen:
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, __file__, "--child", case], capture_output=True, text=True,
-                                  timeout=args.timeout, cwd=ROOT)
+            proc = subprocess.run([sys.executable, __file__, "--child", case, *(["--llvm"] if args.llvm else [])],
+                                  capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             row = json.loads(lines[-1][7:]) if lines else {
                 "case": case, "failure": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
@@ -140,19 +144,24 @@ def main() -> None:
         row["wall_s"] = time.perf_counter() - start
         rows.append(row)
         print(_line(row), flush=True)
+    path = RESULTS / "opencl_models.json"
+    ran = {r["case"] for r in rows}
+    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["case"] not in ran]
+    order = {c: i for i, c in enumerate(cases())}
+    rows = sorted(earlier + rows, key=lambda r: order.get(r["case"], len(order)))
     print()
     print(table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "opencl_models.json").write_text(json.dumps(rows, indent=1))
+    path.write_text(json.dumps(rows, indent=1))
 
 
 def _line(row: dict) -> str:
     if "failure" in row:
         return f"{row['case']}: FAILED {row['failure']}"
     ok = "ok" if row["opencl_error"] <= BAR else "ABOVE 1e-4"
-    return (f"{row['case']}: opencl {row['opencl_error']:.2e} ({ok}), llvm {row['llvm_error']:.2e}, "
-            f"{row['kernels']} kernels, opencl build {row['opencl_build_s']:.0f} s + first call "
-            f"{row['opencl_first_call_s']:.0f} s")
+    llvm = f", llvm {row['llvm_error']:.2e}" if "llvm_error" in row else ""
+    return (f"{row['case']}: opencl {row['opencl_error']:.2e} ({ok}){llvm}, {row['kernels']} kernels, "
+            f"opencl build {row['opencl_build_s']:.0f} s + first call {row['opencl_first_call_s']:.0f} s")
 
 
 def table(rows: list[dict]) -> str:
@@ -162,11 +171,13 @@ def table(rows: list[dict]) -> str:
         if "failure" in r:
             lines.append(f"| {r['case']} | | | | FAILED: {r['failure']} | | | |")
             continue
-        lines.append(f"| {r['case']} | {r['reference_max']:.3g} | {r['llvm_error']:.1e} | {r['opencl_error']:.1e} | "
+        llvm = f"{r['llvm_error']:.1e}" if "llvm_error" in r else "-"
+        lines.append(f"| {r['case']} | {r['reference_max']:.3g} | {llvm} | {r['opencl_error']:.1e} | "
                      f"{'yes' if r['opencl_error'] <= BAR else 'NO'} | {r['kernels']} | {r['opencl_build_s']:.1f} | "
                      f"{r['opencl_first_call_s']:.1f} |")
-    if rows and "device" in rows[0]:
-        lines.append(f"\nOpenCL device: {rows[0]['device']}")
+    devices = {r["device"] for r in rows if "device" in r}
+    if devices:
+        lines.append(f"\nOpenCL device: {', '.join(sorted(devices))}")
     return "\n".join(lines)
 
 
