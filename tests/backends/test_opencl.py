@@ -68,6 +68,24 @@ def test_benchmark_times_each_kernel_on_the_device(demo):
     assert abs(sum(k.share for k in result.kernels) - 1) < 1e-6
 
 
+def test_calls_from_several_threads_agree(demo):
+    import threading
+
+    (x,) = demo_inputs(batch=2)
+    expected = demo(x)
+    results: list[bool] = []
+
+    def work() -> None:
+        results.extend(np.array_equal(demo(x), expected) for _ in range(5))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 15
+
+
 def test_wrong_inputs_are_refused_as_on_the_cpu(demo):
     with pytest.raises(BackendError, match="got shape"):
         demo(np.zeros((3, 3, 32, 32), np.float32))
@@ -123,7 +141,7 @@ def test_without_pyopencl_calls_say_what_to_install(monkeypatch):
         opencl_model._context.__wrapped__()
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "f64", "i64", "f16"])
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
 def test_dtypes_round_trip_or_name_the_missing_extension(dtype):
     import pyopencl as cl
 
