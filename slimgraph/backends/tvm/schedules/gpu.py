@@ -103,6 +103,9 @@ def schedule_conv(func, threads: int):
         sch.bind(thread, "threadIdx.x")
         sch.reverse_compute_at(store, thread, preserve_unit_loops=True)
         sch.decompose_reduction(conv, rc)
+        # unrolled, the tile's accumulators index statically and stay in registers
+        sch.unroll(o_i)
+        sch.unroll(s_i)
         return sch.mod["main"]
     except Exception:  # noqa: BLE001 - any kernel the rule cannot take keeps dlight's schedule
         return None
