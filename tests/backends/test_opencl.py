@@ -163,3 +163,8 @@ def test_dtypes_round_trip_or_name_the_missing_extension(dtype):
     got = model(a)
     assert got.dtype == a.dtype
     np.testing.assert_array_equal(got.astype(np.float64), (a + a).astype(np.float64))
+
+
+def test_tuning_for_opencl_is_refused_before_any_search(tmp_path):
+    with pytest.raises(BackendError, match="no OpenCL here"):
+        compile(demo_model(), target="opencl", tune=2, database=str(tmp_path))

@@ -97,6 +97,8 @@ class TargetSpec:
 
         if not self.can_run:
             raise TargetError(self.cannot_run_reason())
+        if self.kind == "opencl":
+            raise TargetError("target 'opencl' runs through PyOpenCL (slimgraph.backends.opencl), not a TVM device")
         return tvm.cpu(0) if self.kind == "llvm" else tvm.cuda(0)
 
     def cannot_run_reason(self) -> str:
@@ -104,7 +106,7 @@ class TargetSpec:
             from slimgraph.backends.opencl.model import device_name
 
             try:
-                return f"target 'opencl' cannot run here: {device_name()} was found but refused"
+                return f"target 'opencl' runs on {device_name()} through PyOpenCL"
             except TargetError as exc:  # what is missing: PyOpenCL, a platform, a device
                 return str(exc)
         return (f"target {self.text!r} cannot run here: no CUDA GPU is visible. The model was built and can be "
