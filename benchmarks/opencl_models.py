@@ -68,12 +68,14 @@ def _source(case: str):
 
         _, x = light_input(path)
         return str(path), (np.asarray(x),)
+    # tests/models/ holds test modules beside tests/models.py, imported by pytest from their folder
+    sys.path.insert(0, str(ROOT / "tests" / "models"))
     if suite == "vision":
-        from tests.models.test_vision_audio_models import build
+        from test_vision_audio_models import build
 
         module, example = build(name)
         return module, (example,)
-    from tests.models.test_text_models import MODELS
+    from test_text_models import MODELS
 
     torch.manual_seed(0)
     return MODELS[name]()
