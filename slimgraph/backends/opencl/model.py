@@ -316,10 +316,22 @@ def _build(ctx, name: str, source: str):
         if extension in source and extension not in device.extensions:
             raise BackendError(f"OpenCL: kernel {name} computes in {what}, which {_describe(device)} does not "
                                f"support (it lacks {extension}); compile for llvm, or run on a device that has it")
+    # IEEE results as numpy and the CPU build give them: OpenCL C may fuse a*b+c into one fma and
+    # divide within 2.5 ulp by default, and one ulp decides a tie in an int8 model's quantize
+    options = ["-cl-fp32-correctly-rounded-divide-sqrt"] if _correct_division(device) else []
     try:
-        return cl.Program(ctx, source).build()
+        return cl.Program(ctx, "#pragma OPENCL FP_CONTRACT OFF\n" + source).build(options=options)
     except cl.Error as exc:
         raise BackendError(f"OpenCL: the device's compiler rejected kernel {name}: {str(exc).strip()[:2000]}") from None
+
+
+def _correct_division(device) -> bool:
+    import pyopencl as cl
+
+    try:
+        return bool(device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT)
+    except cl.Error:
+        return False
 
 
 def _upload(ctx, array: np.ndarray):
