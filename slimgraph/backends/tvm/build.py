@@ -64,8 +64,9 @@ def build(
         from slimgraph.backends.tvm.remote import CALL_TIMEOUT, RemoteModel, parse_remote
 
         where = parse_remote(remote)
-        if spec.kind == "opencl":
-            raise BackendError(f"remote={remote}: target opencl runs through PyOpenCL on this machine, not over RPC")
+        if spec.runtime != "tvm":
+            raise BackendError(f"remote={remote}: target {spec.text} runs through {spec.runtime} on this machine, "
+                               "not over TVM's RPC")
     bindings = dict(bindings or {})
     dynamic = dict(dynamic or {})
     # sizes are checked at the largest a dim is declared to take; an unbounded one at its example
@@ -93,7 +94,7 @@ def build(
     from slimgraph.backends.opencl.plan import capture
 
     # OpenCL models run through PyOpenCL, replaying the kernel launches TVM's host code would make
-    with (capture() if spec.kind == "opencl" else contextlib.nullcontext({})) as host:
+    with (capture() if spec.runtime == "pyopencl" else contextlib.nullcontext({})) as host:
         try:
             executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
         except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
@@ -103,8 +104,9 @@ def build(
     funcs = list(dict.fromkeys(k.func for k in lowered.kernels))
     sources = kernel_sources(executable, mod, funcs, spec)
     meta = metadata(graph.name, lowered, sources, bindings, dynamic)
-    if spec.kind == "opencl":
-        meta["opencl"] = opencl_metadata(host.get("mod"), _module_sources(executable)[0], funcs, lowered.kernels)
+    if spec.runtime == "pyopencl":
+        meta["opencl"] = opencl_metadata(host.get("mod"), _module_sources(executable, spec)[0], funcs,
+                                         lowered.kernels)
         return OpenCLModel(None, meta, lowered.params, graph, spec)
     compiled = CompiledModel(executable, meta, lowered.params, graph, spec)
     return compiled if where is None else RemoteModel(compiled, where)
@@ -157,7 +159,7 @@ def _check_empty_reduction(node, bindings: dict[str, int]) -> None:
 
 def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:
     """Per kernel: (scheduled TIR, generated target source)."""
-    device_text, host_text = _module_sources(executable)
+    device_text, host_text = _module_sources(executable, spec)
     # indexed once: searching the whole text again for each kernel took ViT-base's 232 kernels 50 s
     functions = _functions(device_text if spec.is_gpu else host_text, gpu=spec.is_gpu)
     defined = {gv.name_hint for gv in mod.functions}
@@ -165,17 +167,17 @@ def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[
             for name in names}
 
 
-def _module_sources(executable) -> tuple[str, str]:
-    """(device source: CUDA/OpenCL C, host source: LLVM IR) of a built executable."""
+def _module_sources(executable, spec: TargetSpec) -> tuple[str, str]:
+    """(device source: CUDA/OpenCL C, host source: LLVM IR) of an executable built for ``spec``."""
     device, host = [], []
     stack = list(executable.mod.imports)
     while stack:
         m = stack.pop()
         kind = m.kind
         try:
-            if kind in ("cuda", "opencl"):
+            if kind == spec.device_module:
                 device.append(m.inspect_source())
-            elif kind == "llvm":
+            elif kind == spec.host_module:
                 host.append(m.inspect_source("ll"))
         except Exception:  # noqa: BLE001 - a module without inspectable source contributes nothing
             pass

@@ -166,12 +166,7 @@ class RemoteModel(CompiledModel):
                                    f"upload the weights to {self.remote}")
 
     def _remote_device(self, session):
-        if self.target.kind == "llvm":
-            return session.cpu(0)
-        if self.target.kind == "cuda":
-            return session.cuda(0)
-        raise RemoteError(f"remote={self.remote}: target {self.target.text} does not run through TVM's RPC here "
-                          "(llvm and cuda targets do)")
+        return session.device(int(self.target.tvm().get_target_device_type()), 0)
 
     def _tensor(self, array: np.ndarray):
         import tvm

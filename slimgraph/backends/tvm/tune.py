@@ -36,7 +36,7 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    if target.kind == "opencl":
+    if target.runtime != "tvm":
         raise BackendError("tuning measures kernels through TVM's runtime, which has no OpenCL here; tune for "
                            "llvm or cuda (OpenCL models run through PyOpenCL)")
     if target.is_gpu and not target.can_run and runner is None:

@@ -44,7 +44,7 @@ def _acc_dtype(dtype: str) -> str:
 
 def _cpu_packed(call) -> bool:
     """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
-    return call.target.kind == "llvm" and is_float(call.dtype())
+    return call.target.is_cpu and is_float(call.dtype())
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
