@@ -42,3 +42,29 @@ def test_cuda_still_builds_with_the_rule():
     model = compile(demo_model(), target="cuda:sm_90")
     conv = [k for k in model.kernels if k.ops[0] == "conv"]
     assert conv and all("__global__" in k.source and "threadIdx.x" in k.source for k in conv)
+
+
+def test_no_kernel_is_left_to_run_on_the_host():
+    """dlight's transpose rule bound ViT's patch transpose and left the fused concat and add unbound
+    (host code writing device memory); such kernels now take the fallback rule whole."""
+    import torch
+
+    import tvm
+    from slimgraph.backends.tvm.schedules import schedule_module
+    from slimgraph.backends.tvm.schedules.gpu import _runs_on_host
+    from slimgraph.driver import import_model, optimize
+
+    class Patches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = torch.nn.Parameter(torch.randn(1, 1, 64))
+            self.pos = torch.nn.Parameter(torch.randn(1, 17, 64))
+
+        def forward(self, x):
+            return torch.cat([self.cls, x.flatten(2).transpose(1, 2)], dim=1) + self.pos
+
+    graph = optimize(import_model(Patches().eval(), (torch.randn(1, 64, 4, 4),)), "default")
+    spec = parse_target("opencl")
+    mod = schedule_module(lower_graph(graph, spec, {}).mod, spec)
+    kernels = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert kernels and not any(_runs_on_host(f) for f in kernels)

@@ -39,13 +39,30 @@ def schedule_gpu(mod, target):
     from tvm.s_tir import dlight as dl
 
     threads = int(target.tvm().attrs["max_num_threads"])
+    unscheduled = {}
     for gv, func in list(mod.functions.items()):
         if isinstance(func, tvm.tirx.PrimFunc):
+            unscheduled[gv] = func
             scheduled = schedule_conv(func, threads)
             if scheduled is not None:
                 mod[gv] = scheduled.with_attr("tirx.is_scheduled", True)
     with target.tvm():
-        return dl.ApplyDefaultSchedule(*gpu_rules())(mod)
+        mod = dl.ApplyDefaultSchedule(*gpu_rules())(mod)
+        # a rule may bind its own block and leave a fused neighbour (a concat after dlight's transpose)
+        # to run on the host, which cannot touch device memory: such kernels take the fallback alone
+        for gv, func in unscheduled.items():
+            if _runs_on_host(mod[gv]):
+                mod[gv] = dl.ApplyDefaultSchedule(dl.gpu.Fallback())(tvm.IRModule({gv: func}))[gv]
+    return mod
+
+
+def _runs_on_host(func) -> bool:
+    """Whether a scheduled PrimFunc has a block outside every thread-bound loop."""
+    from tvm import s_tir, tirx
+
+    sch = s_tir.Schedule(func)
+    return any(not any(sch.get(loop).kind == tirx.ForKind.THREAD_BINDING for loop in sch.get_loops(block))
+               for block in sch.get_child_blocks(sch.get_sblock("root")))
 
 
 def conv_tiles(channels: int, positions: int, threads: int) -> tuple[int, int, int, int]:
