@@ -120,7 +120,9 @@ class _HostWalk:
         self.name = name
         self.func = func
         self.roots: dict[Any, tuple[str, int]] = {}  # buffer var -> ("param", index) or ("scratch", index)
-        self.lets: dict[Any, Any] = {}
+        # keyed by the var's TVM handle hash: a TVM Var's == builds an expression, so a dict keyed by
+        # Vars compares two wrappers of one var into an Expr and fails to tell whether they match
+        self.lets: dict[int, Any] = {}
         self.steps: list[dict] = []
         self.scratch: list[dict] = []
 
@@ -132,7 +134,7 @@ class _HostWalk:
             if isinstance(p.ty, tvm.tirx.BufferType):
                 self.roots[p] = ("param", i)
                 if isinstance(p.ty.elem_offset, tvm.ir.expr.Var):
-                    self.lets[p.ty.elem_offset] = 0  # the runtime's buffers all start at their beginning
+                    self.lets[hash(p.ty.elem_offset)] = 0  # the runtime's buffers all start at their beginning
                 params.append("buffer")
                 shapes.append([self.expr(d) for d in p.ty.shape])
             else:
@@ -162,7 +164,7 @@ class _HostWalk:
             self.roots[buf] = ("scratch", len(self.scratch))
             self.scratch.append({"dtype": str(buf.dtype), "shape": [self.expr(d) for d in buf.shape]})
         elif isinstance(s, tirx.Bind):
-            self.lets[s.var] = self.expr(s.value)
+            self.lets[hash(s.var)] = self.expr(s.value)
         elif isinstance(s, (tirx.AttrStmt, tirx.AssertStmt)):
             if getattr(s, "body", None) is not None:
                 self.stmt(s.body)
@@ -222,7 +224,7 @@ class _HostWalk:
         if isinstance(e, tirx.IntImm):
             return int(e.value)
         if isinstance(e, tvm.ir.expr.Var):
-            return self.lets.get(e, e.name)
+            return self.lets.get(hash(e), e.name)
         kind = type(e).__name__
         if kind in _BINARY:
             return [kind, self.expr(e.a), self.expr(e.b)]
