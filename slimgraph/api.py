@@ -41,6 +41,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
+    weights: str = "compressed",
     remote: str | None = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
@@ -63,7 +64,8 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
     is the pipeline's ``PassContext.calibration_data``: every pass that
-    calibrates (``quantize``, ``reestimate-batch-norms``) reads it; with
+    calibrates (``quantize``, ``reestimate-batch-norms``) reads it, and a
+    ``finetune`` step distills on it; with
     ``variants``, input batches also re-estimate each pruned width's batch-norm
     statistics.
 
@@ -76,8 +78,16 @@ def compile(  # noqa: A001 - the public name the design asks for
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
     :func:`slimgraph.runtime.narrow`.
+
+    ``weights="compressed"`` (CPU targets) keeps weights that the pipeline compressed
+    (``share-weights``, int4, log2, pruning) compressed in the model and its saved folder,
+    decoded inside the kernels or run by sparse kernels; ``weights="decoded"`` stores them
+    decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
+    faster (see docs/compression.md).
     """
     example_inputs = check_example_inputs(example_inputs)
+    if weights not in ("compressed", "decoded", "auto"):
+        raise ArgumentError(f"weights={weights!r}: give 'compressed', 'decoded' or 'auto'")
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:
@@ -98,7 +108,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     graph = import_model(model, example_inputs, axes)
     return compile_graph(graph, target, pipeline, example_inputs=example_inputs, shapes=shapes, dynamic=dynamic,
                          axes=axes, calibration_data=calibration_data, tune=tune, database=database, dump_ir=dump_ir,
-                         progress=progress, remote=remote)
+                         progress=progress, weights=weights, remote=remote)
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,
@@ -123,7 +133,7 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
                                 f"{type(calibration_data).__name__}")
         if variants is None and not any(p.uses_calibration for p in passes):
             raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no pass that reads it (no quantize pass, "
-                                "no reestimate-batch-norms; and without variants= no widths to re-estimate)")
+                                "no reestimate-batch-norms, no finetune; and without variants= no widths to re-estimate)")
     if shapes is not None:
         if not isinstance(shapes, Mapping):
             raise ArgumentError(f"shapes={shapes!r}: give a mapping from symbol to size, e.g. {{'N': 8}}")

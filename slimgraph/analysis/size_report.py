@@ -1,7 +1,9 @@
 """Size and cost reports: bytes per weight with its encoding, parameter counts, FLOPs; before and after.
 
 One row per logical weight: a plain constant (``dense f32``, with the share
-of zeros when it has been magnitude-pruned), or a weight-shared one, whose
+of zeros when it has been magnitude-pruned; an int8 constant holding only 0
+and +-2^k, as ``lower-quantized`` writes log2 weights, counts as the 4-bit
+exponents the backend stores), or a weight-shared one, whose
 packed codes and codebook are counted together under the decoded weight's
 name (``kmeans 4-bit, 16 centroids``). Parameters count logical elements
 (a shared 64x64 weight is still 4096 parameters); bytes count what is stored.
@@ -27,6 +29,8 @@ import numpy as np
 
 from slimgraph.analysis.stats import graph_stats
 from slimgraph.ir.graph import Graph, Node
+from slimgraph.ir.ops.quant import log2_codes
+from slimgraph.ir.types import DType
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,13 @@ def _weights(graph: Graph) -> list[TensorSize]:
             array = node.attrs["value"]
             t = node.output.type
             nonzero = int(np.count_nonzero(array))
-            encoding = f"dense {t.dtype.value}"
+            encoding, nbytes = f"dense {t.dtype.value}", t.nbytes()
+            if t.dtype is DType.int8 and array.size >= 2 and log2_codes(array) is not None:
+                # powers of two (log2 weights lowered to integers) are held as 4-bit exponents
+                encoding, nbytes = "log2 4-bit", (array.size + 1) // 2
             if array.size and nonzero < array.size and array.size >= 16:
                 encoding += f", {100 * (1 - nonzero / array.size):.0f}% zeros"
-            rows.append(TensorSize(node.output.name, t.shape, encoding, t.nbytes(), t.numel(), nonzero))
+            rows.append(TensorSize(node.output.name, t.shape, encoding, nbytes, t.numel(), nonzero))
     return rows
 
 

@@ -4,8 +4,10 @@
 A pass does not pay when the compiled model gets slower than the row before it
 by more than ``slower_tolerance`` (relative) and more than the harness's own
 noise (p90 - median, the smaller of the two rows'), whatever it did to FLOPs
-or bytes; or when it costs more than ``max_metric_drop`` points of the metric
-(accuracy with labels, top-1 agreement with the float model without).
+or bytes; when it costs more than ``max_metric_drop`` points of the metric
+(accuracy with labels, top-1 agreement with the float model without); or when
+it shrinks the IR's weight bytes by more than ``SHRINK`` but the saved model's
+parameter bytes not (``bytes``).
 
 Example::
 
@@ -25,6 +27,9 @@ from pathlib import Path
 
 from slimgraph.passes.manager import _si as si
 
+#: A relative shrink of weight bytes the ``bytes`` warning looks for in the IR and the saved model.
+SHRINK = 0.05
+
 
 @dataclass(frozen=True)
 class LedgerRow:
@@ -33,7 +38,10 @@ class LedgerRow:
     :func:`slimgraph.analysis.size_report.size_report`). Latency from ``CompiledModel.benchmark``;
     ``metric`` (accuracy in percent by default) needs labels; ``agreement`` (top-1, percent) and
     ``max_error``/``mean_error`` (|output - float output|) need evaluation data. ``cached``: the graph
-    was the same as an earlier row's, so its compiled model and measurements were reused."""
+    was the same as an earlier row's, so its compiled model and measurements were reused.
+    ``artifact_bytes`` is measured on the compiled model's saved folder (its ``params.npz``, the
+    weights as shipped) and ``resident_bytes`` on that folder loaded back (the weights it holds
+    in memory), so a pass that shrinks the IR's ``weight_bytes`` but not what ships shows."""
 
     index: int
     step: str
@@ -52,6 +60,8 @@ class LedgerRow:
     cached: bool = False
     pass_seconds: float = 0.0
     compile_seconds: float = 0.0
+    artifact_bytes: int | None = None
+    resident_bytes: int | None = None
 
     @property
     def noise_ms(self) -> float:
@@ -66,7 +76,7 @@ class LedgerRow:
 
 @dataclass(frozen=True)
 class LedgerWarning:
-    """A pass that does not pay: ``kind`` is ``slower`` or ``metric``."""
+    """A pass that does not pay: ``kind`` is ``slower``, ``metric`` or ``bytes``."""
 
     index: int
     step: str
@@ -114,6 +124,15 @@ class Ledger:
                     f"or bytes ({_pct(row.weight_bytes, prev.weight_bytes)}): {change}"
                 )
             out.append(LedgerWarning(row.index, row.step, "slower", text))
+        if (row.artifact_bytes is not None and prev.artifact_bytes is not None
+                and row.weight_bytes < (1 - SHRINK) * prev.weight_bytes
+                and row.artifact_bytes > (1 - SHRINK) * prev.artifact_bytes):
+            out.append(LedgerWarning(
+                row.index, row.step, "bytes",
+                f"{where} shrinks the IR's weight bytes by {-_rel(row.weight_bytes, prev.weight_bytes) * 100:.0f}% "
+                f"but not the saved model's: {prev.artifact_bytes:,} -> {row.artifact_bytes:,} bytes "
+                f"({_pct(row.artifact_bytes, prev.artifact_bytes)})",
+            ))
         if prev.quality is not None and row.quality is not None and prev.quality - row.quality > self.max_metric_drop:
             name = self.metric_name if row.metric is not None else "top-1 agreement"
             out.append(LedgerWarning(
@@ -130,7 +149,9 @@ class Ledger:
         start = self.rows[0]
         has_metric = any(r.metric is not None for r in self.rows)
         has_agree = any(r.agreement is not None for r in self.rows)
-        header = ["#", "step", "nodes", "params", "bytes", "stored as", "FLOPs", "median ms", "p90 ms"]
+        has_saved = any(r.artifact_bytes is not None for r in self.rows)
+        header = ["#", "step", "nodes", "params", "bytes", "stored as"] + ["saved", "resident"] * has_saved
+        header += ["FLOPs", "median ms", "p90 ms"]
         header += [self.metric_name] * has_metric + ["agree %", "max err", "mean err"] * has_agree
         lines = [header]
         prev = start
@@ -143,6 +164,11 @@ class Ledger:
                 _cell(si(r.parameters), r.parameters, prev.parameters, start.parameters, first),
                 _cell(si(r.weight_bytes), r.weight_bytes, prev.weight_bytes, start.weight_bytes, first),
                 ", ".join(f"{k} {si(v)}" for k, v in sorted(r.encodings.items(), key=lambda kv: -kv[1])),
+            ]
+            if has_saved:
+                cells += [_bytes_cell(r.artifact_bytes, prev.artifact_bytes, start.artifact_bytes, first),
+                          _bytes_cell(r.resident_bytes, prev.resident_bytes, start.resident_bytes, first)]
+            cells += [
                 _cell(si(r.flops), r.flops, prev.flops, start.flops, first),
                 _cell(f"{r.median_ms:.3f}", r.median_ms, prev.median_ms, start.median_ms, first),
                 f"{r.p90_ms:.3f}",
@@ -248,6 +274,12 @@ def _cell(text: str, now: float, prev: float, start: float, first: bool, count: 
         return text
     show = (lambda a, b: f"{a - b:+d}") if count else _pct
     return f"{text} ({'=' if now == prev else show(now, prev)} / {'=' if now == start else show(now, start)})"
+
+
+def _bytes_cell(now: int | None, prev: int | None, start: int | None, first: bool) -> str:
+    if now is None:
+        return ""
+    return _cell(si(now), now, prev if prev is not None else now, start if start is not None else now, first)
 
 
 def _points(now: float | None, prev: float | None, start: float | None, first: bool) -> str:

@@ -59,6 +59,7 @@ from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calib
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
 from slimgraph.passes.batch_norms import ReestimateBatchNorms
+from slimgraph.passes.skip_blocks import SkipBlocks
 
 __all__ = [
     "Any",
@@ -111,6 +112,7 @@ __all__ = [
     "RewriteRule",
     "run_pipeline",
     "ShareWeights",
+    "SkipBlocks",
     "StatsDiff",
     "StatsInstrument",
     "TimingInstrument",

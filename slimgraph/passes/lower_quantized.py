@@ -11,8 +11,10 @@ followed by ``requantize`` (fixed-point multiplier ``s_x * s_w / s_y`` per
 output channel) whose clamp carries the relu/clip. Without the trailing
 ``quantize`` the accumulator is dequantized (scale ``s_x * s_w``) and the
 float epilogue stays. Requirements: linear per-tensor activations (i8/u8),
-constant symmetric weights (i8 or i4; per-tensor or per output channel).
-Anything else, log2 weights included, is left in QDQ form, which runs as is.
+constant symmetric weights (i8 or i4; per-tensor or per output channel), or
+log2 weights whose exponents span at most 6, which become exact int8 integers
+``+-2^k`` (the TVM backend stores those as 4-bit exponents). Anything else is
+left in QDQ form, which runs as is.
 
 Example::
 
@@ -45,6 +47,8 @@ from slimgraph.passes.registry import Pass, register_pass
 
 #: Ops a float epilogue may hold between the compute op and its quantize (folded into the clamp).
 CLAMP_OPS = ("relu", "clip")
+#: The widest exponent range of a log2 weight lowered to int8 (its integers reach +-2^6).
+LOG2_SPAN = 6
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,28 @@ def _activation(value: Value) -> _Operand | None:
 
 
 def _weight_codes(value: Value, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The integer weight behind ``value`` and its scales, when symmetric and per ``axis`` or per tensor."""
-    node = _dequantized(value)
-    if node is None or not node.inputs[0].is_const or node.inputs[0].type.dtype not in WEIGHT_DTYPES:
+    """The integer weight behind ``value`` and its scales, when symmetric and per ``axis`` or per tensor.
+
+    A log2 weight is one too: ``sign * s * 2^e`` with ``e`` in ``min_exp..max_exp`` is the
+    integer ``sign * 2^(e - min_exp)`` times ``s * 2^min_exp``, exactly, and fits int8 when
+    the exponents span at most 6 (``+-64``)."""
+    node = value.producer
+    if node is None or node.op != "dequantize" or not node.inputs[0].is_const:
         return None
-    if any(node.attrs["zero_point"]):
+    if node.inputs[0].type.dtype not in WEIGHT_DTYPES or any(node.attrs["zero_point"]):
         return None
     scales = np.float32(node.attrs["scale"]).astype(np.float64)
     if len(scales) > 1 and node.attrs["axis"] % value.type.rank != axis % value.type.rank:
         return None
-    return node.inputs[0].const_value, scales
+    codes = node.inputs[0].const_value
+    if node.attrs["scheme"] == "linear":
+        return codes, scales
+    span = node.attrs["max_exp"] - node.attrs["min_exp"]
+    if span > LOG2_SPAN:
+        return None
+    c = codes.astype(np.int64)
+    magnitude = np.where(c != 0, np.left_shift(1, np.maximum(np.abs(c) - 1, 0)), 0)
+    return (np.sign(c) * magnitude).astype(np.int8), scales * 2.0 ** node.attrs["min_exp"]
 
 
 @register_pass("lower-quantized")

@@ -1,8 +1,14 @@
 """``prune``: unstructured magnitude pruning and structured channel pruning.
 
 - ``method=magnitude``: zero the smallest-magnitude ``sparsity`` fraction of
-  each conv/linear weight (``scope=layer``), or of all of them pooled under
-  one threshold (``scope=global``). Shapes stay; the zeros are the saving.
+  each conv/linear weight (``scope=layer``), of all of them pooled under
+  one threshold (``scope=global``), or of each output channel (``scope=row``:
+  every row keeps as many weights, which the sparse kernels run without
+  padding). Shapes stay; the zeros are the saving.
+- ``method=block``: the same with blocks of ``block`` = [output channels,
+  inputs] elements (of the weight seen as [out, in], a conv's kernel
+  positions flattened into the inputs) ranked by their L2 norm and zeroed
+  whole: the TVM backend's sparse kernels skip a zero block at once.
 - ``method=channel``: remove the ``ratio`` least important output channels of
   every prunable channel group (see :mod:`slimgraph.analysis.channels`):
   producers lose output channels, batch norms and per-channel constants lose
@@ -155,9 +161,14 @@ class LayerSelection:
 class Prune(Pass):
     """Prune weights: unstructured magnitude pruning, or structured removal of output channels."""
 
-    method: Literal["magnitude", "channel"] = option("magnitude", "zero small weights, or remove whole channels")
-    sparsity: float = option(0.5, "magnitude: fraction of weights set to zero, in [0, 1)")
-    scope: Literal["layer", "global"] = option("layer", "magnitude: one threshold per layer or for all layers")
+    compresses = True
+
+    method: Literal["magnitude", "block", "channel"] = option(
+        "magnitude", "zero small weights, zero small blocks of weights, or remove whole channels")
+    sparsity: float = option(0.5, "magnitude, block: fraction of weights set to zero, in [0, 1)")
+    scope: Literal["layer", "global", "row"] = option(
+        "layer", "magnitude, block: one threshold per layer, for all layers, or per output channel (balanced rows)")
+    block: tuple[int, ...] = option((1, 16), "block: [output channels, inputs] of a block, zeroed together")
     ratio: float = option(0.3, "channel: fraction of each group's output channels removed, in [0, 1)")
     criterion: Literal["l1", "l2", "bn-gamma"] = option("l1", "channel: how a channel's importance is measured")
     skip: tuple[str, ...] = option((), "weight names or glob patterns left unpruned")
@@ -167,14 +178,18 @@ class Prune(Pass):
         super().__post_init__()
         check_fraction(self.sparsity, self.name, "sparsity")
         check_fraction(self.ratio, self.name, "ratio")
+        if len(self.block) != 2 or min(self.block) < 1:
+            raise OptionValueError(
+                f"bad value {list(self.block)!r} for option 'block' of pass '{self.name}': give [rows, columns], "
+                "both at least 1", pass_name=self.name, option="block")
         self.selection()  # checks the overrides' syntax and values now, not at apply time
 
     def selection(self) -> LayerSelection:
-        default = self.sparsity if self.method == "magnitude" else self.ratio
+        default = self.ratio if self.method == "channel" else self.sparsity
         return LayerSelection(self.name, default, self.skip, self.overrides)
 
     def apply(self, graph: Graph) -> Graph | None:
-        if self.method == "magnitude":
+        if self.method in ("magnitude", "block"):
             return self._magnitude(graph)
         analysis = analyze_channels(graph)
         selection = self.selection()
@@ -191,18 +206,59 @@ class Prune(Pass):
         selection = self.selection()
         layers = weight_layers(graph)
         weights = list({id(w): w for _, w in layers}.values())
+        axes = {id(w): 1 if n.op == "linear" and not n.attrs["trans_b"] else 0 for n, w in layers}
+        # what is ranked: each weight's magnitude, or each block's L2 norm (one score per block)
+        scores = {w.name: np.abs(w.const_value) if self.method == "magnitude"
+                  else block_norms(w.const_value, axes[id(w)], self.block) for w in weights}
         amounts = {w.name: selection.amount([w.name]) for w in weights}
         selection.check_used(amounts)
         pooled = [w for w in weights if self.scope == "global" and not selection.is_overridden([w.name])]
-        thresholds = {w.name: _threshold([w.const_value], amounts[w.name]) for w in weights if w not in pooled}
+        thresholds = {w.name: _threshold([scores[w.name]], amounts[w.name])
+                      for w in weights if w not in pooled and self.scope != "row"}
         if pooled:
-            shared = _threshold([w.const_value for w in pooled], self.sparsity)
+            shared = _threshold([scores[w.name] for w in pooled], self.sparsity)
             thresholds.update({w.name: shared for w in pooled})
         for w in weights:
-            if thresholds[w.name] >= 0:
-                array = w.const_value
-                pruned = np.where(np.abs(array) <= thresholds[w.name], np.zeros((), array.dtype), array)
-                graph.set_const(w, pruned)
+            if self.scope == "row":
+                drop = _row_drop(scores[w.name], axes[id(w)] if self.method == "magnitude" else 0, amounts[w.name])
+            elif thresholds[w.name] >= 0:
+                drop = scores[w.name] <= thresholds[w.name]
+            else:
+                continue
+            array = w.const_value
+            if self.method == "block":
+                drop = expand_blocks(drop, array.shape, axes[id(w)], self.block)
+            graph.set_const(w, np.where(drop, np.zeros((), array.dtype), array))
+
+
+def _row_drop(scores: np.ndarray, out_axis: int, sparsity: float) -> np.ndarray:
+    """Mask of the ``sparsity`` lowest scores of each output channel (the same count in every
+    row, ties broken by position): balanced rows, which a sparse kernel runs without padding."""
+    moved = np.moveaxis(scores, out_axis, 0)
+    rows = moved.reshape(moved.shape[0], -1)
+    count = int(np.floor(sparsity * rows.shape[1] + 1e-9))
+    drop = np.zeros(rows.shape, bool)
+    np.put_along_axis(drop, np.argsort(rows, axis=1, kind="stable")[:, :count], True, axis=1)
+    return np.moveaxis(drop.reshape(moved.shape), 0, out_axis)
+
+
+def block_norms(w: np.ndarray, out_axis: int, block: tuple[int, ...]) -> np.ndarray:
+    """The L2 norm of each ``block`` (output channels x inputs) of ``w`` seen as [out, in]
+    (the output-channel axis first, the rest flattened); edge blocks are padded with zeros."""
+    rows, cols = block
+    flat = np.moveaxis(w.astype(np.float64), out_axis, 0).reshape(w.shape[out_axis], -1)
+    padded = np.zeros((-(-flat.shape[0] // rows) * rows, -(-flat.shape[1] // cols) * cols))
+    padded[: flat.shape[0], : flat.shape[1]] = flat
+    blocks = padded.reshape(padded.shape[0] // rows, rows, padded.shape[1] // cols, cols)
+    return np.sqrt((blocks**2).sum(axis=(1, 3)))
+
+
+def expand_blocks(mask: np.ndarray, shape: tuple, out_axis: int, block: tuple[int, ...]) -> np.ndarray:
+    """A per-block mask (as :func:`block_norms` lays blocks out) as a mask of the weight's elements."""
+    moved = (shape[out_axis], *(d for i, d in enumerate(shape) if i != out_axis))
+    full = np.repeat(np.repeat(mask, block[0], axis=0), block[1], axis=1)
+    flat = full[: moved[0], : int(np.prod(moved[1:]))]
+    return np.moveaxis(flat.reshape(moved), 0, out_axis)
 
 
 def _threshold(arrays: list[np.ndarray], sparsity: float) -> float:

@@ -20,7 +20,9 @@ def _probe(graph, names, x):
     return probe.run(x)
 
 
-@pytest.mark.parametrize("options", [{}, {"weights": "int4"}, {"activations": "uint8", "symmetric": True}])
+@pytest.mark.parametrize(
+    "options", [{}, {"weights": "int4"}, {"weights": "log2"}, {"activations": "uint8", "symmetric": True}]
+)
 def test_lowered_and_qdq_agree_within_one_step(digits_graph, calibration_batches, options):
     qdq = quantize_graph(digits_graph, calibration_batches, outputs=True, progress=False, **options)
     low = LowerQuantized()(qdq)
@@ -40,8 +42,19 @@ def test_lowered_and_qdq_agree_within_one_step(digits_graph, calibration_batches
     assert abs(accuracy(predictor(qdq)) - accuracy(predictor(low))) <= 0.3
 
 
-def test_log2_weights_stay_in_qdq_form(digits_graph, calibration_batches):
+def test_log2_weights_become_exact_powers_of_two(digits_graph, calibration_batches):
     qdq = quantize_graph(digits_graph, calibration_batches, weights="log2", progress=False)
+    low = LowerQuantized()(qdq)
+    weights = [n.inputs[1].const_value for n in low.nodes if n.op in ("qconv", "qlinear")]
+    assert len(weights) == 4
+    for w in weights:
+        magnitude = np.abs(w.astype(np.int32))
+        assert w.dtype == np.int8 and magnitude.max() <= 64
+        assert np.all((magnitude == 0) | (magnitude & (magnitude - 1) == 0))
+
+
+def test_log2_weights_wider_than_int8_stay_in_qdq_form(digits_graph, calibration_batches):
+    qdq = quantize_graph(digits_graph, calibration_batches, weights="log2", log2_min_exp=-7, progress=False)
     low = LowerQuantized()(qdq)
     assert [n.op for n in low.nodes] == [n.op for n in qdq.nodes]
 

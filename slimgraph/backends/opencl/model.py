@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from slimgraph.arguments import check_int
+from slimgraph.arguments import check_int, check_writable_file
 from slimgraph.backends.opencl.plan import evaluate
-from slimgraph.backends.tvm.compiled import BenchmarkResult, CompiledModel, KernelTiming, _is_torch, _type_from
+from slimgraph.backends.tvm.compiled import (MAX_WARMUP_CALLS, BenchmarkResult, CompiledModel, _is_torch,
+                                             _type_from)
 from slimgraph.backends.tvm.targets import TargetError
-from slimgraph.errors import BackendError, IndexOutOfRangeError
-from slimgraph.ir.interpreter import random_inputs
+from slimgraph.errors import ArgumentError, BackendError, IndexOutOfRangeError
 from slimgraph.ir.types import DType, concrete
+from slimgraph.timing import Clock, measure
 
 log = logging.getLogger("slimgraph")
 
@@ -267,30 +268,32 @@ class OpenCLModel(CompiledModel):
 
     # -- benchmark -----------------------------------------------------------
 
-    def benchmark(self, *inputs: Any, warmup: int = 5, runs: int = 30, kernel_repeat: int = 10) -> BenchmarkResult:
-        """Whole-model latency (median, p90 after ``warmup`` runs, each to the queue's end) and per
-        kernel the median over ``kernel_repeat`` runs of its OpenCL profiling events' device time."""
-        for name, value, least in (("warmup", warmup, 0), ("runs", runs, 1), ("kernel_repeat", kernel_repeat, 1)):
-            check_int(f"benchmark: {name}", value, minimum=least, error=BackendError)
-        arrays, sizes = self._arrays(inputs or random_inputs(self.input_types))
-        for _ in range(warmup):
-            self._execute(arrays, sizes)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self._execute(arrays, sizes)
-            times.append((time.perf_counter() - start) * 1e3)
-        per_step: dict[str, list[float]] = {}
+    def benchmark(self, *inputs: Any, warmup: int = 5, runs: int | None = None, duration_s: float | None = None,
+                  warmup_s: float = 0.0, batch: int | None = None, concurrency: int = 1, kernel_repeat: int = 10,
+                  json_path: str | os.PathLike | None = None, clock: Clock = time.perf_counter) -> BenchmarkResult:
+        """As :meth:`CompiledModel.benchmark` (each timed call runs to the queue's end); each kernel
+        call's time is its OpenCL profiling events' device time, the median over ``kernel_repeat`` runs."""
+        check_int("benchmark: kernel_repeat", kernel_repeat, minimum=1, error=BackendError)
+        if json_path is not None:
+            check_writable_file("benchmark: json_path", json_path, error=BackendError)
+        arrays, sizes = self._arrays(inputs or self._sample_inputs(batch))
+        given = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+        try:
+            timing = measure(lambda: self._execute(arrays, sizes), runs=runs, duration_s=duration_s, warmup=warmup,
+                             warmup_s=warmup_s, max_warmup=max(warmup, MAX_WARMUP_CALLS), batch=given,
+                             concurrency=concurrency, clock=clock)
+        except ArgumentError as exc:
+            raise BackendError(f"benchmark: {exc}") from None
+        per_call: dict[str, list[float]] = {}
         for _ in range(kernel_repeat):
             _, timed = self._execute(arrays, sizes, profile=True)
             for name, events in timed:
-                per_step.setdefault(name, []).append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
-        medians = [(name, float(np.median(ms))) for name, ms in per_step.items()]
-        total = sum(ms for _, ms in medians) or 1.0
-        info = {k["name"]: k for k in self._meta["kernels"]}
-        rows = [KernelTiming(name, "+".join(info[name]["ops"]), ms, ms / total,
-                             info[name]["flops"] / (ms * 1e6) if ms > 0 else 0.0) for name, ms in medians]
-        return BenchmarkResult(float(np.median(times)), float(np.percentile(times, 90)), runs, rows)
+                per_call.setdefault(name, []).append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
+        counters = self._kernel_counters([(name, float(np.median(ms))) for name, ms in per_call.items()])
+        result = BenchmarkResult(self._meta["name"], self.target.text, self.flops, timing, counters)
+        if json_path is not None:
+            result.save_json(json_path)
+        return result
 
 
 def opencl_metadata(captured_mod, device_source: str, funcs: list[str], kernels) -> dict:

@@ -45,12 +45,14 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from slimgraph.backends.tvm.encoded import Encoding, codebook_encoding, encoding_for_const
 from slimgraph.errors import BackendError, SlimgraphError
 from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete, dim_mul
@@ -74,8 +76,9 @@ TVM_DTYPE = {
 DRIVER_OPS = frozenset({"const", "fused"})
 
 #: Ops that decode stored weights. Applied to constants they are decoded once, when the model
-#: is built, so kernels read plain weights (and the conv/matmul rules can re-lay them out);
-#: decoding on every call made k-means-shared models many times slower.
+#: is built, so the lowerings see the weight's values (the conv/matmul rules re-lay them out);
+#: a ``codebook_decode`` weight is then stored encoded again in the layout the kernel reads
+#: (see :meth:`_KernelBuilder.new_param`) unless ``weights="decoded"``.
 DECODE_AT_LOAD = frozenset({"codebook_decode", "dequantize"})
 
 
@@ -84,6 +87,21 @@ def _decoded(node: Node, known: list) -> np.ndarray | None:
     if node.op not in DECODE_AT_LOAD or not known or any(a is None for a in known):
         return None
     return np.asarray(node.opdef.impl(*known, **node.attrs))
+
+
+#: How the compiled model holds weights the IR stores compressed: ``compressed`` keeps them so
+#: and decodes inside the kernels (and stores mostly-zero weights sparse, computing with
+#: sparse kernels); ``decoded`` stores every weight decoded and dense.
+WEIGHT_FORMS = ("compressed", "decoded")
+
+
+def _encoding(node: Node, array: np.ndarray, known: list) -> Encoding | None:
+    """How the constant weight ``node`` produces (``array``, decoded) is stored compressed, or None."""
+    if node.op == "codebook_decode":
+        return codebook_encoding(known[1], node.attrs["bits"], array.size)
+    if node.op == "const":
+        return encoding_for_const(_storable(array), int4=node.output.type.dtype is DType.int4)
+    return None
 
 #: The words every index check's message holds, by which a compiled model recognises its failure.
 INDEX_CHECK = "index out of range"
@@ -115,6 +133,12 @@ class OpCall:
     def dtype(self, i: int = 0) -> str:
         """The TVM dtype of output ``i``."""
         return TVM_DTYPE[self.out_types[i].dtype]
+
+    @property
+    def compress(self) -> bool:
+        """Whether weights are kept in compressed forms (``weights="compressed"`` on a CPU):
+        encoded codes, and sparse storage for mostly-zero weights."""
+        return self.kernel.compress
 
     def param(self, array: np.ndarray, hint: str):
         """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
@@ -216,6 +240,8 @@ class _KernelBuilder:
         self.vars = shape_vars
         self.sources: list[tuple[object, str]] = []  # (placeholder, value key)
         self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
+        self.encodings: list[Encoding] = []  # how the weights this kernel reads are stored (empty: plain)
+        self.compress = False  # whether this kernel keeps compressed weights compressed
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -228,20 +254,56 @@ class _KernelBuilder:
         return self._by_key[key]
 
     def new_param(self, array: np.ndarray, hint: str):
+        """A placeholder for a new weight; stored encoded when one of this kernel's
+        encodings holds its values (a re-laid-out copy of an encoded weight)."""
+        stored = _storable(array)
+        for encoding in self.encodings:
+            parts = encoding.encode(stored)
+            if parts is not None:
+                keys = [self.params.add(f"{self.name}.{hint}.{suffix}", part) for suffix, part in parts]
+                return self._decoded(keys, encoding, stored)
         key = self.params.add(f"{self.name}.{hint}", array)
-        return self.placeholder(key, TensorType.of_array(_storable(array)))
+        return self.placeholder(key, TensorType.of_array(stored))
+
+    def read(self, key: str, ttype: TensorType, array: np.ndarray | None, encoding: "Encoding | None"):
+        """The TE tensor a kernel reads for value ``key``: its placeholder, or for an encoded
+        weight (``array`` its decoded values) the decoding stage over its encoded parameters."""
+        if encoding is None or array is None or not self.compress:
+            return self.placeholder(key, ttype)
+        if encoding not in self.encodings:
+            self.encodings.append(encoding)
+        if key not in self._by_key:
+            stored = _storable(array)
+            keys = self.params.encoded.get(key)
+            if keys is None:
+                parts = encoding.encode(stored)
+                keys = self.params.encoded[key] = [self.params.add(f"{key[2:]}.{suffix}", part) for suffix, part in parts]
+            self._by_key[key] = self._decoded(keys, encoding, stored)
+        return self._by_key[key]
+
+    def _decoded(self, keys: list[str], encoding: "Encoding", stored: np.ndarray):
+        parts = [self.placeholder(k, TensorType.of_array(self.params.arrays[k[2:]])) for k in keys]
+        return encoding.decode(parts, stored.shape, str(stored.dtype))
 
 
 class _ParamTable:
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        self.encoded: dict[str, list[str]] = {}  # key of an encoded weight -> keys of its stored parts
+        self.by_content: dict[tuple, str] = {}  # (dtype, shape, digest) -> the key holding that array
 
     def add(self, name: str, array: np.ndarray) -> str:
+        # equal arrays are stored once: kernels re-lay out a weight that several layers share
+        # (as cse leaves it) into equal copies, one per kernel
+        content = (array.dtype.str, array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest())
+        if content in self.by_content:
+            return self.by_content[content]
         base, n = name, 1
         while name in self.arrays:
             n += 1
             name = f"{base}_{n}"
         self.arrays[name] = array
+        self.by_content[content] = "p:" + name
         return "p:" + name
 
 
@@ -250,11 +312,14 @@ class _ParamTable:
 
 
 def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
-                index_dtype: str = "int32") -> Lowered:
+                index_dtype: str = "int32", weights: "str | Mapping[str, str]" = "compressed") -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
 
     The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
     sizes) only count FLOPs; in the kernels they are ``index_dtype`` variables.
+    ``weights`` (one of :data:`WEIGHT_FORMS`, or a mapping from kernel name to one of them,
+    ``compressed`` for kernels it does not name) says how compressed weights are held: on CPU
+    targets ``compressed`` keeps them encoded (see :mod:`slimgraph.backends.tvm.encoded`).
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
@@ -263,7 +328,13 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     _check_supported(graph, table)
     from tvm import tirx
 
+    forms = dict(weights) if isinstance(weights, Mapping) else {}
+    default = "compressed" if isinstance(weights, Mapping) else weights
+    bad = sorted({f for f in (default, *forms.values()) if f not in WEIGHT_FORMS})
+    if bad:
+        raise BackendError(f"weights: {bad[0]!r} is no weight form; valid: {', '.join(WEIGHT_FORMS)}")
     params = _ParamTable()
+    encodings: dict[int, Encoding] = {}  # id(Value) of an encoded constant weight -> its encoding
     dynamic = frozenset(dynamic)
     kernel_vars = {s: tirx.Var(s, index_dtype) for s in sorted(dynamic)}
     env: dict[int, tuple[str, TensorType]] = {}  # id(Value) -> (key, type concrete but for dynamic symbols)
@@ -278,10 +349,14 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     prim_funcs: dict[str, object] = {}
     shared: dict[int, list[tuple[object, str]]] = {}  # structural hash -> [(PrimFunc, its name)]
     for node in graph.nodes:
-        decoded = _decoded(node, [consts.get(id(v)) for v in node.inputs])
+        known = [consts.get(id(v)) for v in node.inputs]
+        decoded = _decoded(node, known)
         if node.op == "const" or decoded is not None:
             array = node.attrs["value"] if decoded is None else decoded
             consts[id(node.output)] = array
+            encoding = None if target.is_gpu else _encoding(node, array, known)
+            if encoding is not None:
+                encodings[id(node.output)] = encoding
             t = concrete_type(node.output.type, bindings, dynamic)
             env[id(node.output)] = (params.add(node.output.name, array), t)
             continue
@@ -293,7 +368,8 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             continue
         name = _kernel_name(len(kernels), node)
         builder = _KernelBuilder(name, params, kernel_vars)
-        arg_tensors = [builder.placeholder(*env[id(v)]) for v in node.inputs]
+        builder.compress = not target.is_gpu and forms.get(name, default) == "compressed"
+        arg_tensors = [builder.read(*env[id(v)], consts.get(id(v)), encodings.get(id(v))) for v in node.inputs]
         arg_consts = [consts.get(id(v)) for v in node.inputs]
         out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
         flops_box = [0]
@@ -390,9 +466,13 @@ def _lower_node(node: Node, args, arg_consts, out_types, target, builder, table,
     tensors: dict[int, object] = {id(p): a for p, a in zip(body.inputs, args)}
     values: dict[int, np.ndarray | None] = {id(p): c for p, c in zip(body.inputs, arg_consts)}
     for inner_node in body.nodes:
-        decoded = _decoded(inner_node, [values.get(id(v)) for v in inner_node.inputs])
+        known = [values.get(id(v)) for v in inner_node.inputs]
+        decoded = _decoded(inner_node, known)
         if inner_node.op == "const" or decoded is not None:
             array = inner_node.attrs["value"] if decoded is None else decoded
+            encoding = _encoding(inner_node, array, known) if builder.compress else None
+            if encoding is not None and encoding not in builder.encodings:
+                builder.encodings.append(encoding)
             tensors[id(inner_node.output)] = builder.new_param(array, inner_node.output.name)
             values[id(inner_node.output)] = array
             continue

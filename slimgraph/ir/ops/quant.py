@@ -176,3 +176,24 @@ define_op(
     category="elementwise",
     doc="Integer to float: (q - zero_point) * scale, or the value of a log2 code.",
 )
+
+
+def log2_codes(q: np.ndarray, max_shift: int = 6) -> np.ndarray | None:
+    """The signed log2 codes of integers that are all 0 or +-2^k (k <= ``max_shift``), else None.
+
+    Code ``c`` stands for ``sign(c) * 2^(|c| - 1)`` (0 for 0): the integer form of a log2
+    weight with ``min_exp = max_exp - max_shift``, which 4 bits hold.
+
+    >>> log2_codes(np.array([0, 1, -2, 64], np.int8)).tolist()
+    [0, 1, -2, 7]
+    >>> log2_codes(np.array([3], np.int8)) is None
+    True
+    """
+    q = np.asarray(q).astype(np.int64)
+    magnitude = np.abs(q)
+    exponent = np.zeros(q.shape, np.int64)
+    nonzero = magnitude > 0
+    exponent[nonzero] = np.round(np.log2(magnitude[nonzero])).astype(np.int64)
+    if np.any(nonzero & ((exponent > max_shift) | (np.left_shift(1, exponent) != magnitude))):
+        return None
+    return (np.sign(q) * np.where(nonzero, exponent + 1, 0)).astype(np.int8)

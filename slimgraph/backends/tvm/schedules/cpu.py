@@ -39,6 +39,9 @@ PARALLEL_CHUNKS_PER_CORE = 4
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
 PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
+#: Rules whose register tile reuses each weight vector across its rows: compressed weights
+#: are decoded once per reduction step into a small buffer ahead of the tile.
+TILED = (*PACKED_CONVS, "matmul_packed")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -140,6 +143,10 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
             if rule == "pad" and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
+            if rule == "sparse_input" and anchors:
+                continue  # x^T, materialized once: the sparse rows read it as contiguous vectors
+            if rule == "decode" and anchors and any(_rule(sch, c) in TILED for c in sch.get_consumers(block)):
+                continue  # decoded once per reduction step by the tile (_decode_at), not once per use
             try:
                 sch.compute_inline(block)
                 changed = True
@@ -221,7 +228,7 @@ def _epilogue(sch, block, outputs):
 
 
 def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int,
-                      intrin: str | None = None):
+                      intrin: str | None = None, weight_loop: int = 1):
     """Shared micro-kernel scheduling.
 
     ``spatial_tiles`` gives, per spatial loop, (tile, rank): each loop is split
@@ -231,6 +238,9 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     epilogue (or a plain copy) writes the tile back inside the tile loop.
     With a tensor intrinsic, the last reduction loop goes inside the vector
     loop and the two are replaced by ``intrin`` (e.g. a 16x4 dot product).
+    A compressed weight (a ``decode`` producer) is decoded once per value of the
+    spatial loop ``weight_loop`` (the weight's output-channel block), which then
+    goes outermost: its whole panel serves every row tile.
     """
     consumer = _epilogue(sch, block, outputs)
     if consumer is None:
@@ -249,6 +259,9 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
             outers.append(loop)
     ranked = [i for _, i in sorted(inners, key=lambda p: p[0])]
     inner_reduce = reduce[-1:] if intrin else []
+    decoding = [p for p in sch.get_producers(block) if _rule(sch, p) == "decode"]
+    if decoding:
+        outers.insert(0, outers.pop(weight_loop))
     sch.reorder(*outers, *reduce[:len(reduce) - len(inner_reduce)], *ranked, *inner_reduce)
     sch.reverse_compute_at(consumer, outers[-1], preserve_unit_loops=True)
     for loop in list(sch.get_loops(consumer))[len(outers):]:
@@ -258,11 +271,14 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
         sch.unroll(loop)
     if not intrin:
         sch.vectorize(ranked[-1])
-    _parallelize(sch, outers[:-1] or outers, cores)
+    # with a decode, only the weight-block loop runs parallel: fusing the rows into it would
+    # decode each panel once per row instead of once
+    _parallelize(sch, outers[:1] if decoding else outers[:-1] or outers, cores)
+    decoders = _decode_at(sch, block, list(sch.get_loops(block))[0], decoding) if decoding else set()
     if intrin:  # the intrinsic's loops become one block, tensorized once its init is split off
         block = sch.blockize(ranked[-1])
     init = sch.decompose_reduction(block, reduce[0])
-    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)} | decoders
     init_loops = list(sch.get_loops(init))[-len(ranked):]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
@@ -271,6 +287,21 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
         sch.vectorize(list(sch.get_loops(sch.get_child_blocks(init)[0]))[-1])
     else:
         sch.vectorize(init_loops[-1])
+    return names
+
+
+def _decode_at(sch, block, loop, producers) -> set[str]:
+    """Compute the weights the decoding ``producers`` feed ``block`` inside ``loop``, the
+    innermost loop on which the weight panel depends, vectorized: each panel is decoded
+    once and serves every tile under the loop. Returns the decoding blocks' names."""
+    depth = 1 + next(i for i, l in enumerate(sch.get_loops(block)) if sch.get(l).same_as(sch.get(loop)))
+    names = set()
+    for producer in producers:
+        names.add(_stmt(sch, producer).name_hint)
+        sch.compute_at(producer, loop, preserve_unit_loops=True)
+        loops = list(sch.get_loops(producer))[depth:]
+        if loops:
+            sch.vectorize(sch.split(loops[-1], [None, VECTOR])[1] if (_extent(sch, loops[-1]) or 0) % VECTOR == 0 else loops[-1])
     return names
 
 
@@ -323,6 +354,40 @@ def _matmul_packed(sch, block, cores: int, outputs) -> set[str]:
     return _tiled_accumulate(sch, block, outputs, tiles, layout, cores)
 
 
+def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
+    """Sparse weight rows x dense columns (``ops/sparse.py``): per weight row, a tile of up to
+    8 vectors of the output row accumulates in registers while the row's non-zero blocks
+    stream by, each weight scalar broadcast against contiguous vectors of x^T. An epilogue
+    reading the rows at non-affine positions (a conv's pixels) runs after, on its own."""
+    consumer = _epilogue(sch, block, outputs) if _ann_int(sch, block, "sg.epilogue_in_tile", 0) else None
+    if consumer is None:
+        consumer = sch.cache_write(block, 0, "global")
+    n, m, rj, ri = sch.get_loops(block)
+    columns = _extent(sch, m) or 0
+    lanes = next((v for v in (VECTOR, VECTOR // 2, VECTOR // 4) if columns % v == 0), 0)
+    if not columns or not lanes:
+        raise ValueError("sparse rows need a static multiple of 4 columns")
+    tile = pick_tile(columns // lanes, (8, 6, 4, 7, 5, 3, 2))
+    mo, mt, mi = sch.split(m, [None, tile, lanes])
+    sch.reorder(n, mo, rj, ri, mt, mi)
+    sch.reverse_compute_at(consumer, mo, preserve_unit_loops=True)
+    sch.unroll(mt)
+    sch.vectorize(mi)
+    if (_extent(sch, ri) or 0) > 1:
+        sch.unroll(ri)
+    _parallelize(sch, [n, mo], cores)
+    init = sch.decompose_reduction(block, rj)
+    init_loops = list(sch.get_loops(init))
+    sch.unroll(init_loops[-2])
+    sch.vectorize(init_loops[-1])
+    names = {_stmt(sch, b).name_hint for b in (block, consumer, init)}
+    for producer in sch.get_producers(block):
+        if _rule(sch, producer) == "sparse_input":
+            _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
+            names.add(_stmt(sch, producer).name_hint)
+    return names
+
+
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     """Depthwise conv: the output row vectorized, the small kernel unrolled."""
     consumer = _epilogue(sch, block, outputs)
@@ -360,6 +425,7 @@ CPU_RULES: dict[str, Callable] = {
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
     "matmul_packed": _matmul_packed,
+    "sparse_rows": _sparse_rows,
     "depthwise": _depthwise,
     "pool": _pool,
 }
