@@ -91,8 +91,8 @@ def trained_digits_resnet(width: int = 16, blocks: int = 4, seed: int = 0) -> Di
     return train(DigitsResNet(width, blocks), digits_data(), seed=seed)
 
 
-def train(model: nn.Module, data: DigitsData, epochs: int = 6, seed: int = 0, lr: float = 3e-3) -> nn.Module:
-    """Adam on the training split, seeded; returns the model in eval mode."""
+def train(model: nn.Module, data, epochs: int = 6, seed: int = 0, lr: float = 3e-3, batch: int = 64) -> nn.Module:
+    """Adam on ``data``'s training split (``x_train``, ``y_train``), seeded; returns the model in eval mode."""
     torch.manual_seed(seed)
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
@@ -100,7 +100,7 @@ def train(model: nn.Module, data: DigitsData, epochs: int = 6, seed: int = 0, lr
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(64):
+        for idx in torch.randperm(len(y), generator=generator).split(batch):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()

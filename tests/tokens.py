@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tests import digits
+
 VOCAB, SEQ, CLASSES = 16, 12, 4
 
 
@@ -82,26 +84,11 @@ class TokenClassifier(nn.Module):
         return self.head(self.norm(h).mean(1))
 
 
-def train(model: nn.Module, data: TokenData, epochs: int = 16, seed: int = 0, lr: float = 3e-3) -> nn.Module:
-    """Adam on the training split, seeded; returns the model in eval mode."""
-    torch.manual_seed(seed)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
 @functools.lru_cache(maxsize=2)
 def trained_token_classifier(depth: int = 2, seed: int = 0) -> TokenClassifier:
     """The trained classifier (cached: callers must not modify it)."""
     torch.manual_seed(seed)
-    return train(TokenClassifier(depth=depth), token_data(), seed=seed)
+    return digits.train(TokenClassifier(depth=depth), token_data(), epochs=16, seed=seed, batch=128)
 
 
 def accuracy(predict, data: TokenData | None = None) -> float:

@@ -17,7 +17,10 @@ point (nodes are visited in topological order, so regions grow downstream):
    ``map * sigmoid(conv(pooled))`` keeps the multiply as a kernel of its own.
    An epilogue runs inside the anchor's tile, so there it would be unrolled
    once per element of the whole map (EfficientNet-B0's build ran for
-   minutes) and recompute the sigmoid for each. A ``quantize`` ends the
+   minutes) and recompute the sigmoid for each. An epilogue op may read a
+   matmul's result through a ``reshape`` that only adds or drops unit dims
+   (torch's linear runs on a [rows, K] view and reshapes back to [1, rows, N]
+   before its bias or activation). A ``quantize`` ends the
    epilogue: its integer result is what should travel between kernels, and
    the ``dequantize`` that reads it becomes the next anchor's prologue.
 3. Prologue. A region with an anchor takes the producer of one of its inputs
@@ -64,6 +67,10 @@ from slimgraph.ir.registry import all_ops
 from slimgraph.passes.errors import OptionValueError
 from slimgraph.passes.pattern import Match, Pat, RewriteRule, apply_rewrites, rewrite
 from slimgraph.passes.registry import Pass, option, register_pass
+
+#: Anchors whose epilogue may start with a reshape of their result (the dense kernel's tile
+#: computes the reshaped read; the conv rules' tiles would not).
+RESHAPED_EPILOGUE_ANCHORS = ("linear", "matmul")
 
 #: Elementwise ops cheap enough to join an anchor's prologue next to the injective ones.
 CHEAP_CONVERSIONS = ("cast", "dequantize")
@@ -116,6 +123,15 @@ def _chainable(node: Node) -> bool:
     """Elementwise or injective: no reductions or contractions, so a chain of them recomputes
     at most cheap elementwise ops, and a reshape, slice or transpose in it is index arithmetic."""
     return node.opdef.category in ("elementwise", "injective") and len(node.outputs) == 1
+
+
+def _unit_dims_only(reshape: Node) -> bool:
+    """Whether a reshape only adds or drops dims of size 1 ([S, N] -> [1, S, N]). One that splits
+    or merges rows would make a tile of the matmul's rows a ragged set of the epilogue's."""
+    def kept(shape):
+        return [d for d in shape if d != 1]
+
+    return kept(reshape.inputs[0].type.shape) == kept(reshape.output.type.shape)
 
 
 def _only_reader(value: Value, readers: list[Node], graph: Graph) -> bool:
@@ -176,20 +192,27 @@ class _Fuser:
             if v.producer is not None and _chainable(v.producer) and _only_reader(v, [node], graph)
         ]
         for value in node.inputs:
-            region = value.producer
+            region, via = value.producer, []
+            if (region is not None and region.op == "reshape" and _only_reader(value, [node], graph)
+                    and _unit_dims_only(region)):
+                # a matmul's result reshaped (torch's linear on [M, K] views) still takes its epilogue
+                region, via, value = region.inputs[0].producer, [region], region.inputs[0]
             if region is None or id(region.attrs.get("body")) not in self.made:
                 continue
             if not (self.options.epilogue if region.attrs["anchor"] else self.options.chains):
                 continue
+            if via and region.attrs["anchor"] not in RESHAPED_EPILOGUE_ANCHORS:
+                continue
             if region.body.outputs[0].producer.op == "quantize":
                 continue  # a requantized result is what should cross between kernels
             # Elementwise ops that read the region's result and feed only this node join with it.
-            joining = [h for h in helpers if _elementwise(h) and any(v is value for v in h.inputs)]
-            if not _only_reader(value, joining + [node], graph):
+            joining = [] if via else [h for h in helpers if _elementwise(h) and any(v is value for v in h.inputs)]
+            if not _only_reader(value, via + joining + [node], graph):
                 continue
-            if region.attrs["anchor"] and any(m.output.type.shape != value.type.shape for m in joining + [node]):
+            shape = via[0].output.type.shape if via else value.type.shape
+            if region.attrs["anchor"] and any(m.output.type.shape != shape for m in joining + [node]):
                 continue  # an epilogue never broadcasts the anchor's result (see rule 2)
-            members = [region] + joining + [node]
+            members = [region] + via + joining + [node]
             residual = bool(_outside_inputs(members, self.made))
             if residual and region.attrs["anchor"] and not self.options.residual:
                 continue

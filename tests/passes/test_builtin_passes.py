@@ -299,6 +299,29 @@ def test_an_epilogue_never_broadcasts_the_anchors_result():
     assert_same_numerics(g, out, rtol=0, atol=0)
 
 
+def test_a_matmul_takes_its_epilogue_through_a_reshape():
+    """torch's linear: [1,S,K] viewed as [S,K], the matmul, viewed back as [1,S,N], then bias
+    and GELU: one kernel, as without the views; a conv's reshaped result keeps its own kernel."""
+    g = Graph("linear")
+    x = g.add_input("x", TensorType("f32", (1, 5, 8)))
+    flat = g.call("reshape", x, shape=(5, 8))
+    y = g.call("reshape", g.call("matmul", flat, g.const(_w(8, 4))), shape=(1, 5, 4))
+    g.set_outputs([g.call("gelu", g.call("add", y, g.const(_w(4))))])
+    out = FuseRegions()(g)
+    assert regions(out) == [("matmul", ["reshape", "matmul", "reshape", "add", "gelu"])]
+    assert_same_numerics(g, out, rtol=0, atol=0)
+    g2, x2 = image_graph()
+    g2.set_outputs([g2.call("relu", g2.call("reshape", conv(g2, x2), shape=(1, -1)))])
+    assert [anchor for anchor, _ in regions(FuseRegions()(g2))] == [""]
+    # rows split into an image's [H, W] (ConvNeXt's linear on channels-last maps): a tile of rows
+    # would be a ragged set of the epilogue's, so the epilogue keeps its own kernel
+    g3 = Graph("split_rows")
+    x3 = g3.add_input("x", TensorType("f32", (6, 8)))
+    y3 = g3.call("reshape", g3.call("matmul", x3, g3.const(_w(8, 4))), shape=(1, 2, 3, 4))
+    g3.set_outputs([g3.call("gelu", y3)])
+    assert [anchor for anchor, _ in regions(FuseRegions()(g3))] == [""]
+
+
 def test_elementwise_chains_fuse_without_an_anchor():
     g, x = image_graph()
     a, b = g.call("split", x, axis=1, sizes=(2, 2))

@@ -5,6 +5,9 @@ applied, their row max, the sum of the exponentials, the weighted sum of the
 values and the division by the sum. Masked-out scores are -inf; a row with no
 visible key shifts by 0 instead of its -inf max, so it sums to 0 and gives
 zeros, as the reference does. Sums run in float32 for half types, in float64 for float64.
+On CPUs with static shapes the stages are those of the ``attention`` rule
+(``schedules/cpu_matmul.py``): K transposed per head, padded rows and keys,
+exponentials written once (see ``_cpu_attention``).
 
 Example::
 
@@ -21,7 +24,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import (
-    broadcast, compute_dtype, const, dims, down, dtype_of, is_float, spatial_compute, up,
+    broadcast, compute_dtype, const, dims, down, dtype_of, is_float, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.attention import attention_scale, einsum_sizes, einsum_subscripts
 
@@ -32,9 +35,18 @@ def kv_index(idx: tuple, group: int) -> tuple:
     return (*idx[:-3], idx[-3] // group, *idx[-2:])
 
 
+#: Query rows per register tile of the CPU attention kernel (the query rows are padded to a multiple).
+ROW_TILE = 4
+#: Keys are padded to a multiple of this many vectors: the scores' register tile is that wide.
+KEY_VECTORS = 1
+
+
 @register("attention")
 def lower_attention(call):
     """softmax(q k^T * scale + mask) v with grouped-query heads; a fully masked row gives zeros."""
+    static = all(isinstance(d, int) for d in dims(call.args[0]) + dims(call.args[1]))
+    if call.target.is_cpu and is_float(call.dtype()) and static:
+        return _cpu_attention(call)
     q, k, v = call.args[:3]
     q_shape, k_shape = dims(q), dims(k)
     features, keys = q_shape[-1], k_shape[-2]
@@ -92,6 +104,92 @@ def lower_attention(call):
         return down(acc[i] / tirx.Select(t > tirx.const(0.0, wide), t, tirx.const(1.0, wide)), call.dtype())
 
     return spatial_compute(out_shape, finish, name="attention", rule="elementwise")
+
+
+def _cpu_attention(call):
+    """Attention as the CPU ``attention`` rule computes it, one (batch, head) at a time with its
+    stages in cache: K transposed once per head ([D, keys], so the scores' inner loop reads keys
+    contiguously), the scores as a register-tiled product, row max, exponentials written once,
+    their sum, the probabilities normalized once per element, and their product with V. Query
+    rows are padded to a multiple of ``ROW_TILE`` and keys to a multiple of the vector width
+    (padded keys are masked out, padded rows read the last row and are never stored), so no
+    loop of the kernel carries a remainder."""
+    q, k, v = call.args[:3]
+    q_shape, k_shape = dims(q), dims(k)
+    *lead, rows, features = q_shape
+    keys = k_shape[-2]
+    group = q_shape[-3] // k_shape[-3]
+    lanes = call.target.lanes
+    rows_p = -(-rows // ROW_TILE) * ROW_TILE
+    keys_p = -(-keys // (lanes * KEY_VECTORS)) * lanes * KEY_VECTORS
+    scale = attention_scale(features, call.attrs["scale"])
+    mask = broadcast(call.args[3], (*lead, rows, keys)) if len(call.args) > 3 else None
+    bool_mask = mask is not None and dtype_of(call.args[3]) == "bool"
+    wide = compute_dtype(call.dtype())
+    neg_inf = tirx.const(-math.inf, wide)
+    zero = tirx.const(0.0, wide)
+    n = len(lead)
+
+    def row(i):
+        return tirx.min(i, rows - 1) if rows_p != rows else i
+
+    def key(j):
+        return tirx.min(j, keys - 1) if keys_p != keys else j
+
+    kt = te.compute((*lead, features, keys_p), lambda *i: up(k[kv_index((*i[:n], key(i[-1]), i[-2]), group)]),
+                    name="attention_kt", attrs={"sg.rule": "attention"})
+    re = te.reduce_axis((0, features), "re")
+    dot = te.compute(
+        (*lead, rows_p, keys_p),
+        lambda *i: te.sum(up(q[(*i[:n], row(i[-2]), re)]) * kt[(*i[:n], re, i[-1])], axis=re),
+        name="attention_dot", attrs={"sg.rule": "attention", "sg.rows": ROW_TILE, "sg.lanes": lanes},
+    )
+
+    def score(*i):
+        s = dot[i] * tirx.const(scale, wide)
+        r, j = row(i[-2]), key(i[-1])
+        if mask is not None and not bool_mask:
+            s = s + up(mask(*i[:n], r, j))
+        visible = []
+        if keys_p != keys:
+            visible.append(i[-1] < keys)
+        if call.attrs["causal"]:
+            visible.append(j <= r)
+        if bool_mask:
+            visible.append(mask(*i[:n], r, j))
+        for cond in visible:
+            s = tirx.Select(cond, s, neg_inf)
+        return s
+
+    scores = spatial_compute((*lead, rows_p, keys_p), score, name="attention_scores", rule="elementwise")
+    rm = te.reduce_axis((0, keys_p), "rm")
+    top = te.compute((*lead, rows_p), lambda *i: te.max(scores[(*i, rm)], axis=rm), name="attention_max",
+                     attrs={"sg.rule": "attention"})
+
+    def exp(*i):
+        shift = top[i[:-1]]
+        return vector_exp(scores[i] - tirx.Select(shift == neg_inf, zero, shift), flush=True)
+
+    e = te.compute((*lead, rows_p, keys_p), exp, name="attention_exp", attrs={"sg.rule": "attention"})
+    rs = te.reduce_axis((0, keys_p), "rs")
+    total = te.compute((*lead, rows_p), lambda *i: te.sum(e[(*i, rs)], axis=rs), name="attention_sum",
+                       attrs={"sg.rule": "attention"})
+
+    def normalized(*i):
+        t = total[i[:-1]]
+        return e[i] * tirx.Select(t > zero, tirx.const(1.0, wide) / t, zero)
+
+    p = te.compute((*lead, rows_p, keys_p), normalized, name="attention_prob", attrs={"sg.rule": "attention"})
+    rv = te.reduce_axis((0, keys_p), "rv")
+    acc = te.compute(
+        (*lead, rows_p, features),
+        lambda *i: te.sum(p[(*i[:-1], rv)] * up(v[kv_index((*i[:n], key(rv), i[-1]), group)]), axis=rv),
+        name="attention_values", attrs={"sg.rule": "attention", "sg.rows": ROW_TILE, "sg.lanes": lanes},
+    )
+    if rows_p == rows and dtype_of(acc) == call.dtype():
+        return acc
+    return spatial_compute(call.shape(), lambda *i: down(acc[i], call.dtype()), name="attention",
+                           rule="elementwise")
 
 
 @register("einsum")

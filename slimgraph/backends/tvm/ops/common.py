@@ -52,6 +52,84 @@ def down(expr, dtype: str):
     return expr if dtype_of(expr) == dtype else expr.astype(dtype)
 
 
+def vector_exp(x, flush: bool = False):
+    """exp(x); for float32 a polynomial that vectorizes (Cephes' expf, within 2 ulp), where
+    ``tirx.exp`` becomes one libm call per lane on CPUs. Overflow gives inf, -inf gives 0,
+    and results below the normal range are denormals as libm's are, unless ``flush``: then
+    they are 0 and no denormal is ever computed (each costs a microcode assist of ~100 cycles;
+    softmax and attention, whose terms sum with exp(0) = 1, flush: ViT's padded keys made its
+    attention 6x slower)."""
+    if dtype_of(x) != "float32":
+        return tirx.exp(x)
+
+    def c(v):
+        return tirx.const(v, "float32")
+
+    # past these bounds exp is inf or 0 in float32 (or denormal): clamping keeps 2^n finite
+    low = -87.3 if flush else -104.0
+    clamped = tirx.max(tirx.min(x, c(89.0)), c(low))
+    n = tirx.floor(clamped * c(1.44269504088896341) + c(0.5))
+    r = clamped - n * c(0.693359375) + n * c(2.12194440e-4)
+    p = c(1.9875691500e-4)
+    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + c(coef)
+    p = p * r * r + r + c(1.0)
+    whole = n.astype("int32")
+
+    def power(e):
+        return tirx.reinterpret("float32", (e + tirx.const(127, "int32")) << tirx.const(23, "int32"))
+
+    if flush:
+        result = tirx.Select(x < c(low), c(0.0), p * power(whole))
+    else:
+        # 2^n as two normal halves, so the product rounds to a denormal or overflows as exp does
+        half = whole >> tirx.const(1, "int32")
+        result = p * power(half) * power(whole - half)
+    return tirx.Select(tirx.isnan(x), x, result)  # NaN stays NaN (min and max would drop it)
+
+
+def vector_erf(x):
+    """erf(x); for float32 the rational approximation of Eigen and TVM's fast_erf (clamped to
+    [-4, 4], where erf is 1 to float32 precision), which vectorizes where ``tirx.erf`` is a libm call."""
+    if dtype_of(x) != "float32":
+        return tirx.erf(x)
+
+    def c(v):
+        return tirx.const(v, "float32")
+
+    t = tirx.max(tirx.min(x, c(4.0)), c(-4.0))
+    x2 = t * t
+    p = c(-2.72614225801306e-10)
+    for coef in (2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05, -7.34990630326855e-04,
+                 -2.95459980854025e-03, -1.60960333262415e-02):
+        p = p * x2 + c(coef)
+    q = c(-1.45660718464996e-05)
+    for coef in (-2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02):
+        q = q * x2 + c(coef)
+    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
+
+
+def vector_tanh(x):
+    """tanh(x); for float32 Eigen's rational approximation (clamped to [-9, 9], where tanh is
+    +-1 to float32 precision), which vectorizes where TVM's tanh makes libm ``expf`` calls."""
+    if dtype_of(x) != "float32":
+        return tirx.tanh(x)
+
+    def c(v):
+        return tirx.const(v, "float32")
+
+    t = tirx.max(tirx.min(x, c(9.0)), c(-9.0))
+    x2 = t * t
+    p = c(-2.76076847742355e-16)
+    for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05,
+                 6.37261928875436e-04, 4.89352455891786e-03):
+        p = p * x2 + c(coef)
+    q = c(1.19825839466702e-06)
+    for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
+        q = q * x2 + c(coef)
+    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
+
+
 def const(value, dtype: str):
     """A scalar constant of ``dtype`` (bools and ints exactly, floats rounded)."""
     if dtype == "bool":

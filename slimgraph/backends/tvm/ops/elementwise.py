@@ -18,7 +18,9 @@ import math
 from tvm import tirx
 
 from slimgraph.backends.tvm.lower import register
-from slimgraph.backends.tvm.ops.common import const, down, dtype_of, is_float, operand, spatial_compute, up
+from slimgraph.backends.tvm.ops.common import (
+    const, down, dtype_of, is_float, operand, spatial_compute, up, vector_erf, vector_exp, vector_tanh,
+)
 
 
 def _map(call, fn, dtype: str | None = None):
@@ -72,8 +74,8 @@ def _sign(x):
 def _gelu(x, approximate):
     if approximate == "tanh":
         inner = _c(x, math.sqrt(2 / math.pi)) * (x + _c(x, 0.044715) * x * x * x)
-        return _c(x, 0.5) * x * (_c(x, 1) + tirx.tanh(inner))
-    return _c(x, 0.5) * x * (_c(x, 1) + tirx.erf(x * _c(x, 1 / math.sqrt(2))))
+        return _c(x, 0.5) * x * (_c(x, 1) + vector_tanh(inner))
+    return _c(x, 0.5) * x * (_c(x, 1) + vector_erf(x * _c(x, 1 / math.sqrt(2))))
 
 
 def _elu(x, alpha):
@@ -86,9 +88,9 @@ UNARY = {
     "sign": _sign,
     "relu": lambda x: tirx.Select(x < _c(x, 0), _c(x, 0), x),
     "sqrt": lambda x: tirx.sqrt(x),
-    "exp": lambda x: tirx.exp(x),
+    "exp": vector_exp,
     "log": lambda x: tirx.log(x),
-    "erf": lambda x: tirx.erf(x),
+    "erf": vector_erf,
     "reciprocal": lambda x: _c(x, 1) / x,
     "floor": lambda x: tirx.floor(x),
     "ceil": lambda x: tirx.ceil(x),
@@ -96,7 +98,7 @@ UNARY = {
     "sin": lambda x: tirx.sin(x),
     "cos": lambda x: tirx.cos(x),
     "sigmoid": _sigmoid,
-    "tanh": lambda x: tirx.tanh(x),
+    "tanh": vector_tanh,
     "silu": lambda x: x * _sigmoid(x),
     "softplus": _softplus,
     "mish": lambda x: x * tirx.tanh(_softplus(x)),
@@ -117,6 +119,12 @@ def _div(a, b):
 
 def _pow(a, b):
     if is_float(dtype_of(a)):
+        if isinstance(b, tirx.FloatImm) and b.value in (2.0, 3.0, 4.0):
+            # a constant small power as products: GPT-2's GELU cubes x, and powf does not vectorize
+            product = a
+            for _ in range(int(b.value) - 1):
+                product = product * a
+            return product
         return tirx.power(a, b)
     # Integer powers through float64 are exact up to 2**53; negative exponents truncate toward zero.
     dtype = dtype_of(a)

@@ -24,7 +24,7 @@ from tvm import te, tirx
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_matmul, sparse_plan
 from slimgraph.backends.tvm.ops.common import (
-    compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up,
+    compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
@@ -219,18 +219,62 @@ def lower_conv_transpose(call):
 # matmul and linear
 
 
-def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape, trans_a: bool = False):
-    """``x @ W`` for a constant W [K, N], packed [N/B, K, B]; x is [..., K]."""
+#: Register tiles of the dense kernel per vector width: (row tiles to choose from, vectors per panel).
+#: AVX-512 (32 registers): 6x4 accumulators; AVX2 (16): 4x3.
+DENSE_TILES = {16: ((6, 4, 8, 5), 4), 8: ((4, 3, 2), 3)}
+
+
+def _dense_geometry(call, rows: int, n_dim: int) -> tuple[int, int, int]:
+    """(row tile, panel width, float lanes) of the dense kernel: the row tile that pads ``rows`` least,
+    the panel of a few vectors that pads N least."""
+    lanes = call.target.lanes // (2 if call.dtype() == "float64" else 1)
+    row_tiles, vectors = DENSE_TILES[16 if lanes >= 16 else 8]
+    # the first (largest) tile wasting at most 1/16 of the rows on padding, else the least padding
+    tile = next((t for t in row_tiles if -(-rows // t) * t - rows <= rows / 16),
+                min(row_tiles, key=lambda t: -(-rows // t) * t))
+    panel = min((v * lanes for v in range(vectors, 0, -1)), key=lambda b: -(-n_dim // b) * b)
+    return tile, panel, lanes
+
+
+def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape):
+    """``x @ W`` for a constant W [K, N]; x is [..., K].
+
+    With static rows this is the ``dense_packed`` kernel: the last lead dim padded to the row
+    tile, W packed [N/B, K, B] with N padded to the panel (zero columns), and the result read
+    back without the padding (the schedule computes that read, and the epilogue, in the tile).
+    A dynamic row count keeps the rows as they are, packed [N/B, K, B] (``matmul_packed``)."""
     k_dim, n_dim = weight_kn.shape
-    block = _block(call, n_dim)
-    wp = call.param(weight_kn.reshape(k_dim, n_dim // block, block).transpose(1, 0, 2), "w_packed")
     rk = te.reduce_axis((0, k_dim), "rk")
-    return te.compute(
-        tuple(lead_shape) + (n_dim,),
-        lambda *idx: te.sum(up(x[idx[:-1] + (rk,)]) * up(wp[idx[-1] // block, rk, idx[-1] % block]), axis=rk),
+    if any(not isinstance(d, int) for d in lead_shape):
+        block = _block(call, n_dim)
+        wp = call.param(weight_kn.reshape(k_dim, n_dim // block, block).transpose(1, 0, 2), "w_packed")
+        return te.compute(
+            tuple(lead_shape) + (n_dim,),
+            lambda *idx: te.sum(up(x[idx[:-1] + (rk,)]) * up(wp[idx[-1] // block, rk, idx[-1] % block]), axis=rk),
+            name="matmul",
+            attrs={"sg.rule": "matmul_packed", "sg.block": block},
+        )
+    # the rows are the last lead dim (padded to the row tile); the dims before it stay as they are
+    *outer, rows = lead_shape or (1,)
+    tile, panel, lanes = _dense_geometry(call, rows, n_dim)
+    rows_p, n_p = -(-rows // tile) * tile, -(-n_dim // panel) * panel
+    padded = np.zeros((k_dim, n_p), weight_kn.dtype)
+    padded[:, :n_dim] = weight_kn
+    wp = call.param(padded.reshape(k_dim, n_p // panel, panel).transpose(1, 0, 2), "w_packed")
+
+    def x_at(idx, k):
+        m = tirx.min(idx[-1], rows - 1) if rows_p != rows else idx[-1]  # padded rows read the last one
+        return x[(*idx[:-1], m, k) if lead_shape else (k,)]
+
+    mm = te.compute(
+        (*outer, rows_p, n_p),
+        lambda *i: te.sum(up(x_at(i[:-1], rk)) * up(wp[i[-1] // panel, rk, i[-1] % panel]), axis=rk),
         name="matmul",
-        attrs={"sg.rule": "matmul_packed", "sg.block": block},
+        attrs={"sg.rule": "dense_packed", "sg.block": panel, "sg.rows": tile, "sg.lanes": lanes},
     )
+    # the padded rows and columns are never read back; the schedule computes this read in the tile
+    return spatial_compute(tuple(lead_shape) + (n_dim,), lambda *i: mm[i if lead_shape else (0, *i)],
+                           name="matmul_rows", rule="elementwise")
 
 
 @register("linear")
@@ -331,6 +375,14 @@ def lower_batch_norm(call):
     )
 
 
+def _reduce_attrs(call, last_axis: bool) -> dict:
+    """Schedule hints of a reduction: over the last axis on a CPU, the vectorized ``row_reduce``."""
+    if last_axis and call.target.is_cpu and is_float(call.dtype()):
+        lanes = call.target.lanes // (2 if compute_dtype(call.dtype()) == "float64" else 1)
+        return {"sg.rule": "row_reduce", "sg.lanes": lanes}
+    return {"sg.rule": "reduction"}
+
+
 def _normalize(call, axes: list[int], name: str):
     """(x - mean) / sqrt(var + eps) over ``axes``, as stages in the compute dtype."""
     x = call.args[0]
@@ -349,7 +401,7 @@ def _normalize(call, axes: list[int], name: str):
                 full[a] = r
             return te.sum(fn(tuple(full)), axis=red)
 
-        return te.compute(stat_shape, f, name=stage, attrs={"sg.rule": "reduction"})
+        return te.compute(stat_shape, f, name=stage, attrs=_reduce_attrs(call, axes == [len(shape) - 1]))
 
     total = reduce_over(lambda i: up(x[i]), f"{name}_sum")
     inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
@@ -570,16 +622,17 @@ def _softmax_stages(call):
         return idx[:axis] + (r,) + idx[axis + 1 :]
 
     r1 = te.reduce_axis((0, shape[axis]), "r1")
+    last = axis == len(shape) - 1
     mx = te.compute(red_shape, lambda *i: te.max(up(x[along(i, r1)]), axis=r1), name="softmax_max",
-                    attrs={"sg.rule": "reduction"})
+                    attrs=_reduce_attrs(call, last))
 
     def at(t, idx):
         return t[along(idx, 0)]
 
     r2 = te.reduce_axis((0, shape[axis]), "r2")
     total = te.compute(
-        red_shape, lambda *i: te.sum(tirx.exp(up(x[along(i, r2)]) - mx[i]), axis=r2), name="softmax_sum",
-        attrs={"sg.rule": "reduction"},
+        red_shape, lambda *i: te.sum(vector_exp(up(x[along(i, r2)]) - mx[i], flush=True), axis=r2), name="softmax_sum",
+        attrs=_reduce_attrs(call, last),
     )
     return x, shape, mx, total, at
 
@@ -589,7 +642,7 @@ def lower_softmax(call):
     """exp(x - max) / sum, along axis."""
     x, shape, mx, total, at = _softmax_stages(call)
     return spatial_compute(
-        shape, lambda *i: down(tirx.exp(up(x[i]) - at(mx, i)) / at(total, i), call.dtype()), name="softmax",
+        shape, lambda *i: down(vector_exp(up(x[i]) - at(mx, i), flush=True) / at(total, i), call.dtype()), name="softmax",
         rule="elementwise",
     )
 

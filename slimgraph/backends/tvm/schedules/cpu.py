@@ -430,3 +430,7 @@ CPU_RULES: dict[str, Callable] = {
     "pool": _pool,
 }
 
+from slimgraph.backends.tvm.schedules.cpu_matmul import MATMUL_RULES  # noqa: E402 - it uses the helpers above
+
+CPU_RULES.update(MATMUL_RULES)
+

@@ -1,0 +1,178 @@
+"""The CPU transformer kernels (``schedules/cpu_matmul.py``) match the reference interpreter on
+awkward shapes, and their rules really schedule them (not the generic fallback), for AVX-512
+(16 lanes) and AVX2 (8 lanes, ``llvm:haswell``, which runs on any x86-64 machine with AVX2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+
+from slimgraph.backends.tvm import build  # noqa: E402
+from slimgraph.backends.tvm.targets import parse_target  # noqa: E402
+from slimgraph.ir import Graph, TensorType  # noqa: E402
+
+AVX512 = parse_target("llvm").has("avx512")
+TARGETS = [pytest.param("llvm:haswell", id="avx2"),
+           pytest.param("llvm", id="avx512", marks=pytest.mark.skipif(not AVX512, reason="no AVX-512 here"))]
+
+
+def _run(graph: Graph, inputs: list, target: str, rule_block: str, rtol=2e-5, atol=2e-5):
+    model = build(graph, target)
+    got = model(*inputs)
+    want = graph.run(*inputs)[0]
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    # the rule scheduled the kernel: its blocks carry the names the rule gives them
+    assert any(rule_block in k.tir for k in model.kernels), [k.name for k in model.kernels]
+    # sized for the target's vector registers: 8 float lanes with AVX2, 16 with AVX-512
+    lanes = 8 if target == "llvm:haswell" else 16
+    assert all(f'"sg.lanes": {lanes}' in k.tir for k in model.kernels if rule_block in k.tir)
+    return model
+
+
+def _dense_graph(lead, k, n, epilogue):
+    rng = np.random.default_rng(0)
+    g = Graph("dense")
+    x = g.add_input("x", TensorType("f32", (*lead, k)))
+    r = g.add_input("r", TensorType("f32", (*lead, n)))
+    y = g.call("matmul", x, g.const(rng.standard_normal((k, n)).astype(np.float32) / np.sqrt(k)))
+    if "bias" in epilogue:
+        y = g.call("add", y, g.const(rng.standard_normal(n).astype(np.float32)))
+    if "gelu" in epilogue:
+        y = g.call("gelu", y)
+    if "residual" in epilogue:
+        y = g.call("add", y, r)
+    g.set_outputs([y])
+    inputs = [rng.standard_normal((*lead, k)).astype(np.float32), rng.standard_normal((*lead, n)).astype(np.float32)]
+    return g, inputs
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("lead, k, n, epilogue", [
+    ((1, 1), 64, 48, ("bias",)),                         # M = 1
+    ((1, 197), 33, 40, ("bias", "gelu", "residual")),    # ViT's rows (prime), K odd, N not a multiple of 16
+    ((2, 7), 17, 1000, ("gelu",)),                       # batch 2, rows padded, N padded to the panel
+    ((3, 5, 6), 8, 24, ()),                              # several lead dims, no epilogue
+    ((5,), 16, 3, ("bias",)),                            # 2-d input, tiny N
+])
+def test_dense_packed_matches_reference(target, lead, k, n, epilogue):
+    g, inputs = _dense_graph(lead, k, n, epilogue)
+    _run(g, inputs, target, "matmul_update")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_linear_with_transposed_weight_uses_the_dense_kernel(target):
+    rng = np.random.default_rng(1)
+    g = Graph("linear")
+    x = g.add_input("x", TensorType("f32", (1, 13, 24)))
+    w = g.const(rng.standard_normal((20, 24)).astype(np.float32))
+    b = g.const(rng.standard_normal(20).astype(np.float32))
+    g.set_outputs([g.call("linear", x, w, b, trans_b=True)])
+    _run(g, [rng.standard_normal((1, 13, 24)).astype(np.float32)], target, "matmul_update")
+
+
+def _attention_graph(b, heads, kv_heads, rows, keys, features, mask, causal):
+    rng = np.random.default_rng(2)
+    g = Graph("attention")
+    shapes = [(b, heads, rows, features), (b, kv_heads, keys, features), (b, kv_heads, keys, features)]
+    args = [g.add_input(name, TensorType("f32", s)) for name, s in zip("qkv", shapes)]
+    inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if mask == "additive":
+        args.append(g.add_input("mask", TensorType("f32", (b, 1, 1, keys))))
+        m = np.zeros((b, 1, 1, keys), np.float32)
+        m[..., -2:] = -1e4  # padding tokens
+        inputs.append(m)
+    elif mask == "bool":
+        args.append(g.add_input("mask", TensorType("bool", (b, 1, rows, keys))))
+        m = rng.random((b, 1, rows, keys)) > 0.3
+        m[:, :, 0, :] = False  # a query that sees no key gives zeros
+        inputs.append(m)
+    g.set_outputs([g.call("attention", *args, causal=causal)])
+    return g, inputs
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("shape, mask, causal", [
+    ((1, 4, 4, 13, 13, 16), "additive", False),   # rows and keys padded
+    ((1, 2, 2, 1, 9, 32), None, False),           # one query row
+    ((2, 4, 2, 7, 7, 16), "bool", True),          # grouped-query heads, boolean mask, causal, a fully masked row
+    ((1, 3, 3, 16, 20, 48), None, True),          # keys != rows, three vectors of features
+    ((1, 2, 2, 6, 6, 4), None, False),            # fewer features than a vector holds
+])
+def test_attention_matches_reference(target, shape, mask, causal):
+    g, inputs = _attention_graph(*shape, mask, causal)
+    _run(g, inputs, target, "attention_dot_update")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op, shape", [("layer_norm", (1, 197, 48)), ("layer_norm", (2, 3, 32)),
+                                       ("softmax", (1, 2, 5, 48)), ("log_softmax", (3, 64))])
+def test_row_reductions_match_reference(target, op, shape):
+    rng = np.random.default_rng(3)
+    g = Graph("rows")
+    x = g.add_input("x", TensorType("f32", shape))
+    if op == "layer_norm":
+        affine = [g.const(rng.standard_normal(shape[-1:]).astype(np.float32)) for _ in range(2)]
+        g.set_outputs([g.call(op, x, *affine, axis=-1)])
+    else:
+        g.set_outputs([g.call(op, x, axis=-1)])
+    _run(g, [(rng.standard_normal(shape) * 4 + 2).astype(np.float32)], target, "_rf")
+
+
+def test_fast_exp_erf_and_tanh_are_accurate_and_exact_at_the_ends():
+    x = np.concatenate([np.linspace(-110, 100, 2101, dtype=np.float32),
+                        np.float32([-np.inf, np.inf, 0.0, 88.7, -88.0, -103.0, np.nan])])
+    g = Graph("fast")
+    v = g.add_input("x", TensorType("f32", x.shape))
+    g.set_outputs([g.call("exp", v), g.call("erf", v), g.call("gelu", v), g.call("tanh", v),
+                   g.call("gelu", v, approximate="tanh")])
+    exp, erf, gelu, tanh, gelu_tanh = build(g, "llvm")(x)
+    want = g.run(x)
+    assert np.isnan(exp[-1]) and np.isnan(erf[-1]) and np.isnan(tanh[-1])
+    exp, erf, gelu, tanh, gelu_tanh, x = exp[:-1], erf[:-1], gelu[:-1], tanh[:-1], gelu_tanh[:-1], x[:-1]
+    want = [w[:-1] for w in want]
+    normal = want[0] >= np.finfo(np.float32).tiny
+    np.testing.assert_allclose(exp[normal], want[0][normal], rtol=3e-7, atol=0)  # inf included
+    np.testing.assert_allclose(exp[~normal], want[0][~normal], rtol=0, atol=1e-44)  # denormals; 0 at -inf
+    assert exp[x == -np.inf][0] == 0.0
+    np.testing.assert_allclose(erf, want[1], rtol=0, atol=3e-7)
+    finite = np.isfinite(x)
+    np.testing.assert_allclose(gelu[finite], want[2][finite], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tanh, want[3], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gelu_tanh[finite], want[4][finite], rtol=1e-6, atol=1e-6)
+    tiny = np.float32([1e-30, -3e-8, 1e-4])  # tanh(x) ~ x: relative precision near 0
+    g2 = Graph("tiny")
+    g2.set_outputs([g2.call("tanh", g2.add_input("x", TensorType("f32", tiny.shape)))])
+    np.testing.assert_allclose(build(g2, "llvm")(tiny), np.tanh(tiny), rtol=1e-6)
+
+
+def test_gpt2_gelu_written_out_vectorizes_without_libm_calls():
+    """GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as separate ops."""
+    g = Graph("gelu_new")
+    x = g.add_input("x", TensorType("f32", (4, 48)))
+    cube = g.call("pow", x, g.const(np.float32(3.0)))
+    inner = g.call("mul", g.call("add", x, g.call("mul", cube, g.const(np.float32(0.044715)))),
+                   g.const(np.float32(np.sqrt(2 / np.pi))))
+    y = g.call("mul", g.call("mul", x, g.const(np.float32(0.5))), g.call("add", g.call("tanh", inner),
+                                                                          g.const(np.float32(1.0))))
+    g.set_outputs([y])
+    data = np.random.default_rng(4).standard_normal((4, 48)).astype(np.float32) * 3
+    model = build(g, "llvm")
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=2e-6, atol=2e-6)
+    source = "".join(k.source for k in model.kernels)
+    assert not any(call in source for call in ("@powf(", "@tanhf(", "@expf(", "@llvm.pow.", "@llvm.exp."))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (1, 8, 8, 64)])
+def test_dense_with_a_reshaped_epilogue_matches_reference(shape):
+    """torch's linear on a view: [64, K] @ W.T + b, reshaped back, then GELU: fused when the
+    reshape only adds unit dims, two kernels when it splits the rows into an image's [H, W]
+    (ConvNeXt's channels-last linears; see fuse's ``_unit_dims_only``)."""
+    rng = np.random.default_rng(5)
+    g = Graph("view")
+    x = g.add_input("x", TensorType("f32", shape[:-1] + (16,)))
+    w, b = (g.const(rng.standard_normal(s).astype(np.float32)) for s in ((64, 16), (64,)))
+    y = g.call("linear", g.call("reshape", x, shape=(64, 16)), w, b, trans_b=True)
+    g.set_outputs([g.call("gelu", g.call("reshape", y, shape=shape))])
+    _run(g, [rng.standard_normal(shape[:-1] + (16,)).astype(np.float32)], "llvm", "matmul_update")
