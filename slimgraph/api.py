@@ -42,6 +42,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     calibration_data: Any = None,
     dynamic: Any = None,
     weights: str = "compressed",
+    remote: str | None = None,
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -68,6 +69,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     ``variants``, input batches also re-estimate each pruned width's batch-norm
     statistics.
 
+    ``remote="host:port"`` (a TVM RPC server) or ``"key@host:port"`` (a tracker)
+    builds here, uploads the model and returns a model whose calls and
+    ``benchmark()`` run there; ``tune=`` then measures through the tracker's
+    boards. See :mod:`slimgraph.backends.tvm.remote`.
+
     ``variants=[1.0, 0.75, 0.5]`` builds narrowed variants by structured
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
@@ -86,6 +92,12 @@ def compile(  # noqa: A001 - the public name the design asks for
                              eval_data, finetune, budget_ms, policy, calibration_data)
     if dynamic is not None and variants is not None:
         raise ArgumentError("dynamic: not supported with variants=[...] (their guards pick fixed batch buckets)")
+    if remote is not None:
+        from slimgraph.backends.tvm.remote import parse_remote
+
+        parse_remote(remote)
+        if variants is not None:
+            raise ArgumentError("remote: not supported with variants=[...] (the guard measures its variants here)")
     axes = torch_dynamic_axes(model, example_inputs, dynamic) if dynamic is not None and is_torch_module(model) else None
     if variants is not None:
         from slimgraph.runtime import narrow
@@ -96,7 +108,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     graph = import_model(model, example_inputs, axes)
     return compile_graph(graph, target, pipeline, example_inputs=example_inputs, shapes=shapes, dynamic=dynamic,
                          axes=axes, calibration_data=calibration_data, tune=tune, database=database, dump_ir=dump_ir,
-                         progress=progress, weights=weights)
+                         progress=progress, weights=weights, remote=remote)
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,

@@ -45,6 +45,7 @@ def compile_graph(
     dump_ir: str | os.PathLike | None = None,
     progress: bool | Callable[[str, int, int], None] = False,
     weights: str = "compressed",
+    remote: str | None = None,
 ):
     """Optimize ``graph`` with ``pipeline`` and build it for ``target``: a CompiledModel.
 
@@ -71,7 +72,7 @@ def compile_graph(
     report = progress if callable(progress) else (ProgressBar(optimized.name) if progress else None)
     return build(
         optimized, target, bindings, tune=tune, database=None if database is None else str(database), progress=report,
-        dynamic=bounds, weights=weights,
+        dynamic=bounds, weights=weights, remote=remote,
     )
 
 

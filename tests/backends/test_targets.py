@@ -26,7 +26,9 @@ def test_each_kind_says_its_device_and_where_its_inputs_live():
     assert (gpu.is_cpu, gpu.is_gpu, gpu.input_device) == (False, True, "cuda")
     assert (ocl.is_gpu, ocl.input_device) == (True, "cpu")  # OpenCL buffers are filled from host memory
     assert parse_target("cpu").kind == "llvm" and list(target_kinds()) == ["llvm", "cuda", "opencl"]
-    assert "llvm" in runnable_targets() and not ocl.can_run
+    assert "llvm" in runnable_targets()
+    # opencl runs through PyOpenCL wherever it sees a device (PoCL's CPU device with the opencl extra)
+    assert ocl.can_run == ("opencl" in runnable_targets()) and ocl.runtime == "pyopencl" and cpu.runtime == "tvm"
 
 
 def test_cpu_capabilities_follow_the_features_llvm_reports():

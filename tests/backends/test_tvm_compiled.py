@@ -144,11 +144,10 @@ def test_cuda_build_cross_compiles_here_and_explains_it_cannot_run():
             model(*demo_inputs())
 
 
-def test_opencl_builds_source_and_refuses_to_run():
+def test_opencl_builds_kernel_source_with_or_without_an_opencl_runtime():
+    # running it is tests/backends/test_opencl.py's; without PyOpenCL the call says what to install
     model = compile(demo_model(), target="opencl")
     assert all("__kernel" in k.source for k in model.kernels)
-    with pytest.raises(TargetError, match="no OpenCL runtime"):
-        model(*demo_inputs())
 
 
 def test_calls_from_several_threads_agree() -> None:

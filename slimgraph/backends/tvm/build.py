@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -41,6 +42,7 @@ def build(
     progress: Progress | None = None,
     dynamic: dict[str, tuple[int, int]] | None = None,
     weights: "str | dict[str, str]" = "compressed",
+    remote: str | None = None,
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
 
@@ -58,6 +60,9 @@ def build(
     dense (more memory, no decode in the kernels); ``weights="auto"`` builds both, times each
     kernel that differs and keeps each one's faster form (about three builds' time); a dict
     gives the form per kernel name (``compressed`` for the others).
+    ``remote`` (``host:port`` of a TVM RPC server, or ``key@host:port`` of a tracker)
+    uploads the model there and returns a RemoteModel whose calls run there; tuning
+    then measures through MetaSchedule's RPC runner (see :mod:`slimgraph.backends.tvm.remote`).
     """
     if weights == "auto":
         return _fastest_forms(graph, target, bindings, dynamic, progress)
@@ -65,6 +70,14 @@ def build(
     from tvm import relax
 
     spec = parse_target(target)
+    where = None
+    if remote is not None:
+        from slimgraph.backends.tvm.remote import CALL_TIMEOUT, RemoteModel, parse_remote
+
+        where = parse_remote(remote)
+        if spec.runtime != "tvm":
+            raise BackendError(f"remote={remote}: target {spec.text} runs through {spec.runtime} on this machine, "
+                               "not over TVM's RPC")
     bindings = dict(bindings or {})
     dynamic = dict(dynamic or {})
     # sizes are checked at the largest a dim is declared to take; an unbounded one at its example
@@ -83,18 +96,31 @@ def build(
     if unscheduled is not None:
         from slimgraph.backends.tvm.tune import apply_tuning
 
-        mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report)
+        runner = where.runner(CALL_TIMEOUT) if where is not None and tune else None
+        mod = apply_tuning(mod, unscheduled, spec, trials=tune, database=database, progress=report, runner=runner)
     if not spec.is_gpu:
         mod = assert_checks(mod, lowered.kernels)
     report("compile", 2, 3)
-    try:
-        executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
-    except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
-        raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: {str(exc).strip().splitlines()[0]}") from exc
+    from slimgraph.backends.opencl.model import OpenCLModel, opencl_metadata  # it imports this package
+    from slimgraph.backends.opencl.plan import capture
+
+    # OpenCL models run through PyOpenCL, replaying the kernel launches TVM's host code would make
+    with (capture() if spec.runtime == "pyopencl" else contextlib.nullcontext({})) as host:
+        try:
+            executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
+        except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
+            raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: "
+                               f"{str(exc).strip().splitlines()[0]}") from exc
     report("done", 3, 3)
-    sources = kernel_sources(executable, mod, list(dict.fromkeys(k.func for k in lowered.kernels)), spec)
+    funcs = list(dict.fromkeys(k.func for k in lowered.kernels))
+    sources = kernel_sources(executable, mod, funcs, spec)
     meta = metadata(graph.name, lowered, sources, bindings, dynamic)
-    return CompiledModel(executable, meta, lowered.params, graph, spec)
+    if spec.runtime == "pyopencl":
+        meta["opencl"] = opencl_metadata(host.get("mod"), _module_sources(executable, spec)[0], funcs,
+                                         lowered.kernels)
+        return OpenCLModel(None, meta, lowered.params, graph, spec)
+    compiled = CompiledModel(executable, meta, lowered.params, graph, spec)
+    return compiled if where is None else RemoteModel(compiled, where)
 
 
 #: Per-kernel timing of ``weights="auto"``: repeats of each kernel, rounds alternating the two builds.

@@ -337,11 +337,17 @@ class CompiledModel:
                     f"input {i}: got shape {list(array.shape)}, compiled for {t} (compile again with example inputs of "
                     f"this shape)"
                 )
-            if self.target.is_cpu:
-                out.append(_host_tensor(array, tvm, share))
-            else:
-                out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))
+            out.append(self._device_tensor(array, dev, share))
         return out
+
+    def _device_tensor(self, array: np.ndarray, dev, share: bool = True):
+        """An input array as the model's runtime takes it (OpenCLModel keeps numpy, RemoteModel
+        sends it to the server)."""
+        import tvm
+
+        if self.target.is_cpu:
+            return _host_tensor(array, tvm, share)
+        return tvm.runtime.tensor(np.ascontiguousarray(array), dev)
 
     def _bind_sizes(self, i: int, shape: tuple, t: TensorType, sizes: dict[str, int]) -> None:
         """Bind input ``i``'s dynamic dims into ``sizes``; BackendError naming the input, the axis
@@ -381,7 +387,7 @@ class CompiledModel:
         with staged_directory(target, KIND) as staging:
             if self._library_bytes is not None:
                 (staging / "model.so").write_bytes(self._library_bytes)
-            else:
+            elif self._exec is not None:  # an OpenCL model has no native code: its kernels are in the metadata
                 with _EXPORT_LOCK:
                     self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
@@ -535,9 +541,15 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
     wrong = [k for k, check in _META_SCHEMA.items() if not check(meta.get(k))]
     if wrong:
         raise LoadError(f"{meta_file}: incomplete or malformed metadata: {', '.join(wrong)}")
+    from slimgraph.backends.tvm.targets import parse_target
+
     try:
-        library = (path / "model.so").read_bytes()
-        lib = tvm.runtime.load_module(str(path / "model.so"))
+        opencl = parse_target(meta["target"]).runtime == "pyopencl"  # no native library: OpenCL C in the metadata
+    except SlimgraphError as exc:
+        raise LoadError(f"{meta_file}: {exc}") from None
+    try:
+        library = None if opencl else (path / "model.so").read_bytes()
+        lib = None if opencl else tvm.runtime.load_module(str(path / "model.so"))
     except (OSError, RuntimeError) as exc:  # TVM's errors are RuntimeErrors
         raise LoadError(f"{path / 'model.so'}: cannot load the library: {str(exc).splitlines()[0]}") from None
     try:
@@ -553,6 +565,10 @@ def load_compiled(directory: str | os.PathLike) -> CompiledModel:
         except SlimgraphError as exc:
             raise LoadError(f"{path / 'model.sg'}: {exc}") from None
     try:
+        if opencl:
+            from slimgraph.backends.opencl.model import OpenCLModel
+
+            return OpenCLModel(None, meta, params, ir, meta["target"])
         return CompiledModel(lib, meta, params, ir, meta["target"], library=library)
     except (KeyError, TypeError, ValueError, AttributeError, SlimgraphError) as exc:
         raise LoadError(f"{meta_file}: incomplete or inconsistent metadata: {exc!r}") from None

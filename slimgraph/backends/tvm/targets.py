@@ -4,8 +4,9 @@ A target spec is a short string. ``llvm`` is the host CPU with its features and
 core count detected; ``llvm:znver3`` names the CPU. ``cuda`` detects the GPU's
 architecture (through PyTorch when it sees a GPU, else ``nvidia-smi``) and
 ``cuda:sm_90`` gives it, so that CUDA code can be built on a machine without
-a GPU. ``opencl`` produces OpenCL C source; this TVM build has no OpenCL
-runtime, so such a model can be built and inspected but not run.
+a GPU. ``opencl`` produces OpenCL C kernels, which run through PyOpenCL on the
+first OpenCL GPU, else any OpenCL device (PoCL's CPU device with the
+``opencl`` extra): see :mod:`slimgraph.backends.opencl`.
 
 A parsed target (:class:`TargetSpec`) answers what the rest of slimgraph asks:
 its device kind (``is_cpu``, ``is_gpu``), where its inputs live
@@ -47,7 +48,8 @@ class TargetKind:
     Class attributes: ``name``, ``help`` (one line for messages), ``device`` (``"cpu"`` or
     ``"gpu"``), ``input_device`` (the torch device type whose tensors it reads without a copy),
     ``aliases`` (other names that parse to it), ``device_module`` (the kind of the TVM runtime
-    module holding its device code; None for a CPU) and ``host_module`` (the host code's).
+    module holding its device code; None for a CPU), ``host_module`` (the host code's) and
+    ``runtime`` (what runs a built model: ``tvm``, TVM's VM, or ``pyopencl``).
     Methods: :meth:`parse` (the text after ``kind:``), :meth:`tvm` (a ``tvm.target.Target``),
     :meth:`can_run` on this machine, :meth:`tvm_device` and :meth:`cannot_run_reason`.
     """
@@ -59,6 +61,7 @@ class TargetKind:
     aliases: ClassVar[tuple[str, ...]] = ()
     device_module: ClassVar[str | None] = None
     host_module: ClassVar[str] = "llvm"  # TVM compiles every target's host code with LLVM
+    runtime: ClassVar[str] = "tvm"
 
     def parse(self, arch: str, text: str) -> "TargetSpec":
         """The target for ``text`` (``kind:arch``); TargetError when ``arch`` is invalid."""
@@ -157,6 +160,11 @@ class TargetSpec:
     def host_module(self) -> str:
         """The kind of the TVM runtime module that holds the host code."""
         return self._kind.host_module
+
+    @property
+    def runtime(self) -> str:
+        """What runs a model built for the target: ``tvm`` (TVM's VM) or ``pyopencl``."""
+        return self._kind.runtime
 
     @property
     def input_device(self) -> str:

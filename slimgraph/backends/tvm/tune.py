@@ -28,14 +28,18 @@ def database_files(folder: str | os.PathLike) -> list[Path]:
     return [Path(folder) / name for name in DATABASE_FILES if (Path(folder) / name).exists()]
 
 
-def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str | None, progress=None):
+def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str | None, progress=None, runner=None):
     """Tune ``unscheduled`` (when ``trials`` > 0) and return ``scheduled`` with
-    every kernel that has a database record replaced by its tuned form."""
+    every kernel that has a database record replaced by its tuned form. ``runner``
+    (MetaSchedule's RPC runner) measures the candidates on remote devices."""
     import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    if target.is_gpu and not target.can_run:
+    if target.runtime != "tvm":
+        raise BackendError("tuning measures kernels through TVM's runtime, which has no OpenCL here; tune for "
+                           "llvm or cuda (OpenCL models run through PyOpenCL)")
+    if target.is_gpu and not target.can_run and runner is None:
         raise BackendError(f"tuning measures kernels on the device: {target.cannot_run_reason()}")
     folder = Path(database or "slimgraph-tuning")
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +47,7 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     if trials > 0:
         if progress:
             progress(f"tune {trials} trials", 1, 3)
-        tune_kernels(unscheduled, tvm_target, folder, trials)
+        tune_kernels(unscheduled, tvm_target, folder, trials, runner)
     if not database_files(folder):
         return scheduled
     db = ms.database.JSONDatabase(work_dir=str(folder))
@@ -55,10 +59,11 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     return scheduled
 
 
-def tune_kernels(mod, tvm_target, folder: Path, trials: int) -> None:
+def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None) -> None:
     """Search schedules for every kernel of ``mod`` (a Relax IRModule of
     unscheduled PrimFuncs), ``trials`` measurements in all, and add the
-    records to the JSON database in ``folder``.
+    records to the JSON database in ``folder``. Candidates are measured here,
+    or by ``runner`` (a MetaSchedule runner, e.g. the RPC runner).
 
     Example::
 
@@ -73,6 +78,7 @@ def tune_kernels(mod, tvm_target, folder: Path, trials: int) -> None:
         str(folder),
         max_trials_global=trials,
         builder=ms.builder.LocalBuilder(f_build=build_candidate),
+        runner=runner or "local",
     )
 
 

@@ -1,4 +1,5 @@
-"""``opencl``: OpenCL C source for a GPU; this TVM build has no OpenCL runtime to run it."""
+"""``opencl``: OpenCL C kernels built by TVM and run through PyOpenCL (slimgraph.backends.opencl),
+on the first OpenCL GPU, else any OpenCL device (PoCL's CPU device with the ``opencl`` extra)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, 
 @target_kind
 class OpenCL(TargetKind):
     name = "opencl"
-    help = "OpenCL C source (builds here; this TVM build cannot run it)"
+    help = "OpenCL C kernels run through PyOpenCL (the first GPU, else PoCL's CPU device)"
     device = "gpu"
     input_device = "cpu"  # no torch device holds OpenCL buffers: inputs come from host memory
     device_module = "opencl"
+    runtime = "pyopencl"  # the TVM wheel has no OpenCL runtime
 
     def parse(self, arch: str, text: str) -> TargetSpec:
         if arch:
@@ -23,6 +25,18 @@ class OpenCL(TargetKind):
 
         return tvm.target.Target({"kind": "opencl", "host": self.host(spec)})
 
+    def can_run(self) -> bool:
+        from slimgraph.backends.opencl.model import opencl_available
+
+        return opencl_available()
+
+    def tvm_device(self):
+        raise TargetError("target 'opencl' runs through PyOpenCL (slimgraph.backends.opencl), not a TVM device")
+
     def cannot_run_reason(self, spec: TargetSpec) -> str:
-        return ("target 'opencl' builds OpenCL C source only: this TVM build has no OpenCL runtime, so the model "
-                "cannot run here (inspect .kernels[i].source instead)")
+        from slimgraph.backends.opencl.model import device_name
+
+        try:
+            return f"target 'opencl' runs on {device_name()} through PyOpenCL"
+        except TargetError as exc:  # what is missing: PyOpenCL, a platform, a device
+            return str(exc).rstrip(".")
