@@ -43,6 +43,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
+    precision: str = "fp32",
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -70,10 +71,18 @@ def compile(  # noqa: A001 - the public name the design asks for
     channel pruning and returns a GuardedModel that picks one per call (input
     guards for ``batches``, a latency ``budget_ms`` or a ``policy``); see
     :func:`slimgraph.runtime.narrow`.
+
+    ``precision="bf16"`` (on CPUs with AVX512-BF16 or AMX-BF16 only) runs convs
+    and matmuls on bf16 weights and activations with float32 sums, through the
+    ``bf16`` pass placed before ``fuse`` (see :mod:`slimgraph.passes.bf16`);
+    outputs differ from float32 by about 1e-2 relative::
+
+        model = slimgraph.compile(resnet, [x], precision="bf16")
     """
     example_inputs = check_example_inputs(example_inputs)
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
+    _check_precision(precision, target, variants)
     if dynamic is not None and variants is not None:
         raise ArgumentError("dynamic: not supported with variants=[...] (their guards pick fixed batch buckets)")
     axes = _torch_dynamic(model, example_inputs, dynamic) if dynamic is not None and _is_torch_module(model) else None
@@ -88,7 +97,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     graph = import_model(model, example_inputs, axes)
     _check_shapes_names(graph, shapes)
     bounds = _dynamic_bounds(graph, dynamic, axes)
-    optimized = optimize(graph, pipeline, calibration_data)
+    optimized = optimize(graph, pipeline, calibration_data, precision)
     if dump_ir is not None:
         try:
             optimized.save(dump_ir)
@@ -155,6 +164,25 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
         if extra:
             raise ArgumentError(f"{', '.join(extra)}: only used with variants=[...] (narrowed variants); "
                                 "give variants or leave them out")
+
+
+#: What ``compile(precision=...)`` accepts.
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_precision(precision: Any, target: str, variants: Any) -> None:
+    if precision not in PRECISIONS:
+        raise ArgumentError(f"precision={precision!r}: choose from {', '.join(map(repr, PRECISIONS))}")
+    if precision == "fp32":
+        return
+    if variants is not None:
+        raise ArgumentError("precision='bf16': not supported with variants=[...]; leave one of them out")
+    from slimgraph.backends.tvm.targets import parse_target
+
+    spec = parse_target(target)
+    if not (spec.has_cpu_features("avx512bf16") or spec.has_cpu_features("amx-bf16")):
+        raise ArgumentError(f"precision='bf16' needs a CPU with AVX512-BF16 or AMX-BF16, and target {target!r} has "
+                            "neither; use precision='fp32' there")
 
 
 def _check_shapes_names(graph: Graph, shapes: Mapping[str, int] | None) -> None:
@@ -241,13 +269,17 @@ def import_model(model: Any, example_inputs: Sequence[Any] | None = None,
     )
 
 
-def optimize(graph: Graph, pipeline: str | None, calibration_data: Any = None) -> Graph:
-    """Run a pass pipeline (None: the graph as is); ``quantize`` passes calibrate on ``calibration_data``."""
-    if not pipeline:
-        return graph
-    from slimgraph.passes import PassManager, VerifyInstrument, parse_pipeline
+def optimize(graph: Graph, pipeline: str | None, calibration_data: Any = None, precision: str = "fp32") -> Graph:
+    """Run a pass pipeline (None: the graph as is); ``quantize`` passes calibrate on ``calibration_data``;
+    ``precision="bf16"`` adds the ``bf16`` pass before the first ``fuse`` (else at the end)."""
+    from slimgraph.passes import PassManager, ToBf16, VerifyInstrument, parse_pipeline
 
-    passes = parse_pipeline(pipeline)
+    passes = parse_pipeline(pipeline) if pipeline else []
+    if precision == "bf16":
+        at = next((i for i, p in enumerate(passes) if p.name == "fuse"), len(passes))
+        passes.insert(at, ToBf16())
+    if not passes:
+        return graph
     if calibration_data is not None:
         passes = [p.with_calibration(calibration_data) if p.name == "quantize" else p for p in passes]
     return PassManager(passes, instruments=[VerifyInstrument()]).run(graph)

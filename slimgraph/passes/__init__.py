@@ -54,6 +54,7 @@ from slimgraph.passes.share_weights import ShareWeights
 from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calibrate
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
+from slimgraph.passes.bf16 import ToBf16
 
 __all__ = [
     "Any",
@@ -74,6 +75,7 @@ __all__ = [
     "GraphStats",
     "Instrument",
     "LowerQuantized",
+    "ToBf16",
     "Match",
     "named_pipelines",
     "NumericsError",

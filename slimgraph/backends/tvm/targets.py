@@ -47,12 +47,14 @@ def valid_targets() -> str:
 @dataclass(frozen=True)
 class TargetSpec:
     """A parsed target: ``kind`` (llvm, cuda, opencl), ``arch`` (CPU name or
-    ``sm_XY``), ``cores`` (CPU threads) and the text it was parsed from."""
+    ``sm_XY``), ``cores`` (CPU threads), the text it was parsed from, and for
+    the host CPU the LLVM features it has beyond what ``arch`` implies."""
 
     kind: str
     arch: str
     cores: int
     text: str
+    features: tuple[str, ...] = ()
 
     @property
     def is_gpu(self) -> bool:
@@ -72,7 +74,8 @@ class TargetSpec:
         import tvm
 
         if self.kind == "llvm":
-            return tvm.target.Target({"kind": "llvm", "mcpu": self.arch, "num-cores": self.cores})
+            extra = {"mattr": list(self.features)} if self.features else {}
+            return tvm.target.Target({"kind": "llvm", "mcpu": self.arch, "num-cores": self.cores, **extra})
         host = {"kind": "llvm", "mcpu": host_cpu(), "num-cores": self.cores}
         spec = {"kind": self.kind, "host": host}
         if self.kind == "cuda":
@@ -128,7 +131,8 @@ def parse_target(spec: "str | TargetSpec") -> TargetSpec:
         if arch and arch not in llvm_cpus():
             # LLVM would fall back to a generic CPU and the model would still carry the bad name
             raise TargetError(f"target {text!r}: LLVM knows no CPU {arch!r}; valid CPUs: {', '.join(llvm_cpus())}")
-        return TargetSpec("llvm", arch or host_cpu(), cores, text)
+        return TargetSpec("llvm", arch, cores, text) if arch else TargetSpec("llvm", host_cpu(), cores, text,
+                                                                                  host_extra_features())
     if kind == "cuda":
         arch = arch or _detect_cuda_arch()
         if not re.fullmatch(r"sm_\d+[a-z]?", arch):
@@ -155,6 +159,27 @@ def host_cpu() -> str:
     from tvm.target import codegen
 
     return str(codegen.llvm_get_system_cpu())
+
+
+#: /proc/cpuinfo flags -> LLVM features that a CPU name can miss: a virtual machine may report an
+#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 and AMX on.
+_CPUINFO_FEATURES = {"avx512_bf16": "avx512bf16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16", "amx_int8": "amx-int8"}
+
+
+@functools.lru_cache(maxsize=None)
+def host_extra_features() -> tuple[str, ...]:
+    """LLVM features (``+avx512bf16``, ...) the host has but its LLVM CPU name does not imply."""
+    import tvm
+    from tvm.target import codegen
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: the CPU name is all there is
+        return ()
+    named = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
+    return tuple(f"+{feature}" for flag, feature in _CPUINFO_FEATURES.items()
+                 if flag in flags and not codegen.target_has_features([feature], named))
 
 
 @functools.lru_cache(maxsize=None)

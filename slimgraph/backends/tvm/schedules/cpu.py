@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from slimgraph.backends.tvm.schedules.intrinsics import vnni_dot_16x4
+from slimgraph.backends.tvm.schedules.intrinsics import DPBF16PS_LLVM, bf16_dot_16x2, vnni_dot_16x4
 
 #: Vector lanes of float32 the rules aim for (AVX-512: 16; AVX2 machines split them in two).
 VECTOR = 16
@@ -38,7 +38,7 @@ PARALLEL_CHUNKS_PER_CORE = 4
 
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
-PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
+PACKED_CONVS = ("conv2d_packed", "conv2d_vnni", "conv2d_bf16")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -294,6 +294,15 @@ def _conv2d_vnni(sch, block, cores: int, outputs) -> set[str]:
     return _conv2d_packed(sch, block, cores, outputs, intrin=vnni_dot_16x4())
 
 
+def _conv2d_bf16(sch, block, cores: int, outputs) -> set[str]:
+    """Bf16 conv on AVX512-BF16: the packed conv's tiles, each step one ``vdpbf16ps`` over
+    2 input channels for 16 outputs (``ops/nn.py`` lays the operands out). The kernel links
+    the LLVM function the intrinsic calls."""
+    names = _conv2d_packed(sch, block, cores, outputs, intrin=bf16_dot_16x2())
+    sch.annotate(sch.get_loops(_blocks(sch)[0])[0], "pragma_import_llvm", DPBF16PS_LLVM)
+    return names
+
+
 def _schedule_pad(sch, cores: int) -> set[str]:
     names = set()
     for block in _blocks(sch):
@@ -359,6 +368,7 @@ def _pool(sch, block, cores: int, outputs) -> set[str]:
 CPU_RULES: dict[str, Callable] = {
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
+    "conv2d_bf16": _conv2d_bf16,
     "matmul_packed": _matmul_packed,
     "depthwise": _depthwise,
     "pool": _pool,
