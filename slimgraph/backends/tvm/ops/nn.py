@@ -149,15 +149,7 @@ def lower_conv(call):
     elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
         conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
-        rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
-        (sh, sw), (dh, dw) = strides, dilations
-        conv = te.compute(
-            shape,
-            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
-                                      axis=[rh, rw]),
-            name="conv",
-            attrs={"sg.rule": "depthwise"},
-        )
+        conv = _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations)
     else:
         per_group_in, per_group_out = c_in // groups, c_out // groups
         rc = te.reduce_axis((0, per_group_in), "rc")
@@ -170,6 +162,32 @@ def lower_conv(call):
 
         conv = te.compute(shape, f, name="conv", attrs={"sg.rule": "conv"})
     return _bias_epilogue(call, conv, 2)
+
+
+def _vector_multiple(n: int) -> int:
+    """``n`` rounded up to whole vectors: of 16 lanes, or 8 or 4 for short rows."""
+    lanes = 16 if n > 8 else 8 if n > 4 else 4
+    return -(-n // lanes) * lanes
+
+
+def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
+    """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
+    along the output row and materializes the padded input; its rows are padded to whole
+    vectors so that the copy vectorizes too. Strided ones keep the generic loop nest: their
+    vector reads would gather every s-th element, and splitting the input into column phases
+    first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
+    (sh, sw), (dh, dw) = strides, dilations
+    width = int(x.shape[3]) + begins[1] + ends[1]
+    extra = _vector_multiple(width) - width if sw == 1 and (any(begins) or any(ends)) else 0
+    xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
+    return te.compute(
+        shape,
+        lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                  axis=[rh, rw]),
+        name="conv",
+        attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
+    )
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.
