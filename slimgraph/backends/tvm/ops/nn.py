@@ -221,14 +221,16 @@ def _bf16_conv2d(call, x, weight: np.ndarray, begins, ends, strides, dilations):
     by a pair of bf16 weights for each of 16 output channels and adds the sums to float32 lanes.
 
     As in the VNNI int8 conv (``ops/quantized.py``), activations are re-laid out once, with the
-    padding, as [N, C/2, H, W] int32 words each holding two channels' bf16 bits, and weights as
+    padding (rows rounded up to whole vectors), as [N, C/2, H, W] int32 words each holding two channels' bf16 bits, and weights as
     [C_out/16, C/2, KH, KW, 16] words (see ``schedules/intrinsics.py``); an odd channel count
     gets a zero partner.
     """
     c_in = int(x.shape[1])
     c_out, _, kh, kw = weight.shape
     pairs = -(-c_in // 2)
-    xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))  # inlined into the relayout below
+    # rows of whole vectors, so that the copy vectorizes (the extra columns are never read)
+    width = int(x.shape[3]) + begins[1] + ends[1]
+    xp = pad_spatial(x, begins, (ends[0], ends[1] + _vector_multiple(width) - width), tirx.const(0, dtype_of(x)))
     n, _, height, width = (int(d) for d in xp.shape)
 
     def relaid(b, c2, h, w):
