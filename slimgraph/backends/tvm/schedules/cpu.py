@@ -35,6 +35,11 @@ from slimgraph.backends.tvm.schedules.intrinsics import DPBF16PS_LLVM, bf16_dot_
 VECTOR = 16
 #: Parallel chunks per core: enough slack for uneven work.
 PARALLEL_CHUNKS_PER_CORE = 4
+#: Loop nests with fewer innermost iterations (elements, multiply-adds) run on the calling thread:
+#: about a microsecond of one core's work, less than waking the thread pool costs. Squeeze-excite's
+#: pooled 1x1 convs are a few hundred multiply-adds; a stack of such kernels ran 1.4x slower on
+#: two threads than on one before this (interleaved min times, loaded machine).
+MIN_PARALLEL_WORK = 32768
 
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
@@ -172,9 +177,25 @@ def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = T
     _parallelize(sch, loops, cores)
 
 
+def _iterations(stmt) -> int:
+    """How often the innermost statements under ``stmt`` run (a dynamic loop counts as plenty)."""
+    from tvm import s_tir, tirx
+
+    if isinstance(stmt, tirx.For):
+        extent = stmt.extent
+        return (int(extent) if isinstance(extent, tirx.IntImm) else MIN_PARALLEL_WORK) * _iterations(stmt.body)
+    if isinstance(stmt, tirx.SeqStmt):
+        return sum(_iterations(s) for s in stmt.seq)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        return _iterations(stmt.block.body)
+    body = getattr(stmt, "body", None)
+    return _iterations(body) if isinstance(body, tirx.Stmt) else 1
+
+
 def _parallelize(sch, loops: list, cores: int) -> None:
-    """Fuse the outer loops until there is enough parallel work, and mark them parallel."""
-    if not loops or cores <= 1:
+    """Fuse the outer loops until there is enough parallel work, and mark them parallel
+    (unless the whole nest is too little work to share, see MIN_PARALLEL_WORK)."""
+    if not loops or cores <= 1 or _iterations(sch.get(loops[0])) < MIN_PARALLEL_WORK:
         return
     want = cores * PARALLEL_CHUNKS_PER_CORE
     count, work, dynamic = 0, 1, False
