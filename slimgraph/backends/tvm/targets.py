@@ -162,8 +162,10 @@ def host_cpu() -> str:
 
 
 #: /proc/cpuinfo flags -> LLVM features that a CPU name can miss: a virtual machine may report an
-#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 and AMX on.
-_CPUINFO_FEATURES = {"avx512_bf16": "avx512bf16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16", "amx_int8": "amx-int8"}
+#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 on.
+#: AMX is left out until a kernel uses it: enabling LLVM's amx-* features made this guest's float32
+#: convs 2-4x slower (MobileNetV2's kernels, measured).
+_CPUINFO_FEATURES = {"avx512_bf16": "avx512bf16"}
 
 
 @functools.lru_cache(maxsize=None)
