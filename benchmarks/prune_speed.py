@@ -40,7 +40,7 @@ def models(width: int, batch: int):
 
 def measure(graph, x: np.ndarray, target: str, runs: int) -> dict:
     from slimgraph.api import compile as sg_compile
-    from slimgraph.passes.stats import graph_stats
+    from slimgraph.analysis.stats import graph_stats
 
     compiled = sg_compile(graph, (x,), target=target)
     result = compiled.benchmark(x, runs=runs)

@@ -71,6 +71,11 @@ class BackendError(SlimgraphError):
     """A graph could not be compiled or run by a backend."""
 
 
+class RegistrationError(SlimgraphError, ValueError):
+    """A second registration under a name a registry already holds, or a registry that lacks
+    entries it must have (see :class:`slimgraph.registry.Registry`)."""
+
+
 class SaveError(SlimgraphError):
     """A model could not be saved: the target is not slimgraph's to replace, or the disk refused."""
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimgraph.metrics import top1_accuracy
+
 
 @dataclass(frozen=True)
 class DigitsData:
@@ -80,8 +82,7 @@ def trained_digits_cnn(width: int = 16, seed: int = 0) -> DigitsCNN:
 def accuracy(predict, data: DigitsData | None = None) -> float:
     """Top-1 accuracy in percent of ``predict(x: np.ndarray) -> logits`` on the test split."""
     data = data or digits_data()
-    logits = np.asarray(predict(data.x_test))
-    return float((logits.argmax(axis=1) == data.y_test).mean() * 100.0)
+    return top1_accuracy(np.asarray(predict(data.x_test)), data.y_test)
 
 
 def torch_predict(model: nn.Module):

@@ -14,7 +14,7 @@ from slimgraph.api import bind_shapes, import_model
 from slimgraph.backends.tvm import build
 from slimgraph.ledger import Ledger, LedgerError, LedgerRow, ledger, load_data
 from slimgraph.ledger.record import encodings
-from slimgraph.passes import PassManager, graph_stats, register_pass, registered_passes
+from slimgraph.passes import PassContext, PassManager, graph_stats, register_pass, registered_passes
 from slimgraph.passes.pipeline import parse_pipeline
 from slimgraph.passes.registry import Pass, option
 from tests.digits import digits_data, trained_digits_cnn
@@ -67,8 +67,7 @@ def _check_against_separate(book, graph, steps, example, data, calibration=None)
     float_logits = None
     for row, step in zip(book.rows, [None] + steps):
         if step is not None:
-            passes = [p.with_calibration(calibration) if hasattr(p, "with_calibration") else p for p in parse_pipeline(step)]
-            graph = PassManager(passes).run(graph)
+            graph = PassManager(parse_pipeline(step)).run(graph, PassContext(calibration_data=calibration))
         model = build(graph, "llvm", bind_shapes(graph, example, None))
         logits = np.concatenate([
             model(np.concatenate([c, np.repeat(c[-1:], BATCH - len(c), axis=0)]))[: len(c)]

@@ -1,28 +1,28 @@
-"""Analyses over slimgraph graphs: channel groups for structured pruning
-(:mod:`~slimgraph.analysis.channels`), size and cost reports
-(:mod:`~slimgraph.analysis.size_report`) and per-layer pruning sensitivity
-(:func:`sensitivity`).
+"""Read-only analyses of slimgraph graphs: channel groups for structured pruning
+(:mod:`~slimgraph.analysis.channels`), graph statistics (:mod:`~slimgraph.analysis.stats`)
+and the size report (:mod:`~slimgraph.analysis.size_report`). They read graphs and run
+no passes, so passes and reports alike can use them; reports that run passes live in
+:mod:`slimgraph.reports`.
 
 Example::
 
-    >>> from slimgraph.analysis import sensitivity, size_report, compare_sizes   # doctest: +SKIP
+    >>> from slimgraph.analysis import size_report, compare_sizes   # doctest: +SKIP
 """
 
 from slimgraph.analysis.channels import ChannelAnalysis, ChannelGroup, analyze_channels, rewrite_channels
-from slimgraph.analysis.sensitivity import SensitivityRow, SensitivityTable
-from slimgraph.analysis.sensitivity import sensitivity  # the function, not the module of the same name
 from slimgraph.analysis.size_report import SizeReport, TensorSize, compare_sizes, size_report
+from slimgraph.analysis.stats import GraphStats, StatsDiff, graph_stats
 
 __all__ = [
     "ChannelAnalysis",
     "ChannelGroup",
-    "SensitivityRow",
-    "SensitivityTable",
+    "GraphStats",
     "SizeReport",
+    "StatsDiff",
     "TensorSize",
     "analyze_channels",
     "compare_sizes",
+    "graph_stats",
     "rewrite_channels",
-    "sensitivity",
     "size_report",
 ]

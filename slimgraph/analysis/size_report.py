@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slimgraph.analysis.stats import graph_stats
 from slimgraph.ir.graph import Graph, Node
 
 
@@ -76,8 +77,6 @@ class SizeReport:
 
 def size_report(graph: Graph) -> SizeReport:
     """The size report of ``graph``."""
-    from slimgraph.passes.stats import graph_stats
-
     return SizeReport(graph.name, tuple(_weights(graph)), graph_stats(graph).flops)
 
 

@@ -277,6 +277,24 @@ class Graph:
         for out in node.outputs:
             del self._values[out.name]
 
+    def set_const(self, value: Value, array: Any) -> None:
+        """Give the constant ``value`` of this graph a new array of its type (cast to its dtype).
+
+        The type is kept, so every reader stays valid; a different shape is a GraphError.
+
+        Example::
+
+            >>> g = Graph(); w = g.const(np.zeros(2, np.float32)); g.set_const(w, [1, 2]); w.const_value.tolist()
+            [1.0, 2.0]
+        """
+        if not value.is_const or self._values.get(value.name) is not value:
+            raise GraphError(f"set_const: %{value.name} is not a constant of graph @{self.name}")
+        array = np.asarray(array).astype(value.type.dtype.numpy, copy=False)
+        if array.shape != tuple(value.type.shape):
+            raise GraphError(f"set_const: %{value.name} is {value.type}, got an array of shape {list(array.shape)}")
+        const = value.producer
+        const.attrs["value"] = const.opdef.attr("value").coerce(array, "const")
+
     def rename(self, value: Value, name: str) -> None:
         """Give a value a new, unused name."""
         if name == value.name:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from slimgraph.errors import GraphError, OpError
+from slimgraph.registry import Registry
 from slimgraph.ir.types import DType, TensorType, broadcast_shapes
 
 REQUIRED = object()  # marks an attribute without a default
@@ -216,7 +217,8 @@ class OpDef:
             raise OpError(str(exc), op=self.name, where=where) from None
 
 
-_REGISTRY: dict[str, OpDef] = {}
+#: Every declared op, by name (filled by the modules of ``slimgraph.ir.ops``).
+OPS: Registry[str, OpDef] = Registry("op")
 
 
 def define_op(
@@ -238,8 +240,6 @@ def define_op(
     returns one array or a tuple of arrays. ``flops(input_types, output_types,
     attrs)`` counts floating-point work with symbolic dims taken as 1.
     """
-    if name in _REGISTRY:
-        raise GraphError(f"op {name!r} is already registered")
     if category not in CATEGORIES:
         raise GraphError(f"op {name!r}: unknown category {category!r}; valid: {', '.join(CATEGORIES)}")
     op = OpDef(
@@ -254,32 +254,31 @@ def define_op(
         commutative=commutative,
         attr_index={a.name: a for a in attrs},
     )
-    _REGISTRY[name] = op
-    return op
+    return OPS.register(name, op)
 
 
 def get_op(name: str) -> OpDef:
     """Look an op up by name; an unknown name gives an OpError listing near matches."""
     _load_builtin_ops()
     try:
-        return _REGISTRY[name]
+        return OPS[name]
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, _REGISTRY, n=5)
+        close = difflib.get_close_matches(name, list(OPS), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise OpError(f"unknown op{hint}", op=name) from None
 
 
 def has_op(name: str) -> bool:
     _load_builtin_ops()
-    return name in _REGISTRY
+    return name in OPS
 
 
 def all_ops() -> dict[str, OpDef]:
     """Every registered op, by name."""
     _load_builtin_ops()
-    return dict(_REGISTRY)
+    return dict(OPS)
 
 
 def _load_builtin_ops() -> None:

@@ -20,17 +20,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from slimgraph.analysis.size_report import SizeReport, size_report
-from slimgraph.api import bind_shapes, import_model
+from slimgraph.driver import bind_shapes, import_model
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.printer import collect_payloads, print_graph
 from slimgraph.ledger.data import EvalSet, LedgerError, as_batches
 from slimgraph.ledger.report import Ledger, LedgerRow
+from slimgraph.metrics import top1_accuracy
+from slimgraph.passes.context import PassContext
 from slimgraph.passes.manager import PassManager, TimingInstrument, VerifyInstrument
 from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
 from slimgraph.passes.registry import Pass
-from slimgraph.passes.stats import graph_stats
+from slimgraph.analysis.stats import graph_stats
 
 #: Least warm-up time before a row is timed, and a cap on the calls it takes.
 WARMUP_S, MAX_WARMUP_CALLS = 1.0, 5000
@@ -79,7 +81,8 @@ def ledger(
     batch = examples[0].shape[0] if examples and examples[0].ndim else 1
     evalset = EvalSet.of(eval_data) if eval_data is not None else None
     calibration = as_batches(calibration_data if calibration_data is not None else evalset, batch) or [examples]
-    steps = _steps(pipeline, calibration)
+    steps = _steps(pipeline)
+    ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data)
     bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup)
 
     bar = _bar(progress, len(steps) + 1, graph.name)
@@ -87,7 +90,7 @@ def ledger(
     _advance(bar, "(input)")
     for index, (text, passes) in enumerate(steps, start=1):
         manager = PassManager(passes, [VerifyInstrument(), TimingInstrument()])
-        graph = manager.run(graph)
+        graph = manager.run(graph, ctx)
         rows.append(bench.row(index, text, graph, sum(r.seconds or 0.0 for r in manager.records)))
         _advance(bar, text)
     if bar is not None:
@@ -100,26 +103,19 @@ def ledger(
     )
 
 
-def _steps(pipeline: str, calibration: list) -> list[tuple[str, list[Pass]]]:
+def _steps(pipeline: str) -> list[tuple[str, list[Pass]]]:
     """(label, passes) per row: one per pass, or one per ``;``-separated group."""
     groups = pipeline.split(";") if ";" in pipeline else None
     if groups is None:
-        passes = [_calibrated(p, calibration) for p in parse_pipeline(pipeline)]
+        passes = parse_pipeline(pipeline)
         return [(p.pipeline_text(), [p]) for p in passes]
     steps = []
     for number, group in enumerate(groups, start=1):
-        passes = [_calibrated(p, calibration) for p in parse_pipeline(group)]
+        passes = parse_pipeline(group)
         if not passes:
             raise LedgerError(f"group {number} of pipeline {pipeline!r} is empty")
         steps.append((format_pipeline(passes), passes))
     return steps
-
-
-def _calibrated(pass_: Pass, calibration: list) -> Pass:
-    """A pass that calibrates on data (it has ``with_calibration``) and names no table gets ours."""
-    if hasattr(pass_, "with_calibration") and not getattr(pass_, "calibration", ""):
-        return pass_.with_calibration(calibration)
-    return pass_
 
 
 @dataclass(frozen=True)
@@ -190,17 +186,8 @@ class _Bench:
         metric = float(self.metric(outputs, labels)) if labels is not None else None
         ref = self.reference
         diff = np.abs(outputs.astype(np.float64) - ref.astype(np.float64))
-        agreement = float((outputs.argmax(axis=-1) == ref.argmax(axis=-1)).mean() * 100.0)
+        agreement = top1_accuracy(outputs, ref)
         return metric, agreement, float(diff.max(initial=0.0)), float(diff.mean())
-
-
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Percent of rows whose largest output is the label.
-
-    >>> top1_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))
-    50.0
-    """
-    return float((outputs.argmax(axis=-1) == labels).mean() * 100.0)
 
 
 def graph_key(graph: Graph, target: str, bindings: dict[str, int]) -> str:

@@ -2,7 +2,10 @@
 instruments, the pattern-rewrite API, and the built-in passes.
 
 Importing this package registers the built-in passes (``canonicalize``,
-``cse``, ``dce``, ``fold-constants``, ``fuse``) and the ``default`` pipeline.
+``cse``, ``dce``, ``fold-constants``, ``fuse``, ``prune``, ``share-weights``,
+``quantize``, ``lower-quantized``, ``reestimate-batch-norms``, ``bf16``) and the
+``default`` pipeline. A run's :class:`PassContext` carries what passes need
+besides the graph (calibration data, the target).
 
 Example::
 
@@ -27,9 +30,10 @@ from slimgraph.passes.errors import (
     UnknownOptionError,
     UnknownPassError,
 )
+from slimgraph.passes.context import PassContext
 from slimgraph.passes.registry import Pass, PassInfo, PassOption, get_pass, option, register_pass, registered_passes
 from slimgraph.passes.pattern import Any, Const, Match, Pat, RewriteRule, apply_rewrites, replace_node, rewrite
-from slimgraph.passes.stats import GraphStats, StatsDiff, graph_stats
+from slimgraph.analysis.stats import GraphStats, StatsDiff, graph_stats
 from slimgraph.passes.pipeline import format_pipeline, named_pipelines, parse_pipeline, register_pipeline
 from slimgraph.passes.manager import (
     DumpInstrument,
@@ -55,6 +59,7 @@ from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calib
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
 from slimgraph.passes.bf16 import ToBf16
+from slimgraph.passes.batch_norms import ReestimateBatchNorms
 
 __all__ = [
     "Any",
@@ -84,6 +89,7 @@ __all__ = [
     "OptionValueError",
     "parse_pipeline",
     "Pass",
+    "PassContext",
     "PassFailedError",
     "PassInfo",
     "PassManager",
@@ -97,6 +103,7 @@ __all__ = [
     "Quantize",
     "quantize_graph",
     "random_inputs",
+    "ReestimateBatchNorms",
     "register_pass",
     "register_pipeline",
     "registered_passes",

@@ -2,7 +2,9 @@
 
 An instrument is an object with any of four hooks, called around each pass:
 ``before_pipeline(graph)``, ``before_pass(record, graph)``,
-``after_pass(record, graph)`` and ``after_pipeline(graph)``. Before-hooks run
+``after_pass(record, graph)`` and ``after_pipeline(graph)``; a hook that takes
+a last parameter ``ctx`` also gets the run's
+:class:`~slimgraph.passes.context.PassContext`, as every pass's ``apply`` can. Before-hooks run
 in list order and after-hooks in reverse, so the last instrument sits closest
 to the pass (where :class:`TimingInstrument` belongs). Instruments write what
 they measure onto the :class:`PassRecord` of each pass, and the report
@@ -31,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -43,10 +46,11 @@ from slimgraph.arguments import check_writable_folder
 from slimgraph.errors import PassError, SlimgraphError
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.interpreter import random_inputs
+from slimgraph.passes.context import PassContext, call_with_context
 from slimgraph.passes.errors import NumericsError, PassFailedError
 from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
 from slimgraph.passes.registry import Pass
-from slimgraph.passes.stats import GraphStats, graph_stats
+from slimgraph.analysis.stats import GraphStats, graph_stats
 
 
 @dataclass
@@ -215,7 +219,10 @@ def compare(expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float) 
 class PassManager:
     """Runs a pipeline (text, or a list of pass instances) with instruments.
 
-    ``run(graph)`` returns the final graph; ``graph`` is never changed.
+    ``run(graph, ctx)`` returns the final graph; ``graph`` is never changed.
+    ``ctx`` (a :class:`PassContext`; default: an empty one) goes to every pass
+    and instrument; the run's instruments are this manager's followed by the
+    context's own (``ctx.instruments``, as in TVM), and the passes see them all.
     ``records`` holds one :class:`PassRecord` per pass of the last run.
     """
 
@@ -233,28 +240,35 @@ class PassManager:
     def pipeline(self) -> str:
         return format_pipeline(self.passes)
 
-    def run(self, graph: Graph) -> Graph:
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         if not isinstance(graph, Graph):
             raise PassError(f"graph: passes run on a slimgraph Graph, got a {type(graph).__name__}")
+        if ctx is None:
+            ctx = PassContext()
+        elif not isinstance(ctx, PassContext):
+            raise PassError(f"ctx: must be a PassContext, got a {type(ctx).__name__}")
+        instruments = tuple(self.instruments) + tuple(i for i in ctx.instruments if i not in self.instruments)
+        # a copy, so the caller's context keeps its own list; options stay shared with the caller
+        ctx = dataclasses.replace(ctx, instruments=instruments)
         self.records = []
-        for inst in self.instruments:
-            inst.before_pipeline(graph)
+        for inst in instruments:
+            call_with_context(inst.before_pipeline, ctx, graph)
         for index, pass_ in enumerate(self.passes, start=1):
             record = PassRecord(index, pass_.name, pass_.pipeline_text())
             self.records.append(record)
-            for inst in self.instruments:
-                inst.before_pass(record, graph)
-            graph = self._run_one(pass_, graph, record)
-            for inst in reversed(self.instruments):
-                inst.after_pass(record, graph)
-        for inst in self.instruments:
-            inst.after_pipeline(graph)
+            for inst in instruments:
+                call_with_context(inst.before_pass, ctx, record, graph)
+            graph = self._run_one(pass_, graph, record, ctx)
+            for inst in reversed(instruments):
+                call_with_context(inst.after_pass, ctx, record, graph)
+        for inst in instruments:
+            call_with_context(inst.after_pipeline, ctx, graph)
         return graph
 
     @staticmethod
-    def _run_one(pass_: Pass, graph: Graph, record: PassRecord) -> Graph:
+    def _run_one(pass_: Pass, graph: Graph, record: PassRecord, ctx: PassContext) -> Graph:
         try:
-            result = pass_(graph)
+            result = pass_(graph, ctx)
         except SlimgraphError as exc:
             raise PassFailedError(str(exc), pass_name=record.name, index=record.index) from exc
         if not isinstance(result, Graph):
@@ -345,8 +359,9 @@ def run_pipeline(
     sample_inputs: Any = None,
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    ctx: PassContext | None = None,
 ) -> tuple[Graph, PipelineReport]:
-    """Run pipeline ``text`` on ``graph``; returns the new graph and a report.
+    """Run pipeline ``text`` on ``graph`` with context ``ctx``; returns the new graph and a report.
 
     Passes are always timed. ``verify`` checks the graph after every pass;
     ``stats`` records nodes/parameters/bytes/FLOPs per pass; ``dump_dir``
@@ -367,5 +382,5 @@ def run_pipeline(
         instruments.append(StatsInstrument())
     instruments.append(TimingInstrument())
     manager = PassManager(text, instruments)
-    result = manager.run(graph)
+    result = manager.run(graph, ctx)
     return result, PipelineReport(manager.pipeline, manager.records)

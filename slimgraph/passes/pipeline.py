@@ -24,11 +24,12 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from slimgraph.errors import PassError
+from slimgraph.registry import Registry
 from slimgraph.passes.errors import PipelineError, PipelineSyntaxError
 from slimgraph.passes.registry import Pass, get_pass, registered_passes
 
-_PIPELINES: dict[str, tuple[str, str]] = {}
+#: Named pipelines: name -> (text, doc).
+PIPELINES: Registry[str, tuple[str, str]] = Registry("pipeline")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _VALUE = re.compile(r"[^\s,{}\[\]=]+")
@@ -36,14 +37,12 @@ _VALUE = re.compile(r"[^\s,{}\[\]=]+")
 
 def register_pipeline(name: str, text: str, doc: str) -> None:
     """Give a pipeline text a name usable wherever a pass name is (``--pipeline default``)."""
-    if name in _PIPELINES:
-        raise PassError(f"a pipeline named '{name}' is already registered")
-    _PIPELINES[name] = (text, doc)
+    PIPELINES.register(name, (text, doc))
 
 
 def named_pipelines() -> dict[str, tuple[str, str]]:
     """Named pipelines: name -> (text, doc)."""
-    return dict(_PIPELINES)
+    return dict(PIPELINES)
 
 
 def parse_pipeline(text: str) -> list[Pass]:
@@ -77,14 +76,14 @@ class _Parser:
     def _item(self) -> list[Pass]:
         self._skip_ws()
         start = self.pos
-        name = self._match(_NAME, "a pass name", tuple(registered_passes()) + tuple(_PIPELINES))
+        name = self._match(_NAME, "a pass name", tuple(registered_passes()) + tuple(PIPELINES))
         self._skip_ws()
-        if name in _PIPELINES:
+        if name in PIPELINES:
             if self._peek("{"):
                 raise PipelineSyntaxError(f"named pipeline '{name}' takes no options", text=self.text, position=self.pos)
             if name in self.expanding:
                 raise PipelineError(f"named pipeline '{name}' includes itself", text=self.text, position=start)
-            return _Parser(_PIPELINES[name][0], self.expanding + (name,)).pipeline()
+            return _Parser(PIPELINES[name][0], self.expanding + (name,)).pipeline()
         info = get_pass(name, self.text, start)
         options = self._options(tuple(o.name for o in info.options)) if self._peek("{") else []
         values = {}

@@ -202,13 +202,7 @@ class Prune(Pass):
             if thresholds[w.name] >= 0:
                 array = w.const_value
                 pruned = np.where(np.abs(array) <= thresholds[w.name], np.zeros((), array.dtype), array)
-                set_const(w, pruned)
-
-
-def set_const(value: Value, array: np.ndarray) -> None:
-    """Give a constant of a (private, cloned) graph a new array of the same type."""
-    const = value.producer
-    const.attrs["value"] = const.opdef.attr("value").coerce(array, "const")
+                graph.set_const(w, pruned)
 
 
 def _threshold(arrays: list[np.ndarray], sparsity: float) -> float:

@@ -14,9 +14,11 @@ not name, the pass
 
 Activation ranges come from :func:`slimgraph.passes.calibrate.calibrate`.
 In Python, :func:`quantize_graph` calibrates and quantizes in one call;
-a pass instance takes data or a table with :meth:`Quantize.with_calibration`
-(and then calibrates the graph it is given, wherever it sits in a
-pipeline); in pipeline text, ``calibration=table.json`` names a saved table.
+in a pipeline the pass takes data or a table from the run's
+:class:`~slimgraph.passes.context.PassContext` (``calibration_data``) and
+calibrates the graph it is given, wherever it sits in the pipeline; in
+pipeline text, ``calibration=table.json`` names a saved table, which wins
+over the context's data.
 ``activations=none`` quantizes weights only and needs no calibration.
 
 Example::
@@ -35,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from typing import Any, Iterable, Literal
@@ -48,6 +49,7 @@ from slimgraph.ir.ops.quant import quant_range
 from slimgraph.ir.registry import get_op
 from slimgraph.ir.types import DType
 from slimgraph.passes.calibrate import OBSERVER_OPTIONS, CalibrationTable, calibrate, linear_params
+from slimgraph.passes.context import PassContext
 from slimgraph.passes.registry import Pass, option, register_pass
 
 _WEIGHT_DTYPE = {"int8": DType.int8, "int4": DType.int4}
@@ -100,16 +102,11 @@ class Quantize(Pass):
     outputs: bool = option(False, "also quantize graph outputs computed by quantized ops (after relu/clip)")
     calibration: str = option("", "a calibration table (JSON) saved by CalibrationTable.save")
 
-    def with_calibration(self, source: Any) -> "Quantize":
-        """A copy that takes its activation ranges from ``source``: a CalibrationTable, or
-        calibration data (an iterable of batches) to run through the graph it is given."""
-        copy = dataclasses.replace(self)
-        object.__setattr__(copy, "_calibration_source", source)
-        return copy
+    uses_calibration = True
 
-    def apply(self, graph: Graph) -> Graph:
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         targets = [n for n in graph.nodes if n.op in self.ops and not self._skipped(n)]
-        table = self._table(graph) if self.activations != "none" else None
+        table = self._table(graph, ctx.calibration_data) if self.activations != "none" else None
         quantized: dict[int, tuple[Value, float]] = {}  # id(float value) -> (its dequantize, scale)
         for node in targets:
             windex = weight_index(node)
@@ -134,14 +131,15 @@ class Quantize(Pass):
         names.update(v.name for v in node.inputs if v.is_const)
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.skip for name in names)
 
-    def _table(self, graph: Graph) -> CalibrationTable:
-        source = getattr(self, "_calibration_source", None)
-        if source is None and self.calibration:
+    def _table(self, graph: Graph, source: Any) -> CalibrationTable:
+        """The table named in the pass's text, else the context's table or data calibrated on ``graph``."""
+        if self.calibration:
             source = CalibrationTable.load(self.calibration)
         if source is None:
             raise PassError(
                 "quantize needs calibration data for activations: pass calibration_data to slimgraph.compile, "
-                "call quantize_graph(graph, data), give calibration=<table.json>, or use activations=none"
+                "call quantize_graph(graph, data), run it with PassContext(calibration_data=...), give "
+                "calibration=<table.json>, or use activations=none"
             )
         if isinstance(source, CalibrationTable):
             return source
@@ -302,7 +300,5 @@ def quantize_graph(
             progress=progress,
             **pass_.observer_options(),
         )
-    if calibration_data is not None:
-        pass_ = pass_.with_calibration(calibration_data)
-    return pass_(graph)
+    return pass_(graph, PassContext(calibration_data=calibration_data))
 

@@ -38,7 +38,9 @@ from typing import Any, Callable, ClassVar, Literal, Mapping
 
 from slimgraph.errors import PassError
 from slimgraph.ir.graph import Graph
+from slimgraph.passes.context import PassContext, call_with_context
 from slimgraph.passes.errors import OptionValueError, UnknownOptionError, UnknownPassError
+from slimgraph.registry import Registry
 
 _DOC = "slimgraph_doc"
 _BOUNDS = "slimgraph_bounds"
@@ -54,25 +56,30 @@ class Pass:
     """Base of every pass. Subclasses are frozen dataclasses (``register_pass``
     makes them so) and implement :meth:`apply`.
 
-    ``pass_(graph)`` returns a new graph; ``graph`` is left as it was.
+    ``pass_(graph, ctx)`` returns a new graph; ``graph`` is left as it was.
+    ``apply`` may take the run's :class:`~slimgraph.passes.context.PassContext`
+    as a second parameter named ``ctx``; without it the pass never sees one.
+    A pass that reads ``ctx.calibration_data`` sets ``uses_calibration = True``
+    so that callers can tell whether calibration data has a reader.
     """
 
     name: ClassVar[str] = ""
     doc: ClassVar[str] = ""
+    uses_calibration: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        info = _PASSES.get(self.name)
+        info = PASSES.get(self.name)
         if info is not None and info.cls is type(self):
             for opt in info.options:
                 object.__setattr__(self, opt.field, opt.check(getattr(self, opt.field), self.name))
 
-    def __call__(self, graph: Graph) -> Graph:
+    def __call__(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         work = graph.clone()
-        result = self.apply(work)
+        result = call_with_context(self.apply, ctx if ctx is not None else PassContext(), work)
         return work if result is None else result
 
-    def apply(self, graph: Graph) -> Graph | None:
-        """Transform ``graph`` (a private clone) in place, or return a new graph."""
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph | None:
+        """Transform ``graph`` (a private clone) in place, or return a new graph; ``ctx`` is the run's context."""
         raise NotImplementedError(f"pass {type(self).__name__} does not implement apply()")
 
     def pipeline_text(self) -> str:
@@ -235,7 +242,8 @@ class PassInfo:
         return self.cls(**kwargs)
 
 
-_PASSES: dict[str, PassInfo] = {}
+#: Every registered pass, by name (the built-in ones register when ``slimgraph.passes`` is imported).
+PASSES: Registry[str, PassInfo] = Registry("pass")
 
 
 def register_pass(name: str, doc: str | None = None) -> Callable[[Any], Any]:
@@ -245,12 +253,11 @@ def register_pass(name: str, doc: str | None = None) -> Callable[[Any], Any]:
     every field is an option that needs a default. ``doc`` defaults to the
     first line of the docstring. A function becomes a pass without options:
     the decorator returns that pass (callable as ``Graph -> Graph``), and the
-    function receives a private clone of the graph.
+    function receives a private clone of the graph (and the context, when it
+    takes a ``ctx`` parameter).
     """
 
     def decorate(target: Any) -> Any:
-        if name in _PASSES:
-            raise PassError(f"a pass named '{name}' is already registered")
         is_function = isinstance(target, types.FunctionType)
         if is_function:
             cls = _function_pass(target)
@@ -267,15 +274,15 @@ def register_pass(name: str, doc: str | None = None) -> Callable[[Any], Any]:
             raise PassError(f"pass '{name}': the dataclass must be frozen (@dataclass(frozen=True))")
         cls.name = name
         cls.doc = one_line
-        _PASSES[name] = PassInfo(name, one_line, cls, _options_of(cls, name))
+        PASSES.register(name, PassInfo(name, one_line, cls, _options_of(cls, name)))
         return cls() if is_function else cls
 
     return decorate
 
 
-def _function_pass(fn: Callable[[Graph], Graph | None]) -> type:
-    def apply(self: Pass, graph: Graph) -> Graph | None:
-        return fn(graph)
+def _function_pass(fn: Callable[..., Graph | None]) -> type:
+    def apply(self: Pass, graph: Graph, ctx: PassContext) -> Graph | None:
+        return call_with_context(fn, ctx, graph)
 
     return type(fn.__name__, (Pass,), {"apply": apply, "__doc__": fn.__doc__, "__module__": fn.__module__})
 
@@ -305,7 +312,7 @@ def _options_of(cls: type, pass_name: str) -> tuple[PassOption, ...]:
 def get_pass(name: str, text: str | None = None, position: int | None = None) -> PassInfo:
     """The registered pass ``name``; UnknownPassError lists the registered ones."""
     try:
-        return _PASSES[name]
+        return PASSES[name]
     except KeyError:
         from slimgraph.passes.pipeline import named_pipelines
 
@@ -313,11 +320,11 @@ def get_pass(name: str, text: str | None = None, position: int | None = None) ->
             f"unknown pass '{name}'",
             text=text,
             position=position,
-            choices=tuple(sorted(_PASSES)) + tuple(f"{p} (pipeline)" for p in sorted(named_pipelines())),
+            choices=tuple(sorted(PASSES)) + tuple(f"{p} (pipeline)" for p in sorted(named_pipelines())),
             pass_name=name,
         ) from None
 
 
 def registered_passes() -> dict[str, PassInfo]:
     """Every registered pass by name (built-in ones and those users registered)."""
-    return dict(sorted(_PASSES.items()))
+    return dict(sorted(PASSES.items()))

@@ -22,8 +22,8 @@ from slimgraph.runtime.guard import (
     GuardStats,
     Variant,
     load_guarded,
-    register_variant_kind,
 )
+from slimgraph.runtime.guard_store import register_variant_kind
 from slimgraph.runtime.narrow import finetune_with, measure_variants, narrow
 
 __all__ = [

@@ -1,10 +1,8 @@
 """The guarded model: several variants of one model, one picked per call.
 
-A :class:`Variant` is anything callable on arrays (a TVM CompiledModel, a
-:class:`GraphRunner` over the reference interpreter) plus what the guard needs
-to know about it: its width, the batch bucket it was specialized for (None
-for the symbolic-batch fallback), its input types and device, its measured
-latency and accuracy.
+The variants (:class:`Variant`, :class:`GraphRunner`) live in
+:mod:`slimgraph.runtime.variants`, saving and loading in
+:mod:`slimgraph.runtime.guard_store`; this module holds the choice.
 
 :class:`GuardedModel` picks the variant for each call in three steps:
 
@@ -49,197 +47,28 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import inspect
-import json
 import logging
-import math
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from slimgraph.arguments import check_callable, check_int, check_positive
-from slimgraph.errors import LoadError, SlimgraphError
-from slimgraph.ir.types import DType, TensorType, bind_dim, format_shape
+from slimgraph.ir.types import format_shape
 from slimgraph.runtime.controller import ControllerConfig, LatencyController
+from slimgraph.runtime.guard_store import read_variants, save_variants
 from slimgraph.runtime.machine import machine_idle
-from slimgraph.storage import inside, read_json, staged_directory, verify_folder
+from slimgraph.runtime.variants import GraphRunner, GuardError, Variant, batch_of, describe_input, is_thread_count
 
 log = logging.getLogger("slimgraph.runtime")
 
-MANIFEST = "guarded.json"
-FORMAT_VERSION = 4  # 4: a files.json manifest; 3: thread counts, one folder per shared model
-KIND = "guarded model"
-
-
-class GuardError(SlimgraphError):
-    """A call no variant admits, a policy answer that names no candidate, or a bad variant set."""
-
-
-# ---------------------------------------------------------------------------
-# variants
-
-
-class GraphRunner:
-    """A variant backend that runs a Graph with the reference interpreter.
-
-    It serves the symbolic-batch fallback (any batch size) and the tests that
-    must not need TVM.
-
-    Example::
-
-        >>> import numpy as np
-        >>> from slimgraph.ir import Graph, TensorType
-        >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N",))); g.set_outputs([g.call("relu", x)])
-        >>> GraphRunner(g)(np.array([-1.0, 1.0], np.float32)).tolist()
-        [0.0, 1.0]
-    """
-
-    kind = "graph"
-    thread_safe = True  # the interpreter keeps no state between calls
-
-    def __init__(self, graph):
-        self.ir = graph
-        self.input_types = [v.type for v in graph.inputs]
-
-    def __call__(self, *inputs: Any):
-        outs = self.ir.run(*[np.asarray(x) for x in inputs])
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.ir.save(path / "model.sg")
-        return path
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "GraphRunner":
-        from slimgraph.ir.serialize import load
-
-        return cls(load(Path(directory) / "model.sg"))
-
-
-def _load_tvm(directory: str | os.PathLike):
-    from slimgraph.backends.tvm import load_compiled
-
-    return load_compiled(directory)
-
-
-# kind -> loader; a variant's kind comes from its model's ``kind`` attribute or class
-LOADERS: dict[str, Callable[[str | os.PathLike], Any]] = {"graph": GraphRunner.load, "tvm": _load_tvm}
-
-
-def register_variant_kind(kind: str, load: Callable[[str | os.PathLike], Any]) -> None:
-    """Teach :func:`load_guarded` to load variants whose model has ``kind = <kind>``."""
-    LOADERS[kind] = load
-
-
-def _kind_of(model: Any) -> str:
-    kind = getattr(model, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    if type(model).__name__ == "CompiledModel":
-        return "tvm"
-    raise GuardError(
-        f"cannot save a variant backed by {type(model).__name__}: give it a `kind` attribute and register a "
-        f"loader with register_variant_kind"
-    )
-
-
-@dataclass
-class Variant:
-    """One compiled width of a model, specialized for one batch bucket (None: any batch).
-
-    ``inputs`` default to the model's ``input_types``; ``device`` is ``cpu`` or
-    ``cuda`` (from the model's target when it has one). ``threads`` runs the
-    model on that many threads (its ``__call__`` takes ``threads=``, as a TVM
-    CompiledModel's does); None leaves the model's own choice (a thread per core).
-
-    Example::
-
-        >>> import numpy as np
-        >>> from slimgraph.ir import Graph, TensorType
-        >>> g = Graph(); x = g.add_input("x", TensorType("f32", (8, 3))); g.set_outputs([g.call("relu", x)])
-        >>> Variant("w100-b8", GraphRunner(g)).batch
-        8
-    """
-
-    name: str
-    model: Callable[..., Any]
-    width: float = 1.0
-    inputs: tuple = ()
-    batch: int | None = field(default=None)
-    device: str = ""
-    latency_ms: float | None = None
-    accuracy: float | None = None
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise GuardError(f"variant name={self.name!r}: must be a non-empty string")
-        if not callable(self.model):
-            raise GuardError(f"variant {self.name}: model={type(self.model).__name__} is not callable")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not 0.0 < self.width <= 1.0:
-            raise GuardError(f"variant {self.name}: width={self.width!r} must be a fraction in (0, 1]")
-        if self.batch is not None:
-            check_int(f"variant {self.name}: batch", self.batch, minimum=1, error=GuardError)
-        if not self.inputs:
-            types = getattr(self.model, "input_types", None)
-            if types is None:
-                raise GuardError(f"variant {self.name}: give its input types (the model has no input_types)")
-            self.inputs = tuple(types)
-        self.inputs = tuple(self.inputs)
-        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].rank else None
-        if self.batch is None and isinstance(first, int):
-            self.batch = first
-        if self.batch is not None and first != self.batch:
-            raise GuardError(f"variant {self.name}: batch bucket {self.batch} but its first input is {self.inputs[0]}")
-        if not self.device:
-            target = getattr(self.model, "target", None)
-            self.device = "cpu" if target is None or getattr(target, "kind", "llvm") == "llvm" else "cuda"
-        if self.threads is not None:
-            if not is_thread_count(self.threads):
-                raise GuardError(f"variant {self.name}: threads={self.threads!r} must be a positive number of threads")
-            if self.device != "cpu":
-                raise GuardError(f"variant {self.name}: threads={self.threads} applies to CPU variants, not {self.device}")
-            if not _takes_threads(self.model):
-                raise GuardError(
-                    f"variant {self.name}: threads={self.threads} but {type(self.model).__name__} takes no thread count"
-                )
-
-    def __call__(self, *inputs: Any):
-        """Run the model on ``inputs`` (with the variant's thread count, when it has one)."""
-        if self.threads is None:
-            return self.model(*inputs)
-        return self.model(*inputs, threads=self.threads)
-
-    @property
-    def thread_class(self) -> float:
-        """The thread count the ladder orders by (inf for the model's own choice, a thread per core)."""
-        return math.inf if self.threads is None else float(self.threads)
-
-    @property
-    def spec(self) -> str:
-        """The guard in words: ``(f32[8,1,8,8]) on cpu``."""
-        return f"({', '.join(map(str, self.inputs))}) on {self.device}"
-
-    def admits(self, arrays: Sequence[Any]) -> bool:
-        """Whether the inputs fit this variant's types (symbolic dims bound consistently) and device."""
-        if len(arrays) != len(self.inputs):
-            return False
-        bindings: dict[str, int] = {}
-        for array, want in zip(arrays, self.inputs):
-            dtype, shape, device = _describe(array)
-            if device != self.device or dtype != want.dtype.value or len(shape) != want.rank:
-                return False
-            if not all(bind_dim(d, s, bindings) for d, s in zip(want.shape, shape)):
-                return False
-        return True
+__all__ = ["CallRecord", "Candidate", "GraphRunner", "GuardError", "GuardStats", "GuardedModel", "Variant",
+           "check_budget", "is_thread_count", "load_guarded"]
 
 
 @dataclass(frozen=True)
@@ -438,7 +267,7 @@ class GuardedModel:
             result = variant(*inputs)
             end = self.clock()
         ms = (end - start - waited) * 1e3
-        record = CallRecord(end, variant.name, _batch_of(inputs), ms, probe)
+        record = CallRecord(end, variant.name, batch_of(inputs), ms, probe)
         with self._lock:
             self._observe(ladder, rung, ms, record)
         log.debug("%s: %s served batch %d in %.3f ms%s", self.name, variant.name, record.batch, ms,
@@ -459,7 +288,7 @@ class GuardedModel:
         for ladder in self._ladders:
             if ladder.variants[0].admits(inputs):
                 return ladder
-        got = ", ".join(f"{d}{format_shape(s)} on {dev}" for d, s, dev in map(_describe, inputs)) or "no inputs"
+        got = ", ".join(f"{d}{format_shape(s)} on {dev}" for d, s, dev in map(describe_input, inputs)) or "no inputs"
         expected = "; ".join(ladder.spec for ladder in self._ladders)
         raise GuardError(f"{self.name}: no variant admits the call ({got}); expected one of: {expected}")
 
@@ -556,38 +385,12 @@ class GuardedModel:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write every variant (via its model's ``save``) and a manifest to ``directory``, atomically."""
-        target = Path(directory)
-        if not isinstance(self.budget_ms, (int, float, type(None))):
-            budget: Any = [[k, v] for k, v in self.budget_ms.items()]
-        else:
-            budget = self.budget_ms
-        manifest = {
-            "format": FORMAT_VERSION,
-            "name": self.name,
-            "budget_ms": budget,
-            "config": asdict(self.config),
-            "variants": [],
-        }
-        with staged_directory(target, KIND) as staging:
-            folders: dict[int, str] = {}  # one folder per model: thread-count variants share theirs
-            for i, v in enumerate(self.variants):
-                kind = _kind_of(v.model)
-                if id(v.model) not in folders:
-                    folders[id(v.model)] = f"v{i}-{_safe(v.name)}"
-                    v.model.save(staging / folders[id(v.model)])
-                manifest["variants"].append({
-                    "name": v.name, "kind": kind, "dir": folders[id(v.model)], "width": v.width, "batch": v.batch,
-                    "device": v.device, "inputs": [[t.dtype.value, list(t.shape)] for t in v.inputs],
-                    "latency_ms": v.latency_ms, "accuracy": v.accuracy, "threads": v.threads,
-                })
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            (staging / "guards.txt").write_text(str(self))
-        return target
+        return save_variants(directory, self.name, self.budget_ms, self.config, self.variants, str(self))
 
 
 def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
     """Load a model written by :meth:`GuardedModel.save`; ``options`` (policy, clock,
-    on_call, budget_ms, ...) are passed to :class:`GuardedModel`.
+    on_call, budget_ms, ...) are passed to :class:`GuardedModel` and win over the saved ones.
 
     Example::
 
@@ -596,41 +399,8 @@ def load_guarded(directory: str | os.PathLike, **options: Any) -> GuardedModel:
         ...
         slimgraph.errors.LoadError: /no/such/dir: no such folder
     """
-    path = Path(directory)
-    verify_folder(path, KIND)
-    manifest = read_json(path / MANIFEST, FORMAT_VERSION, "guard manifest")
-    try:
-        variants = _variants_from(path, manifest)
-        budget = manifest["budget_ms"]
-        if isinstance(budget, list):
-            budget = {k: v for k, v in budget}
-        options.setdefault("budget_ms", budget)
-        options.setdefault("config", ControllerConfig(**manifest["config"]))
-        options.setdefault("name", manifest["name"])
-    except LoadError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, SlimgraphError) as exc:
-        raise LoadError(f"{path / MANIFEST}: incomplete or inconsistent manifest: {exc!r}") from None
-    return GuardedModel(variants, **options)
-
-
-def _variants_from(path: Path, manifest: dict) -> list[Variant]:
-    variants, models = [], {}
-    for entry in manifest["variants"]:
-        loader = LOADERS.get(entry["kind"])
-        if loader is None:
-            raise LoadError(
-                f"{path / MANIFEST}: variant {entry['name']} has kind {entry['kind']!r}; known kinds: {', '.join(sorted(LOADERS))}"
-            )
-        if entry["dir"] not in models:
-            models[entry["dir"]] = loader(inside(path, entry["dir"], path / MANIFEST))
-        variants.append(Variant(
-            entry["name"], models[entry["dir"]], width=entry["width"],
-            inputs=tuple(TensorType(d, tuple(s)) for d, s in entry["inputs"]), batch=entry["batch"],
-            device=entry["device"], latency_ms=entry["latency_ms"], accuracy=entry["accuracy"],
-            threads=entry["threads"],
-        ))
-    return variants
+    variants, saved = read_variants(directory)
+    return GuardedModel(variants, **{**saved, **options})
 
 
 # ---------------------------------------------------------------------------
@@ -650,43 +420,9 @@ def check_budget(budget_ms: Any) -> None:
         check_positive(label, ms, error=GuardError)
 
 
-def is_thread_count(n: Any) -> bool:
-    """Whether ``n`` is a number of threads: a positive int (not a bool)."""
-    return isinstance(n, int) and not isinstance(n, bool) and n >= 1
-
-
-def _takes_threads(model: Any) -> bool:
-    """Whether calling ``model`` accepts a ``threads=`` keyword."""
-    try:
-        params = inspect.signature(model).parameters.values()
-    except (TypeError, ValueError):  # a callable Python cannot inspect: it cannot be told
-        return False
-    return any(p.name == "threads" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _describe(x: Any) -> tuple[str, tuple[int, ...], str]:
-    """dtype (IR short name when the IR has it), shape and device of a numpy array or torch tensor."""
-    if type(x).__module__.startswith("torch") and hasattr(x, "device"):
-        dtype, shape, device = str(x.dtype).removeprefix("torch."), tuple(x.shape), x.device.type
-    else:
-        array = np.asarray(x)
-        dtype, shape, device = array.dtype, tuple(array.shape), "cpu"
-    try:
-        return DType.of(dtype).value, shape, device
-    except SlimgraphError:
-        return str(dtype), shape, device
-
-
-def _batch_of(inputs: Sequence[Any]) -> int:
-    shape = _describe(inputs[0])[1] if inputs else ()
-    return int(shape[0]) if shape else 1
-
-
 def _format_budget(budget) -> str:
     if isinstance(budget, (int, float)):
         return f"{budget:g}ms"
     return "{" + ", ".join(f"{'fallback' if k is None else k}: {v:g}ms" for k, v in budget.items()) + "}"
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -29,9 +29,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from slimgraph.arguments import check_callable, check_example_inputs, check_int
+from slimgraph.driver import compile_graph, import_model, is_torch_module
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, is_symbolic
-from slimgraph.runtime.calibration import reestimate_batch_norms
+from slimgraph.metrics import top1_accuracy
+from slimgraph.passes import PassContext, Prune, ReestimateBatchNorms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
 
@@ -70,8 +72,8 @@ def narrow(
     dynamic-batch compiled variant per width. ``eval_data=(x, y)`` measures top-1
     accuracy. ``calibration_data`` (an iterable of input batches, as for
     ``compile``) re-estimates the batch-norm statistics of every pruned width
-    (:func:`~slimgraph.runtime.calibration.reestimate_batch_norms`) and
-    calibrates the ``quantize`` passes of ``pipeline`` for every width.
+    (the ``reestimate-batch-norms`` pass) and is the calibration data of
+    ``pipeline``'s passes (``quantize``) for every width.
     ``finetune(graph, width) -> graph`` runs on every pruned width after that
     (:func:`finetune_with` trains through the torch round trip).
     ``threads`` lists the thread counts each compiled width also runs at (None:
@@ -87,7 +89,7 @@ def narrow(
     widths = sorted(variants, reverse=True)
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
-    passes = _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
+    _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
     example_inputs = check_example_inputs(example_inputs, error=GuardError)
     say = progress or (lambda _msg: None)
     thread_counts = _thread_counts(threads, target)
@@ -108,30 +110,27 @@ def narrow(
             f"buckets {buckets} or a fallback"
         )
 
-    from slimgraph.api import compile as compile_graph
-
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
-    quantize_samples = samples if any(p.name == "quantize" for p in passes) else None
     for w in widths:
         graph = graphs[w]
         per_width: list[Variant] = []
         for b in buckets:
             say(f"compile width {w:g} batch {b}")
-            compiled = compile_graph(graph, None, target, pipeline, shapes={symbol: b} if symbol else None,
-                                     calibration_data=quantize_samples)
+            compiled = compile_graph(graph, target, pipeline, shapes={symbol: b} if symbol else None,
+                                     calibration_data=samples)
             for n in thread_counts:
                 per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
                 feeds[per_width[-1].name] = _zeros(compiled.input_types)
         if fallback:
             say(f"compile width {w:g} any batch")
-            compiled = compile_graph(graph, None, target, pipeline, dynamic=_batch_axes(graph, symbol),
-                                     shapes={symbol: default_batch}, calibration_data=quantize_samples)
+            compiled = compile_graph(graph, target, pipeline, dynamic=_batch_axes(graph, symbol),
+                                     shapes={symbol: default_batch}, calibration_data=samples)
             per_width.append(Variant(_name(w, None), compiled, width=w, batch=None))
             feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
         if eval_data is not None:
             say(f"evaluate width {w:g}")
-            acc = top1_accuracy(_largest_bucket(per_width), *eval_data)
+            acc = variant_accuracy(_largest_bucket(per_width), *eval_data)
             for v in per_width:
                 v.accuracy = acc
         out.extend(per_width)
@@ -141,8 +140,8 @@ def narrow(
 
 
 def _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs,
-                     progress) -> list:
-    """The pipeline's passes, once every argument is checked. Runs before any import or compile:
+                     progress) -> None:
+    """Check every argument (the pipeline's text too) before any import or compile:
     a bad budget must not surface after minutes of building."""
     from slimgraph.backends.tvm.targets import parse_target
     from slimgraph.passes import parse_pipeline
@@ -163,7 +162,8 @@ def _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, 
     if config is not None and not isinstance(config, ControllerConfig):
         raise GuardError(f"config: must be a ControllerConfig, got a {type(config).__name__}")
     check_int("runs", runs, minimum=1, error=GuardError)
-    return parse_pipeline(pipeline) if pipeline else []
+    if pipeline:
+        parse_pipeline(pipeline)
 
 
 def measure_variants(
@@ -244,7 +244,7 @@ def measure_latency(fn: Callable[..., Any], inputs: Sequence[np.ndarray], warmup
     return float(np.median(times))
 
 
-def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
+def variant_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy (percent) of a variant on ``(x, y)``, run in chunks of its batch
     bucket (the last chunk zero-padded) or all at once on a symbolic-batch variant.
 
@@ -252,7 +252,7 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
 
         >>> from slimgraph.ir import Graph, TensorType
         >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N", 2))); g.set_outputs([g.call("relu", x)])
-        >>> top1_accuracy(Variant("id", GraphRunner(g)), np.eye(2, dtype=np.float32), np.array([0, 0]))
+        >>> variant_accuracy(Variant("id", GraphRunner(g)), np.eye(2, dtype=np.float32), np.array([0, 0]))
         50.0
     """
     x = np.asarray(x)
@@ -262,8 +262,7 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
         part = x[start : start + chunk]
         padded = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
         logits.append(np.asarray(variant(padded))[: len(part)])
-    predicted = np.concatenate(logits).argmax(axis=1)
-    return float((predicted == np.asarray(y)).mean() * 100.0)
+    return top1_accuracy(np.concatenate(logits), y)
 
 
 # ---------------------------------------------------------------------------
@@ -272,15 +271,9 @@ def top1_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
 
 def _import(model: Any, example_inputs: Sequence[Any] | None) -> Graph:
     """The model's graph, with a symbolic batch when it is a torch module."""
-    from slimgraph.api import _is_torch_module, import_model
-
-    if _is_torch_module(model):
-        from slimgraph.frontends import from_torch
-
-        if example_inputs is None:
-            raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
-        return from_torch(model, tuple(example_inputs), dynamic_batch=True)
-    return import_model(model, example_inputs)
+    if example_inputs is None and is_torch_module(model):
+        raise GuardError("narrowing a torch module needs example_inputs (a tuple of tensors)")
+    return import_model(model, example_inputs, dynamic_batch=True)
 
 
 def _calibration_batches(data: Iterable[Any] | None) -> list[Any] | None:
@@ -305,17 +298,10 @@ def _narrowed(full: Graph, width: float, samples: list[Any] | None, finetune: Fi
     when those are given (fine-tuning keeps the statistics, so they must be right before it)."""
     if width == 1.0:
         return full
-    graph = _prune(full, 1.0 - width)
+    graph = Prune(method="channel", ratio=1.0 - width)(full).verify()
     if samples is not None:
-        graph = reestimate_batch_norms(graph, samples)
+        graph = ReestimateBatchNorms()(graph, PassContext(calibration_data=samples))
     return finetune(graph, width) if finetune is not None else graph
-
-
-def _prune(graph: Graph, ratio: float) -> Graph:
-    """Structured channel pruning: ``ratio`` of each channel group's channels removed."""
-    from slimgraph.passes import Prune
-
-    return Prune(method="channel", ratio=ratio)(graph).verify()
 
 
 def _check_contract(full: Graph, narrowed: Graph, width: float) -> None:
@@ -360,7 +346,7 @@ def _thread_counts(threads: Sequence[int | None] | None, target: str) -> list[in
     from slimgraph.backends.tvm import parse_target
     from slimgraph.backends.tvm.targets import cpu_cores
 
-    cpu = parse_target(target).kind == "llvm"
+    cpu = parse_target(target).is_cpu
     if threads is None:
         return [None, 1] if cpu and cpu_cores() > 1 else [None]
     counts = list(dict.fromkeys(threads))

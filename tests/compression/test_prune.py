@@ -13,7 +13,7 @@ from slimgraph.frontends import from_torch
 from slimgraph.ir import Graph, TensorType
 from slimgraph.passes import OptionValueError, parse_pipeline
 from slimgraph.passes.prune import Prune, channel_keep_mask
-from slimgraph.passes.stats import graph_stats
+from slimgraph.analysis.stats import graph_stats
 from tests.compression.common import (
     digits_graph,
     fine_tune,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import slimgraph.analysis
-from slimgraph.analysis import sensitivity
+import slimgraph.reports
 from slimgraph.errors import SlimgraphError
+from slimgraph.reports import sensitivity
 from slimgraph.passes.prune import Prune
 from tests.compression.common import digits_graph, graph_accuracy
 from tests.digits import digits_data
@@ -59,4 +59,4 @@ def test_bad_arguments():
 
 
 def test_package_exports_the_function():
-    assert callable(slimgraph.analysis.sensitivity)
+    assert callable(slimgraph.reports.sensitivity)

@@ -141,3 +141,20 @@ def test_errors_are_one_family() -> None:
     x = g.add_input("x", TensorType("f32", (4,)))
     with pytest.raises(OpError, match="cast: missing required attribute 'to'"):
         g.call("cast", x)
+
+
+def test_set_const_keeps_the_type_and_refuses_what_does_not_fit():
+    g = Graph()
+    x = g.add_input("x", TensorType("f16", (2,)))
+    w = g.const(np.zeros(2, np.float16))
+    g.set_outputs([g.call("add", x, w)])
+    g.set_const(w, np.array([1.5, 2.5]))  # float64 in, f16 kept
+    assert w.const_value.dtype == np.float16 and w.const_value.tolist() == [1.5, 2.5]
+    assert g.run(np.ones(2, np.float16))[0].tolist() == [2.5, 3.5]
+    with pytest.raises(GraphError, match=r"is f16\[2\], got an array of shape \[3\]"):
+        g.set_const(w, np.zeros(3))
+    with pytest.raises(GraphError, match="%x is not a constant"):
+        g.set_const(x, np.zeros(2))
+    other = Graph()
+    with pytest.raises(GraphError, match="not a constant of graph"):
+        other.set_const(w, np.zeros(2))

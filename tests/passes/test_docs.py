@@ -14,8 +14,12 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def test_custom_passes_walkthrough_runs(monkeypatch, capsys):
-    monkeypatch.setattr(registry, "_PASSES", dict(registry._PASSES))  # the doc's passes vanish afterwards
+def test_custom_passes_walkthrough_runs(capsys):
+    with registry.PASSES.scoped():  # the doc's passes vanish afterwards
+        _run_walkthrough(capsys)
+
+
+def _run_walkthrough(capsys):
     blocks = python_blocks(DOC.read_text())
     assert len(blocks) >= 7
     namespace: dict = {}

@@ -29,8 +29,9 @@ RNG = np.random.default_rng(11)
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch):
-    monkeypatch.setattr(registry_module, "_PASSES", dict(registry_module._PASSES))
+def scratch_registry():
+    with registry_module.PASSES.scoped():
+        yield
 
 
 def cnn() -> Graph:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slimgraph.analysis.quant_report import quant_report, sensitivity_table
+from slimgraph.reports.quant_report import quant_report, sensitivity_table
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir import Graph, TensorType
-from slimgraph.passes import OptionValueError, PassFailedError, graph_stats, run_pipeline
+from slimgraph.passes import OptionValueError, PassContext, PassFailedError, graph_stats, run_pipeline
 from slimgraph.passes.calibrate import calibrate
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from tests.digits import accuracy, digits_data
@@ -141,11 +141,9 @@ def test_pipeline_text_with_a_saved_table(digits_graph, calibration_batches, tmp
     np.testing.assert_array_equal(via_text.run(x)[0], via_python.run(x)[0])
 
 
-def test_pass_instance_calibrates_where_it_runs(digits_graph, calibration_batches):
-    pass_ = Quantize(weights="int8").with_calibration(calibration_batches)
-    assert pass_ == Quantize()  # the data is not an option: equality and pipeline text ignore it
-    assert pass_.pipeline_text() == "quantize"
-    q = pass_(digits_graph)
+def test_pass_calibrates_on_the_context_data_where_it_runs(digits_graph, calibration_batches):
+    q, _ = run_pipeline(digits_graph, "fold-constants,quantize{weights=int8}",
+                        ctx=PassContext(calibration_data=calibration_batches))
     assert _ops(q).count("quantize") == 4
 
 

@@ -180,5 +180,5 @@ def load_weights(graph: Graph, module: nn.Module) -> Graph:
                 f"load_weights: module tensor {key!r} has shape {list(array.shape)}, "
                 f"but graph constant %{node.output.name} is {node.output.type}"
             )
-        node.attrs["value"] = node.opdef.attr("value").coerce(array, "const")
+        out.set_const(node.output, array)
     return out

@@ -22,24 +22,20 @@ import torch.nn.functional as F
 
 from slimgraph.errors import BackendError, IndexOutOfRangeError
 from slimgraph.ir.ops.nn import resize_tables
+from slimgraph.registry import Registry
 
 TorchOp = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
-TORCH_OPS: dict[str, TorchOp] = {}
+TORCH_OPS: Registry[str, TorchOp] = Registry("torch kernel")
 
 
 def torch_op(*names: str) -> Callable[[TorchOp], TorchOp]:
     """Register ``fn`` as the torch implementation of the named ops."""
 
-    def decorate(fn: TorchOp) -> TorchOp:
-        for name in names:
-            TORCH_OPS[name] = fn
-        return fn
-
-    return decorate
+    return TORCH_OPS.decorator(*names)
 
 
 def _simple(name: str, fn: Callable[..., torch.Tensor]) -> None:
-    TORCH_OPS[name] = lambda *xs, **attrs: fn(*xs)
+    TORCH_OPS.register(name, lambda *xs, **attrs: fn(*xs))
 
 
 for _name, _fn in {
@@ -101,8 +97,8 @@ def _variadic(reduce: Callable) -> TorchOp:
     return fn
 
 
-TORCH_OPS["min"] = _variadic(torch.minimum)
-TORCH_OPS["max"] = _variadic(torch.maximum)
+TORCH_OPS.register("min", _variadic(torch.minimum))
+TORCH_OPS.register("max", _variadic(torch.maximum))
 
 
 @torch_op("cast")
@@ -260,10 +256,10 @@ def _reduce(fn: Callable) -> TorchOp:
     return reduce
 
 
-TORCH_OPS["reduce_sum"] = _reduce(lambda x, d, k: torch.sum(x, d, keepdim=k))
-TORCH_OPS["reduce_mean"] = _reduce(lambda x, d, k: torch.mean(x, d, keepdim=k))
-TORCH_OPS["reduce_max"] = _reduce(lambda x, d, k: torch.amax(x, d, keepdim=k))
-TORCH_OPS["reduce_min"] = _reduce(lambda x, d, k: torch.amin(x, d, keepdim=k))
+TORCH_OPS.register("reduce_sum", _reduce(lambda x, d, k: torch.sum(x, d, keepdim=k)))
+TORCH_OPS.register("reduce_mean", _reduce(lambda x, d, k: torch.mean(x, d, keepdim=k)))
+TORCH_OPS.register("reduce_max", _reduce(lambda x, d, k: torch.amax(x, d, keepdim=k)))
+TORCH_OPS.register("reduce_min", _reduce(lambda x, d, k: torch.amin(x, d, keepdim=k)))
 
 
 @torch_op("reshape")

@@ -2,7 +2,7 @@
 
 Entry points: :func:`build` (a Graph to a :class:`CompiledModel`),
 :func:`load_compiled` (a saved model), :func:`parse_target` and
-:data:`TARGET_HELP` (the valid targets). TVM is imported only when a model is
+:func:`valid_targets` (the target kinds, one file each under ``target_kinds/``). TVM is imported only when a model is
 built or loaded.
 
 Example::
@@ -24,15 +24,15 @@ os.environ.setdefault("TVM_NUM_THREADS", str(cpu_cores()))
 
 from slimgraph.backends.tvm.build import build  # noqa: E402
 from slimgraph.backends.tvm.compiled import BenchmarkResult, CompiledModel, Kernel, KernelTiming, load_compiled  # noqa: E402
-from slimgraph.backends.tvm.targets import TARGET_HELP, TargetError, TargetSpec, parse_target, valid_targets  # noqa: E402
+from slimgraph.backends.tvm.targets import TargetError, TargetKind, TargetSpec, parse_target, valid_targets  # noqa: E402
 
 __all__ = [
-    "TARGET_HELP",
     "BenchmarkResult",
     "CompiledModel",
     "Kernel",
     "KernelTiming",
     "TargetError",
+    "TargetKind",
     "TargetSpec",
     "build",
     "load_compiled",

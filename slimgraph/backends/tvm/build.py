@@ -133,7 +133,7 @@ def _check_empty_reduction(node, bindings: dict[str, int]) -> None:
 
 def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[str, tuple[str, str]]:
     """Per kernel: (scheduled TIR, generated target source)."""
-    device_text, host_text = _module_sources(executable)
+    device_text, host_text = _module_sources(executable, spec)
     # indexed once: searching the whole text again for each kernel took ViT-base's 232 kernels 50 s
     functions = _functions(device_text if spec.is_gpu else host_text, gpu=spec.is_gpu)
     defined = {gv.name_hint for gv in mod.functions}
@@ -141,17 +141,17 @@ def kernel_sources(executable, mod, names: list[str], spec: TargetSpec) -> dict[
             for name in names}
 
 
-def _module_sources(executable) -> tuple[str, str]:
-    """(device source: CUDA/OpenCL C, host source: LLVM IR) of a built executable."""
+def _module_sources(executable, spec: TargetSpec) -> tuple[str, str]:
+    """(device source: CUDA/OpenCL C, host source: LLVM IR) of an executable built for ``spec``."""
     device, host = [], []
     stack = list(executable.mod.imports)
     while stack:
         m = stack.pop()
         kind = m.kind
         try:
-            if kind in ("cuda", "opencl"):
+            if kind == spec.device_module:
                 device.append(m.inspect_source())
-            elif kind == "llvm":
+            elif kind == spec.host_module:
                 host.append(m.inspect_source("ll"))
         except Exception:  # noqa: BLE001 - a module without inspectable source contributes nothing
             pass

@@ -124,6 +124,8 @@ class BenchmarkResult:
 class CompiledModel:
     """A model compiled by the TVM backend. See the module docstring."""
 
+    kind = "tvm"  # the loader a guarded model's manifest names for this variant (runtime.guard_store)
+
     def __init__(self, executable, meta: dict, params: list[tuple[str, np.ndarray]], ir, target,
                  library: bytes | None = None):
         from slimgraph.backends.tvm.targets import parse_target
@@ -222,7 +224,7 @@ class CompiledModel:
         TVM keeps one pool per calling thread, so this never touches another
         thread's calls, and resizing costs about a microsecond.
         """
-        if self.target.kind != "llvm":
+        if not self.target.is_cpu:
             raise BackendError(f"threads={threads}: a thread count applies to CPU targets, not {self.target.text}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise BackendError(f"threads={threads!r}: must be a positive number of threads")
@@ -268,9 +270,8 @@ class CompiledModel:
                 x = x.detach()
                 if tuple(x.shape) != tuple(t.shape) or str(x.dtype).replace("torch.", "") != _torch_name(t.dtype):
                     raise BackendError(f"input {i}: got torch {tuple(x.shape)} {x.dtype}, compiled for {t}")
-                device_ok = (x.device.type == "cpu") == (self.target.kind == "llvm")
-                if not device_ok:
-                    x = x.to("cpu" if self.target.kind == "llvm" else "cuda")
+                if x.device.type != self.target.input_device:
+                    x = x.to(self.target.input_device)
                 if not x.is_contiguous() or x.data_ptr() % 64:
                     x = x.contiguous().clone()  # TVM kernels assume dense, aligned buffers
                 out.append(tvm.runtime.from_dlpack(x))
@@ -287,7 +288,7 @@ class CompiledModel:
                     f"input {i}: got shape {list(array.shape)}, compiled for {t} (compile again with example inputs of "
                     f"this shape)"
                 )
-            if self.target.kind == "llvm":
+            if self.target.is_cpu:
                 out.append(_host_tensor(array, tvm, share))
             else:
                 out.append(tvm.runtime.tensor(np.ascontiguousarray(array), dev))

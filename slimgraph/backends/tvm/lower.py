@@ -54,6 +54,7 @@ import numpy as np
 from slimgraph.errors import BackendError, SlimgraphError
 from slimgraph.ir.graph import Graph, Node, Value
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete, dim_mul
+from slimgraph.registry import Registry
 
 #: TVM dtype of each IR dtype; int4 is held one value per byte, as ml_dtypes does.
 TVM_DTYPE = {
@@ -128,20 +129,13 @@ class OpCall:
 LowerFn = Callable[[OpCall], "object | Sequence[object]"]
 
 #: Op name -> lowering function. Filled by the modules of ``slimgraph.backends.tvm.ops``.
-LOWERINGS: dict[str, LowerFn] = {}
+LOWERINGS: Registry[str, LowerFn] = Registry("TVM lowering")
 
 
 def register(*ops: str) -> Callable[[LowerFn], LowerFn]:
     """Decorator registering a lowering function for one or more op names."""
 
-    def wrap(fn: LowerFn) -> LowerFn:
-        for op in ops:
-            if op in LOWERINGS:
-                raise BackendError(f"op {op!r} already has a TVM lowering")
-            LOWERINGS[op] = fn
-        return fn
-
-    return wrap
+    return LOWERINGS.decorator(*ops)
 
 
 def lowering_table() -> dict[str, LowerFn]:
@@ -155,8 +149,8 @@ def unsupported_ops() -> list[str]:
     """Registered IR ops that the TVM backend cannot lower (empty when complete)."""
     from slimgraph.ir.registry import all_ops
 
-    table = lowering_table()
-    return sorted(op for op in all_ops() if op not in table and op not in DRIVER_OPS)
+    lowering_table()
+    return sorted(LOWERINGS.missing(op for op in all_ops() if op not in DRIVER_OPS))
 
 
 # ---------------------------------------------------------------------------

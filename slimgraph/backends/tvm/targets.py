@@ -7,85 +7,178 @@ architecture (through PyTorch when it sees a GPU, else ``nvidia-smi``) and
 a GPU. ``opencl`` produces OpenCL C source; this TVM build has no OpenCL
 runtime, so such a model can be built and inspected but not run.
 
+A parsed target (:class:`TargetSpec`) answers what the rest of slimgraph asks:
+its device kind (``is_cpu``, ``is_gpu``), where its inputs live
+(``input_device``), its capabilities (``features``, ``lanes``, ``has(...)``),
+whether it can run here. Each kind is one :class:`TargetKind` subclass in one
+file under ``target_kinds/`` (``llvm.py``, ``cuda.py``, ``opencl.py``):
+adding a target is adding such a file and importing it from
+``target_kinds/__init__.py``.
+
 Example::
 
     >>> spec = parse_target("cuda:sm_90")
-    >>> spec.kind, spec.arch, spec.is_gpu
-    ('cuda', 'sm_90', True)
-    >>> parse_target("llvm").kind
-    'llvm'
+    >>> spec.kind, spec.arch, spec.is_gpu, spec.input_device
+    ('cuda', 'sm_90', True, 'cuda')
+    >>> cpu = parse_target("llvm")
+    >>> cpu.is_cpu, cpu.lanes >= 4, cpu.has("avx512") == ("avx512" in cpu.features)
+    (True, True, True)
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
-import shutil
-import subprocess
 from dataclasses import dataclass
+from typing import ClassVar
 
 from slimgraph.errors import BackendError
-
-#: The valid target kinds, with what each means; error messages list them.
-TARGET_HELP = {
-    "llvm": "the host CPU (features and cores detected); llvm:CPU names the CPU, e.g. llvm:znver3",
-    "cuda": "an NVIDIA GPU (architecture detected); cuda:sm_XY gives it, e.g. cuda:sm_90",
-    "opencl": "OpenCL C source (builds here; this TVM build cannot run it)",
-}
+from slimgraph.registry import Registry
 
 
 class TargetError(BackendError):
     """An unknown target, or one that cannot run on this machine."""
 
 
+class TargetKind:
+    """What one kind of target is (``llvm``, ``cuda``, ``opencl``): one subclass per kind, in a
+    file of its own under ``target_kinds/``, registered with :func:`target_kind`.
+
+    Class attributes: ``name``, ``help`` (one line for messages), ``device`` (``"cpu"`` or
+    ``"gpu"``), ``input_device`` (the torch device type whose tensors it reads without a copy),
+    ``aliases`` (other names that parse to it), ``device_module`` (the kind of the TVM runtime
+    module holding its device code; None for a CPU) and ``host_module`` (the host code's).
+    Methods: :meth:`parse` (the text after ``kind:``), :meth:`tvm` (a ``tvm.target.Target``),
+    :meth:`can_run` on this machine, :meth:`tvm_device` and :meth:`cannot_run_reason`.
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    device: ClassVar[str] = "cpu"
+    input_device: ClassVar[str] = "cpu"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    device_module: ClassVar[str | None] = None
+    host_module: ClassVar[str] = "llvm"  # TVM compiles every target's host code with LLVM
+
+    def parse(self, arch: str, text: str) -> "TargetSpec":
+        """The target for ``text`` (``kind:arch``); TargetError when ``arch`` is invalid."""
+        raise NotImplementedError
+
+    def spec(self, arch: str, text: str, features: frozenset[str] = frozenset(), lanes: int = 1) -> "TargetSpec":
+        """A TargetSpec of this kind using every core of this machine (what :meth:`parse` returns)."""
+        return TargetSpec(self.name, arch, cpu_cores(), text, features, lanes)
+
+    @staticmethod
+    def host(spec: "TargetSpec") -> dict:
+        """The host CPU's part of a device target's TVM spec."""
+        return {"kind": "llvm", "mcpu": host_cpu(), "num-cores": spec.cores}
+
+    def tvm(self, spec: "TargetSpec"):
+        raise NotImplementedError
+
+    def can_run(self) -> bool:
+        return False
+
+    def tvm_device(self):
+        raise NotImplementedError
+
+    def cannot_run_reason(self, spec: "TargetSpec") -> str:
+        """Why this machine cannot run ``spec`` (the list of targets that can is added to it)."""
+        return f"target {spec.text!r} cannot run on this machine"
+
+
+#: Every target kind by name (and alias); the modules of ``target_kinds/`` fill it.
+TARGET_KINDS: Registry[str, TargetKind] = Registry("target kind")
+
+
+def target_kind(cls: type[TargetKind]) -> type[TargetKind]:
+    """Class decorator: register a :class:`TargetKind` under its name and aliases."""
+    kind = cls()
+    for name in (cls.name, *cls.aliases):
+        TARGET_KINDS.register(name, kind)
+    return cls
+
+
+def target_kinds() -> dict[str, TargetKind]:
+    """Every target kind by its name (aliases left out), loading the built-in ones first."""
+    _load_kinds()
+    return {name: kind for name, kind in TARGET_KINDS.items() if name == kind.name}
+
+
+def _load_kinds() -> None:
+    # The kind modules import this one to subclass TargetKind; importing them lazily breaks the cycle.
+    import slimgraph.backends.tvm.target_kinds  # noqa: F401
+
+
 def valid_targets() -> str:
     """One line per valid target kind, for error messages and ``--help``."""
-    return "; ".join(f"{kind}: {text}" for kind, text in TARGET_HELP.items())
+    return "; ".join(f"{name}: {kind.help}" for name, kind in target_kinds().items())
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """A parsed target: ``kind`` (llvm, cuda, opencl), ``arch`` (CPU name or
-    ``sm_XY``), ``cores`` (CPU threads), the text it was parsed from, and for
-    the host CPU the LLVM features it has beyond what ``arch`` implies."""
+    """A parsed target: ``kind`` (llvm, cuda, opencl), ``arch`` (CPU name or ``sm_XY``),
+    ``cores`` (CPU threads), the text it was parsed from, and its capabilities:
+    ``features`` (short names such as ``avx512``, ``vnni``, ``bf16``, ``amx``) and ``lanes``
+    (f32 vector lanes). Code outside this module asks these properties, never the kind's name.
+    """
 
     kind: str
     arch: str
     cores: int
     text: str
-    features: tuple[str, ...] = ()
+    features: frozenset[str] = frozenset()
+    lanes: int = 1
+
+    @property
+    def _kind(self) -> TargetKind:
+        _load_kinds()
+        return TARGET_KINDS[self.kind]
+
+    @property
+    def device_kind(self) -> str:
+        """``"cpu"`` or ``"gpu"``."""
+        return self._kind.device
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device_kind == "cpu"
 
     @property
     def is_gpu(self) -> bool:
-        return self.kind in ("cuda", "opencl")
+        return self.device_kind == "gpu"
+
+    @property
+    def device_module(self) -> str | None:
+        """The kind of the TVM runtime module that holds the device code (``cuda``; None on a CPU)."""
+        return self._kind.device_module
+
+    @property
+    def host_module(self) -> str:
+        """The kind of the TVM runtime module that holds the host code."""
+        return self._kind.host_module
+
+    @property
+    def input_device(self) -> str:
+        """The torch device type (``cpu``, ``cuda``) of the tensors a compiled model reads without a copy."""
+        return self._kind.input_device
+
+    def has(self, *features: str) -> bool:
+        """Whether the target has every capability named (``has("avx512", "vnni")``)."""
+        return set(features) <= self.features
 
     @property
     def can_run(self) -> bool:
         """Whether this machine can execute code built for the target."""
-        if self.kind == "llvm":
-            return True
-        if self.kind == "cuda":
-            return _cuda_available()
-        return False
+        return self._kind.can_run()
 
     def tvm(self):
         """The ``tvm.target.Target`` (a JSON-dict target; TVM 0.27 rejects strings)."""
-        import tvm
-
-        if self.kind == "llvm":
-            extra = {"mattr": list(self.features)} if self.features else {}
-            return tvm.target.Target({"kind": "llvm", "mcpu": self.arch, "num-cores": self.cores, **extra})
-        host = {"kind": "llvm", "mcpu": host_cpu(), "num-cores": self.cores}
-        spec = {"kind": self.kind, "host": host}
-        if self.kind == "cuda":
-            # 48 KiB is what every architecture grants without opting in
-            spec.update(arch=self.arch, max_shared_memory_per_block=49152)
-        return tvm.target.Target(spec)
+        return self._kind.tvm(self)
 
     def has_cpu_features(self, *features: str) -> bool:
-        """Whether an ``llvm`` target's CPU has every LLVM feature named (e.g. ``avx512vnni``)."""
-        if self.kind != "llvm":
+        """Whether a CPU target has every LLVM feature named (e.g. ``avx512vnni``)."""
+        if not self.is_cpu:
             return False
         from tvm.target import codegen
 
@@ -93,28 +186,21 @@ class TargetSpec:
 
     def device(self):
         """The TVM device to run on; TargetError when this machine cannot run the target."""
-        import tvm
-
         if not self.can_run:
             raise TargetError(self.cannot_run_reason())
-        return tvm.cpu(0) if self.kind == "llvm" else tvm.cuda(0)
+        return self._kind.tvm_device()
 
     def cannot_run_reason(self) -> str:
-        if self.kind == "opencl":
-            return ("target 'opencl' builds OpenCL C source only: this TVM build has no OpenCL runtime, so the model "
-                    "cannot run here (inspect .kernels[i].source instead). Targets that can run here: "
-                    + ", ".join(runnable_targets()))
-        return (f"target {self.text!r} cannot run here: no CUDA GPU is visible. The model was built and can be "
-                f"saved and run on a GPU machine. Targets that can run here: {', '.join(runnable_targets())}")
+        return f"{self._kind.cannot_run_reason(self)}. Targets that can run here: {', '.join(runnable_targets())}"
 
 
 def runnable_targets() -> list[str]:
     """Target kinds whose code this machine can execute."""
-    return ["llvm"] + (["cuda"] if _cuda_available() else [])
+    return [name for name, kind in target_kinds().items() if kind.can_run()]
 
 
 def parse_target(spec: "str | TargetSpec") -> TargetSpec:
-    """Parse ``llvm``, ``llvm:CPU``, ``cuda``, ``cuda:sm_XY`` or ``opencl``.
+    """Parse ``kind`` or ``kind:arch``: ``llvm``, ``llvm:CPU``, ``cuda``, ``cuda:sm_XY``, ``opencl``.
 
     An unknown kind raises :class:`TargetError` listing the valid ones; ``cuda``
     without an architecture on a machine without a GPU asks for one.
@@ -124,25 +210,12 @@ def parse_target(spec: "str | TargetSpec") -> TargetSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise TargetError(f"target must be a string such as 'llvm', got {spec!r}; valid targets: {valid_targets()}")
     text = spec.strip()
-    kind, _, arch = text.partition(":")
-    kind = kind.strip().lower()
-    cores = cpu_cores()
-    if kind in ("llvm", "cpu"):
-        if arch and arch not in llvm_cpus():
-            # LLVM would fall back to a generic CPU and the model would still carry the bad name
-            raise TargetError(f"target {text!r}: LLVM knows no CPU {arch!r}; valid CPUs: {', '.join(llvm_cpus())}")
-        return TargetSpec("llvm", arch, cores, text) if arch else TargetSpec("llvm", host_cpu(), cores, text,
-                                                                                  host_extra_features())
-    if kind == "cuda":
-        arch = arch or _detect_cuda_arch()
-        if not re.fullmatch(r"sm_\d+[a-z]?", arch):
-            raise TargetError(f"target {text!r}: CUDA architecture {arch!r} is not of the form sm_XY (e.g. cuda:sm_90)")
-        return TargetSpec("cuda", arch, cores, text)
-    if kind == "opencl":
-        if arch:
-            raise TargetError(f"target {text!r}: opencl takes no architecture; valid targets: {valid_targets()}")
-        return TargetSpec("opencl", "", cores, text)
-    raise TargetError(f"unknown target {text!r}; valid targets: {valid_targets()}")
+    name, _, arch = text.partition(":")
+    _load_kinds()
+    kind = TARGET_KINDS.get(name.strip().lower())
+    if kind is None:
+        raise TargetError(f"unknown target {text!r}; valid targets: {valid_targets()}")
+    return kind.parse(arch.strip(), text)
 
 
 def cpu_cores() -> int:
@@ -161,29 +234,6 @@ def host_cpu() -> str:
     return str(codegen.llvm_get_system_cpu())
 
 
-#: /proc/cpuinfo flags -> LLVM features that a CPU name can miss: a virtual machine may report an
-#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 on.
-#: AMX is left out until a kernel uses it: enabling LLVM's amx-* features made this guest's float32
-#: convs 2-4x slower (MobileNetV2's kernels, measured).
-_CPUINFO_FEATURES = {"avx512_bf16": "avx512bf16"}
-
-
-@functools.lru_cache(maxsize=None)
-def host_extra_features() -> tuple[str, ...]:
-    """LLVM features (``+avx512bf16``, ...) the host has but its LLVM CPU name does not imply."""
-    import tvm
-    from tvm.target import codegen
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # not Linux: the CPU name is all there is
-        return ()
-    named = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
-    return tuple(f"+{feature}" for flag, feature in _CPUINFO_FEATURES.items()
-                 if flag in flags and not codegen.target_has_features([feature], named))
-
-
 @functools.lru_cache(maxsize=None)
 def llvm_cpus() -> tuple[str, ...]:
     """The CPU names LLVM accepts for this machine's architecture (``llvm:CPU``)."""
@@ -191,36 +241,3 @@ def llvm_cpus() -> tuple[str, ...]:
     from tvm.target import codegen
 
     return tuple(sorted(str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm"}))))
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_available() -> bool:
-    try:
-        import tvm
-
-        return bool(tvm.cuda(0).exist)
-    except Exception:  # a TVM without CUDA runtime support counts as no GPU
-        return False
-
-
-def _detect_cuda_arch() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return f"sm_{major}{minor}"
-    except ImportError:
-        pass
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20, check=True,
-            ).stdout.split()
-            if out:
-                return "sm_" + out[0].replace(".", "")
-        except (subprocess.SubprocessError, OSError):
-            pass
-    raise TargetError("target 'cuda': no GPU found to detect its architecture; give it, e.g. cuda:sm_90 "
-                      f"(valid targets: {valid_targets()})")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from slimgraph.registry import Registry
+
 #: Converters by op key: the op type for the default domain, ``domain.OpType`` otherwise.
-CONVERTERS: dict[str, Callable] = {}
+CONVERTERS: Registry[str, Callable] = Registry("ONNX converter")
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -34,12 +36,4 @@ def op_key(op_type: str, domain: str = "") -> str:
 def converter(*op_types: str, domain: str = "") -> Callable[[Callable], Callable]:
     """Register the decorated function as the converter of each of ``op_types``."""
 
-    def register(fn: Callable) -> Callable:
-        for op_type in op_types:
-            key = op_key(op_type, domain)
-            if key in CONVERTERS:
-                raise ValueError(f"two converters for ONNX op {key}")
-            CONVERTERS[key] = fn
-        return fn
-
-    return register
+    return CONVERTERS.decorator(*(op_key(op_type, domain) for op_type in op_types))

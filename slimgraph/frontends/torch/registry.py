@@ -27,27 +27,24 @@ from typing import Any, Callable
 import torch
 from torch.fx.node import _get_qualified_name
 
+from slimgraph.registry import Registry
+
 Converter = Callable[..., Any]
 
 #: "aten.relu.default" -> converter (torch.export path, core ATen after decompositions).
-ATEN: dict[str, Converter] = {}
+ATEN: Registry[str, Converter] = Registry("torch converter for ATen op")
 #: qualified function name ("torch.flatten", "_operator.add") -> converter (torch.fx path).
-FUNCTIONS: dict[str, Converter] = {}
+FUNCTIONS: Registry[str, Converter] = Registry("torch converter for function")
 #: Tensor method name ("view") -> converter (torch.fx path).
-METHODS: dict[str, Converter] = {}
+METHODS: Registry[str, Converter] = Registry("torch converter for Tensor method")
 #: nn.Module class -> converter(ctx, module, path, *args, **kwargs) (torch.fx path).
-MODULES: dict[type, Converter] = {}
+MODULES: Registry[type, Converter] = Registry("torch converter for module")
 
 
 def aten(*names: str) -> Callable[[Converter], Converter]:
     """Register a converter for aten overloads given as ``"relu.default"`` or ``"add.Tensor"``."""
 
-    def register(fn: Converter) -> Converter:
-        for name in names:
-            ATEN[f"aten.{name}"] = fn
-        return fn
-
-    return register
+    return ATEN.decorator(*(f"aten.{name}" for name in names))
 
 
 def function(*fns: Callable, methods: tuple[str, ...] = ()) -> Callable[[Converter], Converter]:
@@ -55,9 +52,9 @@ def function(*fns: Callable, methods: tuple[str, ...] = ()) -> Callable[[Convert
 
     def register(conv: Converter) -> Converter:
         for fn in fns:
-            FUNCTIONS[function_name(fn)] = conv
+            FUNCTIONS.register(function_name(fn), conv)
         for name in (methods,) if isinstance(methods, str) else methods:
-            METHODS[name] = conv
+            METHODS.register(name, conv)
         return conv
 
     return register
@@ -71,12 +68,7 @@ def method(*names: str) -> Callable[[Converter], Converter]:
 def module(*classes: type) -> Callable[[Converter], Converter]:
     """Register a converter for nn.Module classes (exact type: subclasses are traced through)."""
 
-    def register(conv: Converter) -> Converter:
-        for cls in classes:
-            MODULES[cls] = conv
-        return conv
-
-    return register
+    return MODULES.decorator(*classes)
 
 
 def function_name(fn: Callable) -> str:

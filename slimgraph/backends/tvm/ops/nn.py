@@ -45,7 +45,7 @@ def _acc_dtype(dtype: str) -> str:
 
 def _cpu_packed(call) -> bool:
     """Whether the CPU micro-kernel forms (packed weights, register tiles) apply to ``call``."""
-    return call.target.kind == "llvm" and is_float(call.dtype())
+    return call.target.is_cpu and is_float(call.dtype())
 
 
 def pad_spatial(x, begins, ends, fill, name: str = "pad"):
@@ -197,7 +197,7 @@ BF16_LANES = 16
 def _dpbf16_applies(call, k: int, groups: int, c_out: int, weight) -> bool:
     """Whether a bf16 conv takes the ``vdpbf16ps`` form (other bf16 convs widen each operand)."""
     return (call.dtype() == "bfloat16" and k == 2 and groups == 1 and weight is not None
-            and c_out % BF16_LANES == 0 and call.target.has_cpu_features("avx512bf16"))
+            and c_out % BF16_LANES == 0 and call.target.has("bf16"))
 
 
 def _bf16_bits(value):

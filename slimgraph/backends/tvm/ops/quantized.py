@@ -91,7 +91,7 @@ def lower_qconv(call):
     if k == 2 and groups == 1 and weight is not None and c_out % VNNI_LANES == 0 and call.target.has_cpu_features("avx512vnni"):
         return _vnni_conv2d(call, x, weight, begins, ends, strides, dilations)
     xp = pad_spatial(x, begins, ends, const(call.attrs["x_zero_point"], str(x.dtype)))
-    if call.target.kind == "llvm" and k == 2 and groups == 1 and weight is not None:
+    if call.target.is_cpu and k == 2 and groups == 1 and weight is not None:
         acc = packed_conv2d(call, xp, weight, shape, strides, dilations, "qconv", widen=_wide)
     else:
         wt = call.param(weight, "w_int8") if weight is not None else w
@@ -161,7 +161,7 @@ def lower_qlinear(call):
     shape = call.shape()
     weight = _int8_weight(call)
     rk = te.reduce_axis((0, k_dim), "rk")
-    if call.target.kind == "llvm" and weight is not None:
+    if call.target.is_cpu and weight is not None:
         block = vector_block(n_dim)
         wp = call.param(weight.reshape(n_dim // block, block, k_dim).transpose(0, 2, 1), "w_packed")
         acc = te.compute(

@@ -1,4 +1,4 @@
-"""Batch-norm statistics of a narrowed model, measured again on sample inputs.
+"""``reestimate-batch-norms``: batch-norm statistics measured again on sample inputs.
 
 Structured pruning leaves stale statistics behind: a batch norm after a
 layer whose input channels were removed still normalizes with the mean and
@@ -7,17 +7,21 @@ layer after it sees activations on the wrong scale. Measuring them again on
 a few hundred sample inputs (no labels, no training) recovers most of the
 accuracy the pruning lost.
 
-A batch of sample inputs is one array (one-input graphs), a tuple or list of
-arrays, or a mapping from input name to array; torch tensors are accepted.
+The pass reads its sample inputs from the run's context
+(``PassContext.calibration_data``): a list of batches, each one array
+(one-input graphs), a tuple or list of arrays, or a mapping from input name
+to array; torch tensors are accepted.
 
 Example::
 
     >>> import numpy as np
     >>> from slimgraph.ir import Graph, TensorType
+    >>> from slimgraph.passes import PassContext
     >>> g = Graph(); x = g.add_input("x", TensorType("f32", ("N", 1)))
     >>> one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
     >>> g.set_outputs([g.call("batch_norm", x, g.const(one), g.const(zero), g.const(zero), g.const(one))])
-    >>> bn = reestimate_batch_norms(g, [np.array([[1.0], [3.0]], np.float32)]).nodes[-1]
+    >>> ctx = PassContext(calibration_data=[np.array([[1.0], [3.0]], np.float32)])
+    >>> bn = ReestimateBatchNorms()(g, ctx).nodes[-1]
     >>> bn.inputs[3].const_value.tolist(), bn.inputs[4].const_value.tolist()
     ([2.0], [1.0])
 """
@@ -28,24 +32,33 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from slimgraph.errors import PassError
 from slimgraph.ir.graph import Graph, Value
-from slimgraph.passes.calibrate import batch_feeds
-from slimgraph.passes.prune import set_const
+from slimgraph.passes.calibrate import CalibrationTable, batch_feeds
+from slimgraph.passes.context import PassContext
+from slimgraph.passes.registry import Pass, register_pass
 
 
-def reestimate_batch_norms(graph: Graph, batches: Sequence[Any]) -> Graph:
-    """A copy of ``graph`` whose batch norms' mean and variance are those of their inputs on ``batches``.
+@register_pass("reestimate-batch-norms")
+class ReestimateBatchNorms(Pass):
+    """Measure every batch norm's mean and variance again on the context's calibration batches."""
 
-    They are measured in graph order, each after the ones before it are
-    updated (one pass over the batches per batch norm), so that each sees
-    the inputs it will get. See the module docstring for an example.
-    """
-    out = graph.clone()
-    for node in [n for n in out.nodes if n.op == "batch_norm" and all(v.is_const for v in n.inputs[1:])]:
-        (stats,) = channel_statistics(out, [node.inputs[0]], batches)
-        for value, array in ((node.inputs[3], stats.mean), (node.inputs[4], stats.var)):
-            set_const(value, array.astype(value.type.dtype.numpy))
-    return out
+    uses_calibration = True
+
+    def apply(self, graph: Graph, ctx: PassContext) -> None:
+        """Batch norms are measured in graph order, each after the ones before it are updated
+        (one pass over the batches per batch norm), so that each sees the inputs it will get."""
+        batches = ctx.calibration_data
+        if batches is None or isinstance(batches, CalibrationTable):
+            raise PassError("reestimate-batch-norms needs input batches as the context's calibration_data "
+                            "(PassContext(calibration_data=[batch, ...])); a CalibrationTable holds no activations")
+        batches = list(batches)  # read once per batch norm
+        if not batches:
+            raise PassError("reestimate-batch-norms: calibration_data is empty; give at least one batch of inputs")
+        for node in [n for n in graph.nodes if n.op == "batch_norm" and all(v.is_const for v in n.inputs[1:])]:
+            (stats,) = channel_statistics(graph, [node.inputs[0]], batches)
+            for value, array in ((node.inputs[3], stats.mean), (node.inputs[4], stats.var)):
+                graph.set_const(value, array)
 
 
 class ChannelStatistics:

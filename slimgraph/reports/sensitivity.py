@@ -24,6 +24,8 @@ import numpy as np
 
 from slimgraph.errors import SlimgraphError
 from slimgraph.ir.graph import Graph
+from slimgraph.metrics import top1_accuracy
+from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
 Runner = Callable[[Graph, Sequence[np.ndarray]], np.ndarray]
 
@@ -90,20 +92,19 @@ def sensitivity(
     the unpruned graph's top-1 is measured. ``run(graph, inputs)`` evaluates a
     graph (default: the reference interpreter; pass a compiled runner for speed).
     """
-    from slimgraph.passes.prune import Prune, check_fraction, prunable_groups, weight_layers
 
     if method not in ("channel", "magnitude"):
         raise SlimgraphError(f"sensitivity: unknown method {method!r}; valid: channel, magnitude")
     for r in ratios:
         check_fraction(r, "prune", "ratio" if method == "channel" else "sparsity")
     inputs = [data] if isinstance(data, np.ndarray) else list(data)
-    reference = np.asarray(run(graph, inputs)).argmax(axis=-1)
+    reference = np.asarray(run(graph, inputs))
     target = reference if labels is None else np.asarray(labels)
-    if target.shape != reference.shape:
+    if labels is not None and target.shape != reference.shape[:-1]:
         raise SlimgraphError(f"sensitivity: {target.shape[0]} labels for {reference.shape[0]} samples")
 
     def score(g: Graph) -> float:
-        return float((np.asarray(run(g, inputs)).argmax(axis=-1) == target).mean() * 100.0)
+        return top1_accuracy(np.asarray(run(g, inputs)), target)
 
     baseline = score(graph)
     if method == "channel":

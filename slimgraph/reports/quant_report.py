@@ -22,9 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from slimgraph.ir.graph import Graph, Node
+from slimgraph.metrics import top1_accuracy
 from slimgraph.passes.calibrate import CalibrationTable
 from slimgraph.passes.quantize import layer_name, quantize_graph
-from slimgraph.passes.stats import graph_stats
+from slimgraph.analysis.stats import graph_stats
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,7 @@ def sensitivity_table(
         others = tuple(name for name in layers if name != layer)
         quantized = quantize_graph(original, calibration, skip=others + extra_skip, **options)
         out = quantized.run(*inputs)[0]
-        if labels is not None:
-            metric = float((out.argmax(-1) == labels).mean() * 100)
-        else:
-            metric = float((out.argmax(-1) == reference.argmax(-1)).mean() * 100)
+        metric = top1_accuracy(out, reference if labels is None else labels)
         noise = float(np.mean((out.astype(np.float64) - reference) ** 2))
         signal = float(np.mean(reference.astype(np.float64) ** 2))
         rows.append(SensitivityRow(layer, metric, 10 * np.log10(signal / noise) if noise > 0 else float("inf")))
