@@ -13,7 +13,17 @@ default two per core) start and stop on the ``--phases`` schedule; then the
 same schedule is served by the full model alone. This is done ``--repeats``
 times. The full model is the full width on every core, as compiled.
 
-The issue's two criteria, checked per repeat:
+With ``--depths`` (e.g. ``1,0.5``; ``--model resnet``, a digits ResNet whose
+residual blocks can be skipped) every width also gets depth variants, and the
+same schedule is served by a guard over widths x depths, a guard over widths
+alone and the full model alone, one after the other. Calls rotate through the
+labelled test set, so each contender is judged by what reached the caller:
+*SLO attainment* (the share of calls inside the budget) and *effective
+accuracy* (the accuracy of the answers returned within the budget, a late
+answer counting as wrong), next to p95/budget and the share of calls on the
+full model.
+
+The issue's two criteria, checked per repeat on the guard over every variant:
 
 (a) under load, the guarded model's p95 latency is within 1.1x the budget
     while the full model alone exceeds the budget;
@@ -31,6 +41,7 @@ and per variant, a summary with PASS/FAIL, and writes
 call in ``guard_under_load.trace.json``) and ``.png``.
 
     python benchmarks/guard_under_load.py [--width 128] [--repeats 3] [--phases 0:10,1:15,0:15,1:15,0:10]
+    python benchmarks/guard_under_load.py --model resnet --width 32 --depths 1,0.5 --repeats 3
 """
 
 from __future__ import annotations
@@ -54,17 +65,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slimgraph.runtime import GuardedModel  # noqa: E402
 from slimgraph.runtime.narrow import finetune_with, narrow  # noqa: E402
-from tests.digits import DigitsCNN, digits_data, train  # noqa: E402
+from tests.digits import DigitsCNN, DigitsResNet, digits_data, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P95_LIMIT = 1.1  # criterion (a): guarded p95 within this many budgets
 FULL_SHARE = 0.9  # criterion (b): share of unloaded calls on the full variant
 
 
-def trained(width: int, cache: Path | None) -> DigitsCNN:
-    """A DigitsCNN of ``width`` trained for 3 epochs (seeded), kept in ``cache`` when given."""
-    file = cache / f"digits_cnn_w{width}.pt" if cache else None
-    model = DigitsCNN(width)
+def trained(width: int, cache: Path | None, kind: str = "cnn", blocks: int = 6) -> torch.nn.Module:
+    """A DigitsCNN (or DigitsResNet) of ``width`` trained for 3 epochs (seeded), kept in ``cache`` when given."""
+    tag = f"digits_cnn_w{width}" if kind == "cnn" else f"digits_resnet_w{width}_b{blocks}"
+    file = cache / f"{tag}.pt" if cache else None
+    model = DigitsCNN(width) if kind == "cnn" else DigitsResNet(width, blocks)
     if file and file.exists():
         model.load_state_dict(torch.load(file))
         return model.eval()
@@ -77,17 +89,19 @@ def trained(width: int, cache: Path | None) -> DigitsCNN:
 
 
 def build(width: int, widths: list[float], batch: int, method: str, cache: Path | None,
-          threads: list[int | None]) -> GuardedModel:
-    """The guarded CNN (no budget yet): every width compiled for ``batch``, measured, evaluated."""
+          threads: list[int | None], kind: str = "cnn", blocks: int = 6,
+          depths: list[float] | None = None, loss: str = "ce") -> GuardedModel:
+    """The guarded model (no budget yet): every width (and depth) compiled for ``batch``, measured, evaluated."""
     data = digits_data()
     example = (torch.zeros(batch, 1, 8, 8),)
     eval_data = (data.x_test, data.y_test)
     options = dict(batches=[batch], fallback=False, eval_data=eval_data, runs=60, threads=threads)
     if method == "prune":
         calibration = [data.x_train[i : i + 64] for i in range(0, 256, 64)]
-        return narrow(trained(width, cache), example, widths, calibration_data=calibration,
-                      finetune=finetune_with(data.x_train, data.y_train), **options)
-    return narrow(None, example, {w: trained(round(width * w), cache) for w in widths}, **options)
+        return narrow(trained(width, cache, kind, blocks), example, widths, calibration_data=calibration,
+                      depths=depths or [1.0], finetune=finetune_with(data.x_train, data.y_train, loss=loss),
+                      **options)
+    return narrow(None, example, {w: trained(round(width * w), cache, kind, blocks) for w in widths}, **options)
 
 
 class Load:
@@ -132,7 +146,8 @@ def foreign_cores(before: tuple[float, float] | None, seconds: float) -> float |
 
 @dataclass(frozen=True)
 class Row:
-    """One served call: start time (s), phase index, whether the load ran, latency, variant, probe."""
+    """One served call: start time (s), phase index, whether the load ran, latency, variant, probe,
+    and how many of its rows it answered correctly."""
 
     t: float
     phase: int
@@ -140,14 +155,18 @@ class Row:
     ms: float
     variant: str
     probe: bool
+    correct: int = 0
+    rows: int = 0
 
 
-def serve(fn: Callable, last: Callable[[], tuple[str, bool]], x: np.ndarray, phases: list[tuple[bool, float]],
-          load: Load, rate: float) -> list[Row]:
+def serve(fn: Callable, last: Callable[[], tuple[str, bool]], batches: list[tuple[np.ndarray, np.ndarray]],
+          phases: list[tuple[bool, float]], load: Load, rate: float) -> list[Row]:
     """Call ``fn(x)`` at ``rate`` calls per second through the load schedule (an open-loop
     stream: a call that overruns its slot delays the next one, missed slots are dropped rather
-    than bunched up). ``last()`` names the variant the call ran and whether it was a probe."""
+    than bunched up), ``x`` going round the labelled ``batches``. ``last()`` names the variant
+    the call ran and whether it was a probe."""
     rows = []
+    turn = 0
     period = 1.0 / rate
     start = due = time.perf_counter()
     end = start
@@ -157,28 +176,43 @@ def serve(fn: Callable, last: Callable[[], tuple[str, bool]], x: np.ndarray, pha
             end += seconds
             while due < end:
                 time.sleep(max(0.0, due - time.perf_counter()))
+                x, y = batches[turn % len(batches)]
+                turn += 1
                 begin = time.perf_counter()
-                fn(x)
+                out = fn(x)
                 done = time.perf_counter()
-                rows.append(Row(begin - start, index, loaded, (done - begin) * 1e3, *last()))
+                correct = int((np.asarray(out).argmax(axis=1) == y).sum())
+                rows.append(Row(begin - start, index, loaded, (done - begin) * 1e3, *last(), correct, len(y)))
                 due = max(due + period, done)
     finally:
         load.stop()
     return rows
 
 
-def summarize(rows: list[Row]) -> dict:
+def summarize(rows: list[Row], budget: float | None = None, full: str | None = None) -> dict:
+    """Latency percentiles and variant shares; with a budget, what reached the caller in time:
+    SLO attainment, effective accuracy (late answers wrong), p95 / budget, share on ``full``."""
     lat = [r.ms for r in rows]
     if not lat:
         return {}
     names = [r.variant for r in rows]
-    return {
+    out = {
         "calls": len(lat),
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),
         "share": {n: names.count(n) / len(names) for n in sorted(set(names))},
     }
+    if budget is not None:
+        in_time = [r for r in rows if r.ms <= budget]
+        out.update(
+            slo_attainment=len(in_time) / len(rows),
+            effective_accuracy=100.0 * sum(r.correct for r in in_time) / sum(r.rows for r in rows),
+            accuracy=100.0 * sum(r.correct for r in rows) / sum(r.rows for r in rows),
+            p95_over_budget=out["p95_ms"] / budget,
+            full_share=names.count(full) / len(names),
+        )
+    return out
 
 
 def breakdown(rows: list[Row], phases: list[tuple[bool, float]], full: str, budget: float) -> dict:
@@ -219,18 +253,26 @@ def per_second(rows: list[Row]) -> list[dict]:
     return out
 
 
-def run_once(guarded: GuardedModel, full_model: Callable, full: str, budget: float, x: np.ndarray,
-             phases: list[tuple[bool, float]], load: Load, rate: float) -> dict:
-    """One repeat: the guarded model, then the full model alone, through the schedule; figures and checks."""
+def run_once(guarded: GuardedModel, full_model: Callable, full: str, budget: float,
+             batches: list[tuple[np.ndarray, np.ndarray]], phases: list[tuple[bool, float]], load: Load,
+             rate: float, others: dict[str, GuardedModel] | None = None) -> dict:
+    """One repeat: the guarded model, any ``others`` (other guards), then the full model alone, through
+    the schedule; figures and checks."""
     last: dict = {}
-    guarded.on_call = lambda rec: last.update(variant=rec.variant, probe=rec.probe)
+    for model in [guarded, *(others or {}).values()]:
+        model.on_call = lambda rec: last.update(variant=rec.variant, probe=rec.probe)
     guarded.reset_stats()
     before, start = cpu_seconds(), time.perf_counter()
-    g_rows = serve(guarded, lambda: (last["variant"], last["probe"]), x, phases, load, rate)
+    g_rows = serve(guarded, lambda: (last["variant"], last["probe"]), batches, phases, load, rate)
     foreign = foreign_cores(before, time.perf_counter() - start)
     # one after the other: served side by side, the full model's slow calls would be the guarded model's load
-    f_rows = serve(full_model, lambda: (full, False), x, phases, load, rate)
-    g_loaded, f_loaded = summarize([r for r in g_rows if r.loaded]), summarize([r for r in f_rows if r.loaded])
+    other_rows = {name: serve(model, lambda: (last["variant"], last["probe"]), batches, phases, load, rate)
+                  for name, model in (others or {}).items()}
+    f_rows = serve(full_model, lambda: (full, False), batches, phases, load, rate)
+    served = {"guarded": g_rows, **other_rows, "full_alone": f_rows}
+    contenders = {name: {"loaded": summarize([r for r in rows if r.loaded], budget, full),
+                         "all": summarize(rows, budget, full)} for name, rows in served.items()}
+    g_loaded, f_loaded = contenders["guarded"]["loaded"], contenders["full_alone"]["loaded"]
     unloaded = [r for r in g_rows if not r.loaded]
     checks = {
         "guarded_loaded_p95_over_budget": g_loaded["p95_ms"] / budget,
@@ -243,6 +285,7 @@ def run_once(guarded: GuardedModel, full_model: Callable, full: str, budget: flo
     return {
         "foreign_cores_during_guarded": foreign,
         "checks": checks,
+        "contenders": contenders,
         "guarded": {"loaded": g_loaded, "unloaded": summarize(unloaded), "switches": guarded.stats().switches,
                     "per_variant": guarded.stats().latency, **breakdown(g_rows, phases, full, budget)},
         "full_alone": {"loaded": f_loaded, "unloaded": summarize([r for r in f_rows if not r.loaded])},
@@ -263,6 +306,28 @@ def print_repeat(index: int, result: dict, budget: float) -> None:
     print(f"late calls (> budget {budget:.2f} ms) under load: {g['late_calls']}; unloaded calls off the full "
           f"variant: {g['off_full_calls']}; reaction s: {_seconds(g['reaction_s'])}; recovery s: "
           f"{_seconds(g['recovery_s'])}; switches: {g['switches']}")
+
+
+SERVED = (("slo_attainment", "SLO attainment", "{:.1%}"), ("effective_accuracy", "effective accuracy", "{:.2f}%"),
+          ("accuracy", "accuracy", "{:.2f}%"), ("p95_over_budget", "p95 / budget", "{:.2f}"),
+          ("full_share", "calls on full", "{:.1%}"))
+
+
+def print_served(results: list[dict]) -> None:
+    """Per contender, under load and over the whole schedule: what reached the caller in time,
+    per repeat and the mean over repeats."""
+    names = list(results[0]["contenders"])
+    for part in ("loaded", "all"):
+        print(f"\nwhat reached the caller ({'calls under load' if part == 'loaded' else 'every call'}); "
+              "a late answer counts as wrong")
+        print("| contender | repeat | " + " | ".join(title for _, title, _ in SERVED) + " |")
+        print("| --- | ---: |" + " ---: |" * len(SERVED))
+        for name in names:
+            figures = [r["contenders"][name][part] for r in results]
+            for k, f in enumerate(figures):
+                print(f"| {name} | {k + 1} | " + " | ".join(fmt.format(f[key]) for key, _, fmt in SERVED) + " |")
+            mean = {key: float(np.mean([f[key] for f in figures])) for key, _, _ in SERVED}
+            print(f"| **{name}** | mean | " + " | ".join(fmt.format(mean[key]) for key, _, fmt in SERVED) + " |")
 
 
 def _seconds(values: list) -> str:
@@ -317,31 +382,45 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder to keep the trained CNNs in between runs")
     parser.add_argument("--threads", default="all,1",
                         help="thread counts each width runs at ('all': a thread per core), comma separated")
+    parser.add_argument("--model", choices=["cnn", "resnet"], default="cnn",
+                        help="DigitsCNN, or DigitsResNet (residual blocks, for --depths)")
+    parser.add_argument("--blocks", type=int, default=6, help="residual blocks of --model resnet")
+    parser.add_argument("--depths", default="1", help="fractions of the residual blocks kept, comma separated")
+    parser.add_argument("--loss", choices=["ce", "kd"], default="ce", help="fine-tuning loss of the narrowed variants")
     args = parser.parse_args()
     phases = [(p.split(":")[0] == "1", float(p.split(":")[1])) for p in args.phases.split(",")]
     widths = sorted((float(w) for w in args.widths.split(",")), reverse=True)
     threads = [None if t == "all" else int(t) for t in args.threads.split(",")]
 
-    built = build(args.width, widths, args.batch, args.method, args.cache, threads)
-    full = next(v for v in built.variants if v.width == 1.0 and v.threads == threads[0])
+    depths = sorted((float(d) for d in args.depths.split(",")), reverse=True)
+    built = build(args.width, widths, args.batch, args.method, args.cache, threads, args.model, args.blocks, depths,
+                  args.loss)
+    full = next(v for v in built.variants if v.width == 1.0 and v.depth == 1.0 and v.threads == threads[0])
     budget = args.budget_factor * full.latency_ms
     guarded = GuardedModel(built.variants, budget_ms=budget, name=built.name)
     print(guarded)
+    # the same budget over the widths alone: what depth adds
+    others = {"width_only": GuardedModel([v for v in built.variants if v.depth == 1.0], budget_ms=budget,
+                                         name=built.name)} if any(d < 1.0 for d in depths) else {}
 
-    x = digits_data().x_test[: args.batch]
+    data = digits_data()
+    batches = [(data.x_test[i : i + args.batch], data.y_test[i : i + args.batch])
+               for i in range(0, len(data.y_test) - args.batch + 1, args.batch)]
     load = Load(args.load_procs)
     results = []
     for k in range(args.repeats):
-        results.append(run_once(guarded, full.model, full.name, budget, x, phases, load, args.rate))
+        results.append(run_once(guarded, full.model, full.name, budget, batches, phases, load, args.rate, others))
         print_repeat(k, results[-1], budget)
     print("\n" + guarded.stats().table())
+    print_served(results)
 
     passes = sum(r["checks"]["a_pass"] and r["checks"]["b_pass"] for r in results)
-    print(f"\nDigitsCNN(width={args.width}) batch {args.batch}, {os.cpu_count()} cores, {args.load_procs} busy "
+    label = f"DigitsCNN(width={args.width})" if args.model == "cnn" else f"DigitsResNet(width={args.width}, blocks={args.blocks})"
+    print(f"\n{label} batch {args.batch}, {os.cpu_count()} cores, {args.load_procs} busy "
           f"processes under load, budget {budget:.2f} ms ({args.budget_factor:g} x full unloaded "
           f"{full.latency_ms:.2f} ms), phases {args.phases}, {args.rate:g} calls/s")
     for v in guarded.variants:
-        print(f"  {v.name}: width {v.width:g}, threads {v.threads or 'all'}, unloaded {v.latency_ms:.2f} ms, "
+        print(f"  {v.name}: width {v.width:g}, depth {v.depth:g}, threads {v.threads or 'all'}, unloaded {v.latency_ms:.2f} ms, "
               f"accuracy {v.accuracy:.2f}%")
     # foreign load: cores other users' processes kept busy while the guarded model served (not the schedule's)
     print(f"\n| repeat | foreign load (cores) | (a) guarded loaded p95 / budget (<= {P95_LIMIT}) | full alone loaded "
@@ -358,14 +437,14 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
-        "model": f"DigitsCNN(width={args.width}) batch {args.batch}, variants by {args.method}",
+        "model": f"{label} batch {args.batch}, variants by {args.method}, depths {args.depths}",
         "cpu_count": os.cpu_count(),
         "load_procs": args.load_procs,
         "phases": args.phases,
         "rate_per_s": args.rate,
         "budget_ms": budget,
         "budget_factor": args.budget_factor,
-        "variants": {v.name: {"width": v.width, "threads": v.threads, "unloaded_ms": v.latency_ms,
+        "variants": {v.name: {"width": v.width, "depth": v.depth, "threads": v.threads, "unloaded_ms": v.latency_ms,
                               "accuracy": v.accuracy}
                      for v in guarded.variants},
         "controller": asdict(guarded.config),

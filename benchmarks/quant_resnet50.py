@@ -21,15 +21,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from slimgraph.timing import measure
+
 
 def _timeit(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median seconds of ``fn()`` after one warm-up call (slimgraph's timing loop)."""
+    return measure(fn, runs=runs, warmup=1).median_ms / 1e3
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ def _whisper_encoder():
 
 #: name -> (family, builder). Configs are the library defaults where those are the named model;
 #: the Llama-style model takes SmolLM-135M's shape (the default config is 7B), EfficientNet B0's
-#: coefficients (the default config is B7).
+#: coefficients (the default config is B7), DeiT-small its width and heads (the default is DeiT-base).
 MODELS: dict[str, tuple[str, Callable]] = {
     "bert-base": ("encoder text", _text("BertConfig", "BertModel", ("input_ids", "attention_mask", "token_type_ids"))),
     "distilbert": ("encoder text", _text("DistilBertConfig", "DistilBertModel", ("input_ids", "attention_mask"))),
@@ -128,7 +128,10 @@ MODELS: dict[str, tuple[str, Callable]] = {
         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
         tie_word_embeddings=True)),
     "t5-small": ("encoder-decoder", _text("T5Config", "T5Model", ("input_ids", "attention_mask", "decoder_input_ids"))),
+    "t5-encoder": ("encoder text", _text("T5Config", "T5EncoderModel", ("input_ids", "attention_mask"))),
     "vit-base": ("vision transformer", _vision("ViTConfig", "ViTModel", 224)),
+    "deit-small": ("vision transformer", _vision(
+        "DeiTConfig", "DeiTModel", 224, hidden_size=384, num_attention_heads=6, intermediate_size=1536)),
     "swin-tiny": ("vision transformer", _vision("SwinConfig", "SwinModel", 224)),
     "resnet-50": ("convolutional", _vision("ResNetConfig", "ResNetModel", 224)),
     "convnext-tiny": ("convolutional", _vision("ConvNextConfig", "ConvNextModel", 224)),
@@ -219,17 +222,23 @@ def run_one(name: str) -> dict:
 
 def run_child(name: str, timeout: float) -> dict:
     """``run_one(name)`` in a fresh process, killed after ``timeout`` seconds."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name]
+    return child_row(Path(__file__), [name], timeout, {"model": name, "family": MODELS[name][0]})
+
+
+def child_row(script: Path, args: list[str], timeout: float, row: dict) -> dict:
+    """Run ``script --child ARGS`` in a fresh process killed after ``timeout`` seconds; the JSON row it
+    prints last, or ``row`` with an ``error`` saying why there is none (one model's failure is a row,
+    not the end of the run)."""
+    cmd = [sys.executable, str(script), "--child", *args]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"model": name, "family": MODELS[name][0], "error": f"did not finish in {timeout:.0f} s"}
+        return {**row, "error": f"did not finish in {timeout:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return {"model": name, "family": MODELS[name][0], "error": f"child failed: {tail[:300]}",
-                "wall_s": time.perf_counter() - start}
+        return {**row, "error": f"child failed: {tail[:300]}", "wall_s": time.perf_counter() - start}
     return json.loads(lines[-1])
 
 

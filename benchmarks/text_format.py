@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
 from slimgraph.ir import Graph, TensorType, parse, print_graph
 from slimgraph.ir.printer import collect_payloads
+from slimgraph.timing import measure
 
 
 def big_graph(nodes: int) -> Graph:
@@ -41,12 +40,8 @@ def big_graph(nodes: int) -> Graph:
 
 
 def _median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` over ``repeat`` calls (the first call is timed apart: slimgraph's timing loop)."""
+    return measure(fn, runs=repeat, warmup=0).median_ms / 1e3
 
 
 def main() -> None:

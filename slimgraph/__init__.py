@@ -14,6 +14,7 @@ from slimgraph.errors import SlimgraphError
 from slimgraph.ir import Graph, TensorType, parse
 from slimgraph.passes import Pass, register_pass, run_pipeline
 from slimgraph.runtime import GuardedModel, Variant, narrow
+from slimgraph.training import finetune
 from slimgraph.ledger import ledger  # noqa: E402  (after the subpackages: the name then means the function)
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Variant",
     "__version__",
     "compile",
+    "finetune",
     "ledger",
     "load",
     "narrow",

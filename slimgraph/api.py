@@ -63,7 +63,8 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     ``calibration_data`` (an iterable of input batches, or a CalibrationTable)
     is the pipeline's ``PassContext.calibration_data``: every pass that
-    calibrates (``quantize``, ``reestimate-batch-norms``) reads it; with
+    calibrates (``quantize``, ``reestimate-batch-norms``) reads it, and a
+    ``finetune`` step distills on it; with
     ``variants``, input batches also re-estimate each pruned width's batch-norm
     statistics.
 
@@ -138,7 +139,7 @@ def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, 
                                 f"{type(calibration_data).__name__}")
         if variants is None and not any(p.uses_calibration for p in passes):
             raise ArgumentError(f"calibration_data: pipeline {pipeline!r} has no pass that reads it (no quantize pass, "
-                                "no reestimate-batch-norms; and without variants= no widths to re-estimate)")
+                                "no reestimate-batch-norms, no finetune; and without variants= no widths to re-estimate)")
     if shapes is not None:
         if not isinstance(shapes, Mapping):
             raise ArgumentError(f"shapes={shapes!r}: give a mapping from symbol to size, e.g. {{'N': 8}}")

@@ -85,7 +85,7 @@ def check_example_inputs(example_inputs: Any, error: ErrorType = ArgumentError) 
     is one input); the error names the first element that is neither (a list, a dict, ...)."""
     if example_inputs is None:
         return None
-    if _is_array(example_inputs):
+    if is_array(example_inputs):
         return (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)):
         raise error(
@@ -93,7 +93,7 @@ def check_example_inputs(example_inputs: Any, error: ErrorType = ArgumentError) 
             "one per input"
         )
     for i, x in enumerate(example_inputs):
-        if not _is_array(x):
+        if not is_array(x):
             raise error(
                 f"example_inputs[{i}]: got a {type(x).__name__}; each input must be a numpy array or a torch tensor "
                 "(convert lists with numpy.asarray(..., dtype=...))"
@@ -101,7 +101,11 @@ def check_example_inputs(example_inputs: Any, error: ErrorType = ArgumentError) 
     return tuple(example_inputs)
 
 
-def _is_array(x: Any) -> bool:
-    # torch is not imported here: a tensor is recognised by its module and attributes
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is a numpy array or a torch tensor (torch is not imported to tell).
+
+    >>> is_array(np.zeros(2)), is_array([0.0, 1.0])
+    (True, False)
+    """
     return isinstance(x, np.ndarray) or (type(x).__module__.startswith("torch") and hasattr(x, "shape")
                                          and hasattr(x, "dtype"))

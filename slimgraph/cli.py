@@ -10,7 +10,9 @@ Subcommands:
 - ``slimgraph passes``: every registered pass with its doc and options, and the named pipelines;
 - ``slimgraph opt MODEL --pipeline P [--dump-dir D] [--stats] [-o FILE]``: run a pipeline;
 - ``slimgraph compile MODEL --target T --pipeline P [--dump-ir FILE] -o DIR``: compile with TVM;
-- ``slimgraph bench MODEL_OR_DIR``: whole-model latency and the per-kernel table;
+- ``slimgraph bench MODEL_OR_DIR [--runs N | --duration S] [--batch B] [--concurrency C] [--json F]``:
+  first-call latency, median, p90/p95/p99, mean and its variation, throughput, and the per-kernel
+  table (calls, total and mean time, share, GFLOP/s);
 - ``slimgraph ledger MODEL --pipeline P [--data FILE] [--json F] [--png F]``: what each pass buys,
   measured on the compiled model.
 
@@ -125,8 +127,21 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from slimgraph.api import compile, load
 
-    model = load(args.model) if os.path.isdir(args.model) else compile(args.model, target=args.target, progress=True)
-    print(model.benchmark(warmup=args.warmup, runs=args.runs).table())
+    if os.path.isdir(args.model):
+        model = load(args.model)
+    else:
+        from slimgraph.frontends.model_spec import load_model
+
+        # with --batch the model's batch is imported symbolic and bound to it
+        graph = load_model(args.model, dynamic_batch=args.batch is not None)
+        first = graph.inputs[0].type.shape[0] if graph.inputs and graph.inputs[0].type.shape else None
+        shapes = {first: args.batch} if args.batch and isinstance(first, str) else None
+        model = compile(graph, target=args.target, shapes=shapes, progress=True)
+    result = model.benchmark(warmup=args.warmup, runs=args.runs, duration_s=args.duration, batch=args.batch,
+                             concurrency=args.concurrency, kernel_repeat=args.kernel_repeat, json_path=args.json)
+    print(result.table())
+    if args.json:
+        print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 
@@ -165,6 +180,17 @@ def _count(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} is not a finite number of seconds > 0")
+    return value
 
 
 def _points(text: str) -> float:
@@ -226,11 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="bf16: convs and matmuls on bf16 operands, float32 sums (CPUs with AVX512-BF16)")
     comp.set_defaults(func=_cmd_compile)
 
-    bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model (per-kernel table)")
+    bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model: latency percentiles, "
+                                         "throughput and the per-kernel table")
     bench.add_argument("model", help="a folder written by 'slimgraph compile -o', or a model as for compile")
     bench.add_argument("--target", default="llvm", help="target when compiling a model (default llvm)")
-    bench.add_argument("--warmup", type=_count(0), default=5, help="untimed runs first (default 5)")
-    bench.add_argument("--runs", type=_count(1), default=30, help="timed runs (default 30)")
+    bench.add_argument("--warmup", type=_count(0), default=5, help="untimed runs after the first call (default 5)")
+    bench.add_argument("--runs", type=_count(1), help="timed runs (default 30; with --duration: at least this many)")
+    bench.add_argument("--duration", type=_seconds, metavar="S", help="run for at least S seconds")
+    bench.add_argument("--batch", type=_count(1), help="batch of the random inputs (default: the model's)")
+    bench.add_argument("--concurrency", type=_count(1), default=1, help="threads calling the model at once (default 1)")
+    bench.add_argument("--kernel-repeat", type=_count(1), default=10, help="timed runs of each kernel (default 10)")
+    bench.add_argument("--json", help="write every figure (and each run's latency) as JSON here")
     bench.set_defaults(func=_cmd_bench)
 
     led = sub.add_parser("ledger", help="what each pass buys: size, FLOPs, compiled latency and accuracy after every pass")

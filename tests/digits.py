@@ -56,6 +56,41 @@ class DigitsCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class ResidualBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus the identity, then relu: a block a depth variant may skip."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class DigitsResNet(nn.Module):
+    """A ResNet-style digits model: a stem, ``blocks`` residual blocks at 8x8 and 4x4 (identity
+    shortcuts), global average pooling and a linear head."""
+
+    def __init__(self, width: int = 16, blocks: int = 4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        half = blocks // 2
+        self.stage1 = nn.Sequential(*(ResidualBlock(width) for _ in range(half)))
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *(ResidualBlock(width) for _ in range(blocks - half)))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage2(self.stage1(self.stem(x))).mean(dim=(2, 3)))
+
+
+@functools.lru_cache(maxsize=2)
+def trained_digits_resnet(width: int = 16, blocks: int = 4, seed: int = 0) -> DigitsResNet:
+    """The trained residual model (cached: callers must not modify it)."""
+    torch.manual_seed(seed)
+    return train(DigitsResNet(width, blocks), digits_data(), seed=seed)
+
+
 def train(model: nn.Module, data: DigitsData, epochs: int = 6, seed: int = 0, lr: float = 3e-3) -> nn.Module:
     """Adam on the training split, seeded; returns the model in eval mode."""
     torch.manual_seed(seed)

@@ -26,13 +26,13 @@ PACKAGE = ROOT / "slimgraph"
 
 #: Lowest first. Components on one layer do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "timing"),
+    ("errors",),
     ("registry", "arguments", "storage", "metrics"),
-    ("ir",),
+    ("ir", "timing"),
     ("analysis", "dynamic", "demo"),
     ("passes",),
     ("frontends", "backends"),
-    ("driver",),
+    ("driver", "training"),
     ("runtime", "ledger", "reports"),
     ("api",),
     ("cli", "__init__"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,9 +89,21 @@ def test_compile_then_bench_the_saved_folder(tmp_path, capsys) -> None:
     ir_file = tmp_path / "demo.sg"
     assert main(["compile", "demo", "--dump-ir", str(ir_file), "-o", str(out_dir)]) == 0
     assert load(ir_file).find_nodes("fused")
-    assert main(["bench", str(out_dir), "--runs", "3", "--warmup", "1"]) == 0
+    assert main(["bench", str(out_dir), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json")]) == 0
     table = capsys.readouterr().out
-    assert "| kernel | ops | time (ms) | share | GFLOP/s |" in table
+    assert "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s |" in table
+    assert "first call" in table and "p95" in table and "samples/s (batch 1, 1 caller, 3 runs" in table
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["runs"] == 3 and len(saved["times_ms"]) == 3 and saved["kernels"]
+
+
+def test_bench_a_model_at_a_batch_from_concurrent_callers(tmp_path, capsys) -> None:
+    argv = ["bench", "demo", "--duration", "0.2", "--batch", "3", "--concurrency", "2", "--kernel-repeat", "1",
+            "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
+    assert "(batch 3, 2 callers," in capsys.readouterr().out
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["batch"] == 3 and saved["concurrency"] == 2 and saved["runs"] >= 1
 
 
 def test_bf16_on_a_cpu_without_it_is_a_clear_error(capsys) -> None:

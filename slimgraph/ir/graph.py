@@ -141,6 +141,9 @@ class Graph:
         self._values: dict[str, Value] = {}
         self._counter = 0
         self._insert_at: int | None = None
+        #: the uncompressed graph this one was derived from by compressing passes (pruning,
+        #: quantization, weight sharing); fine-tuning distills from it. Not saved with the graph.
+        self.origin: Graph | None = None
 
     # -- construction ------------------------------------------------------
 
@@ -373,6 +376,7 @@ class Graph:
             new.nodes.append(copy)
         new.outputs = [mapping[id(v)] for v in self.outputs]
         new._counter = self._counter
+        new.origin = self.origin
         return new
 
     def equals(self, other: "Graph") -> bool:

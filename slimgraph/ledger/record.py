@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -34,8 +33,8 @@ from slimgraph.passes.pipeline import format_pipeline, parse_pipeline
 from slimgraph.passes.registry import Pass
 from slimgraph.analysis.stats import graph_stats
 
-#: Least warm-up time before a row is timed, and a cap on the calls it takes.
-WARMUP_S, MAX_WARMUP_CALLS = 1.0, 5000
+#: Least warm-up time before a row is timed (``CompiledModel.benchmark`` caps the calls it takes).
+WARMUP_S = 1.0
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -49,6 +48,7 @@ def ledger(
     metric: Metric | None = None,
     *,
     calibration_data: Any = None,
+    train_data: Any = None,
     runs: int = 30,
     warmup: int = 5,
     max_metric_drop: float = 1.0,
@@ -68,7 +68,9 @@ def ledger(
     against the input model, and with labels ``metric(outputs, labels)``
     (default: top-1 accuracy in percent). Passes that calibrate (``quantize``)
     get ``calibration_data`` (arrays or a list of batches; default: the
-    evaluation inputs, else the example inputs) unless their text names a table.
+    evaluation inputs, else the example inputs) unless their text names a table;
+    ``finetune`` steps train on ``train_data`` (``(x, y)`` or inputs) when given,
+    else they distill on the calibration inputs.
     Warnings flag steps slower by more than ``slower_tolerance`` (and the
     noise), or costing more than ``max_metric_drop`` points.
     """
@@ -82,7 +84,9 @@ def ledger(
     evalset = EvalSet.of(eval_data) if eval_data is not None else None
     calibration = as_batches(calibration_data if calibration_data is not None else evalset, batch) or [examples]
     steps = _steps(pipeline)
-    ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data)
+    # a finetune step trains on train_data when given, else distills on the calibration batches
+    ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data,
+                      options={"train_data": train_data} if train_data is not None else {})
     bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup)
 
     bar = _bar(progress, len(steps) + 1, graph.name)
@@ -170,11 +174,8 @@ class _Bench:
         seconds = time.perf_counter() - start
         # at least WARMUP_S of warm-up: a sub-millisecond model's calls just after an import or pass
         # (other libraries' threads still spinning after torch.export or a pass) ran up to 2x slow
-        compiled(*self.examples)  # the first call also creates the VM and uploads the weights
-        first = time.perf_counter()
-        compiled(*self.examples)
-        warmup = max(self.warmup, math.ceil(WARMUP_S / max(time.perf_counter() - first, 1e-6)))
-        timing = compiled.benchmark(*self.examples, warmup=min(warmup, MAX_WARMUP_CALLS), runs=self.runs, kernel_repeat=1)
+        timing = compiled.benchmark(*self.examples, warmup=self.warmup, warmup_s=WARMUP_S, runs=self.runs,
+                                    kernel_repeat=1)
         outputs = self.evalset.predict(compiled, self.batch) if self.evalset is not None else None
         return _Measured(timing.median_ms, timing.p90_ms, timing.runs, outputs, seconds)
 

@@ -60,6 +60,7 @@ from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
 from slimgraph.passes.bf16 import ToBf16
 from slimgraph.passes.batch_norms import ReestimateBatchNorms
+from slimgraph.passes.skip_blocks import SkipBlocks
 
 __all__ = [
     "Any",
@@ -113,6 +114,7 @@ __all__ = [
     "RewriteRule",
     "run_pipeline",
     "ShareWeights",
+    "SkipBlocks",
     "StatsDiff",
     "StatsInstrument",
     "TimingInstrument",

@@ -155,6 +155,8 @@ class LayerSelection:
 class Prune(Pass):
     """Prune weights: unstructured magnitude pruning, or structured removal of output channels."""
 
+    compresses = True
+
     method: Literal["magnitude", "channel"] = option("magnitude", "zero small weights, or remove whole channels")
     sparsity: float = option(0.5, "magnitude: fraction of weights set to zero, in [0, 1)")
     scope: Literal["layer", "global"] = option("layer", "magnitude: one threshold per layer or for all layers")

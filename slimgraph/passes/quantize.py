@@ -86,6 +86,8 @@ def _weight_axis(node: Node, w: np.ndarray) -> int | None:
 class Quantize(Pass):
     """Insert quantize/dequantize pairs around conv/linear/matmul: calibrated activations, integer weights."""
 
+    compresses = True
+
     ops: tuple[str, ...] = option(("conv", "linear", "matmul"), "ops to quantize")
     skip: tuple[str, ...] = option((), "layers to keep in float: names or glob patterns (layer, output or weight)")
     weights: Literal["int8", "int4", "log2"] = option("int8", "weight scheme")

@@ -65,6 +65,9 @@ class Pass:
 
     name: ClassVar[str] = ""
     doc: ClassVar[str] = ""
+    #: whether the pass changes what the model computes to make it smaller (pruning, quantization):
+    #: its result then records the graph before it as its ``origin``, the teacher of fine-tuning
+    compresses: ClassVar[bool] = False
     uses_calibration: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
@@ -76,7 +79,10 @@ class Pass:
     def __call__(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         work = graph.clone()
         result = call_with_context(self.apply, ctx if ctx is not None else PassContext(), work)
-        return work if result is None else result
+        result = work if result is None else result
+        if self.compresses and isinstance(result, Graph):
+            result.origin = graph.origin if graph.origin is not None else graph
+        return result
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph | None:
         """Transform ``graph`` (a private clone) in place, or return a new graph; ``ctx`` is the run's context."""

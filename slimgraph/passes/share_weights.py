@@ -55,6 +55,8 @@ _HOMOGENEOUS = {
 class ShareWeights(Pass):
     """Share weights: per-layer k-means codebooks, or merge near-identical neurons and filters."""
 
+    compresses = True
+
     method: Literal["kmeans", "merge"] = option("kmeans", "k-means codebooks, or merging similar units")
     bits: int = option(4, "kmeans: bits per code (2^bits centroids), 1..8")
     min_elements: int = option(64, "kmeans: smaller weights stay float", minimum=0)

@@ -75,7 +75,7 @@ __all__ = ["CallRecord", "Candidate", "GraphRunner", "GuardError", "GuardStats",
 class Candidate:
     """What a policy sees of a variant: measured (unloaded) latency, the median
     latency of its recent calls (None before any), accuracy (None when unmeasured),
-    thread count (None: a thread per core)."""
+    thread count (None: a thread per core), depth (the fraction of residual blocks kept)."""
 
     name: str
     width: float
@@ -84,6 +84,7 @@ class Candidate:
     recent_ms: float | None
     accuracy: float | None
     threads: int | None = None
+    depth: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,24 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class GuardStats:
-    """Calls per variant, latency percentiles (ms) per variant and ``overall``, and
-    the number of switches between widths."""
+    """Calls per variant, latency percentiles (ms) per variant and ``overall``, the
+    number of switches between widths, and what reaches the caller in time (with a
+    budget; None without one):
+
+    - ``slo_attainment``: the share of calls inside their budget;
+    - ``effective_accuracy``: the mean over calls of the served variant's measured
+      accuracy, a call over its budget counting as wrong (None when an accuracy is unknown);
+    - ``p95_over_budget``: the 95th percentile of each call's latency over its budget;
+    - ``full_share``: the share of calls on a full variant (full width and depth, every core).
+    """
 
     calls: dict[str, int]
     latency: dict[str, dict[str, float]]
     switches: int
+    slo_attainment: float | None = None
+    effective_accuracy: float | None = None
+    p95_over_budget: float | None = None
+    full_share: float | None = None
 
     def table(self) -> str:
         """The statistics as Markdown."""
@@ -116,6 +129,14 @@ class GuardStats:
             cells = [f"{lat[k]:.3f}" if k in lat else "-" for k in ("p50", "p95", "p99")]
             lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
         lines.append(f"\nswitches: {self.switches}")
+        served = {"SLO attainment": self.slo_attainment, "effective accuracy": self.effective_accuracy,
+                  "p95 / budget": self.p95_over_budget, "calls on the full model": self.full_share}
+        facts = [f"{k}: {v:.1%}" if k != "effective accuracy" else f"{k}: {v:.2f}%"
+                 for k, v in served.items() if v is not None and k != "p95 / budget"]
+        if self.p95_over_budget is not None:
+            facts.insert(2, f"p95 / budget: {self.p95_over_budget:.2f}")
+        if facts:
+            lines.append("; ".join(facts))
         return "\n".join(lines)
 
 
@@ -135,12 +156,46 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
 # the guarded model
 
 
+def ladder_order(variants: Sequence[Variant]) -> tuple[list[Variant], list[Variant]]:
+    """The rungs of a ladder in order, and the variants left off it.
+
+    The most threads first. Within a thread count, when every variant has a
+    measured latency and accuracy (widths x depths), the rungs are the ones no
+    other beats on both (as fast or faster, as accurate or more, better in one),
+    slowest and most accurate first; the others are left off, as a guard would
+    never gain by running them. Without those measurements: widest first, then deepest.
+
+    Example::
+
+        >>> from slimgraph.ir import TensorType
+        >>> t = (TensorType("f32", (1, 2)),)
+        >>> vs = [Variant("full", print, inputs=t, latency_ms=4.0, accuracy=99.0),
+        ...       Variant("w50", print, width=0.5, inputs=t, latency_ms=2.0, accuracy=97.0),
+        ...       Variant("d50", print, depth=0.5, inputs=t, latency_ms=2.5, accuracy=96.0)]
+        >>> [[v.name for v in part] for part in ladder_order(vs)]
+        [['full', 'w50'], ['d50']]
+    """
+    rungs, left_off = [], []
+    for threads in sorted({v.thread_class for v in variants}, reverse=True):
+        group = [v for v in variants if v.thread_class == threads]
+        if all(v.latency_ms is not None and v.accuracy is not None for v in group):
+            def beaten(v: Variant) -> bool:
+                return any(o.latency_ms <= v.latency_ms and o.accuracy >= v.accuracy
+                           and (o.latency_ms, o.accuracy) != (v.latency_ms, v.accuracy) for o in group)
+
+            rungs += sorted((v for v in group if not beaten(v)), key=lambda v: (-v.latency_ms, -v.accuracy))
+            left_off += [v for v in group if beaten(v)]
+        else:
+            rungs += sorted(group, key=lambda v: (-v.width, -v.depth))
+    return rungs, left_off
+
+
 class _Ladder:
-    """Variants with the same inputs and device, and their selection state: the most
-    threads first, each thread count widest first."""
+    """Variants with the same inputs and device, and their selection state, in
+    :func:`ladder_order` (variants it leaves off are never run)."""
 
     def __init__(self, variants: list[Variant], budget_ms: float | None, config, clock, idle_hint):
-        self.variants = sorted(variants, key=lambda v: (-v.thread_class, -v.width))
+        self.variants, self.left_off = ladder_order(variants)
         self.spec = self.variants[0].spec
         self.static = all(t.is_static for t in self.variants[0].inputs)
         self.controller = None
@@ -161,7 +216,7 @@ class _Ladder:
     def candidates(self) -> list[Candidate]:
         return [
             Candidate(v.name, v.width, v.batch, v.latency_ms, float(np.median(r)) if r else None, v.accuracy,
-                      v.threads)
+                      v.threads, v.depth)
             for v, r in zip(self.variants, self.recent)
         ]
 
@@ -331,9 +386,28 @@ class GuardedModel:
             calls = {v.name: self._counts.get(v.name, 0) for v in self.variants}
             samples = {k: list(v) for k, v in self._samples.items()}
             switches = self._switches
+            records = list(self._records)
         latency = {name: _percentiles(s) for name, s in samples.items()}
         latency["overall"] = _percentiles([x for s in samples.values() for x in s])
-        return GuardStats(calls, latency, switches)
+        return GuardStats(calls, latency, switches, **self._served(records))
+
+    def _served(self, records: list[CallRecord]) -> dict[str, float | None]:
+        """SLO attainment, effective accuracy, p95 over budget and the full model's share of ``records``."""
+        by_name = {v.name: v for v in self.variants}
+        budgets = {v.name: self._budget_for(v.batch) for v in self.variants}
+        timed = [r for r in records if budgets[r.variant] is not None]
+        if not timed:
+            return {}
+        within = [r.latency_ms <= budgets[r.variant] for r in timed]
+        accuracies = [by_name[r.variant].accuracy for r in timed]
+        full = [by_name[r.variant] for r in timed]
+        return {
+            "slo_attainment": float(np.mean(within)),
+            "effective_accuracy": None if any(a is None for a in accuracies)
+            else float(np.mean([a if ok else 0.0 for a, ok in zip(accuracies, within)])),
+            "p95_over_budget": float(np.percentile([r.latency_ms / budgets[r.variant] for r in timed], 95)),
+            "full_share": float(np.mean([v.width == 1.0 and v.depth == 1.0 and v.threads is None for v in full])),
+        }
 
     def records(self) -> list[CallRecord]:
         """The most recent calls, oldest first."""
@@ -364,13 +438,15 @@ class GuardedModel:
         for ladder in self._ladders:
             kind = "batch " + str(ladder.variants[0].batch) if ladder.static else "fallback"
             lines.append(f"  guard {ladder.spec}  # {kind}")
-            for v in ladder.variants:
-                facts = [f"width={v.width:g}"] + ([f"threads={v.threads}"] if v.threads is not None else [])
+            for v in [*ladder.variants, *ladder.left_off]:
+                facts = [f"width={v.width:g}"] + ([f"depth={v.depth:g}"] if v.depth != 1.0 else [])
+                facts += [f"threads={v.threads}"] if v.threads is not None else []
                 if v.latency_ms is not None:
                     facts.append(f"latency={v.latency_ms:.3f}ms")
                 if v.accuracy is not None:
                     facts.append(f"accuracy={v.accuracy:.2f}%")
-                lines.append(f"    variant {v.name} {{{', '.join(facts)}}}")
+                note = "  # left off: another is as fast and as accurate" if v in ladder.left_off else ""
+                lines.append(f"    variant {v.name} {{{', '.join(facts)}}}{note}")
         lines.append("}")
         return "\n".join(lines) + "\n"
 

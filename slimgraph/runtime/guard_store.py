@@ -77,7 +77,7 @@ def save_variants(
             manifest["variants"].append({
                 "name": v.name, "kind": kind, "dir": folders[id(v.model)], "width": v.width, "batch": v.batch,
                 "device": v.device, "inputs": [[t.dtype.value, list(t.shape)] for t in v.inputs],
-                "latency_ms": v.latency_ms, "accuracy": v.accuracy, "threads": v.threads,
+                "latency_ms": v.latency_ms, "accuracy": v.accuracy, "threads": v.threads, "depth": v.depth,
             })
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         (staging / "guards.txt").write_text(table)
@@ -124,7 +124,7 @@ def _variants_from(path: Path, manifest: dict) -> list[Variant]:
             entry["name"], models[entry["dir"]], width=entry["width"],
             inputs=tuple(TensorType(d, tuple(s)) for d, s in entry["inputs"]), batch=entry["batch"],
             device=entry["device"], latency_ms=entry["latency_ms"], accuracy=entry["accuracy"],
-            threads=entry["threads"],
+            threads=entry["threads"], depth=entry.get("depth", 1.0),
         ))
     return variants
 

@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -36,6 +35,7 @@ from slimgraph.metrics import top1_accuracy
 from slimgraph.passes import PassContext, Prune, ReestimateBatchNorms
 from slimgraph.runtime.controller import ControllerConfig
 from slimgraph.runtime.guard import GraphRunner, GuardedModel, GuardError, Variant, check_budget, is_thread_count
+from slimgraph.timing import measure
 
 #: The largest batch the fallback variant serves: a bound keeps its index arithmetic in 32 bits,
 #: which keeps the packed matmul and conv schedules (an unbounded batch falls back to 64-bit loops).
@@ -49,11 +49,13 @@ def narrow(
     example_inputs: Sequence[Any] | None = None,
     variants: Sequence[float] | Mapping[float, Any] = (1.0, 0.75, 0.5),
     *,
+    depths: Sequence[float] = (1.0,),
     batches: Sequence[int] | None = None,
     fallback: bool = True,
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     calibration_data: Iterable[Any] | None = None,
     finetune: Finetune | None = None,
+    train_data: Any = None,
     target: str = "llvm",
     pipeline: str | None = "default",
     budget_ms: float | Mapping[int | None, float] | None = None,
@@ -75,7 +77,13 @@ def narrow(
     (the ``reestimate-batch-norms`` pass) and is the calibration data of
     ``pipeline``'s passes (``quantize``) for every width.
     ``finetune(graph, width) -> graph`` runs on every pruned width after that
-    (:func:`finetune_with` trains through the torch round trip).
+    (:func:`finetune_with` trains through the torch round trip); ``train_data``
+    (``(x, y)`` or inputs alone) instead fine-tunes each by distillation from
+    the full model (:func:`slimgraph.finetune`, its defaults).
+    ``depths`` lists fractions of the residual blocks kept: each width also
+    gets variants that skip its least useful blocks (ranked on the
+    calibration data by top-1 agreement), batch norms re-estimated and
+    fine-tuned as the width was; they need ``calibration_data``.
     ``threads`` lists the thread counts each compiled width also runs at (None:
     a thread per core); by default, on a CPU with several cores, ``(None, 1)``:
     under a competing load a single-threaded narrow variant keeps a budget that
@@ -90,18 +98,27 @@ def narrow(
     if not widths or any(not 0.0 < w <= 1.0 for w in widths):
         raise GuardError(f"variants={list(variants)}: widths must be fractions in (0, 1]")
     _check_arguments(batches, eval_data, finetune, target, pipeline, budget_ms, policy, config, runs, progress)
+    depth_list = _check_depths(depths, calibration_data)
+    if finetune is not None and train_data is not None:
+        raise GuardError("give finetune= or train_data=, not both (train_data fine-tunes by distillation)")
+    if train_data is not None:
+        from slimgraph.training import finetune_step
+
+        finetune = finetune_step(train_data)
     example_inputs = check_example_inputs(example_inputs, error=GuardError)
     say = progress or (lambda _msg: None)
     thread_counts = _thread_counts(threads, target)
     samples = _calibration_batches(calibration_data)
     if isinstance(variants, Mapping):
-        graphs = {w: _import(variants[w], example_inputs) for w in widths}
+        graphs = {(w, 1.0): _import(variants[w], example_inputs) for w in widths}
     else:
         full = _import(model, example_inputs)
-        graphs = {w: _narrowed(full, w, samples, finetune) for w in widths}
-    reference = graphs[widths[0]]
-    for w in widths[1:]:
-        _check_contract(reference, graphs[w], w)
+        graphs = {(w, 1.0): _narrowed(full, w, samples, finetune) for w in widths}
+    for w in widths:
+        graphs.update(_shallower(graphs[w, 1.0], w, depth_list, samples, finetune, say))
+    reference = graphs[widths[0], 1.0]
+    for (w, d), graph in graphs.items():
+        _check_contract(reference, graph, w, d)
     symbol, default_batch = _batch_symbol(reference, example_inputs)
     buckets = list(batches) if batches is not None else [default_batch]
     if symbol is None and (fallback or buckets != [default_batch]):
@@ -112,24 +129,24 @@ def narrow(
 
     out: list[Variant] = []
     feeds: dict[str, list[np.ndarray]] = {}
-    for w in widths:
-        graph = graphs[w]
+    for (w, d), graph in graphs.items():
         per_width: list[Variant] = []
+        label = f"width {w:g}" + (f" depth {d:g}" if d != 1.0 else "")
         for b in buckets:
-            say(f"compile width {w:g} batch {b}")
+            say(f"compile {label} batch {b}")
             compiled = compile_graph(graph, target, pipeline, shapes={symbol: b} if symbol else None,
                                      calibration_data=samples)
             for n in thread_counts:
-                per_width.append(Variant(_name(w, b, n), compiled, width=w, threads=n))
+                per_width.append(Variant(_name(w, b, n, d), compiled, width=w, threads=n, depth=d))
                 feeds[per_width[-1].name] = _zeros(compiled.input_types)
         if fallback:
-            say(f"compile width {w:g} any batch")
+            say(f"compile {label} any batch")
             compiled = compile_graph(graph, target, pipeline, dynamic=_batch_axes(graph, symbol),
                                      shapes={symbol: default_batch}, calibration_data=samples)
-            per_width.append(Variant(_name(w, None), compiled, width=w, batch=None))
+            per_width.append(Variant(_name(w, None, depth=d), compiled, width=w, batch=None, depth=d))
             feeds[per_width[-1].name] = _zeros([v.type for v in graph.inputs], {symbol: default_batch})
         if eval_data is not None:
-            say(f"evaluate width {w:g}")
+            say(f"evaluate {label}")
             acc = variant_accuracy(_largest_bucket(per_width), *eval_data)
             for v in per_width:
                 v.accuracy = acc
@@ -193,55 +210,33 @@ def measure_variants(
 
 
 def finetune_with(
-    x: np.ndarray, y: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch: int = 64, seed: int = 0
+    x: np.ndarray, y: np.ndarray, epochs: int = 3, lr: float = 1e-3, batch: int = 64, seed: int = 0,
+    loss: str = "ce",
 ) -> Finetune:
-    """A ``finetune`` for :func:`narrow`: train a pruned graph through the torch round trip
-    (``to_torch``, Adam on cross-entropy over ``(x, y)``, ``load_weights``), seeded.
+    """A ``finetune`` for :func:`narrow`: train a pruned graph on ``(x, y)`` through the torch round
+    trip with :func:`slimgraph.finetune` (``loss="kd"`` distills from the full model), seeded.
 
     Example::
 
         >>> tune = finetune_with(x_train, y_train, epochs=2)     # doctest: +SKIP
         >>> narrow(net, example, [1.0, 0.5], finetune=tune)      # doctest: +SKIP
     """
+    from slimgraph.training import finetune_step
 
-    def finetune(graph: Graph, width: float) -> Graph:
-        import torch
-
-        from slimgraph.backends.torch import load_weights, to_torch
-
-        torch.manual_seed(seed)
-        module = to_torch(graph)
-        inputs, labels = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
-        optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-        generator = torch.Generator().manual_seed(seed)
-        module.train()
-        for _ in range(epochs):
-            for idx in torch.randperm(len(labels), generator=generator).split(batch):
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(module(inputs[idx]), labels[idx]).backward()
-                optimizer.step()
-        module.eval()
-        return load_weights(graph, module)
-
-    return finetune
+    return finetune_step((x, y), epochs=epochs, lr=lr, batch_size=batch, seed=seed, loss=loss)
 
 
 def measure_latency(fn: Callable[..., Any], inputs: Sequence[np.ndarray], warmup: int = 3, runs: int = 30) -> float:
-    """Median wall time of ``fn(*inputs)`` in milliseconds, after ``warmup`` calls.
+    """Median wall time of ``fn(*inputs)`` in milliseconds, after ``warmup`` calls, through
+    :func:`slimgraph.timing.measure` (no noise warning: :func:`measure_variants` takes the
+    quietest of several interleaved rounds instead).
 
     Example::
 
-        >>> measure_latency(lambda x: x + 1, [np.zeros(4)], runs=5) < 10.0
+        >>> measure_latency(lambda x: x + 1, [np.zeros(4)], runs=5) > 0
         True
     """
-    for _ in range(warmup):
-        fn(*inputs)
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        fn(*inputs)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    return measure(lambda: fn(*inputs), warmup=warmup, runs=max(1, runs), max_cv=None).median_ms
 
 
 def variant_accuracy(variant: Variant, x: np.ndarray, y: np.ndarray) -> float:
@@ -304,13 +299,47 @@ def _narrowed(full: Graph, width: float, samples: list[Any] | None, finetune: Fi
     return finetune(graph, width) if finetune is not None else graph
 
 
-def _check_contract(full: Graph, narrowed: Graph, width: float) -> None:
-    """Every width takes the full model's inputs and gives its outputs (types, in order)."""
+def _check_depths(depths: Sequence[float], calibration_data: Any) -> list[float]:
+    """The depths, deepest first; below 1.0 they need calibration data to rank blocks on."""
+    if isinstance(depths, (str, bytes)) or not isinstance(depths, Sequence) or not depths or any(
+        isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0 for d in depths
+    ):
+        raise GuardError(f"depths={depths!r}: give fractions of the residual blocks kept in (0, 1], e.g. [1.0, 0.5]")
+    if any(d < 1.0 for d in depths) and calibration_data is None:
+        raise GuardError("depths below 1.0 need calibration_data: input batches to rank the residual blocks on and "
+                         "to re-estimate batch norms with")
+    return sorted({float(d) for d in depths} | {1.0}, reverse=True)
+
+
+def _shallower(graph: Graph, width: float, depths: list[float], samples: list[Any] | None,
+               finetune: Finetune | None, say: Callable[[str], None]) -> dict[tuple[float, float], Graph]:
+    """The variants of one width below full depth, keyed (width, depth); depths that skip no block
+    (too few blocks to round to another count) or repeat one are left out."""
+    if depths == [1.0]:
+        return {}
+    from slimgraph.runtime.depth import blocks_to_skip, depth_sensitivity, depth_variant
+    from slimgraph.training import TrainData
+
+    say(f"rank residual blocks of width {width:g}")
+    table = depth_sensitivity(graph, list(TrainData.of(graph, samples).inputs))
+    out, seen = {}, {()}
+    for d in depths:
+        skipped = blocks_to_skip(d, table)
+        if skipped in seen:
+            continue
+        seen.add(skipped)
+        shallow = depth_variant(graph, d, table, samples)
+        out[width, d] = finetune(shallow, width) if finetune is not None else shallow
+    return out
+
+
+def _check_contract(full: Graph, narrowed: Graph, width: float, depth: float = 1.0) -> None:
+    """Every width and depth takes the full model's inputs and gives its outputs (types, in order)."""
     want = ([str(v.type) for v in full.inputs], [str(v.type) for v in full.outputs])
     got = ([str(v.type) for v in narrowed.inputs], [str(v.type) for v in narrowed.outputs])
     if want != got:
         raise GuardError(
-            f"width {width:g} changes the model's contract: inputs {got[0]} -> outputs {got[1]}, but the full "
+            f"width {width:g}" + (f" depth {depth:g}" if depth != 1.0 else "") + f" changes the model's contract: inputs {got[0]} -> outputs {got[1]}, but the full "
             f"model has inputs {want[0]} -> outputs {want[1]}"
         )
 
@@ -357,6 +386,7 @@ def _thread_counts(threads: Sequence[int | None] | None, target: str) -> list[in
     return sorted(counts, key=lambda n: -(n or 1 << 30))
 
 
-def _name(width: float, batch: int | None, threads: int | None = None) -> str:
-    name = f"w{round(width * 100)}-b{batch if batch is not None else 'N'}"
+def _name(width: float, batch: int | None, threads: int | None = None, depth: float = 1.0) -> str:
+    name = f"w{round(width * 100)}" + (f"-d{round(depth * 100)}" if depth != 1.0 else "")
+    name += f"-b{batch if batch is not None else 'N'}"
     return name if threads is None else f"{name}-t{threads}"

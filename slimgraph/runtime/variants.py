@@ -73,7 +73,8 @@ class Variant:
 
     ``inputs`` default to the model's ``input_types``; ``device`` is the torch
     device type its inputs live on, ``cpu`` or ``cuda`` (default: its model's
-    ``target.input_device``, else ``cpu``). ``threads`` runs the
+    ``target.input_device``, else ``cpu``). ``depth`` is the fraction of the
+    model's residual blocks it keeps (:mod:`slimgraph.runtime.depth`). ``threads`` runs the
     model on that many threads (its ``__call__`` takes ``threads=``, as a TVM
     CompiledModel's does); None leaves the model's own choice (a thread per core).
 
@@ -95,14 +96,17 @@ class Variant:
     latency_ms: float | None = None
     accuracy: float | None = None
     threads: int | None = None
+    depth: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise GuardError(f"variant name={self.name!r}: must be a non-empty string")
         if not callable(self.model):
             raise GuardError(f"variant {self.name}: model={type(self.model).__name__} is not callable")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not 0.0 < self.width <= 1.0:
-            raise GuardError(f"variant {self.name}: width={self.width!r} must be a fraction in (0, 1]")
+        for what in ("width", "depth"):
+            value = getattr(self, what)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise GuardError(f"variant {self.name}: {what}={value!r} must be a fraction in (0, 1]")
         if self.batch is not None:
             check_int(f"variant {self.name}: batch", self.batch, minimum=1, error=GuardError)
         if not self.inputs:

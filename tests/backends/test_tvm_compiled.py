@@ -16,6 +16,7 @@ from slimgraph.api import compile  # noqa: E402
 from slimgraph.backends.tvm import TargetError, load_compiled, parse_target  # noqa: E402
 from slimgraph.demo import demo_inputs, demo_model  # noqa: E402
 from slimgraph.errors import BackendError, LoadError, SaveError, SlimgraphError  # noqa: E402
+from slimgraph.timing import TickClock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +57,42 @@ def test_kernels_carry_source_tir_and_flops(demo):
     assert "__tvm_parallel_lambda" in conv.source and "<16 x float>" in conv.source  # parallel and vectorized
 
 
-def test_benchmark_reports_latency_and_per_kernel_shares(demo):
+def test_benchmark_reports_latency_and_per_kernel_shares(demo, tmp_path):
     _, model = demo
-    result = model.benchmark(warmup=1, runs=5, kernel_repeat=2)
-    assert 0 < result.median_ms <= result.p90_ms
-    assert [k.name for k in result.kernels] == [k.name for k in model.kernels]
+    tick = 2.0**-10  # each read of the fake clock moves it ~1 ms: every timed call measures one tick
+    result = model.benchmark(warmup=1, runs=5, kernel_repeat=2, clock=TickClock(tick), json_path=tmp_path / "b.json")
+    t = result.timing
+    assert t.times_ms == (tick * 1e3,) * 5 and t.first_ms == tick * 1e3 and t.warmup == 1
+    assert t.batch == 2 and t.concurrency == 1 and t.throughput == pytest.approx(2 * 5 / t.wall_s)
+    # kernels: one row per compiled kernel, its calls counted, every call in exactly one row
+    assert sum(k.calls for k in result.kernels) == len(model.kernels)
+    assert sorted(n for k in result.kernels for n in k.nodes) == sorted(k.name for k in model.kernels)
     assert sum(k.share for k in result.kernels) == pytest.approx(1.0)
-    assert "| kernel |" in result.table()
+    assert [k.ms for k in result.kernels] == sorted((k.ms for k in result.kernels), reverse=True)
+    conv = next(k for k in result.kernels if "conv" in k.ops)
+    assert conv.gflops is not None and conv.mean_ms == conv.ms / conv.calls
+    table = result.table()
+    assert "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s |" in table
+    assert "first call" in table and "p99" in table and "samples/s (batch 2, 1 caller, 5 runs" in table
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["runs"] == 5 and saved["batch"] == 2 and saved["times_ms"] == list(t.times_ms)
+    assert saved["flops"] == model.flops and len(saved["kernels"]) == len(result.kernels)
+
+
+def test_benchmark_by_duration_from_concurrent_callers(demo):
+    _, model = demo
+    clock = TickClock(2.0**-10)
+    result = model.benchmark(duration_s=0.05, concurrency=2, warmup=1, kernel_repeat=1, clock=clock)
+    assert result.timing.concurrency == 2 and result.runs >= 1 and result.timing.wall_s >= 0.05
+
+
+def test_benchmark_batch_must_fit_the_model(demo):
+    _, model = demo
+    with pytest.raises(BackendError, match=r"benchmark: batch=3, but the model was compiled for batch 2"):
+        model.benchmark(batch=3, runs=1)
+    (x,) = demo_inputs(batch=2)
+    with pytest.raises(BackendError, match=r"benchmark: batch=4, but the inputs have batch 2"):
+        model.benchmark(x, batch=4, runs=1)
 
 
 def test_saved_model_loaded_in_a_fresh_process_gives_bit_identical_outputs(demo, tmp_path):

@@ -78,4 +78,7 @@ def test_save_load_keeps_the_bounds_and_benchmark_times_kernels_at_the_given_siz
     inputs = _inputs(4, 9)
     np.testing.assert_allclose(loaded(*inputs), compiled(*inputs), rtol=1e-6)
     result = loaded.benchmark(*inputs, warmup=0, runs=1, kernel_repeat=1)
-    assert {k.name for k in result.kernels} == {k.name for k in compiled.kernels}
+    assert {n for k in result.kernels for n in k.nodes} == {k.name for k in compiled.kernels}
+    assert result.timing.batch == 4
+    # without inputs, the batch sizes the random ones anywhere within the bounds
+    assert loaded.benchmark(batch=7, warmup=0, runs=1, kernel_repeat=1).timing.batch == 7

@@ -76,12 +76,13 @@ def test_onnx_zoo_model_matches_the_interpreter(name):
 
 
 @pytest.mark.slow
-def test_resnet50_compiles_fast_and_matches_the_interpreter():
-    import time
-
+def test_resnet50_compiles_each_distinct_kernel_once_and_matches_the_interpreter():
     graph = import_model(os.path.join(LIGHT, "light_resnet50.onnx"))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    start = time.perf_counter()
     model = _check_model(graph, [x], tol=1e-3)
-    assert time.perf_counter() - start < 120  # compile (< 60 s alone) plus the interpreter's run
-    assert model.benchmark(x, warmup=1, runs=3, kernel_repeat=1).median_ms > 0
+    # what keeps its compile time down (timed in benchmarks/real_models.py, not here): the
+    # repeated bottleneck blocks share compiled kernels
+    calls, compiled = len(model.kernels), len({k.func for k in model.kernels})
+    assert compiled < calls * 2 // 3, f"{compiled} kernels compiled for {calls} calls"
+    result = model.benchmark(x, warmup=1, runs=3, kernel_repeat=1)
+    assert result.runs == 3 and sum(k.calls for k in result.kernels) == calls

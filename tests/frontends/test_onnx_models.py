@@ -42,9 +42,11 @@ FLOAT64_CASES = {
 }
 
 
-def test_data_is_complete() -> None:
-    assert len(LIGHT) == 9
-    assert len(BACKEND) == 117
+def test_data_is_there() -> None:
+    # the tests below run over whatever this onnx release ships (no pinned count: onnx is
+    # unpinned); an empty glob would test nothing, and these cases are named elsewhere
+    assert {"light_resnet50", "light_squeezenet", "light_shufflenet", "light_inception_v1"} <= {p.stem for p in LIGHT}
+    assert {case.parent.name for case in BACKEND} == {"pytorch-converted", "pytorch-operator"}
     assert FLOAT64_CASES <= {case.name for case in BACKEND}
 
 

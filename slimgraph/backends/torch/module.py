@@ -5,7 +5,12 @@ weights, named exactly as the graph's constants (``features.0.weight`` is a
 parameter ``weight`` of a submodule ``features.0``, so state dicts line up
 with the original torch model), and whose ``forward`` runs the graph op by
 op in torch. Batch norms run in inference form (their statistics are
-buffers, not trained). :func:`load_weights` writes a module's (fine-tuned)
+buffers, not trained). With ``quant_aware=True`` a quantized (QDQ) graph
+trains on its grid: each linear-quantized integer weight read only by
+``dequantize`` becomes a float parameter (its dequantized value) that every
+call rounds to the grid with a straight-through estimator, and each
+activation ``quantize`` rounds the same way; :func:`load_weights` writes the
+parameters back as integer codes on the same scales. :func:`load_weights` writes a module's (fine-tuned)
 tensors back into a copy of the graph by name, keeping its structure;
 re-importing the module with ``slimgraph.frontends.from_torch`` works too.
 
@@ -27,15 +32,17 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from slimgraph.backends.torch.ops import TORCH_OPS
+from slimgraph.backends.torch.ops import TORCH_OPS, quantize_codes
 from slimgraph.errors import BackendError
-from slimgraph.ir.graph import Graph
+from slimgraph.ir.graph import Graph, Value
+from slimgraph.ir.registry import get_op
+from slimgraph.ir.types import DType
 
 #: (op, input index) pairs whose float constant is a trainable parameter; other constants are buffers.
 _TRAINABLE = {
@@ -50,35 +57,57 @@ _TRAINABLE = {
 class GraphModule(nn.Module):
     """Runs a slimgraph Graph op by op in torch; see :func:`to_torch`."""
 
-    def __init__(self, graph: Graph, keep_zeros: bool = False):
+    def __init__(self, graph: Graph, keep_zeros: bool = False, quant_aware: bool = False):
         super().__init__()
         _check_supported(graph)
         self.graph = graph
+        self.quant_aware = quant_aware
         self._names: dict[str, str] = {}
+        #: graph constant -> the quantize attributes of its grid, for weights trained as float latents
+        self._grids: dict[str, dict[str, Any]] = {}
         for node in graph.nodes:
             if node.op != "const":
                 continue
             value = node.output
-            trainable = value.type.dtype.is_float and any(
-                (u.op, i) in _TRAINABLE for u in value.users for i, v in enumerate(u.inputs) if v is value
-            )
-            self._names[value.name] = _attach(self, value.name, np.array(value.const_value), trainable, keep_zeros)
+            array = np.array(value.const_value)
+            grid = _weight_grid(value) if quant_aware else None
+            if grid is not None:
+                self._grids[value.name] = grid
+                array = get_op("dequantize").impl(array, **_dequantize_attrs(grid))
+            trainable = grid is not None or value.type.dtype.is_float and _is_weight(value)
+            self._names[value.name] = _attach(self, value.name, array, trainable, keep_zeros)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Run the graph on its inputs (positional, in the graph's order)."""
         if len(inputs) != len(self.graph.inputs):
             raise BackendError(f"graph @{self.graph.name} takes {len(self.graph.inputs)} inputs, got {len(inputs)}")
-        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(self.graph.inputs, inputs)}
-        for node in self.graph.nodes:
+        outs = self._run(self.graph, inputs, top=True)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run(self, graph: Graph, inputs: Sequence[torch.Tensor], top: bool) -> list[torch.Tensor]:
+        """The outputs of ``graph`` (the module's graph, or a fused node's body) on ``inputs``."""
+        env: dict[int, torch.Tensor] = {id(v): x for v, x in zip(graph.inputs, inputs)}
+        for node in graph.nodes:
             if node.op == "const":
-                env[id(node.output)] = self.get_tensor(node.output.name)
+                env[id(node.output)] = self._const(node.output) if top else torch.from_numpy(
+                    np.array(node.output.const_value))
                 continue
             args = [env[id(v)] for v in node.inputs]
-            result = TORCH_OPS[node.op](*args, **node.attrs)
+            if node.op == "fused":
+                result = tuple(self._run(node.attrs["body"], args, top=False))
+            elif self.quant_aware and node.op == "quantize":
+                # float codes, so that the gradient reaches the layers before
+                result = quantize_codes(*args, **node.attrs, ste=True)
+            else:
+                result = TORCH_OPS[node.op](*args, **node.attrs)
             for out, t in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
                 env[id(out)] = t
-        outs = [env[id(v)] for v in self.graph.outputs]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return [env[id(v)] for v in graph.outputs]
+
+    def _const(self, value: Value) -> torch.Tensor:
+        tensor = self.get_tensor(value.name)
+        grid = self._grids.get(value.name)
+        return tensor if grid is None else quantize_codes(tensor, **grid, ste=True)
 
     def get_tensor(self, const_name: str) -> torch.Tensor:
         """The parameter or buffer holding the graph constant ``const_name``."""
@@ -87,6 +116,31 @@ class GraphModule(nn.Module):
             return self.get_parameter(target)
         except AttributeError:
             return self.get_buffer(target)
+
+    def const_array(self, const_name: str) -> np.ndarray:
+        """The value of graph constant ``const_name`` as the graph stores it: a weight trained
+        on its grid is rounded to its integer codes, exactly as the forward pass rounds it."""
+        tensor = self.get_tensor(const_name).detach().cpu()
+        grid = self._grids.get(const_name)
+        if grid is None:
+            return tensor.numpy()
+        return get_op("quantize").impl(tensor.numpy(), **grid)
+
+
+def _weight_grid(value: Value) -> dict[str, Any] | None:
+    """The quantize attributes of an integer constant that only linear ``dequantize`` s with one
+    set of parameters read (a QDQ weight or bias), or None."""
+    users = value.users
+    if value.type.dtype.is_float or not users or any(u.op != "dequantize" for u in users):
+        return None
+    attrs = {k: v for k, v in users[0].attrs.items() if k != "to"}
+    if attrs["scheme"] != "linear" or any({k: v for k, v in u.attrs.items() if k != "to"} != attrs for u in users):
+        return None
+    return {**attrs, "dtype": value.type.dtype}
+
+
+def _dequantize_attrs(grid: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in grid.items() if k != "dtype"}, "to": DType.float32}
 
 
 def _attach(root: nn.Module, name: str, array: np.ndarray, trainable: bool, keep_zeros: bool) -> str:
@@ -126,19 +180,42 @@ def _submodule(root: nn.Module, path: list[str]) -> nn.Module | None:
     return module
 
 
+def _is_weight(value: Value) -> bool:
+    """Whether a constant is read as a trainable weight, directly or inside a fused node's body."""
+    for user in value.users:
+        for i, v in enumerate(user.inputs):
+            if v is not value:
+                continue
+            if (user.op, i) in _TRAINABLE or user.op == "fused" and _is_weight(user.attrs["body"].inputs[i]):
+                return True
+    return False
+
+
+def _all_nodes(graph: Graph) -> list:
+    """The nodes of ``graph`` and of its fused nodes' bodies."""
+    nodes, stack = [], [graph]
+    while stack:  # regions nest at most MAX_REGION_DEPTH levels; no recursion needed
+        g = stack.pop()
+        nodes += g.nodes
+        stack += [n.attrs["body"] for n in g.nodes if n.op == "fused"]
+    return nodes
+
+
 def _check_supported(graph: Graph) -> None:
-    missing = Counter(n.op for n in graph.nodes if n.op != "const" and n.op not in TORCH_OPS)
+    nodes = _all_nodes(graph)
+    missing = Counter(n.op for n in nodes if n.op not in ("const", "fused") and n.op not in TORCH_OPS)
     if missing:
-        first = {op: next(n for n in graph.nodes if n.op == op) for op in missing}
+        first = {op: next(n for n in nodes if n.op == op) for op in missing}
         listed = "; ".join(f"{op} x{count} (first: {first[op].describe()})" for op, count in sorted(missing.items()))
         raise BackendError(f"the torch backend cannot run graph @{graph.name}: unsupported ops: {listed}")
 
 
-def to_torch(graph: Graph, keep_zeros: bool = False) -> GraphModule:
+def to_torch(graph: Graph, keep_zeros: bool = False, quant_aware: bool = False) -> GraphModule:
     """A ``torch.nn.Module`` running ``graph``; parameters are its float weights, named as its constants.
 
     ``keep_zeros=True`` masks the gradients of weights that hold zeros, so that
-    fine-tuning a magnitude-pruned graph keeps its sparsity.
+    fine-tuning a magnitude-pruned graph keeps its sparsity. ``quant_aware=True``
+    trains a QDQ graph's integer weights on their grid (see the module docstring).
     """
     if not isinstance(graph, Graph):
         raise BackendError(f"to_torch: graph must be a slimgraph Graph, got a {type(graph).__name__}")
@@ -155,7 +232,7 @@ def to_torch(graph: Graph, keep_zeros: bool = False) -> GraphModule:
     forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     name = graph.name if graph.name.isidentifier() else "GraphModule"
     return type(name, (GraphModule,), {"forward": forward, "__doc__": GraphModule.__doc__})(
-        graph.clone(), keep_zeros=keep_zeros
+        graph.clone(), keep_zeros=keep_zeros, quant_aware=quant_aware
     )
 
 
@@ -164,6 +241,7 @@ def load_weights(graph: Graph, module: nn.Module) -> Graph:
 
     ``module`` is a :class:`GraphModule` (or any module whose state dict uses the
     graph's constant names); shapes must match, so a pruned structure is kept.
+    A quantization-aware module's weights come back as integer codes on their grid.
     """
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     names = module._names if isinstance(module, GraphModule) else {}
@@ -174,6 +252,8 @@ def load_weights(graph: Graph, module: nn.Module) -> Graph:
         key = names.get(node.output.name, node.output.name)
         if key not in state:
             continue
+        if isinstance(module, GraphModule):
+            state[key] = module.const_array(node.output.name)
         array = state[key].astype(node.output.type.dtype.numpy, copy=False)
         if array.shape != node.output.type.shape:
             raise BackendError(

@@ -437,3 +437,50 @@ def _pad(x, *, pads, mode, value):
     torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[mode]
     # F.pad's reflect/replicate modes leave the batch and channel axes alone.
     return F.pad(x, _torch_pad(begins, ends), mode=torch_mode, value=value if mode == "constant" else None)
+
+
+def _quant_param(values, x: torch.Tensor, axis: int, dtype: torch.dtype) -> torch.Tensor:
+    """A quantization parameter shaped to broadcast along ``axis`` (0-d for one value)."""
+    t = torch.tensor(values, dtype=dtype, device=x.device)
+    if t.numel() == 1:
+        return t.reshape(())
+    shape = [1] * x.dim()
+    shape[axis % x.dim()] = t.numel()
+    return t.reshape(shape)
+
+
+def quantize_codes(x, *, scale, zero_point, axis, dtype, scheme, min_exp, max_exp, ste: bool = False):
+    """The codes of ``x`` as floats (docs/ops.md, ``quantize``); ``ste=True`` passes the gradient
+    straight through the rounding, and zero outside the clamped range (quantization-aware training)."""
+    from slimgraph.ir.ops.quant import quant_range
+
+    lo, hi = quant_range(dtype)
+    x32 = x.to(torch.float32)
+    s = _quant_param(scale, x32, axis, torch.float32)
+    if scheme == "linear":
+        scaled = x32 / s
+        rounded = torch.round(scaled)
+        if ste:
+            rounded = scaled + (rounded - scaled).detach()
+        q = torch.nan_to_num(rounded, nan=0.0) + _quant_param(zero_point, x32, axis, torch.float32)
+    else:
+        exponent = torch.clamp(torch.round(torch.log2(x32.abs() / s)), min_exp, max_exp)
+        q = torch.nan_to_num(torch.sign(x32) * (exponent - min_exp + 1), nan=0.0)
+    return torch.clamp(q, lo, hi)
+
+
+@torch_op("quantize")
+def _quantize(x, *, dtype, **attrs):
+    return quantize_codes(x, dtype=dtype, **attrs).to(torch.from_numpy(np.zeros(0, dtype.numpy)).dtype)
+
+
+@torch_op("dequantize")
+def _dequantize(q, *, scale, zero_point, axis, scheme, min_exp, max_exp, to):
+    # the codes may be floats: a quantization-aware module keeps them differentiable
+    codes = q.to(torch.float32)
+    s = _quant_param(scale, codes, axis, torch.float32)
+    if scheme == "linear":
+        y = (codes - _quant_param(zero_point, codes, axis, torch.float32)) * s
+    else:
+        y = torch.sign(codes) * s * torch.exp2(codes.abs() - 1 + min_exp)
+    return _cast(y, to=to)

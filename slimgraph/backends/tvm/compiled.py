@@ -33,11 +33,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from slimgraph.arguments import check_int
-from slimgraph.errors import BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
+from slimgraph.arguments import check_int, check_writable_file
+from slimgraph.errors import ArgumentError, BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
 from slimgraph.storage import read_json, staged_directory, verify_folder
+from slimgraph.timing import Clock, Timing, measure
 
 FORMAT_VERSION = 2  # 2: a files.json manifest (sizes and SHA-256 of every file); kernels name the shared function they run
 KIND = "slimgraph model"
@@ -70,6 +71,8 @@ _META_SCHEMA = {
 _EXPORT_LOCK = threading.Lock()
 # TVM's affinity mode for its default pool (kBig): keep it when resizing the pool
 _BIG_CORES = 1
+# a cap on warm-up by duration (warmup_s): a sub-microsecond model would otherwise make millions of calls
+MAX_WARMUP_CALLS = 5000
 
 
 @dataclass(frozen=True)
@@ -90,34 +93,74 @@ class Kernel:
 
 @dataclass(frozen=True)
 class KernelTiming:
-    """Per-kernel benchmark row."""
+    """One compiled kernel's counters over a model run: the ``calls`` it gets (identical layers share
+    one kernel), the IR ``nodes`` of those calls, their ``ms`` in all and ``mean_ms`` each, the
+    ``share`` of the model's kernel time, and ``gflops`` (None where the ops' FLOPs are not known)."""
 
     name: str
     ops: str
+    calls: int
+    nodes: tuple[str, ...]
     ms: float
     share: float
-    gflops: float
+    gflops: float | None
+
+    @property
+    def mean_ms(self) -> float:
+        return self.ms / self.calls
 
 
 @dataclass(frozen=True)
 class BenchmarkResult:
-    """Whole-model latency (median and p90 over runs after warm-up) and the per-kernel table."""
+    """Whole-model timing (a :class:`~slimgraph.timing.Timing`: first call, median, p90/p95/p99,
+    mean and its variation, throughput) and the per-kernel counters, slowest first."""
 
-    median_ms: float
-    p90_ms: float
-    runs: int
+    model: str
+    target: str
+    flops: int
+    timing: Timing
     kernels: list[KernelTiming]
 
+    @property
+    def median_ms(self) -> float:
+        return self.timing.median_ms
+
+    @property
+    def p90_ms(self) -> float:
+        return self.timing.p90_ms
+
+    @property
+    def runs(self) -> int:
+        return self.timing.runs
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything, as JSON-able data."""
+        return {
+            "model": self.model, "target": self.target, "flops": self.flops, **self.timing.as_dict(),
+            "kernels": [dict(asdict(k), nodes=list(k.nodes), mean_ms=k.mean_ms) for k in self.kernels],
+        }
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`as_dict` to ``path``; returns the path."""
+        out = Path(path)
+        out.write_text(json.dumps(self.as_dict(), indent=1))
+        return out
+
     def table(self) -> str:
-        """The per-kernel table as Markdown, slowest first."""
+        """The whole-model figures, then the per-kernel table as Markdown, slowest first."""
+        t = self.timing
+        model_gflops = f", {self.flops / (t.median_ms * 1e6):.1f} GFLOP/s at the median" if self.flops and t.median_ms else ""
         lines = [
-            f"whole model: median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms over {self.runs} runs",
+            f"@{self.model} on {self.target}: {self.flops / 1e9:.3f} GFLOP per call{model_gflops}",
+            t.summary(),
             "",
-            "| kernel | ops | time (ms) | share | GFLOP/s |",
-            "| --- | --- | ---: | ---: | ---: |",
+            "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for k in sorted(self.kernels, key=lambda k: -k.ms):
-            lines.append(f"| {k.name} | {k.ops} | {k.ms:.4f} | {k.share * 100:.1f}% | {k.gflops:.1f} |")
+        for k in self.kernels:
+            gflops = f"{k.gflops:.1f}" if k.gflops is not None else "-"
+            lines.append(f"| {k.name} | {k.ops} | {k.calls} | {k.ms:.4f} | {k.mean_ms:.4f} | {k.share * 100:.1f}% "
+                         f"| {gflops} |")
         return "\n".join(lines)
 
 
@@ -344,34 +387,95 @@ class CompiledModel:
 
     # -- benchmark -----------------------------------------------------------
 
-    def benchmark(self, *inputs: Any, warmup: int = 5, runs: int = 30, kernel_repeat: int = 10) -> BenchmarkResult:
-        """Whole-model latency (median, p90 after ``warmup`` runs) and per-kernel
-        time, share and GFLOP/s. Inputs default to seeded random data."""
+    def benchmark(
+        self,
+        *inputs: Any,
+        warmup: int = 5,
+        runs: int | None = None,
+        duration_s: float | None = None,
+        warmup_s: float = 0.0,
+        batch: int | None = None,
+        concurrency: int = 1,
+        kernel_repeat: int = 10,
+        json_path: str | os.PathLike | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> BenchmarkResult:
+        """Time the whole model as ``benchmark_app`` and ``trtexec`` do, then each kernel.
+
+        The model runs through :func:`slimgraph.timing.measure`: the first call
+        alone, ``warmup`` calls (and at least ``warmup_s`` seconds), then ``runs``
+        calls or ``duration_s`` seconds (default 30 calls) from ``concurrency``
+        threads at once; a :class:`~slimgraph.errors.SlimgraphWarning` says when
+        the runs vary too much to trust. Inputs default to seeded random data
+        with ``batch`` on the first input's first axis (a dynamic batch takes any
+        size in its bounds; a static one must match). Each kernel then runs
+        ``kernel_repeat`` times on the real intermediate values; kernels shared by
+        identical layers are one row with their calls counted. ``json_path``
+        writes the result as JSON; ``clock`` is injectable for tests.
+
+        Example::
+
+            >>> result = model.benchmark(duration_s=2.0, concurrency=2)   # doctest: +SKIP
+            >>> print(result.table())                                     # doctest: +SKIP
+        """
         import tvm
 
-        for name, value, least in (("warmup", warmup, 0), ("runs", runs, 1), ("kernel_repeat", kernel_repeat, 1)):
-            check_int(f"benchmark: {name}", value, minimum=least, error=BackendError)
-        vm = self._ensure_vm()
+        check_int("benchmark: kernel_repeat", kernel_repeat, minimum=1, error=BackendError)
+        if batch is not None:
+            check_int("benchmark: batch", batch, minimum=1, error=BackendError)
+        if json_path is not None:
+            check_writable_file("benchmark: json_path", json_path, error=BackendError)
+        feeds = self._convert_inputs(inputs or self._sample_inputs(batch))
+        given = int(feeds[0].shape[0]) if feeds and len(feeds[0].shape) else 1
+        if batch is not None and given != batch:
+            raise BackendError(f"benchmark: batch={batch}, but the inputs have batch {given}")
         dev = self._device()
-        feeds = self._convert_inputs(inputs or random_inputs(self.input_types))
-        for _ in range(warmup):
-            vm["main"](*feeds, *self._params_dev)
-        dev.sync()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            vm["main"](*feeds, *self._params_dev)
+
+        def call() -> None:
+            self._ensure_vm()  # each calling thread runs its own VM
+            _run(self._local.main, feeds, self._params_dev)
             dev.sync()
-            times.append((time.perf_counter() - start) * 1e3)
-        per_kernel = self._time_kernels(feeds, kernel_repeat, dev, tvm)
-        total = sum(ms for _, ms in per_kernel) or 1.0
-        flops = {k["name"]: k for k in self._meta["kernels"]}
-        rows = [
-            KernelTiming(name, "+".join(flops[name]["ops"]), ms, ms / total,
-                         flops[name]["flops"] / (ms * 1e6) if ms > 0 else 0.0)
-            for name, ms in per_kernel
-        ]
-        return BenchmarkResult(float(np.median(times)), float(np.percentile(times, 90)), runs, rows)
+
+        try:
+            timing = measure(call, runs=runs, duration_s=duration_s, warmup=warmup, warmup_s=warmup_s,
+                             max_warmup=max(warmup, MAX_WARMUP_CALLS), batch=given, concurrency=concurrency,
+                             clock=clock)
+        except ArgumentError as exc:
+            raise BackendError(f"benchmark: {exc}") from None
+        result = BenchmarkResult(self._meta["name"], self.target.text, self.flops, timing,
+                                 self._kernel_counters(self._time_kernels(feeds, kernel_repeat, dev, tvm)))
+        if json_path is not None:
+            result.save_json(json_path)
+        return result
+
+    def _sample_inputs(self, batch: int | None) -> list[np.ndarray]:
+        """Seeded random inputs; ``batch`` sizes the first input's first axis where it is a symbol
+        (other symbols take 1), and must equal it where it is fixed."""
+        first = self._inputs[0].shape[0] if self._inputs and self._inputs[0].shape else None
+        sizes = {}
+        if batch is not None and isinstance(first, str):
+            if not bind_dim(first, batch, sizes):
+                raise BackendError(f"benchmark: batch={batch} does not fit the first input's first axis {first}")
+        elif batch is not None and first != batch:
+            raise BackendError(f"benchmark: batch={batch}, but the model was compiled for batch {first} "
+                               f"(compile it with a dynamic batch, or for this one)")
+        return random_inputs([t.with_shape(tuple(concrete(d, sizes) for d in t.shape)) for t in self._inputs])
+
+    def _kernel_counters(self, per_call: list[tuple[str, float]]) -> list[KernelTiming]:
+        """Per-call times grouped by the compiled kernel they ran, slowest first."""
+        info = {k["name"]: k for k in self._meta["kernels"]}
+        groups: dict[str, list[tuple[str, float]]] = {}
+        for name, ms in per_call:
+            groups.setdefault(info[name]["func"], []).append((name, ms))
+        total = sum(ms for _, ms in per_call) or 1.0
+        rows = []
+        for func, calls in groups.items():
+            ms = sum(t for _, t in calls)
+            flops = sum(info[name]["flops"] for name, _ in calls)
+            rows.append(KernelTiming(calls[0][0], "+".join(info[calls[0][0]]["ops"]), len(calls),
+                                     tuple(name for name, _ in calls), ms, ms / total,
+                                     flops / (ms * 1e6) if flops and ms > 0 else None))
+        return sorted(rows, key=lambda k: -k.ms)
 
     def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
         """Run the kernels one by one on real intermediate values, timing each."""
