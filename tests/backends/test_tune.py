@@ -9,6 +9,7 @@ tensor intrinsics.
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -40,7 +41,17 @@ def _records(folder) -> list[list]:
 def test_tuning_writes_records_that_a_later_build_applies(linear_relu, tmp_path):
     module, inputs, want = linear_relu
     ruled = compile(module, inputs)
-    tuned = compile(module, inputs, tune=8, database=tmp_path)
+    # an unnamed handler on MetaSchedule's logger (as pytest's log capture leaves after an earlier
+    # tuning in the process) made TVM's logging setup fail; it stays in place, and nothing is added
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = logging.NullHandler()
+    ms_logger.addHandler(unnamed)
+    try:
+        tuned = compile(module, inputs, tune=8, database=tmp_path)
+        assert ms_logger.handlers[-1:] == [unnamed] and ms_logger.handlers.count(unnamed) == 1
+        assert not any(h.get_name() for h in ms_logger.handlers)
+    finally:
+        ms_logger.removeHandler(unnamed)
     records = _records(tmp_path)
     assert len(records) == 8
     # a record is [trace, run_secs, target, args]; a failed candidate's run_secs is [1e10]

@@ -69,17 +69,35 @@ def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None) -> Non
 
         tune_kernels(lowered.mod.clone(), parse_target("llvm").tvm(), Path("db"), trials=16)
     """
+    import logging
+
     from tvm.s_tir import meta_schedule as ms
 
-    ms.relax_integration.tune_relax(
-        mod,
-        {},
-        tvm_target,
-        str(folder),
-        max_trials_global=trials,
-        builder=ms.builder.LocalBuilder(f_build=build_candidate),
-        runner=runner or "local",
-    )
+    # MetaSchedule's logging setup lists its logger's handlers by name in a new logging config
+    # and fails on an unnamed one (pytest's capture handlers, a user's own), so those step aside
+    # while it tunes; the console and file handlers it adds on every run are removed afterwards,
+    # so tuning leaves logging as it found it and a second tuning in the process works.
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    before = list(ms_logger.handlers)
+    unnamed = [h for h in before if not h.get_name()]
+    for handler in unnamed:
+        ms_logger.removeHandler(handler)
+    try:
+        ms.relax_integration.tune_relax(
+            mod,
+            {},
+            tvm_target,
+            str(folder),
+            max_trials_global=trials,
+            builder=ms.builder.LocalBuilder(f_build=build_candidate),
+            runner=runner or "local",
+        )
+    finally:
+        for handler in [h for h in ms_logger.handlers if h not in before]:
+            ms_logger.removeHandler(handler)
+            handler.close()
+        for handler in unnamed:
+            ms_logger.addHandler(handler)
 
 
 def build_candidate(mod, target, _params):

@@ -7,7 +7,7 @@ schedule for that kernel, never failing the build.
 Example::
 
     >>> sorted(CPU_RULES)[:4]
-    ['conv2d_packed', 'conv2d_vnni', 'depthwise', 'matmul_packed']
+    ['attention', 'conv2d_bf16', 'conv2d_packed', 'conv2d_vnni']
 """
 
 from __future__ import annotations
