@@ -59,6 +59,43 @@ def server():
     _stop(proc)
 
 
+@pytest.fixture()
+def tracker():
+    """A tracker and one server registered to it under a key: yields the key and the tracker's address."""
+    pytest.importorskip("tornado")  # TVM's tracker runs on it
+    from tvm import rpc
+
+    port, key = _free_port(), "slimgraph-test"
+    procs = [_start("tvm.exec.rpc_tracker", port=port)]
+    try:
+        procs.append(_start("tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", key,
+                            port=_free_port()))
+        deadline = time.monotonic() + 60  # the server registers after it listens
+        while not any(s["key"] == f"server:{key}"
+                      for s in rpc.connect_tracker("127.0.0.1", port).summary()["server_info"]):
+            assert time.monotonic() < deadline, f"no server registered under {key!r} within 60 s"
+            time.sleep(0.3)
+        yield key, f"127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_tracker_hands_out_its_board_and_a_bad_key_is_a_clear_error(tracker, monkeypatch):
+    from slimgraph.backends.tvm import remote
+
+    key, address = tracker
+    # a hang on the bad key becomes a 'no answer within 20 s' error, which the match below refuses
+    monkeypatch.setattr(remote, "CALL_TIMEOUT", 20.0)
+    graph = demo_model()
+    (x,) = demo_inputs(batch=2)
+    model = compile(graph, (x,), remote=f"{key}@{address}")
+    assert isinstance(model, RemoteModel) and f"{key}@{address}" in repr(model)
+    np.testing.assert_allclose(model(x), compile(graph, (x,))(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RemoteError, match=f"no-such-board@{address}.*no board registered under 'no-such-board'"):
+        compile(graph, (x,), remote=f"no-such-board@{address}")
+
+
 def test_remote_round_trip_runs_and_benchmarks_on_the_server(server, tmp_path):
     _, address = server
     graph = demo_model()

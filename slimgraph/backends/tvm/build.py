@@ -78,6 +78,7 @@ def build(
         if spec.runtime != "tvm":
             raise BackendError(f"remote={remote}: target {spec.text} runs through {spec.runtime} on this machine, "
                                "not over TVM's RPC")
+        where.check(CALL_TIMEOUT)
     bindings = dict(bindings or {})
     dynamic = dict(dynamic or {})
     # sizes are checked at the largest a dim is declared to take; an unbounded one at its example
@@ -120,7 +121,7 @@ def build(
                                          lowered.kernels)
         return OpenCLModel(None, meta, lowered.params, graph, spec)
     compiled = CompiledModel(executable, meta, lowered.params, graph, spec)
-    return compiled if where is None else RemoteModel(compiled, where)
+    return compiled if where is None else RemoteModel(compiled, where, CALL_TIMEOUT)
 
 
 #: Per-kernel timing of ``weights="auto"``: repeats of each kernel, rounds alternating the two builds.

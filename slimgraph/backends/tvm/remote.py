@@ -62,9 +62,32 @@ class Remote:
         def open_session():
             if self.key is None:
                 return rpc.connect(self.host, self.port, session_timeout=0)
-            return rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=0)
+            tracker = rpc.connect_tracker(self.host, self.port)
+            self._require_board(tracker)
+            return tracker.request(self.key, session_timeout=0)
 
         return guarded(open_session, timeout, f"connect to {self}")
+
+    def check(self, timeout: float) -> None:
+        """For a tracker, RemoteError unless a board is registered under ``key``; a server is not asked.
+
+        Run before the build, so a wrong key fails in a second rather than after the build and tuning."""
+        if self.key is not None:
+            from tvm import rpc
+
+            guarded(lambda: self._require_board(rpc.connect_tracker(self.host, self.port)), timeout,
+                    f"ask the tracker at {self}")
+
+    def _require_board(self, tracker) -> None:
+        # the tracker queues a request for a key no board has until one registers: a silent wait
+        keys = set()
+        for server in tracker.summary()["server_info"]:
+            name = server["key"].removeprefix("server:")
+            # an RPC proxy registers as 'proxy[key1,key2]'
+            keys.update(name[len("proxy["):-1].split(",") if name.startswith("proxy[") else [name])
+        if self.key not in keys:
+            raise RemoteError(f"remote={self}: the tracker has no board registered under {self.key!r} "
+                              f"(it has: {', '.join(sorted(keys)) or 'none'})")
 
     def runner(self, timeout: float):
         """MetaSchedule's RPC runner: measurements on the tracker's boards, or on the one server."""
