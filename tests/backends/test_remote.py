@@ -117,13 +117,12 @@ def test_killing_the_server_mid_call_is_a_clear_error_not_a_hang(server):
     model.timeout = 60.0
     killer = threading.Timer(2.0, _stop, args=(proc,))
     killer.start()
-    start = time.monotonic()
     try:
-        with pytest.raises(RemoteError, match=f"on {address}"):
+        # the failed call, not the time limit ("no answer within 60 s"), ends the benchmark
+        with pytest.raises(RemoteError, match=f"on {address}.*the RPC call failed"):
             model.benchmark(warmup=0, runs=10**7, kernel_repeat=1)  # far longer than the 2 s before the kill
     finally:
         killer.join()
-    assert time.monotonic() - start < 60  # the error, not the time limit, ended the call
     with pytest.raises(RemoteError):
         model(*demo_inputs())
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +39,8 @@ from slimgraph.errors import BackendError
 
 #: Seconds any one remote call (upload, run, benchmark) may take before it is a RemoteError.
 CALL_TIMEOUT = 300.0
+#: Seconds a tracker is asked again for a board that just dropped out of its summary (re-registering).
+REGISTER_GRACE = 5.0
 
 
 class RemoteError(BackendError):
@@ -79,12 +82,20 @@ class Remote:
                     f"ask the tracker at {self}")
 
     def _require_board(self, tracker) -> None:
-        # the tracker queues a request for a key no board has until one registers: a silent wait
-        keys = set()
-        for server in tracker.summary()["server_info"]:
-            name = server["key"].removeprefix("server:")
-            # an RPC proxy registers as 'proxy[key1,key2]'
-            keys.update(name[len("proxy["):-1].split(",") if name.startswith("proxy[") else [name])
+        # the tracker queues a request for a key no board has until one registers: a silent wait.
+        # A registered board drops out of the summary for a moment while it registers again (after
+        # a session, or when its registration goes unmatched), so the key is looked for a few times
+        # over REGISTER_GRACE seconds before it counts as missing
+        deadline = time.monotonic() + REGISTER_GRACE
+        while True:
+            keys = set()
+            for server in tracker.summary()["server_info"]:
+                name = server["key"].removeprefix("server:")
+                # an RPC proxy registers as 'proxy[key1,key2]'
+                keys.update(name[len("proxy["):-1].split(",") if name.startswith("proxy[") else [name])
+            if self.key in keys or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
         if self.key not in keys:
             raise RemoteError(f"remote={self}: the tracker has no board registered under {self.key!r} "
                               f"(it has: {', '.join(sorted(keys)) or 'none'})")
