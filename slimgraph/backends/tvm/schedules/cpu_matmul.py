@@ -115,6 +115,8 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
 #: The attention kernel's stages, in order (``ops/attention.py`` names them).
 ATTENTION_STAGES = ("attention_kt", "attention_dot", "attention_max", "attention_exp", "attention_sum",
                     "attention_prob", "attention_values")
+#: A bool mask padded to the scores' shape (only with a bool mask).
+ATTENTION_MASK = "attention_visible"
 
 
 def _attention(sch, block, cores: int, outputs) -> set[str]:
@@ -124,7 +126,9 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     kt, dot, top, exp, total, prob, values = (stage[name] for name in ATTENTION_STAGES)
     rows = cpu._ann_int(sch, dot, "sg.rows", 4)
     lanes = cpu._ann_int(sch, dot, "sg.lanes", cpu.VECTOR)
-    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES)
+    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES) - {ATTENTION_MASK}
+    if ATTENTION_MASK in stage:  # its own loop ahead of the heads; a few thousand scalar copies
+        cpu._parallelize(sch, list(sch.get_loops(stage[ATTENTION_MASK]))[:-1], cores)
 
     # the values product owns the head loop: [rows x features] accumulators in registers
     local = sch.cache_write(values, 0, "local")
