@@ -113,7 +113,7 @@ def _cpu_attention(call):
     their sum, the probabilities normalized once per element, and their product with V. Query
     rows are padded to a multiple of ``ROW_TILE`` and keys to a multiple of the vector width
     (padded keys are masked out, padded rows read the last row and are never stored), so no
-    loop of the kernel carries a remainder."""
+    loop of the kernel carries a remainder. A bool mask becomes a padded 0 / -inf bias first."""
     q, k, v = call.args[:3]
     q_shape, k_shape = dims(q), dims(k)
     *lead, rows, features = q_shape

@@ -14,7 +14,8 @@ loop so a panel stays in L2 while the row tiles stream past it.
 K transposed, the scores as a register-tiled product, row max, exponentials,
 their sum, the normalized probabilities, and their product with V, every
 stage on data the task just wrote (in L1/L2). The two products keep a
-[row tile x vectors] accumulator in registers.
+[row tile x vectors] accumulator in registers. A bool mask is padded to a
+0 / -inf bias once, in its own parallel loop ahead of the heads.
 
 ``row_reduce`` (layer norm's statistics, softmax's max and sum over the
 last axis): the row reduced as a vector of partial results, then folded.
