@@ -52,10 +52,12 @@ TORCH_MODELS = {"resnet50-full": "resnet50_imagenet", "resnet18": "resnet18", "r
                 "mobilenet_v2": "mobilenet_v2", "transformer_block": "transformer_block"}
 SUITE = ("bert-base", "distilbert", "gpt2", "t5-encoder", "vit-base", "deit-small", "swin-tiny", "convnext-tiny",
          "resnet-50", "mobilenet-v2", "efficientnet-b0")
-CONTENDERS = ("slimgraph", "onnxruntime", "openvino f32", "openvino", "torch eager", "torch.compile", "tvm default")
+CONTENDERS = ("slimgraph", "slimgraph bf16", "onnxruntime", "openvino f32", "openvino", "torch eager", "torch.compile",
+              "tvm default")
 #: Left out unless asked for with --contenders: not the peers the project measures itself against, and
-#: slow (torch.compile's build, untuned TVM's 80x) or erratic on a loaded machine (eager's thread barriers).
-OPTIONAL = ("torch eager", "torch.compile", "tvm default")
+#: slow (torch.compile's build, untuned TVM's 80x) or erratic on a loaded machine (eager's thread barriers);
+#: slimgraph bf16 (``compile(precision="bf16")``, CPUs with AVX512-BF16) is OpenVINO's default precision's peer.
+OPTIONAL = ("slimgraph bf16", "torch eager", "torch.compile", "tvm default")
 #: The peers slimgraph's ratio is shown against, in the table's order.
 RATIOS = ("onnxruntime", "openvino f32", "openvino")
 #: /proc/cpuinfo flags that decide which kernels a runtime can use.
@@ -112,11 +114,15 @@ def onnx_file(module, path: Path | None, inputs: list[np.ndarray], tmp: str) -> 
 # -- contenders: each returns a function of no arguments giving the outputs as numpy --------
 
 
-def build_slimgraph(module, path, inputs, threads, onnx_path):
-    import slimgraph
+def _slimgraph(precision: str) -> Callable:
+    def build(module, path, inputs, threads, onnx_path):
+        import slimgraph
 
-    model = slimgraph.compile(module if module is not None else str(path), inputs, target="llvm")
-    return lambda: model(*inputs)
+        model = slimgraph.compile(module if module is not None else str(path), inputs, target="llvm",
+                                  precision=precision)
+        return lambda: model(*inputs)
+
+    return build
 
 
 def build_ort(module, path, inputs, threads, onnx_path):
@@ -199,7 +205,7 @@ def build_tvm_default(module, path, inputs, threads, onnx_path):
     return call
 
 
-BUILDERS = {"slimgraph": build_slimgraph, "onnxruntime": build_ort, "openvino f32": _openvino("f32"),
+BUILDERS = {"slimgraph": _slimgraph("fp32"), "slimgraph bf16": _slimgraph("bf16"), "onnxruntime": build_ort, "openvino f32": _openvino("f32"),
             "openvino": _openvino(None), "torch eager": build_eager, "torch.compile": build_torch_compile,
             "tvm default": build_tvm_default}
 

@@ -43,6 +43,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     dynamic: Any = None,
     weights: str = "compressed",
     remote: str | None = None,
+    precision: str = "fp32",
 ):
     """Compile a model for ``target`` and return a CompiledModel.
 
@@ -84,12 +85,20 @@ def compile(  # noqa: A001 - the public name the design asks for
     decoded inside the kernels or run by sparse kernels; ``weights="decoded"`` stores them
     decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
     faster (see docs/compression.md).
+
+    ``precision="bf16"`` (on CPUs with AVX512-BF16 only) runs convs and
+    matmuls on bf16 weights and activations with float32 sums, through the
+    ``bf16`` pass placed before ``fuse`` (see :mod:`slimgraph.passes.bf16` and
+    docs/bf16.md); outputs differ from float32 by about 1e-2 relative::
+
+        model = slimgraph.compile(resnet, [x], precision="bf16")
     """
     example_inputs = check_example_inputs(example_inputs)
     if weights not in ("compressed", "decoded", "auto"):
         raise ArgumentError(f"weights={weights!r}: give 'compressed', 'decoded' or 'auto'")
     _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches,
                              eval_data, finetune, budget_ms, policy, calibration_data)
+    _check_precision(precision, target, variants)
     if dynamic is not None and variants is not None:
         raise ArgumentError("dynamic: not supported with variants=[...] (their guards pick fixed batch buckets)")
     if remote is not None:
@@ -108,7 +117,25 @@ def compile(  # noqa: A001 - the public name the design asks for
     graph = import_model(model, example_inputs, axes)
     return compile_graph(graph, target, pipeline, example_inputs=example_inputs, shapes=shapes, dynamic=dynamic,
                          axes=axes, calibration_data=calibration_data, tune=tune, database=database, dump_ir=dump_ir,
-                         progress=progress, weights=weights, remote=remote)
+                         progress=progress, weights=weights, remote=remote, precision=precision)
+
+
+#: What ``compile(precision=...)`` accepts.
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_precision(precision: Any, target: str, variants: Any) -> None:
+    if precision not in PRECISIONS:
+        raise ArgumentError(f"precision={precision!r}: choose from {', '.join(map(repr, PRECISIONS))}")
+    if precision == "fp32":
+        return
+    if variants is not None:
+        raise ArgumentError("precision='bf16': not supported with variants=[...]; leave one of them out")
+    from slimgraph.backends.tvm.targets import parse_target
+
+    if not parse_target(target).has("bf16"):
+        raise ArgumentError(f"precision='bf16' needs a CPU with AVX512-BF16, and target {target!r} has none; "
+                            "use precision='fp32' there")
 
 
 def _check_compile_arguments(target, pipeline, shapes, tune, database, dump_ir, progress, variants, batches, eval_data,

@@ -46,6 +46,7 @@ def compile_graph(
     progress: bool | Callable[[str, int, int], None] = False,
     weights: str = "compressed",
     remote: str | None = None,
+    precision: str = "fp32",
 ):
     """Optimize ``graph`` with ``pipeline`` and build it for ``target``: a CompiledModel.
 
@@ -58,7 +59,7 @@ def compile_graph(
     check_shapes_names(graph, shapes)
     bounds = dynamic_bounds(graph, dynamic, axes)
     ctx = PassContext(calibration_data=calibration_data, target=parse_target(target))
-    optimized = optimize(graph, pipeline, ctx)
+    optimized = optimize(graph, pipeline, ctx, precision)
     if dump_ir is not None:
         try:
             optimized.save(dump_ir)
@@ -76,13 +77,18 @@ def compile_graph(
     )
 
 
-def optimize(graph: Graph, pipeline: str | None, ctx: PassContext | None = None) -> Graph:
-    """Run a pass pipeline (None: the graph as is) with the context ``ctx`` (calibration data, target, ...)."""
-    if not pipeline:
-        return graph
-    from slimgraph.passes import PassManager, VerifyInstrument
+def optimize(graph: Graph, pipeline: str | None, ctx: PassContext | None = None, precision: str = "fp32") -> Graph:
+    """Run a pass pipeline (None: the graph as is) with the context ``ctx`` (calibration data, target, ...);
+    ``precision="bf16"`` adds the ``bf16`` pass before the first ``fuse`` (else at the end)."""
+    from slimgraph.passes import PassManager, ToBf16, VerifyInstrument, parse_pipeline
 
-    return PassManager(pipeline, instruments=[VerifyInstrument()]).run(graph, ctx)
+    passes = parse_pipeline(pipeline) if pipeline else []
+    if precision == "bf16":
+        at = next((i for i, p in enumerate(passes) if p.name == "fuse"), len(passes))
+        passes.insert(at, ToBf16())
+    if not passes:
+        return graph
+    return PassManager(passes, instruments=[VerifyInstrument()]).run(graph, ctx)
 
 
 def import_model(model: Any, example_inputs: Sequence[Any] | None = None,

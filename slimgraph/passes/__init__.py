@@ -3,7 +3,7 @@ instruments, the pattern-rewrite API, and the built-in passes.
 
 Importing this package registers the built-in passes (``canonicalize``,
 ``cse``, ``dce``, ``fold-constants``, ``fuse``, ``prune``, ``share-weights``,
-``quantize``, ``lower-quantized``, ``reestimate-batch-norms``) and the
+``quantize``, ``lower-quantized``, ``reestimate-batch-norms``, ``bf16``) and the
 ``default`` pipeline. A run's :class:`PassContext` carries what passes need
 besides the graph (calibration data, the target).
 
@@ -58,6 +58,7 @@ from slimgraph.passes.share_weights import ShareWeights
 from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calibrate
 from slimgraph.passes.quantize import Quantize, quantize_graph
 from slimgraph.passes.lower_quantized import LowerQuantized
+from slimgraph.passes.bf16 import ToBf16
 from slimgraph.passes.batch_norms import ReestimateBatchNorms
 from slimgraph.passes.skip_blocks import SkipBlocks
 
@@ -80,6 +81,7 @@ __all__ = [
     "GraphStats",
     "Instrument",
     "LowerQuantized",
+    "ToBf16",
     "Match",
     "named_pipelines",
     "NumericsError",

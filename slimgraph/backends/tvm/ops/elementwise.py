@@ -41,7 +41,11 @@ def _c(x, value):
 
 
 def _sigmoid(x):
-    return tirx.sigmoid(x)
+    # 1 / (1 + exp(-x)) through the vectorizable exp: tirx.sigmoid is one libm expf call per lane
+    # (SiLU and squeeze-excite gates in EfficientNet). Denormal exps are flushed: 1 + them is 1.
+    if dtype_of(x) != "float32":
+        return tirx.sigmoid(x)
+    return _c(x, 1) / (_c(x, 1) + vector_exp(-x, flush=True))
 
 
 def _softplus(x):
@@ -79,7 +83,7 @@ def _gelu(x, approximate):
 
 
 def _elu(x, alpha):
-    return tirx.Select(x > _c(x, 0), x, _c(x, alpha) * (tirx.exp(x) - _c(x, 1)))
+    return tirx.Select(x > _c(x, 0), x, _c(x, alpha) * (vector_exp(x) - _c(x, 1)))
 
 
 UNARY = {

@@ -26,6 +26,7 @@ from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_matmul, spa
 from slimgraph.backends.tvm.ops.common import (
     compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
+from slimgraph.backends.tvm.schedules.intrinsics import bf16_half
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
@@ -146,20 +147,14 @@ def lower_conv(call):
     conv = sparse_conv1x1(call, x, plan) if plan is not None else None
     if conv is not None:
         return _bias_epilogue(call, conv, 2)
-    if _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
+    if _dpbf16_applies(call, k, groups, c_out, weight):
+        conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
+    elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
         conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
-        rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
-        (sh, sw), (dh, dw) = strides, dilations
-        conv = te.compute(
-            shape,
-            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
-                                      axis=[rh, rw]),
-            name="conv",
-            attrs={"sg.rule": "depthwise"},
-        )
+        conv = _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations)
     else:
         per_group_in, per_group_out = c_in // groups, c_out // groups
         rc = te.reduce_axis((0, per_group_in), "rc")
@@ -182,6 +177,99 @@ def _sparse_1x1(call, x, weight, kernel, strides, begins, ends, dilations, group
     if any(not isinstance(d, (int, tirx.IntImm)) for d in x.shape):
         return None
     return sparse_plan(call, weight.reshape(weight.shape[0], -1))
+
+
+def _vector_multiple(n: int) -> int:
+    """``n`` rounded up to whole vectors: of 16 lanes, or 8 or 4 for short rows."""
+    lanes = 16 if n > 8 else 8 if n > 4 else 4
+    return -(-n // lanes) * lanes
+
+
+def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
+    """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
+    along the output row and materializes the padded input; its rows are padded to whole
+    vectors so that the copy vectorizes too. Strided ones keep the generic loop nest: their
+    vector reads would gather every s-th element, and splitting the input into column phases
+    first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
+    (sh, sw), (dh, dw) = strides, dilations
+    width = int(x.shape[3]) + begins[1] + ends[1]
+    extra = _vector_multiple(width) - width if sw == 1 and (any(begins) or any(ends)) else 0
+    xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
+    return te.compute(
+        shape,
+        lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                  axis=[rh, rw]),
+        name="conv",
+        attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
+    )
+
+
+#: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.
+BF16_LANES = 16
+
+
+def _dpbf16_applies(call, k: int, groups: int, c_out: int, weight) -> bool:
+    """Whether a bf16 conv takes the ``vdpbf16ps`` form (other bf16 convs widen each operand)."""
+    return (call.dtype() == "bfloat16" and k == 2 and groups == 1 and weight is not None
+            and c_out % BF16_LANES == 0 and call.target.has("bf16"))
+
+
+def _bf16_bits(value):
+    """The bf16 bits (in a uint32's low half) of a float32 expression, rounded to nearest even
+    (exact for values that are bf16 already)."""
+    bits = tirx.reinterpret("uint32", value)
+    one, half = tirx.const(1, "uint32"), tirx.const(16, "uint32")
+    return (bits + tirx.const(0x7FFF, "uint32") + ((bits >> half) & one)) >> half
+
+
+def _bf16_pairs(weight: np.ndarray) -> np.ndarray:
+    """A bf16 array [C_out, C, ...] as int32 pairs [C_out, ceil(C/2), ...] (channel 2i in the low half)."""
+    bits = np.asarray(weight).view(np.uint16).astype(np.uint32)
+    if bits.shape[1] % 2:
+        bits = np.concatenate([bits, np.zeros_like(bits[:, :1])], axis=1)
+    return (bits[:, 0::2] | (bits[:, 1::2] << 16)).view(np.int32)
+
+
+def _bf16_conv2d(call, x, weight: np.ndarray, begins, ends, strides, dilations):
+    """The AVX512-BF16 form of a 2-d conv: ``vdpbf16ps`` multiplies a pair of bf16 activations
+    by a pair of bf16 weights for each of 16 output channels and adds the sums to float32 lanes.
+
+    As in the VNNI int8 conv (``ops/quantized.py``), activations are re-laid out once, with the
+    padding (rows rounded up to whole vectors), as [N, C/2, H, W] int32 words each holding two channels' bf16 bits, and weights as
+    [C_out/16, C/2, KH, KW, 16] words (see ``schedules/intrinsics.py``); an odd channel count
+    gets a zero partner.
+    """
+    c_in = int(x.shape[1])
+    c_out, _, kh, kw = weight.shape
+    pairs = -(-c_in // 2)
+    # rows of whole vectors, so that the copy vectorizes (the extra columns are never read)
+    width = int(x.shape[3]) + begins[1] + ends[1]
+    xp = pad_spatial(x, begins, (ends[0], ends[1] + _vector_multiple(width) - width), tirx.const(0, dtype_of(x)))
+    n, _, height, width = (int(d) for d in xp.shape)
+
+    def relaid(b, c2, h, w):
+        low = _bf16_bits(up(xp[b, c2 * 2, h, w]))
+        # a clamped read: the vectorized copy may load both sides of the select
+        high = tirx.if_then_else(c2 * 2 + 1 < c_in, _bf16_bits(up(xp[b, tirx.min(c2 * 2 + 1, c_in - 1), h, w])),
+                                 tirx.const(0, "uint32"))
+        return tirx.reinterpret("int32", low | (high << tirx.const(16, "uint32")))
+
+    xq = spatial_compute((n, pairs, height, width), relaid, name="pad", rule="pad")
+    words = _bf16_pairs(weight)
+    wp = call.param(words.reshape(c_out // BF16_LANES, BF16_LANES, pairs, kh, kw).transpose(0, 2, 3, 4, 1), "w_bf16")
+    rc, rh, rw, ri = (te.reduce_axis((0, e), r) for e, r in ((pairs, "rc"), (kh, "rh"), (kw, "rw"), (2, "ri")))
+    (sh, sw), (dh, dw) = strides, dilations
+    return te.compute(
+        call.shape(),
+        lambda b, o, h, v: te.sum(
+            bf16_half(xq[b, rc, h * sh + rh * dh, v * sw + rw * dw], ri)
+            * bf16_half(wp[o // BF16_LANES, rc, rh, rw, o % BF16_LANES], ri),
+            axis=[rc, rh, rw, ri],
+        ),
+        name="conv",
+        attrs={"sg.rule": "conv2d_bf16", "sg.block": BF16_LANES},
+    )
 
 
 @register("conv_transpose")

@@ -29,19 +29,24 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from slimgraph.backends.tvm.schedules.intrinsics import vnni_dot_16x4
+from slimgraph.backends.tvm.schedules.intrinsics import DPBF16PS_LLVM, bf16_dot_16x2, vnni_dot_16x4
 
 #: Vector lanes of float32 the rules aim for (AVX-512: 16; AVX2 machines split them in two).
 VECTOR = 16
 #: Parallel chunks per core: enough slack for uneven work.
 PARALLEL_CHUNKS_PER_CORE = 4
+#: Loop nests with fewer innermost iterations (elements, multiply-adds) run on the calling thread:
+#: about a microsecond of one core's work, less than waking the thread pool costs. Squeeze-excite's
+#: pooled 1x1 convs are a few hundred multiply-adds; a stack of such kernels ran 1.4x slower on
+#: two threads than on one before this (interleaved min times, loaded machine).
+MIN_PARALLEL_WORK = 32768
 
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
-PACKED_CONVS = ("conv2d_packed", "conv2d_vnni")
+PACKED_CONVS = ("conv2d_packed", "conv2d_vnni", "conv2d_bf16", "depthwise")
 #: Rules whose register tile reuses each weight vector across its rows: compressed weights
 #: are decoded once per reduction step into a small buffer ahead of the tile.
-TILED = (*PACKED_CONVS, "matmul_packed", "dense_packed")
+TILED = ("conv2d_packed", "conv2d_vnni", "matmul_packed", "dense_packed")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -179,9 +184,25 @@ def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = T
     _parallelize(sch, loops, cores)
 
 
+def _iterations(stmt) -> int:
+    """How often the innermost statements under ``stmt`` run (a dynamic loop counts as plenty)."""
+    from tvm import s_tir, tirx
+
+    if isinstance(stmt, tirx.For):
+        extent = stmt.extent
+        return (int(extent) if isinstance(extent, tirx.IntImm) else MIN_PARALLEL_WORK) * _iterations(stmt.body)
+    if isinstance(stmt, tirx.SeqStmt):
+        return sum(_iterations(s) for s in stmt.seq)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        return _iterations(stmt.block.body)
+    body = getattr(stmt, "body", None)
+    return _iterations(body) if isinstance(body, tirx.Stmt) else 1
+
+
 def _parallelize(sch, loops: list, cores: int) -> None:
-    """Fuse the outer loops until there is enough parallel work, and mark them parallel."""
-    if not loops or cores <= 1:
+    """Fuse the outer loops until there is enough parallel work, and mark them parallel
+    (unless the whole nest is too little work to share, see MIN_PARALLEL_WORK)."""
+    if not loops or cores <= 1 or _iterations(sch.get(loops[0])) < MIN_PARALLEL_WORK:
         return
     want = cores * PARALLEL_CHUNKS_PER_CORE
     count, work, dynamic = 0, 1, False
@@ -325,6 +346,15 @@ def _conv2d_vnni(sch, block, cores: int, outputs) -> set[str]:
     return _conv2d_packed(sch, block, cores, outputs, intrin=vnni_dot_16x4())
 
 
+def _conv2d_bf16(sch, block, cores: int, outputs) -> set[str]:
+    """Bf16 conv on AVX512-BF16: the packed conv's tiles, each step one ``vdpbf16ps`` over
+    2 input channels for 16 outputs (``ops/nn.py`` lays the operands out). The kernel links
+    the LLVM function the intrinsic calls."""
+    names = _conv2d_packed(sch, block, cores, outputs, intrin=bf16_dot_16x2())
+    sch.annotate(sch.get_loops(_blocks(sch)[0])[0], "pragma_import_llvm", DPBF16PS_LLVM)
+    return names
+
+
 def _schedule_pad(sch, cores: int) -> set[str]:
     names = set()
     for block in _blocks(sch):
@@ -388,25 +418,18 @@ def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
     return names
 
 
+#: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators
+#: (14 and 7 for the 14- and 7-wide maps of MobileNet and ConvNeXt; LLVM masks the rest).
+DEPTHWISE_TILES = (32, 28, 16, 14, 8, 7, 12, 6, 4)
+
+
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
-    """Depthwise conv: the output row vectorized, the small kernel unrolled."""
-    consumer = _epilogue(sch, block, outputs)
-    n, c, h, w, rh, rw = sch.get_loops(block)
-    sch.reorder(n, c, h, rh, rw, w)
-    if consumer is not None:
-        sch.reverse_compute_at(consumer, h, preserve_unit_loops=True)
-    init = sch.decompose_reduction(block, rh)
-    for loop in (rh, rw):
-        sch.unroll(loop)
-    width = _extent(sch, w)
-    widest = _lanes(sch, block)
-    lanes = next((v for v in (widest, widest // 2, widest // 4) if width % v == 0), 0)
-    if lanes:
-        sch.vectorize(sch.split(w, [None, lanes])[1])
-    _parallelize(sch, [n, c, h], cores)
-    names = {_stmt(sch, b).name_hint for b in (block, init)}
-    if consumer is not None:
-        names.add(_stmt(sch, consumer).name_hint)
+    """Depthwise conv: a tile of the output row kept in registers (vectorized along the row)
+    while the kernel window is summed into it, then written back through the epilogue; the
+    padded input is materialized once, so the window's reads carry no bounds test."""
+    width = _extent(sch, sch.get_loops(block)[3])
+    tile_w = pick_tile(width, DEPTHWISE_TILES)
+    names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (1, 0), (tile_w, 1)], lambda *i: i, cores)
     return names | _schedule_pad(sch, cores)
 
 
@@ -424,6 +447,7 @@ def _pool(sch, block, cores: int, outputs) -> set[str]:
 CPU_RULES: dict[str, Callable] = {
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
+    "conv2d_bf16": _conv2d_bf16,
     "matmul_packed": _matmul_packed,
     "sparse_rows": _sparse_rows,
     "depthwise": _depthwise,

@@ -1,0 +1,105 @@
+"""CPU conv rules against the reference interpreter: the depthwise row tile, the AVX512-BF16
+conv (``vdpbf16ps``) and ``compile(precision="bf16")``; and the same graphs built for an
+AVX2-only CPU (``llvm:haswell``), whose code runs here too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tvm")
+
+import slimgraph  # noqa: E402
+from slimgraph.backends.tvm import build  # noqa: E402
+from slimgraph.backends.tvm.targets import parse_target  # noqa: E402
+from slimgraph.errors import ArgumentError  # noqa: E402
+from slimgraph.ir import Graph, TensorType  # noqa: E402
+from slimgraph.passes import FuseRegions, ToBf16  # noqa: E402
+
+RNG = np.random.default_rng(11)
+HAS_BF16 = parse_target("llvm").has("bf16")
+
+
+def _depthwise_graph(channels: int, size: int, kernel: int, stride: int) -> Graph:
+    g = Graph("dw")
+    x = g.add_input("x", TensorType("f32", (1, channels, size, size)))
+    w = g.const(RNG.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
+    b = g.const(RNG.standard_normal((channels, 1, 1)).astype(np.float32))
+    half = kernel // 2
+    y = g.call("conv", x, w, groups=channels, strides=(stride, stride), pads=(half, half, half, half))
+    g.set_outputs([g.call("relu", g.call("add", y, b))])
+    return FuseRegions()(g)
+
+
+@pytest.mark.parametrize("channels, size, kernel, stride", [
+    (7, 14, 3, 1),  # odd channel count, a row of 14 (not a multiple of 16)
+    (16, 9, 7, 1),  # ConvNeXt's 7x7 on a 9-wide map
+    (13, 15, 5, 2),  # strided: the generic loop nest
+    (32, 33, 3, 1),  # a row of 33: the padded input's rows round up to 48
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, target):
+    g = _depthwise_graph(channels, size, kernel, stride)
+    x = RNG.standard_normal((1, channels, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
+    if stride == 1:  # the rule held: the window sums into a vectorized row tile, not the generic nest
+        assert "conv_update" in model.kernels[0].tir and "T.vectorized" in model.kernels[0].tir
+
+
+def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("f32", (1, c_in, 11, 11)))
+    w = g.const(RNG.standard_normal((c_out, c_in, 3, 3)).astype(np.float32) * 0.3)
+    b = g.const(RNG.standard_normal(c_out).astype(np.float32))
+    g.set_outputs([g.call("relu", g.call("conv", x, w, b, strides=(stride, stride), pads=(1, 0, 1, 2)))])
+    return FuseRegions()(ToBf16()(g))
+
+
+@pytest.mark.parametrize("c_in, c_out, stride", [(5, 16, 1), (8, 32, 2), (3, 24, 1)])
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_bf16_conv_matches_interpreter(c_in, c_out, stride, target):
+    """Odd input channels get a zero partner; 24 outputs (not a multiple of 16) take the widening
+    packed form. Both sum in float32 and round once to bf16, as the interpreter does."""
+    if target == "llvm" and not HAS_BF16:
+        pytest.skip("this CPU has no AVX512-BF16")
+    g = _bf16_conv_graph(c_in, c_out, stride)
+    x = RNG.standard_normal((1, c_in, 11, 11)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=2**-7, atol=2**-7)
+    uses_dpbf16 = any("slimgraph_dpbf16ps" in k.tir for k in model.kernels)
+    assert uses_dpbf16 == (target == "llvm" and c_out % 16 == 0)
+
+
+def _cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1, groups=32), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 48, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(48, 10),
+    )  # fmt: skip
+    return net.eval()
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no AVX512-BF16")
+def test_compile_bf16_stays_close_to_fp32():
+    net, x = _cnn(), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = net(x).numpy()
+    fp32 = slimgraph.compile(net, [x])(x.numpy())
+    bf16_model = slimgraph.compile(net, [x], precision="bf16")
+    bf16 = bf16_model(x.numpy())
+    scale = np.abs(want).max()
+    fp32_error, bf16_error = np.abs(fp32 - want).max() / scale, np.abs(bf16 - want).max() / scale
+    # bf16 keeps 8 bits of mantissa: a few roundings of 2^-9 each, and visibly more than fp32's
+    assert bf16_error < 3e-2 and bf16_error > 10 * fp32_error
+    assert any("slimgraph_dpbf16ps" in k.tir for k in bf16_model.kernels)
+
+
+def test_compile_bf16_is_refused_without_bf16_and_checks_its_value():
+    net, x = _cnn(), torch.randn(1, 3, 32, 32)
+    with pytest.raises(ArgumentError, match="needs a CPU with AVX512-BF16.*llvm:haswell"):
+        slimgraph.compile(net, [x], target="llvm:haswell", precision="bf16")
+    with pytest.raises(ArgumentError, match="precision='fp16': choose from 'fp32', 'bf16'"):
+        slimgraph.compile(net, [x], precision="fp16")
