@@ -176,3 +176,56 @@ def test_dense_with_a_reshaped_epilogue_matches_reference(shape):
     y = g.call("linear", g.call("reshape", x, shape=(64, 16)), w, b, trans_b=True)
     g.set_outputs([g.call("gelu", g.call("reshape", y, shape=shape))])
     _run(g, [rng.standard_normal(shape[:-1] + (16,)).astype(np.float32)], "llvm", "matmul_update")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bool_mask_is_padded_once_for_all_heads_as_a_bias(target):
+    """A bool mask read in place through the clamped key index made TVM scalarize the
+    exponentials' vector loop (ViT's and DeiT's all-true mask: 6x slower attention); it is
+    padded to the scores' shape once, ahead of the heads, as a 0 / -inf bias."""
+    g, inputs = _attention_graph(1, 4, 4, 7, 13, 16, "bool", False)
+    model = _run(g, inputs, target, "attention_dot_update")
+    tir = next(k.tir for k in model.kernels if "attention_dot_update" in k.tir)
+    lanes = 8 if target == "llvm:haswell" else 16
+    assert f'attention_visible = T.sblock_alloc_buffer((1, 1, 8, {-(-13 // lanes) * lanes}))' in tir, tir
+
+
+def test_heads_read_from_one_linears_output_by_affine_indices():
+    """ViT's q, k and v: one linear's [tokens, hidden] output viewed as [1, tokens, heads, dim]
+    and transposed, fused into the attention kernel. The reshape reads through the runs of dims
+    it maps onto each other, so each read is affine (no // or %, which made vector loads gathers)."""
+    import re
+
+    torch = pytest.importorskip("torch")
+    import slimgraph
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.ModuleList(torch.nn.Linear(48, 48) for _ in range(3))
+
+        def forward(self, x):
+            q, k, v = (p(x).view(1, 10, 3, 16).transpose(1, 2) for p in self.qkv)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    torch.manual_seed(0)
+    module, x = Heads().eval(), torch.randn(1, 10, 48)
+    model = slimgraph.compile(module, (x,), target="llvm")
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x.numpy()), module(x).numpy(), rtol=1e-4, atol=1e-5)
+    attention = next(k for k in model.kernels if "attention" in k.ops)
+    assert "reshape" in attention.ops, attention.ops  # the views are fused in, not copied
+    params = re.search(r"def \w+\((.*?)\):", attention.tir).group(1)
+    inputs = [name for name, shape in re.findall(r"(\w+): T\.Buffer\(\((\d+, \d+)\)", params)]
+    reads = [r for name in inputs for r in re.findall(rf"\b{name}\[[^\]]*\]", attention.tir)]
+    assert reads and not any("%" in r or "//" in r for r in reads), reads
+
+
+def test_reshape_groups():
+    from slimgraph.backends.tvm.ops.shape import reshape_groups
+
+    assert reshape_groups((198, 384), (1, 198, 6, 64)) == [(slice(0, 1), slice(0, 2)), (slice(1, 2), slice(2, 4))]
+    assert reshape_groups((2, 3, 4), (4, 6)) == [(slice(0, 3), slice(0, 2))]          # no common boundary
+    assert reshape_groups((6, 4, 1), (24,)) == [(slice(0, 3), slice(0, 1))]            # trailing unit dim
+    assert reshape_groups((2, 3, 4), (2, 12)) == [(slice(0, 1), slice(0, 1)), (slice(1, 3), slice(1, 2))]
+    assert reshape_groups((0, 4), (4, 0)) == [(slice(0, 2), slice(0, 2))]              # empty: one group

@@ -113,7 +113,7 @@ def _cpu_attention(call):
     their sum, the probabilities normalized once per element, and their product with V. Query
     rows are padded to a multiple of ``ROW_TILE`` and keys to a multiple of the vector width
     (padded keys are masked out, padded rows read the last row and are never stored), so no
-    loop of the kernel carries a remainder."""
+    loop of the kernel carries a remainder. A bool mask becomes a padded 0 / -inf bias first."""
     q, k, v = call.args[:3]
     q_shape, k_shape = dims(q), dims(k)
     *lead, rows, features = q_shape
@@ -138,6 +138,18 @@ def _cpu_attention(call):
 
     kt = te.compute((*lead, features, keys_p), lambda *i: up(k[kv_index((*i[:n], key(i[-1]), i[-2]), group)]),
                     name="attention_kt", attrs={"sg.rule": "attention"})
+    if bool_mask:
+        # The mask as a 0 / -inf bias padded to the scores' shape, once, ahead of the heads. Read
+        # in place through the clamped key index, or as a Select's condition, it made TVM
+        # scalarize the vector loop of the exponentials (ViT's and DeiT's all-true mask made
+        # their attention 6x slower than none). Dims the mask broadcasts over stay 1, so one
+        # copy serves every head. A masked score of +inf (q.k past float32) becomes NaN.
+        spread = [1] * (n + 2 - len(dims(call.args[3]))) + list(dims(call.args[3]))
+        padded = [*lead, rows_p, keys_p]
+        shape = tuple(1 if m == 1 else d for m, d in zip(spread, padded))
+        visible_p = te.compute(shape, lambda *i: tirx.Select(mask(*i[:n], row(i[-2]), key(i[-1])), zero, neg_inf),
+                               name="attention_visible", attrs={"sg.rule": "attention"})
+        mask = lambda *i: visible_p[tuple(0 if d == 1 else a for a, d in zip(i, shape))]  # noqa: E731
     re = te.reduce_axis((0, features), "re")
     dot = te.compute(
         (*lead, rows_p, keys_p),
@@ -148,15 +160,15 @@ def _cpu_attention(call):
     def score(*i):
         s = dot[i] * tirx.const(scale, wide)
         r, j = row(i[-2]), key(i[-1])
-        if mask is not None and not bool_mask:
+        if bool_mask:
+            s = s + mask(*i)
+        elif mask is not None:
             s = s + up(mask(*i[:n], r, j))
         visible = []
         if keys_p != keys:
             visible.append(i[-1] < keys)
         if call.attrs["causal"]:
             visible.append(j <= r)
-        if bool_mask:
-            visible.append(mask(*i[:n], r, j))
         for cond in visible:
             s = tirx.Select(cond, s, neg_inf)
         return s

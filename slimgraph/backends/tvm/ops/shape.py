@@ -33,12 +33,46 @@ def ravel(idx: Sequence, shape: Sequence[int]):
 
 
 def unravel(flat, shape: Sequence[int]) -> tuple:
-    """The row-major index of a flat offset in ``shape``."""
+    """The row-major index of a flat offset in ``shape``. The outermost index is the quotient
+    itself: the offset is inside ``shape``, and a modulo there would hide that from TVM's
+    simplifier (a vectorized read through it becomes a gather)."""
     out = []
-    for d in reversed(shape):
-        out.append(flat % d if d != 1 else 0)
+    for n, d in enumerate(reversed(shape)):
+        out.append(0 if d == 1 else flat if n == len(shape) - 1 else flat % d)
         flat = flat // d
     return tuple(reversed(out))
+
+
+def reshape_groups(in_shape: Sequence, out_shape: Sequence) -> list[tuple[slice, slice]]:
+    """The runs of input and output dims that a reshape maps onto each other: where the
+    running products of both shapes meet, the reshape splits into independent reshapes.
+    (198, 384) -> (1, 198, 6, 64) gives [(198,) <-> (1, 198), (384,) <-> (6, 64)], so each
+    output index reads its input index through its own group only, and attention's per-head
+    reads of one linear's output stay contiguous. Symbolic or empty shapes are one group.
+
+        >>> reshape_groups((198, 384), (1, 198, 6, 64))
+        [(slice(0, 1, None), slice(0, 2, None)), (slice(1, 2, None), slice(2, 4, None))]
+    """
+    whole = [(slice(0, len(in_shape)), slice(0, len(out_shape)))]
+    if not all(isinstance(d, int) for d in (*in_shape, *out_shape)) or 0 in (*in_shape, *out_shape):
+        return whole
+    ends_out = {}
+    running = 1
+    for j, d in enumerate(out_shape):
+        running *= d
+        ends_out.setdefault(running, j + 1)  # the first dim that reaches a product ends its group
+    groups, start_in, start_out, running = [], 0, 0, 1
+    for i, d in enumerate(in_shape):
+        running *= d
+        j = ends_out.get(running)
+        if d != 1 and j is not None and j > start_out:
+            groups.append((slice(start_in, i + 1), slice(start_out, j)))
+            start_in, start_out = i + 1, j
+    if not groups:
+        return whole
+    last_in, last_out = groups[-1]
+    groups[-1] = (slice(last_in.start, len(in_shape)), slice(last_out.start, len(out_shape)))  # trailing 1s
+    return groups
 
 
 def _inject(call, fn, i: int = 0, name: str | None = None):
@@ -192,7 +226,12 @@ def lower_reshape(call):
     out_shape = call.shape()
     if in_shape == list(out_shape):
         return _inject(call, lambda *i: x[i])
-    return _inject(call, lambda *i: x[unravel(ravel(i, out_shape), in_shape)])
+    groups = reshape_groups(in_shape, out_shape)
+
+    def read(*i):
+        return x[tuple(a for g_in, g_out in groups for a in unravel(ravel(i[g_out], out_shape[g_out]), in_shape[g_in]))]
+
+    return _inject(call, read)
 
 
 @register("transpose")

@@ -14,7 +14,8 @@ loop so a panel stays in L2 while the row tiles stream past it.
 K transposed, the scores as a register-tiled product, row max, exponentials,
 their sum, the normalized probabilities, and their product with V, every
 stage on data the task just wrote (in L1/L2). The two products keep a
-[row tile x vectors] accumulator in registers.
+[row tile x vectors] accumulator in registers. A bool mask is padded to a
+0 / -inf bias once, in its own parallel loop ahead of the heads.
 
 ``row_reduce`` (layer norm's statistics, softmax's max and sum over the
 last axis): the row reduced as a vector of partial results, then folded.
@@ -115,6 +116,8 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
 #: The attention kernel's stages, in order (``ops/attention.py`` names them).
 ATTENTION_STAGES = ("attention_kt", "attention_dot", "attention_max", "attention_exp", "attention_sum",
                     "attention_prob", "attention_values")
+#: A bool mask padded to the scores' shape (only with a bool mask).
+ATTENTION_MASK = "attention_visible"
 
 
 def _attention(sch, block, cores: int, outputs) -> set[str]:
@@ -124,7 +127,9 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     kt, dot, top, exp, total, prob, values = (stage[name] for name in ATTENTION_STAGES)
     rows = cpu._ann_int(sch, dot, "sg.rows", 4)
     lanes = cpu._ann_int(sch, dot, "sg.lanes", cpu.VECTOR)
-    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES)
+    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES) - {ATTENTION_MASK}
+    if ATTENTION_MASK in stage:  # its own loop ahead of the heads; a few thousand scalar copies
+        cpu._parallelize(sch, list(sch.get_loops(stage[ATTENTION_MASK]))[:-1], cores)
 
     # the values product owns the head loop: [rows x features] accumulators in registers
     local = sch.cache_write(values, 0, "local")
