@@ -93,20 +93,11 @@ def vector_erf(x):
     [-4, 4], where erf is 1 to float32 precision), which vectorizes where ``tirx.erf`` is a libm call."""
     if dtype_of(x) != "float32":
         return tirx.erf(x)
-
-    def c(v):
-        return tirx.const(v, "float32")
-
-    t = tirx.max(tirx.min(x, c(4.0)), c(-4.0))
-    x2 = t * t
-    p = c(-2.72614225801306e-10)
-    for coef in (2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05, -7.34990630326855e-04,
-                 -2.95459980854025e-03, -1.60960333262415e-02):
-        p = p * x2 + c(coef)
-    q = c(-1.45660718464996e-05)
-    for coef in (-2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02):
-        q = q * x2 + c(coef)
-    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
+    return _odd_rational(x, 4.0,
+                         (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02),
+                         (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+                          -1.42647390514189e-02))
 
 
 def vector_tanh(x):
@@ -114,20 +105,27 @@ def vector_tanh(x):
     +-1 to float32 precision), which vectorizes where TVM's tanh makes libm ``expf`` calls."""
     if dtype_of(x) != "float32":
         return tirx.tanh(x)
+    return _odd_rational(x, 9.0,
+                         (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                          1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03),
+                         (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
+
+
+def _odd_rational(x, bound: float, p_coefs: tuple[float, ...], q_coefs: tuple[float, ...]):
+    """t * P(t^2) / Q(t^2) for t = x clamped to [-bound, bound], in float32 (coefficients from the
+    highest power down); NaN stays NaN (min and max would drop it)."""
 
     def c(v):
         return tirx.const(v, "float32")
 
-    t = tirx.max(tirx.min(x, c(9.0)), c(-9.0))
+    t = tirx.max(tirx.min(x, c(bound)), c(-bound))
     x2 = t * t
-    p = c(-2.76076847742355e-16)
-    for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05,
-                 6.37261928875436e-04, 4.89352455891786e-03):
+    p, q = c(p_coefs[0]), c(q_coefs[0])
+    for coef in p_coefs[1:]:
         p = p * x2 + c(coef)
-    q = c(1.19825839466702e-06)
-    for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
+    for coef in q_coefs[1:]:
         q = q * x2 + c(coef)
-    return tirx.Select(tirx.isnan(x), x, t * p / q)  # NaN stays NaN (min and max would drop it)
+    return tirx.Select(tirx.isnan(x), x, t * p / q)
 
 
 def const(value, dtype: str):
