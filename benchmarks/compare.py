@@ -175,16 +175,8 @@ def build_eager(module, path, inputs, threads, onnx_path):
 def build_torch_compile(module, path, inputs, threads, onnx_path):
     import torch
 
-    if module is None:
-        return None
-    compiled = torch.compile(module)
-    tensors = [torch.from_numpy(x) for x in inputs]
-
-    def call():
-        with torch.inference_mode():
-            return compiled(*tensors).numpy()
-
-    return call
+    # the eager call, on the compiled module
+    return build_eager(None if module is None else torch.compile(module), path, inputs, threads, onnx_path)
 
 
 def build_tvm_default(module, path, inputs, threads, onnx_path):
