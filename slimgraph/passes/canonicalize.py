@@ -12,7 +12,8 @@ Every rule here keeps results bit-for-bit (no reassociation of floats):
   (reshape/expand to the same shape, identity transpose, full slice, zero
   pad, tile by ones, single-input concat or split); chains of reshape-like
   ops (reshape, flatten, squeeze, unsqueeze) become one reshape; two
-  transposes become one (or none).
+  transposes become one (or none); a zero pad of the spatial axes feeding a
+  ``conv`` becomes the conv's own padding.
 
 Example::
 
@@ -193,12 +194,39 @@ def merge_transposes(m: Match) -> Value:
     return m.graph.call("transpose", m["x"], perm=perm)
 
 
-SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes]
+def _zero_pad_of_spatial_axes(node) -> bool:
+    """A constant-zero pad growing only the spatial axes (2, 3, ...) of an N-d feature map."""
+    a = node.attrs
+    pads, rank = a["pads"], node.inputs[0].type.rank
+    return (a["mode"] == "constant" and a["value"] == 0.0 and rank >= 3 and all(p >= 0 for p in pads)
+            and not any(pads[i] or pads[rank + i] for i in (0, 1)))
+
+
+def _reads_a_zero_pad(node) -> bool:
+    x = node.inputs[0].producer
+    return x is not None and x.op == "pad" and _zero_pad_of_spatial_axes(x)
+
+
+@rewrite(Pat("conv", where=_reads_a_zero_pad))
+def pad_into_conv(m: Match) -> Value:
+    """A conv reading a zero-padded map pads it itself (TF-style "same" padding exports a separate
+    pad): the conv's kernel then pads in its own schedule instead of testing bounds in its inner loop."""
+    node = m.root
+    pad = node.inputs[0].producer
+    rank = pad.inputs[0].type.rank
+    own = node.attrs["pads"] or (0,) * (2 * rank - 4)  # ONNX order: all begins, then all ends
+    extra = pad.attrs["pads"][2:rank] + pad.attrs["pads"][rank + 2:]
+    grown = tuple(a + b for a, b in zip(own, extra))
+    return m.graph.call("conv", pad.inputs[0], *node.inputs[1:], **{**node.attrs, "pads": grown})
+
+
+SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes, pad_into_conv]
 
 
 @register_pass("canonicalize")
 class Canonicalize(Pass):
-    """Exact simplifications: x*1, x+0, x-c as x+(-c), double transposes and reshapes, no-op shape ops."""
+    """Exact simplifications: x*1, x+0, x-c as x+(-c), double transposes and reshapes, no-op shape ops,
+    zero pads into convs."""
 
     max_iterations: int = option(32, "sweeps before giving up on reaching a fixed point", minimum=1)
 
