@@ -6,6 +6,7 @@ Every rule here keeps results bit-for-bit (no reassociation of floats):
   ``neg(neg(x))``, ``identity(x)``, a ``cast`` to the dtype ``x`` has;
 - ``x - c`` becomes ``x + (-c)`` and ``x / c`` becomes ``x * (1/c)`` when ``c``
   is a power of two, so later rules and fusion see fewer op kinds;
+- ``x * sigmoid(x)`` becomes ``silu(x)``;
 - an ``expand`` feeding an op that broadcasts anyway (elementwise ops with
   several inputs, ``matmul``) is dropped when the result keeps its type;
 - :data:`SHAPE_RULES`: shape ops that leave their input as it is vanish
@@ -112,6 +113,13 @@ def drop_expand_before_broadcast(m: Match) -> tuple[Value, ...] | None:
     return m.graph.add_node(node.op, inputs, node.attrs, loc=node.loc).outputs
 
 
+@rewrite(Pat("mul", Any("x"), Pat("sigmoid", Any("x"))))
+def mul_by_own_sigmoid_as_silu(m: Match) -> Value | None:
+    """``x * sigmoid(x)`` (SiLU as exported) is ``silu(x)``, the same formula: one epilogue op instead of
+    a value with two readers, which a conv's register tile can take in."""
+    return m.graph.call("silu", m["x"]) if m["x"].type == m.root.output.type else None
+
+
 ALGEBRA_RULES: list[RewriteRule] = [
     drop_times_one,
     drop_plus_zero,
@@ -121,6 +129,7 @@ ALGEBRA_RULES: list[RewriteRule] = [
     div_power_of_two_as_mul,
     drop_identity,
     drop_expand_before_broadcast,
+    mul_by_own_sigmoid_as_silu,
 ]
 
 # -- shape ops ------------------------------------------------------------------

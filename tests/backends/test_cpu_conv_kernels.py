@@ -21,31 +21,49 @@ RNG = np.random.default_rng(11)
 HAS_BF16 = parse_target("llvm").has("bf16")
 
 
-def _depthwise_graph(channels: int, size: int, kernel: int, stride: int) -> Graph:
+def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, pads=None, dilation: int = 1,
+                     act: str = "relu") -> Graph:
     g = Graph("dw")
     x = g.add_input("x", TensorType("f32", (1, channels, size, size)))
     w = g.const(RNG.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
     b = g.const(RNG.standard_normal((channels, 1, 1)).astype(np.float32))
-    half = kernel // 2
-    y = g.call("conv", x, w, groups=channels, strides=(stride, stride), pads=(half, half, half, half))
-    g.set_outputs([g.call("relu", g.call("add", y, b))])
+    half = kernel // 2 * dilation
+    y = g.call("conv", x, w, groups=channels, strides=(stride, stride), dilations=(dilation, dilation),
+               pads=pads or (half, half, half, half))
+    g.set_outputs([g.call(act, g.call("add", y, b))])
     return FuseRegions()(g)
 
 
-@pytest.mark.parametrize("channels, size, kernel, stride", [
-    (7, 14, 3, 1),  # odd channel count, a row of 14 (not a multiple of 16)
-    (16, 9, 7, 1),  # ConvNeXt's 7x7 on a 9-wide map
-    (13, 15, 5, 2),  # strided: the generic loop nest
-    (32, 33, 3, 1),  # a row of 33: the padded input's rows round up to 48
+@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, act", [
+    (7, 14, 3, 1, None, 1, "relu"),  # odd channel count, a row of 14 (not a multiple of 16)
+    (16, 9, 7, 1, None, 1, "relu"),  # ConvNeXt's 7x7 on a 9-wide map
+    (13, 15, 5, 2, None, 1, "silu"),  # strided: column phases, an odd width
+    (32, 33, 3, 1, None, 1, "relu"),  # a row of 33: the padded input's rows round up to 48
+    (24, 16, 3, 2, (0, 0, 1, 1), 1, "relu"),  # TF "same" padding: only at the end
+    (9, 17, 3, 3, (1, 2, 0, 1), 1, "relu"),  # stride 3, uneven pads
+    (8, 12, 3, 1, (1, 1, 1, 1), 2, "relu"),  # dilated, row stride 1
+    (5, 13, 3, 2, None, 2, "relu"),  # dilated and strided: the generic loop nest
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
-def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, target):
-    g = _depthwise_graph(channels, size, kernel, stride)
+def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, pads, dilation, act, target):
+    g = _depthwise_graph(channels, size, kernel, stride, pads, dilation, act)
     x = RNG.standard_normal((1, channels, size, size)).astype(np.float32)
     model = build(g, target, {})
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
-    if stride == 1:  # the rule held: the window sums into a vectorized row tile, not the generic nest
-        assert "conv_update" in model.kernels[0].tir and "T.vectorized" in model.kernels[0].tir
+    tir = model.kernels[0].tir
+    if dilation == 1 or stride == 1:
+        # the rule held: the window sums into a vectorized row tile, and the padded copy is made
+        # inside the channel tasks (one parallel loop; a kernel this small may run on one thread)
+        assert "conv_update" in tir and "T.vectorized" in tir and tir.count("T.parallel") <= 1
+
+
+def test_depthwise_pads_each_channel_inside_its_parallel_task():
+    g = _depthwise_graph(64, 28, 3, 2, (0, 0, 1, 1), 1, "silu")  # MobileNetV2's stride-2 layers, smaller
+    x = RNG.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    model = build(g, "llvm", {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    assert tir.count("T.parallel") == 1 and tir.index("T.parallel") < tir.index('T.sblock("pad")')
 
 
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:

@@ -205,6 +205,9 @@ def test_fold_shape_arithmetic_collapses_reshape_chains_with_symbolic_dims():
         (lambda g, x: g.call("slice", x, starts=(-1,), ends=(-99,), axes=(1,), steps=(-1,)), ["slice"]),
         (lambda g, x: g.call("pad", x, pads=(0,) * 8), []),
         (lambda g, x: g.call("concat", x, axis=1), []),
+        (lambda g, x: g.call("mul", g.call("sigmoid", x), x), ["silu"]),
+        (lambda g, x: g.call("mul", x, g.call("sigmoid", x)), ["silu"]),
+        (lambda g, x: g.call("mul", x, g.call("sigmoid", g.call("neg", x))), ["neg", "sigmoid", "mul"]),
         # a zero pad of the spatial axes becomes the conv's own padding, added to what it had
         (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 0, 0, 1, 0, 0, 1, 0)), g.const(_w(4, 4, 3, 3)),
                              pads=(1, 1, 1, 1), strides=(2, 2)), ["conv"]),

@@ -186,23 +186,62 @@ def _vector_multiple(n: int) -> int:
 
 
 def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
-    """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
-    along the output row and materializes the padded input; its rows are padded to whole
-    vectors so that the copy vectorizes too. Strided ones keep the generic loop nest: their
-    vector reads would gather every s-th element, and splitting the input into column phases
-    first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    """A depthwise 2-d conv, with the ``depthwise`` rule: vectorized along the output row, the
+    padded input materialized (per channel, by the schedule) so that the window's reads carry
+    no bounds test, its rows padded to whole vectors so that the copy vectorizes too.
+
+    With a row stride s > 1 the copy also splits each padded row into s column phases
+    (``[N, C, H, s, W/s]``, phase p holding columns p, p + s, ...): tap ``rw`` of output column
+    ``v`` is then column ``v + rw // s`` of phase ``rw % s``, a contiguous vector read, where the
+    row itself would be read every s-th element (a gather per vector). Dilated strided convs keep
+    the generic loop nest."""
     rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
     (sh, sw), (dh, dw) = strides, dilations
+    if sw > 1 and dw > 1:
+        xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
+        return te.compute(
+            shape,
+            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
+            name="conv",
+            attrs={"sg.rule": "conv"},
+        )
+    if sw > 1:
+        xs = _column_phases(x, begins, ends, sw)
+        return te.compute(
+            shape,
+            lambda n, c, h, v: te.sum(up(xs[n, c, h * sh + rh * dh, rw % sw, v + rw // sw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
+            name="conv",
+            attrs={"sg.rule": "depthwise"},
+        )
     width = int(x.shape[3]) + begins[1] + ends[1]
-    extra = _vector_multiple(width) - width if sw == 1 and (any(begins) or any(ends)) else 0
+    extra = _vector_multiple(width) - width if any(begins) or any(ends) else 0
     xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
     return te.compute(
         shape,
-        lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
-                                  axis=[rh, rw]),
+        lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v + rw * dw]) * up(w[c, 0, rh, rw]), axis=[rh, rw]),
         name="conv",
-        attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
+        attrs={"sg.rule": "depthwise"},
     )
+
+
+def _column_phases(x, begins, ends, stride: int):
+    """``x`` [N, C, H, W] zero-padded and split into column phases: [N, C, H', stride, W'] with
+    ``[n, c, r, p, j]`` the padded map's ``[n, c, r, j * stride + p]`` (W' whole vectors)."""
+    height, width = int(x.shape[2]), int(x.shape[3])
+    phase_width = _vector_multiple(-(-(width + begins[1] + ends[1]) // stride))
+    zero = tirx.const(0, dtype_of(x))
+
+    def f(n, c, r, p, j):
+        col = j * stride + p
+        inside = tirx.all(r >= begins[0], r < begins[0] + height, col >= begins[1], col < begins[1] + width)
+        # clamped reads: a vectorized if_then_else may load both sides
+        src = (tirx.max(tirx.min(r - begins[0], height - 1), 0), tirx.max(tirx.min(col - begins[1], width - 1), 0))
+        return tirx.if_then_else(inside, x[(n, c) + src], zero)
+
+    return spatial_compute(list(dims(x)[:2]) + [height + begins[0] + ends[0], stride, phase_width], f,
+                           name="pad", rule="pad")
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.

@@ -425,12 +425,33 @@ DEPTHWISE_TILES = (32, 28, 16, 14, 8, 7, 12, 6, 4)
 
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     """Depthwise conv: a tile of the output row kept in registers (vectorized along the row)
-    while the kernel window is summed into it, then written back through the epilogue; the
-    padded input is materialized once, so the window's reads carry no bounds test."""
+    while the kernel window is summed into it, then written back through the epilogue. The
+    padded input (``ops/nn.py``: with column phases for strided convs) is copied inside each
+    task of the parallel loop, just before the rows that read it: a channel's plane is copied
+    into cache and read there, in one pass over the threads instead of two."""
     width = _extent(sch, sch.get_loops(block)[3])
     tile_w = pick_tile(width, DEPTHWISE_TILES)
+    pads = [p for p in sch.get_producers(block) if _rule(sch, p) == "pad"]
     names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (1, 0), (tile_w, 1)], lambda *i: i, cores)
-    return names | _schedule_pad(sch, cores)
+    for consumer in sch.get_consumers(block):  # the epilogue, a row of the tile: one vector op per step
+        sch.vectorize(sch.get_loops(consumer)[-1])
+    task = sch.get_loops(block)[0]  # the parallel loop (the block is now the update)
+    for pad in pads:
+        names.add(_stmt(sch, pad).name_hint)
+        sch.compute_at(pad, task, preserve_unit_loops=True)
+        _vector_row(sch, sch.get_loops(pad)[-1])
+    return names
+
+
+def _vector_row(sch, loop) -> None:
+    """Vectorize a row loop: split into whole vectors where a width divides it, else as one
+    vector of its extent (LLVM masks the rest) when that is a few registers long."""
+    extent = _extent(sch, loop) or 0
+    lanes = next((v for v in (VECTOR, VECTOR // 2, VECTOR // 4) if extent % v == 0), 0)
+    if lanes and extent > lanes:
+        sch.vectorize(sch.split(loop, [None, lanes])[1])
+    elif lanes or 1 < extent <= 4 * VECTOR:
+        sch.vectorize(loop)
 
 
 def _pool(sch, block, cores: int, outputs) -> set[str]:
