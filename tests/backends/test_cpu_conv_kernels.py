@@ -22,11 +22,11 @@ HAS_BF16 = parse_target("llvm").has("bf16")
 
 
 def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, pads=None, dilation: int = 1,
-                     act: str = "relu") -> Graph:
+                     act: str = "relu", rng=RNG) -> Graph:
     g = Graph("dw")
     x = g.add_input("x", TensorType("f32", (1, channels, size, size)))
-    w = g.const(RNG.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
-    b = g.const(RNG.standard_normal((channels, 1, 1)).astype(np.float32))
+    w = g.const(rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
+    b = g.const(rng.standard_normal((channels, 1, 1)).astype(np.float32))
     half = kernel // 2 * dilation
     y = g.call("conv", x, w, groups=channels, strides=(stride, stride), dilations=(dilation, dilation),
                pads=pads or (half, half, half, half))
@@ -34,36 +34,29 @@ def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, pads=No
     return FuseRegions()(g)
 
 
-@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, act", [
-    (7, 14, 3, 1, None, 1, "relu"),  # odd channel count, a row of 14 (not a multiple of 16)
-    (16, 9, 7, 1, None, 1, "relu"),  # ConvNeXt's 7x7 on a 9-wide map
-    (13, 15, 5, 2, None, 1, "silu"),  # strided: column phases, an odd width
-    (32, 33, 3, 1, None, 1, "relu"),  # a row of 33: the padded input's rows round up to 48
-    (24, 16, 3, 2, (0, 0, 1, 1), 1, "relu"),  # TF "same" padding: only at the end
-    (9, 17, 3, 3, (1, 2, 0, 1), 1, "relu"),  # stride 3, uneven pads
-    (8, 12, 3, 1, (1, 1, 1, 1), 2, "relu"),  # dilated, row stride 1
-    (5, 13, 3, 2, None, 2, "relu"),  # dilated and strided: the generic loop nest
-])  # fmt: skip
-@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
-def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, pads, dilation, act, target):
-    g = _depthwise_graph(channels, size, kernel, stride, pads, dilation, act)
-    x = RNG.standard_normal((1, channels, size, size)).astype(np.float32)
+def _check_depthwise(g, channels: int, size: int, target: str, rng=RNG) -> str:
+    """Build ``g``, compare it with the interpreter; the kernel's TIR."""
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
     model = build(g, target, {})
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
-    tir = model.kernels[0].tir
-    if dilation == 1 or stride == 1:
-        # the rule held: the window sums into a vectorized row tile, and the padded copy is made
-        # inside the channel tasks (one parallel loop; a kernel this small may run on one thread)
-        assert "conv_update" in tir and "T.vectorized" in tir and tir.count("T.parallel") <= 1
+    return model.kernels[0].tir
 
 
-def test_depthwise_pads_each_channel_inside_its_parallel_task():
-    g = _depthwise_graph(64, 28, 3, 2, (0, 0, 1, 1), 1, "silu")  # MobileNetV2's stride-2 layers, smaller
-    x = RNG.standard_normal((1, 64, 28, 28)).astype(np.float32)
-    model = build(g, "llvm", {})
-    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
-    tir = model.kernels[0].tir
-    assert tir.count("T.parallel") == 1 and tir.index("T.parallel") < tir.index('T.sblock("pad")')
+def _row_tiled(tir: str) -> bool:
+    """The rule held: the window sums into a vectorized row tile (not the generic nest), and the padded
+    copy is made inside the channel tasks (at most one parallel loop; a small kernel runs on one thread)."""
+    return "conv_update" in tir and "T.vectorized" in tir and tir.count("T.parallel") <= 1
+
+
+@pytest.mark.parametrize("channels, size, kernel, stride", [
+    (7, 14, 3, 1),  # odd channel count, a row of 14 (not a multiple of 16)
+    (16, 9, 7, 1),  # ConvNeXt's 7x7 on a 9-wide map
+    (13, 15, 5, 2),  # strided: column phases
+    (32, 33, 3, 1),  # a row of 33: the padded input's rows round up to 48
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, target):
+    assert _row_tiled(_check_depthwise(_depthwise_graph(channels, size, kernel, stride), channels, size, target))
 
 
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:
@@ -121,3 +114,49 @@ def test_compile_bf16_is_refused_without_bf16_and_checks_its_value():
         slimgraph.compile(net, [x], target="llvm:haswell", precision="bf16")
     with pytest.raises(ArgumentError, match="precision='fp16': choose from 'fp32', 'bf16'"):
         slimgraph.compile(net, [x], precision="fp16")
+
+
+@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, act", [
+    (24, 16, 3, 2, (0, 0, 1, 1), 1, "relu"),  # TF "same" padding: only at the end
+    (9, 17, 3, 3, (1, 2, 0, 1), 1, "relu"),  # stride 3, uneven pads
+    (10, 14, 5, 2, None, 1, "silu"),  # EfficientNet's 5x5 stride 2, SiLU in the tile
+    (8, 12, 3, 1, (1, 1, 1, 1), 2, "relu"),  # dilated, row stride 1
+    (5, 13, 3, 2, None, 2, "relu"),  # dilated and strided: the generic loop nest
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_strided_padded_dilated_match_interpreter(channels, size, kernel, stride, pads, dilation, act,
+                                                            target):
+    rng = np.random.default_rng(channels)
+    g = _depthwise_graph(channels, size, kernel, stride, pads, dilation, act, rng)
+    tir = _check_depthwise(g, channels, size, target, rng)
+    assert _row_tiled(tir) or (stride > 1 and dilation > 1)
+
+
+def test_depthwise_pads_each_channel_inside_its_parallel_task():
+    rng = np.random.default_rng(64)
+    g = _depthwise_graph(64, 28, 3, 2, (0, 0, 1, 1), 1, "silu", rng)  # MobileNetV2's stride-2 layers, smaller
+    tir = _check_depthwise(g, 64, 28, "llvm", rng)
+    assert tir.count("T.parallel") == 1 and tir.index("T.parallel") < tir.index('T.sblock("pad")')
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, stride, act", [
+    (20, 48, 1, 1, "silu"),  # EfficientNet's expand conv: SiLU on channel vectors
+    (48, 24, 1, 1, "relu"),  # a block of 8 channels
+    (7, 12, 3, 2, "silu"),  # a block of 4, strided and padded
+    (6, 10, 1, 1, "silu"),  # a block of 2: the epilogue stays scalar
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_packed_conv_epilogue_on_channel_vectors_matches_interpreter(c_in, c_out, kernel, stride, act, target):
+    rng = np.random.default_rng(c_in)
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("f32", (1, c_in, 15, 15)))
+    w = g.const(rng.standard_normal((c_out, c_in, kernel, kernel)).astype(np.float32) * 0.3)
+    b = g.const(rng.standard_normal(c_out).astype(np.float32))
+    half = kernel // 2
+    g.set_outputs([g.call(act, g.call("conv", x, w, b, strides=(stride, stride), pads=(half,) * 4))])
+    g = FuseRegions()(g)
+    data = rng.standard_normal((1, c_in, 15, 15)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-4, atol=1e-4)
+    epilogue = model.kernels[0].tir.split(f'T.sblock("{act}")')[0].rsplit("for ", 1)[1]
+    assert epilogue.startswith("ax1 in T.vectorized") == (c_out % 4 == 0)

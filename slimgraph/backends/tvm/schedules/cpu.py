@@ -337,7 +337,22 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
         lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
     )
+    if intrin is None:
+        _vector_epilogue(sch, block, block_c)
     return names | _schedule_pad(sch, cores)
+
+
+def _vector_epilogue(sch, block, block_c: int) -> None:
+    """The epilogue of a channel-vector tile over an NCHW output, one channel vector per tile
+    column: read from the tile as vectors and computed as vectors (SiLU's exp on 16 lanes, not
+    224 scalars per tile), then stored lane by lane to the output's channel planes."""
+    for consumer in sch.get_consumers(block):
+        loops = sch.get_loops(consumer)
+        channel, width = loops[-3], loops[-1]
+        if _extent(sch, channel) != block_c or block_c < 4:
+            continue
+        sch.reorder(width, channel)
+        sch.vectorize(channel)
 
 
 def _conv2d_vnni(sch, block, cores: int, outputs) -> set[str]:
@@ -421,6 +436,8 @@ def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
 #: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators
 #: (14 and 7 for the 14- and 7-wide maps of MobileNet and ConvNeXt; LLVM masks the rest).
 DEPTHWISE_TILES = (32, 28, 16, 14, 8, 7, 12, 6, 4)
+#: Vector registers of accumulators a depthwise tile aims for (rows x vectors per row).
+DEPTHWISE_ACCUMULATORS = 8
 
 
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
@@ -429,10 +446,14 @@ def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     padded input (``ops/nn.py``: with column phases for strided convs) is copied inside each
     task of the parallel loop, just before the rows that read it: a channel's plane is copied
     into cache and read there, in one pass over the threads instead of two."""
-    width = _extent(sch, sch.get_loops(block)[3])
+    loops = sch.get_loops(block)
+    height, width = _extent(sch, loops[2]), _extent(sch, loops[3])
     tile_w = pick_tile(width, DEPTHWISE_TILES)
+    # rows of the tile: up to DEPTHWISE_ACCUMULATORS registers, so that the window's FMAs (and the
+    # epilogue's, SiLU's exp a chain of them) run as independent chains rather than one dependent chain
+    tile_h = pick_tile(height, tuple(range(max(1, DEPTHWISE_ACCUMULATORS // -(-tile_w // VECTOR)), 0, -1)))
     pads = [p for p in sch.get_producers(block) if _rule(sch, p) == "pad"]
-    names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (1, 0), (tile_w, 1)], lambda *i: i, cores)
+    names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (tile_h, 1), (tile_w, 2)], lambda *i: i, cores)
     for consumer in sch.get_consumers(block):  # the epilogue, a row of the tile: one vector op per step
         sch.vectorize(sch.get_loops(consumer)[-1])
     task = sch.get_loops(block)[0]  # the parallel loop (the block is now the update)
