@@ -1,8 +1,11 @@
 """CPU conv rules against the reference interpreter: the depthwise row tile, the AVX512-BF16
 conv (``vdpbf16ps``) and ``compile(precision="bf16")``; and the same graphs built for an
-AVX2-only CPU (``llvm:haswell``), whose code runs here too."""
+AVX2-only CPU (``llvm:haswell``), whose code runs here too; the packed convs' vector epilogue and the
+global pools' vector partials."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -160,3 +163,17 @@ def test_packed_conv_epilogue_on_channel_vectors_matches_interpreter(c_in, c_out
     np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-4, atol=1e-4)
     epilogue = model.kernels[0].tir.split(f'T.sblock("{act}")')[0].rsplit("for ", 1)[1]
     assert epilogue.startswith("ax1 in T.vectorized") == (c_out % 4 == 0)
+
+
+@pytest.mark.parametrize("op", ["global_avg_pool", "global_max_pool"])
+@pytest.mark.parametrize("shape", [(1, 6, 12, 16), (2, 5, 14, 14), (1, 3, 7, 7), (1, 4, 48), (1, 2, 4, 6, 8)])
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_global_pools_match_interpreter(op, shape, target):
+    g = Graph("pool")
+    x = g.add_input("x", TensorType("f32", shape))
+    g.set_outputs([g.call(op, x)])
+    data = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-5, atol=1e-5)
+    # a plane whose size 4 divides is summed as a vector of partials (squeeze-excite's pools)
+    assert ("T.vectorized" in model.kernels[0].tir) == (math.prod(shape[2:]) % 4 == 0)

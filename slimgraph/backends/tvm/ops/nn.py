@@ -711,19 +711,32 @@ def lower_avg_pool(call):
 
 
 def _reduce_spatial(call, combine, name: str):
+    """``combine`` over the spatial axes of each (n, c) plane, as one axis running through the
+    plane in memory order (unravelled into the spatial indices, which the flattened buffer's
+    address folds back): on a CPU the ``row_reduce`` rule sums it as a vector of partials,
+    where a loop per axis adds one element at a time, each add waiting on the last."""
     x = call.args[0]
     spatial = [int(d) for d in x.shape[2:]]
-    rk = [te.reduce_axis((0, s), f"rk{i}") for i, s in enumerate(spatial)]
-    return te.compute(
-        call.shape(), lambda n, c, *_: combine(x, n, c, rk), name=name, attrs={"sg.rule": "reduction"}
-    )
+    r = te.reduce_axis((0, math.prod(spatial)), "rk")
+
+    def unravel(flat):
+        idx = []
+        for size in reversed(spatial):
+            idx.append(flat % size)
+            flat = flat // size
+        return tuple(reversed(idx))
+
+    attrs = _reduce_attrs(call, True)
+    if "sg.lanes" in attrs:  # a plane of 14x14 takes 4 partials, where 16 do not divide it
+        attrs["sg.lanes"] = next((v for v in (attrs["sg.lanes"], 8, 4) if math.prod(spatial) % v == 0), attrs["sg.lanes"])
+    return te.compute(call.shape(), lambda n, c, *_: combine(x, n, c, unravel(r), r), name=name, attrs=attrs)
 
 
 @register("global_avg_pool")
 def lower_global_avg_pool(call):
     """Mean over all spatial axes."""
     count = math.prod(int(d) for d in call.args[0].shape[2:])
-    total = _reduce_spatial(call, lambda x, n, c, rk: te.sum(up(x[(n, c) + tuple(rk)]), axis=rk), "gap_sum")
+    total = _reduce_spatial(call, lambda x, n, c, at, r: te.sum(up(x[(n, c) + at]), axis=r), "gap_sum")
     inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
     return spatial_compute(
         call.shape(), lambda *idx: down(total[idx] * inv, call.dtype()), name="global_avg_pool", rule="elementwise"
@@ -733,7 +746,7 @@ def lower_global_avg_pool(call):
 @register("global_max_pool")
 def lower_global_max_pool(call):
     """Max over all spatial axes."""
-    return _reduce_spatial(call, lambda x, n, c, rk: te.max(x[(n, c) + tuple(rk)], axis=rk), "global_max_pool")
+    return _reduce_spatial(call, lambda x, n, c, at, r: te.max(x[(n, c) + at], axis=r), "global_max_pool")
 
 
 # ---------------------------------------------------------------------------
