@@ -83,13 +83,11 @@ class Encoding:
         from tvm import te, tirx
 
         packed = parts[0]
-        strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
         bits = self.bits
         last_byte = int(packed.shape[0]) - 1
 
         def code_at(idx):
-            flat = sum((i.astype("int32") * s for i, s in zip(idx, strides)), tirx.const(0, "int32"))
-            return unpack_code(packed, flat, bits, last_byte)
+            return unpack_code(packed, flat_index(idx, shape, bits), bits, last_byte)
 
         if self.kind == "codebook":
             table = parts[1]
@@ -107,8 +105,18 @@ class Encoding:
         return te.compute(shape, log2, name="decode_log2", attrs=DECODE_ATTRS)
 
 
+def flat_index(idx, shape: tuple, bits: int):
+    """Element ``idx``'s row-major offset into a ``shape`` tensor packed at ``bits`` per element: in
+    int32 where every bit position fits, else int64 (a 128k x 4096 head at 8 bits passes 2^31)."""
+    from tvm import tirx
+
+    dtype = "int64" if math.prod(shape) * bits >= 2**31 else "int32"
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    return sum((i.astype(dtype) * s for i, s in zip(idx, strides)), tirx.const(0, dtype))
+
+
 def unpack_code(packed, flat, bits: int, last_byte: int):
-    """The ``bits``-wide code of element ``flat`` (an int32 expression) of the packed stream, as int32.
+    """The ``bits``-wide code of element ``flat`` (a :func:`flat_index`) of the packed stream, as int32.
 
     When ``bits`` divides 8 a code lies within one byte; otherwise it may straddle
     two, and the 16-bit little-endian word at its first byte is read (the next
@@ -120,7 +128,7 @@ def unpack_code(packed, flat, bits: int, last_byte: int):
     low = packed[byte].astype("int32")
     if 8 % bits:
         low = low + packed[tirx.min(byte + 1, last_byte)].astype("int32") * 256
-    return tirx.bitwise_and(tirx.shift_right(low, tirx.floormod(bit, 8)), (1 << bits) - 1)
+    return tirx.bitwise_and(tirx.shift_right(low, tirx.floormod(bit, 8).astype("int32")), (1 << bits) - 1)
 
 
 def encoding_for_const(array: np.ndarray, int4: bool) -> Encoding | None:
