@@ -229,6 +229,9 @@ class OpenCLModel(CompiledModel):
                     cl.enqueue_copy(queue, _bytes(host), env[key])
                 results.append(host.astype(t.dtype.numpy) if t.dtype is DType.int4 else host)
             self._raise_failed_checks(queue, env)
+        except cl.Error as exc:  # out of device memory, a launch the device refuses: the user's error family
+            raise BackendError(f"OpenCL: running @{self._meta['name']} on {_describe(ctx.devices[0])} failed: "
+                               f"{str(exc).strip()[:500]}") from None
         finally:
             queue.finish()  # nothing may still run on a buffer the pool hands out again
             for buffer in live.values():

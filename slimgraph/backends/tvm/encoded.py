@@ -7,10 +7,12 @@ whose every value is 0 or +-2^k, k <= 6, as ``lower-quantized`` writes log2
 weights). Every weight parameter the kernel's lowering asks for (the weight
 itself, or a re-laid-out copy such as the packed ``[N/B, K, B]`` matmul
 layout) whose values the encoding can hold is stored encoded, and the kernel
-reads it through a TE stage that unpacks the code (and looks it up) per
-element; the CPU schedule inlines that stage into the reading loop, so no
-decoded copy exists at run time. Re-layouts only permute (and pad with
-zeros), so a re-laid-out copy keeps the weight's values.
+reads it through a TE stage that unpacks the code (and looks it up). The CPU
+schedules either inline that stage into the reading loop or, for the tiled
+rules, decode one weight panel at a time into a small buffer ahead of the
+register tile that reuses it, so no decoded copy of the whole weight exists at
+run time. Re-layouts only permute, and pad with copies of edge values (a zero
+need not be in a codebook), so a re-laid-out copy keeps the weight's values.
 
 Codes of ``bits`` bits are packed little-endian into ``u8`` as
 :func:`slimgraph.ir.ops.compress.pack_codes` does (element ``i`` in bits
