@@ -80,7 +80,9 @@ class Kernel:
     """One kernel call: its ``name``, the ``ops`` it computes, the IR ``node`` it
     came from, its FLOPs, its scheduled TIR and its target ``source`` (LLVM IR on
     CPU, CUDA C or OpenCL C on GPUs), and ``func``, the compiled function it runs:
-    its own name, or the first identical kernel's (identical kernels compile once)."""
+    its own name, or the first identical kernel's (identical kernels compile once); ``weights``
+    is the form its compressed weights took (``compressed`` or ``decoded``; "" when it reads
+    none), measured per kernel under ``weights="auto"``."""
 
     name: str
     ops: tuple[str, ...]
@@ -89,13 +91,15 @@ class Kernel:
     tir: str
     source: str
     func: str
+    weights: str = ""
 
 
 @dataclass(frozen=True)
 class KernelTiming:
     """One compiled kernel's counters over a model run: the ``calls`` it gets (identical layers share
     one kernel), the IR ``nodes`` of those calls, their ``ms`` in all and ``mean_ms`` each, the
-    ``share`` of the model's kernel time, and ``gflops`` (None where the ops' FLOPs are not known)."""
+    ``share`` of the model's kernel time, ``gflops`` (None where the ops' FLOPs are not known), and
+    the form its compressed ``weights`` took ("" when it reads none; see :class:`Kernel`)."""
 
     name: str
     ops: str
@@ -104,6 +108,7 @@ class KernelTiming:
     ms: float
     share: float
     gflops: float | None
+    weights: str = ""
 
     @property
     def mean_ms(self) -> float:
@@ -154,13 +159,13 @@ class BenchmarkResult:
             f"@{self.model} on {self.target}: {self.flops / 1e9:.3f} GFLOP per call{model_gflops}",
             t.summary(),
             "",
-            "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s | weights |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for k in self.kernels:
             gflops = f"{k.gflops:.1f}" if k.gflops is not None else "-"
             lines.append(f"| {k.name} | {k.ops} | {k.calls} | {k.ms:.4f} | {k.mean_ms:.4f} | {k.share * 100:.1f}% "
-                         f"| {gflops} |")
+                         f"| {gflops} | {k.weights or '-'} |")
         return "\n".join(lines)
 
 
@@ -209,9 +214,16 @@ class CompiledModel:
         """Each kernel call with its scheduled TIR, generated source and FLOPs, in execution order
         (calls of identical kernels share one compiled ``func``)."""
         return [
-            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], k["func"])
+            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], k["func"],
+                   k.get("weights", ""))
             for k in self._meta["kernels"]
         ]
+
+    @property
+    def weight_forms(self) -> dict[str, str]:
+        """The form each kernel reading compressed weights took, by kernel name
+        (``compressed`` or ``decoded``; see ``weights=`` of :func:`slimgraph.compile`)."""
+        return {k["name"]: k["weights"] for k in self._meta["kernels"] if k.get("weights")}
 
     @property
     def flops(self) -> int:
@@ -225,7 +237,10 @@ class CompiledModel:
 
     def __repr__(self) -> str:
         ins = ", ".join(t for _, t in self._meta["inputs"])
-        return f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} kernels>"
+        forms = list(self.weight_forms.values())
+        held = "".join(f", {forms.count(f)} {f}" for f in ("compressed", "decoded") if f in forms)
+        return (f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} "
+                f"kernels{held}>")
 
     # -- running -------------------------------------------------------------
 
@@ -486,7 +501,8 @@ class CompiledModel:
             flops = sum(info[name]["flops"] for name, _ in calls)
             rows.append(KernelTiming(calls[0][0], "+".join(info[calls[0][0]]["ops"]), len(calls),
                                      tuple(name for name, _ in calls), ms, ms / total,
-                                     flops / (ms * 1e6) if flops and ms > 0 else None))
+                                     flops / (ms * 1e6) if flops and ms > 0 else None,
+                                     info[calls[0][0]].get("weights", "")))
         return sorted(rows, key=lambda k: -k.ms)
 
     def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
@@ -672,7 +688,7 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         tir, source = kernel_sources.get(k.func, ("", ""))
         info = asdict(k)
         kernels.append({"name": k.name, "func": k.func, "ops": list(k.ops), "node": k.node, "flops": info["flops"],
-                        "tir": tir, "source": source})
+                        "tir": tir, "source": source, "weights": k.weights})
     return {
         "name": name,
         "inputs": [[key, str(t)] for key, t in lowered.inputs],

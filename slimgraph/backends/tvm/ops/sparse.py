@@ -99,8 +99,8 @@ def sparse_rows(call, plan: EllPlan, read_xt, m_dim: int, name: str, epilogue_in
 
     from slimgraph.backends.tvm.ops.common import up
 
-    values = call.param(plan.values, "w_sparse_values")
-    columns = call.param(plan.columns, "w_sparse_columns")
+    values = call.param(plan.values, "w_sparse_values", compressed=True)
+    columns = call.param(plan.columns, "w_sparse_columns", compressed=True)
     n_dim, blocks, width = plan.values.shape
     rj, ri = te.reduce_axis((0, blocks), "rj"), te.reduce_axis((0, width), "ri")
     return te.compute(
