@@ -6,7 +6,7 @@ Two parts, both on ``llvm`` for this CPU:
    plus bias) pruned by magnitude (unstructured), by 1x16 blocks, and by 1x16
    blocks with every output row keeping as many (``scope=row``) at densities
    from 5% to 60%, compiled with the sparse kernel (forced past its density bound,
-   ``slimgraph.backends.tvm.ops.sparse.MAX_DENSITY``) and dense (``weights="decoded"``),
+   ``slimgraph.ir.sparse.MAX_DENSITY``) and dense (``weights="decoded"``),
    the two timed interleaved. The crossover is the highest density at which the
    sparse kernel still wins.
 2. ``models``: BERT-base's encoder (``transformers.BertConfig()`` shapes, random
@@ -63,7 +63,7 @@ def _best_medians(models: dict, inputs: list, rounds: int, runs: int) -> dict[st
 
 def sparse_part(rounds: int, runs: int) -> dict:
     from slimgraph.backends.tvm import build
-    from slimgraph.backends.tvm.ops import sparse
+    from slimgraph.ir import sparse
     from slimgraph.ir import Graph, TensorType
     from slimgraph.passes.prune import Prune
 
