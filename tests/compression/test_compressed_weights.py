@@ -107,6 +107,23 @@ def test_saved_compressed_models_are_bit_identical_in_a_fresh_process(tmp_path):
         assert np.load(tmp_path / f"{name}.y.npy").tobytes() == here[name].tobytes(), name
 
 
+def test_the_saved_folder_holds_the_weights_once(tmp_path):
+    graph = _shared_demo()
+    model = build(graph, "llvm", {"N": 2}, weights="compressed")
+    folder = model.save(tmp_path / "m")
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert not [name for name in files if name.startswith("model.sg")]
+    # every weight byte in the folder is in params.npz, within 10% of the IR's figure
+    ir_bytes = size_report(graph).weight_bytes
+    assert files["params.npz"] <= 1.10 * ir_bytes + NPZ_OVERHEAD_PER_ARRAY * len(model._params_np)
+    loaded = load_compiled(folder)
+    x = demo_inputs(batch=2)
+    assert loaded.ir is None and loaded(*x).tobytes() == model(*x).tobytes()
+    # the IR with its own weights only when asked for
+    kept = load_compiled(model.save(tmp_path / "ir", ir=True))
+    assert kept.ir == graph and (tmp_path / "ir" / "model.sg.weights").exists()
+
+
 def _conv_net(seed: int = 0) -> tuple[Graph, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     g = Graph("qnet")

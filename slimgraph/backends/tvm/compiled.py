@@ -5,7 +5,8 @@ graph. Call it with numpy arrays (numpy comes back) or torch tensors (torch
 comes back; passed through DLPack without a copy when they are contiguous and
 on the model's device). ``.ir`` is the optimized graph, ``.kernels`` lists each
 kernel with its generated source and FLOPs, ``.save(dir)`` writes the shared
-library, the weights, the IR and the metadata (atomically, see
+library, the weights (once, as the kernels read them), the metadata, and with
+``ir=True`` the IR (atomically, see
 :mod:`slimgraph.storage`), and :func:`load_compiled` reads them back in any
 process after checking every file against the folder's manifest. A saved
 folder holds native code that runs when it is loaded: load only folders you
@@ -393,11 +394,16 @@ class CompiledModel:
 
     # -- save / load ---------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model to ``directory`` (library, weights, IR, metadata, and the
+    def save(self, directory: str | os.PathLike, ir: bool = False) -> Path:
+        """Write the model to ``directory`` (library, weights, metadata, and the
         ``files.json`` manifest), atomically: at every instant the folder holds the
         old complete model or the new one. ``directory`` must be new, empty, or a
-        folder slimgraph saved; anything else is a :class:`SaveError`."""
+        folder slimgraph saved; anything else is a :class:`SaveError`.
+
+        The weights are stored once, in the form the kernels read (``params.npz``);
+        ``ir=True`` also stores the optimized IR with its own copy of the weights
+        (``model.sg`` and its sidecar), which :func:`load_compiled` gives back as
+        ``.ir`` (to fine-tune or inspect); without it a loaded model's ``ir`` is None."""
         target = Path(directory)
         with staged_directory(target, KIND) as staging:
             if self._library_bytes is not None:
@@ -406,7 +412,7 @@ class CompiledModel:
                 with _EXPORT_LOCK:
                     self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
-            if self.ir is not None:
+            if ir and self.ir is not None:
                 self.ir.save(staging / "model.sg")
             meta = dict(self._meta, format=FORMAT_VERSION, target=self.target.text)
             (staging / "metadata.json").write_text(json.dumps(meta, indent=1))
