@@ -50,6 +50,8 @@ DECODED_GAIN = 1.10
 #: Rounds alternating the two forms, and timed calls of each form per round (the least median wins).
 ROUNDS, RUNS = 3, 5
 
+#: The buffer dtypes :func:`time_kernel_forms` fills with numpy arrays.
+NUMPY_DTYPES = frozenset({"float32", "float64", "float16", "int8", "uint8", "int32", "int64", "bool"})
 #: ``time_forms(kernel)``: each form's time in ms (the injectable part of :class:`FormChooser`).
 FormTimer = Callable[[KernelForms], "dict[str, float]"]
 
@@ -128,14 +130,16 @@ class FormChooser:
 
 
 def measurable(kernel: KernelForms) -> bool:
-    """Whether every buffer of both forms has a fixed size (no dynamic dims)."""
+    """Whether every buffer of both forms has a fixed size (no dynamic dims) and a dtype numpy
+    can make seeded inputs of (bfloat16 kernels keep the compressed form unmeasured)."""
     from tvm import tirx
 
     for lowered in kernel.forms.values():
         if lowered.shape_args:
             return False
-        if any(not isinstance(d, (int, tirx.IntImm)) for p in lowered.func.params for d in p.ty.shape):
-            return False
+        for p in lowered.func.params:
+            if any(not isinstance(d, (int, tirx.IntImm)) for d in p.ty.shape) or str(p.ty.dtype) not in NUMPY_DTYPES:
+                return False
     return True
 
 
