@@ -118,13 +118,19 @@ def _weights(graph: Graph) -> list[TensorSize]:
 
 
 def _sparse_form(const: Node):
-    """The sparse form the weight ``const`` ships in when a layer reads it so (the first such user)."""
+    """The sparse form the weight ``const`` ships in when a layer reads it so (the first such user,
+    inside the fused regions it is an operand of too)."""
     array = const.attrs["value"]
-    for user in const.output.users:
-        if user.op in ("linear", "conv") and len(user.inputs) > 1 and user.inputs[1] is const.output:
-            plan = sparse_weight(user.op, user.attrs, user.inputs[0].type.shape, user.output.type.dtype, array)
-            if plan is not None:
-                return plan
+    pending = [const.output]
+    while pending:
+        value = pending.pop()
+        for user in value.users:
+            if user.op == "fused":
+                pending.extend(p for p, v in zip(user.body.inputs, user.inputs) if v is value)
+            elif user.op in ("linear", "conv") and len(user.inputs) > 1 and user.inputs[1] is value:
+                plan = sparse_weight(user.op, user.attrs, user.inputs[0].type.shape, user.output.type.dtype, array)
+                if plan is not None:
+                    return plan
     return None
 
 

@@ -220,6 +220,8 @@ def test_sparse_linear_stores_and_computes_the_non_zeros(method, tmp_path):
     report = size_report(graph)
     assert report.tensors[0].encoding.startswith("sparse") and report.weight_bytes < dense_bytes / 2
     assert report.weight_bytes <= sparse.param_bytes <= 1.10 * report.weight_bytes
+    # a weight that a fused region reads as an operand counts the same
+    assert size_report(run_pipeline(graph, "fuse")[0]).weight_bytes == report.weight_bytes
     arrays = len(sparse._params_np)
     assert _saved_param_bytes(sparse, tmp_path / "m") <= 1.10 * report.weight_bytes + NPZ_OVERHEAD_PER_ARRAY * arrays
     np.testing.assert_allclose(sparse(x), graph.run(x)[0], rtol=1e-5, atol=1e-5)
@@ -302,6 +304,22 @@ def test_auto_measures_each_differing_kernel_once_per_machine(tmp_path):
     assert loaded.weight_forms == want
     x = demo_inputs(batch=2)
     np.testing.assert_allclose(loaded(*x), graph.run(*x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_each_form_is_built_alone_and_timed_in_pairs():
+    from slimgraph.backends.tvm.lower import lower_graph
+    from slimgraph.backends.tvm.targets import parse_target
+    from slimgraph.backends.tvm.weight_forms import PAIRS, WARMUP, time_kernel_forms
+    from slimgraph.timing import TickClock
+
+    graph, _ = _pruned_linear("magnitude", 0.9)
+    seen = []
+    lower_graph(graph, parse_target("llvm"), {}, weights="auto", choose=lambda k: seen.append(k) or "compressed")
+    assert len(seen) == 1 and "sparse_matmul" in seen[0].forms["compressed"].func.script()
+    clock = TickClock(tick=0.001)  # every timed call 'takes' one read-to-read tick: 1 ms
+    ms = time_kernel_forms(seen[0], parse_target("llvm"), clock=clock)
+    assert ms == pytest.approx({"compressed": 1.0, "decoded": 1.0, "ratio": 1.0})
+    assert clock.reads >= 2 * 2 * (PAIRS + WARMUP)
 
 
 def test_a_decoded_form_must_be_clearly_faster(tmp_path):

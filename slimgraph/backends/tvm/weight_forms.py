@@ -6,7 +6,8 @@ lowering (:func:`~slimgraph.backends.tvm.lower.lower_graph`) hands every such
 kernel, in both forms, to a :class:`FormChooser`, which keeps the compressed
 form unless the decoded one is faster by more than :data:`DECODED_GAIN`. It
 builds and times the two forms of that kernel alone (not the whole model),
-rounds alternating between them, and writes the decision to a
+in pairs of one call of each, and decides by the median of the pairs' ratios,
+which a machine whose load drifts while it measures moves least; it writes the decision to a
 :class:`FormCache`: a JSON file per machine, keyed by the target (CPU name,
 features, cores) and the structural hashes of the kernel's two unscheduled
 forms, which name neither weights nor layers. So identical layers are measured
@@ -47,12 +48,13 @@ CACHE_FILE = "weight-forms.json"
 #: The decoded form is taken only when the compressed one is slower than it by more than this
 #: factor: the compressed form holds less memory, and on a loaded machine a few percent is noise.
 DECODED_GAIN = 1.10
-#: Rounds alternating the two forms, and timed calls of each form per round (the least median wins).
-ROUNDS, RUNS = 3, 5
+#: Timed pairs (one call of each form, back to back) per kernel, after WARMUP calls of each.
+PAIRS, WARMUP = 15, 2
 
 #: The buffer dtypes :func:`time_kernel_forms` fills with numpy arrays.
 NUMPY_DTYPES = frozenset({"float32", "float64", "float16", "int8", "uint8", "int32", "int64", "bool"})
-#: ``time_forms(kernel)``: each form's time in ms (the injectable part of :class:`FormChooser`).
+#: ``time_forms(kernel)``: each form's time in ms, and optionally ``ratio``, compressed over decoded
+#: time measured in pairs, which the decision then uses (the injectable part of :class:`FormChooser`).
 FormTimer = Callable[[KernelForms], "dict[str, float]"]
 
 
@@ -122,9 +124,10 @@ class FormChooser:
         if hit is not None:
             return hit["form"]
         ms = self.time_forms(kernel)
-        form = "decoded" if ms["decoded"] * DECODED_GAIN < ms["compressed"] else "compressed"
+        ratio = ms.get("ratio", ms["compressed"] / ms["decoded"])
+        form = "decoded" if ratio > DECODED_GAIN else "compressed"
         self.cache.put(key, {"form": form, "compressed_ms": ms["compressed"], "decoded_ms": ms["decoded"],
-                             "kernel": kernel.node, "target": self.target.text})
+                             "ratio": ratio, "kernel": kernel.node, "target": self.target.text})
         self.measured.append(kernel.name)
         return form
 
@@ -145,8 +148,8 @@ def measurable(kernel: KernelForms) -> bool:
 
 def time_kernel_forms(kernel: KernelForms, target: TargetSpec, clock: Clock = time.perf_counter) -> dict[str, float]:
     """Each form of ``kernel`` scheduled and built alone, then timed on its real weights and
-    seeded random activations: ``ROUNDS`` rounds alternating the forms, ``RUNS`` calls each;
-    the least median per form, in ms."""
+    seeded random activations in ``PAIRS`` pairs of one call of each form: each form's median
+    ms, and ``ratio``, the median of the pairs' compressed / decoded times."""
     import tvm
 
     from slimgraph.backends.tvm.schedules import schedule_module
@@ -172,9 +175,11 @@ def time_kernel_forms(kernel: KernelForms, target: TargetSpec, clock: Clock = ti
                 array = np.zeros(shape, dtype)
             args.append(tvm.runtime.tensor(np.ascontiguousarray(array)))
         runs[form] = (function, args)
-    best = {form: float("inf") for form in runs}
-    for _ in range(ROUNDS):
+    times: dict[str, list[float]] = {form: [] for form in runs}
+    for pair in range(PAIRS):
         for form, (function, args) in runs.items():
-            timing = measure(lambda: function(*args), runs=RUNS, warmup=1, clock=clock, max_cv=None)
-            best[form] = min(best[form], timing.median_ms)
-    return best
+            timing = measure(lambda: function(*args), runs=1, warmup=WARMUP if pair == 0 else 0, clock=clock,
+                             max_cv=None)
+            times[form].append(timing.median_ms)
+    ratios = [c / d if d > 0 else 1.0 for c, d in zip(times["compressed"], times["decoded"])]
+    return {**{form: float(np.median(t)) for form, t in times.items()}, "ratio": float(np.median(ratios))}
