@@ -187,22 +187,30 @@ def _vector_multiple(n: int) -> int:
 
 def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
     """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
-    along the output row and materializes the padded input; its rows are padded to whole
-    vectors so that the copy vectorizes too. Strided ones keep the generic loop nest: their
-    vector reads would gather every s-th element, and splitting the input into column phases
-    first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    along the output row and materializes the padded input. The rows are computed to whole
+    vectors (56 as 64, 7 as 8: a ragged vector split into 16 + 8 + 4 lanes cost three loads and
+    a shuffle per step) and read back without the extra columns, and the input is padded to
+    cover them, in whole vectors so that the copy vectorizes too. Strided ones keep the generic
+    loop nest: their vector reads would gather every s-th element, and splitting the input
+    into column phases first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
     rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
     (sh, sw), (dh, dw) = strides, dilations
     width = int(x.shape[3]) + begins[1] + ends[1]
-    extra = _vector_multiple(width) - width if sw == 1 and (any(begins) or any(ends)) else 0
+    out_w = int(shape[3])
+    rows_w = _vector_multiple(out_w) if sw == 1 else out_w
+    reach = rows_w + (kernel[1] - 1) * dw  # input columns the whole-vector rows read
+    extra = _vector_multiple(max(width, reach)) - width if sw == 1 and (any(begins) or any(ends) or reach > width) else 0
     xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
-    return te.compute(
-        shape,
+    conv = te.compute(
+        (*shape[:3], rows_w),
         lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
                                   axis=[rh, rw]),
         name="conv",
         attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
     )
+    if rows_w == out_w:
+        return conv
+    return spatial_compute(shape, lambda *i: conv[i], name="conv_rows", rule="elementwise")
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.

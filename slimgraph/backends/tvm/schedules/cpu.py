@@ -418,18 +418,29 @@ def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
     return names
 
 
-#: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators
-#: (14 and 7 for the 14- and 7-wide maps of MobileNet and ConvNeXt; LLVM masks the rest).
-DEPTHWISE_TILES = (32, 28, 16, 14, 8, 7, 12, 6, 4)
+#: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators (the
+#: lowering computes rows in whole vectors of 16, 8 or 4 lanes).
+DEPTHWISE_TILES = (32, 16, 8, 4)
+
+
+#: Independent accumulator registers a depthwise tile aims for: each window step is one FMA per
+#: register, and an FMA waits about four cycles for the previous one into the same register, so
+#: with two FMA units fewer than eight chains leave the units idle (one chain per row tile ran
+#: the 7x7 convs of ConvNeXt at 16-18 GFLOP/s on one core, latency-bound).
+DEPTHWISE_CHAINS = 8
 
 
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
-    """Depthwise conv: a tile of the output row kept in registers (vectorized along the row)
-    while the kernel window is summed into it, then written back through the epilogue; the
-    padded input is materialized once, so the window's reads carry no bounds test."""
-    width = _extent(sch, sch.get_loops(block)[3])
+    """Depthwise conv: a tile of output rows x a run of each row kept in registers (vectorized
+    along the row) while the kernel window is summed into it, then written back through the
+    epilogue; enough rows that the tile's registers make DEPTHWISE_CHAINS independent chains.
+    The padded input is materialized once, so the window's reads carry no bounds test."""
+    loops = sch.get_loops(block)
+    height, width = _extent(sch, loops[2]), _extent(sch, loops[3])
     tile_w = pick_tile(width, DEPTHWISE_TILES)
-    names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (1, 0), (tile_w, 1)], lambda *i: i, cores)
+    vectors = -(-tile_w // VECTOR)
+    tile_h = max(d for d in range(1, max(DEPTHWISE_CHAINS // vectors, 1) + 1) if height % d == 0)
+    names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (tile_h, 1), (tile_w, 2)], lambda *i: i, cores)
     return names | _schedule_pad(sch, cores)
 
 
