@@ -107,6 +107,7 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
     rc, rh, rw = (te.reduce_axis((0, n), r) for n, r in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
     (sh, sw), (dh, dw) = strides, dilations
+
     def x_at(n, h, v):
         return xp[n, h + rh, v + rw, rc] if pixels else xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]
 
