@@ -1,15 +1,20 @@
 """Channel analysis: which output channels of conv/linear layers can be removed, and together with what.
 
-Every value whose axis 1 holds channels (NCHW activations, ``[N, F]``
-features) gets a *label* per channel: the channel space it comes from and
-its index there. A conv (``groups=1``) or a linear with constant weights
-opens a new space; per-channel ops (batch norm, activations, pooling,
-depthwise convs) pass labels through; ``concat`` on axis 1 concatenates
-them; a flatten repeats each label once per spatial position; an
-elementwise op on two activations (a residual add) ties their spaces into
-one group, so those channels are pruned together. Whatever the analysis
-cannot follow (a graph output, an unknown op, a transpose) *fixes* the
-spaces it reads, which are then never pruned.
+Every value that holds channels gets a *label* per channel: the channel
+space it comes from and its index there. Channels lie on axis 1 (NCHW
+activations, ``[N, F]`` features) or, after a linear over ``[N, T, D]``
+(a transformer's tokens), on the last axis. A conv (``groups=1``) or a
+linear with constant weights opens a new space; per-channel ops (batch
+norm, activations, pooling, depthwise convs) pass labels through;
+``concat`` on axis 1 concatenates them; a flatten repeats each label once
+per spatial position; a reshape that keeps the last axis (``[N, T, D]``
+to ``[N*T, D]`` and back) keeps last-axis labels; an elementwise op on
+two activations (a residual add) ties their spaces into one group, so
+those channels are pruned together. Whatever the analysis cannot follow
+(a graph output, an unknown op, a transpose, a layer norm, which mixes
+the channels it normalizes) *fixes* the spaces it reads, which are then
+never pruned. In a transformer that pins the model width (layer norms
+and residual adds read it) and leaves the MLPs' hidden width prunable.
 
 :func:`rewrite_channels` then rebuilds the graph keeping chosen channels of
 each group: it slices producers' weights (output axis), per-channel
@@ -100,7 +105,7 @@ class ChannelAnalysis:
     groups: list[ChannelGroup]
     labels: dict[int, Labels]
     edits: dict[int, list[_Edit]]
-    shape_attr: dict[int, Labels]
+    shape_attr: dict[int, tuple[Labels, int]]
     groups_attr: dict[int, Labels]
     root: np.ndarray
 
@@ -176,23 +181,24 @@ def _whole_space(labels: Labels, spaces: _Spaces) -> int | None:
     return s if spaces.size[s] == len(space) and np.array_equal(index, np.arange(len(space))) else None
 
 
-def _channels(v: Value) -> int | None:
+def _channels(v: Value, axis: int = 1) -> int | None:
     t = v.type
-    return t.shape[1] if t.rank >= 2 and isinstance(t.shape[1], int) else None
+    return t.shape[axis] if t.rank >= 2 and axis < t.rank and isinstance(t.shape[axis], int) else None
 
 
-def _const_channel_axis(c: Value, out: Value) -> int | None:
-    """The axis of a broadcast constant that runs along ``out``'s channels, if it varies there."""
-    axis = c.type.rank - (out.type.rank - 1)
-    return axis if 0 <= axis < c.type.rank and c.type.shape[axis] != 1 else None
+def _const_channel_axis(c: Value, out: Value, axis: int) -> int | None:
+    """The axis of a broadcast constant that runs along ``out``'s channels (on ``axis``), if it varies there."""
+    a = axis - (out.type.rank - c.type.rank)
+    return a if 0 <= a < c.type.rank and c.type.shape[a] != 1 else None
 
 
 def analyze_channels(graph: Graph) -> ChannelAnalysis:
     """Find the channel groups of ``graph`` and which of them can be pruned."""
     spaces = _Spaces()
     labels: dict[int, Labels] = {}
+    axes: dict[int, int] = {}  # the channel axis of each labelled value
     edits: dict[int, list[_Edit]] = {}
-    shape_attr: dict[int, Labels] = {}
+    shape_attr: dict[int, tuple[Labels, int]] = {}
     groups_attr: dict[int, Labels] = {}
 
     def get(v: Value) -> Labels | None:
@@ -202,9 +208,10 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         for v in node.inputs:
             spaces.fix(get(v), why)
 
-    def through(node: Node, lab: Labels | None) -> None:
+    def through(node: Node, lab: Labels | None, axis: int) -> None:
         if lab is not None:
             labels[id(node.output)] = lab
+            axes[id(node.output)] = axis
             spaces.note("carriers", lab, node)
 
     for node in graph.nodes:
@@ -215,9 +222,13 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         ins = node.inputs
         x = ins[0] if ins else None
         lab = get(x) if x is not None else None
+        axis = axes.get(id(x), 1) if x is not None else 1
         consts_ok = all(v.is_const for v in ins[1:])
 
-        if op == "conv" and consts_ok and ins[1].type.dtype.is_float:
+        if op in ("conv", *_NORMS, *_POOLS, "concat") and lab is not None and axis != 1:
+            # these work on NCHW channels; last-axis channels reach them only through a layout change
+            fix_inputs(node, why + " (channels on the last axis)")
+        elif op == "conv" and consts_ok and ins[1].type.dtype.is_float:
             groups, cin, cout = node.attrs["groups"], _channels(x), ins[1].type.shape[0]
             if groups == 1:
                 if lab is not None:
@@ -231,51 +242,56 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
                 # Depthwise: each channel is its own filter, so it follows its producer.
                 edits.setdefault(id(node), []).extend(_Edit(i, 0, lab) for i in range(1, len(ins)))
                 groups_attr[id(node)] = lab
-                through(node, lab)
+                through(node, lab, 1)
             else:
                 fix_inputs(node, why + " (a grouped conv)")
-        elif op == "linear" and consts_ok and x.type.rank == 2 and not node.attrs["trans_a"]:
-            trans_b = node.attrs["trans_b"]
-            if lab is not None:
+        elif op == "linear" and consts_ok and x.type.rank >= 2 and node.output.type.rank == x.type.rank \
+                and not node.attrs["trans_a"]:
+            # over [N, F] or [N, T, D] alike: input features and output features on the last axis
+            trans_b, last = node.attrs["trans_b"], x.type.rank - 1
+            if lab is not None and axis != last:
+                spaces.fix(lab, why + " (channels not on the last axis)")
+            elif lab is not None:
                 edits.setdefault(id(node), []).append(_Edit(1, 1 if trans_b else 0, lab, mixing=True))
                 spaces.note("consumers", lab, node)
-            out = node.output.type.shape[1]
+            out = node.output.type.shape[-1]
             bias_ok = len(ins) < 3 or ins[2].type.shape[-1:] == (out,)
             if isinstance(out, int) and ins[1].type.dtype.is_float and bias_ok:
                 space = spaces.new(out, node)
                 out_lab = (np.full(out, space), np.arange(out))
                 labels[id(node.output)] = out_lab
+                axes[id(node.output)] = node.output.type.rank - 1
                 edits.setdefault(id(node), []).append(_Edit(1, 0 if trans_b else 1, out_lab))
                 if len(ins) == 3:
                     edits[id(node)].append(_Edit(2, ins[2].type.rank - 1, out_lab))
         elif op in _NORMS and consts_ok:
             if lab is not None:
                 edits.setdefault(id(node), []).extend(_Edit(i, 0, lab) for i in range(1, len(ins)))
-            through(node, lab)
+            through(node, lab, 1)
         elif node.opdef.category == "elementwise" and op not in ("quantize", "dequantize") and len(node.outputs) == 1:
-            _elementwise(node, spaces, labels, edits, why)
+            _elementwise(node, spaces, labels, axes, edits, why)
         elif op == "identity" or op in _POOLS:
-            through(node, lab)
+            through(node, lab, axis)
         elif op in ("softmax", "log_softmax") and x.type.rank >= 2:
-            if normalize_axis(node.attrs["axis"], x.type.rank) == 1:
+            if normalize_axis(node.attrs["axis"], x.type.rank) == axis:
                 fix_inputs(node, why)
             else:
-                through(node, lab)
-        elif op.startswith("reduce_") and _keeps_channels(node):
-            through(node, lab)
+                through(node, lab, axis)
+        elif op.startswith("reduce_") and lab is not None and _reduced_axis(node, axis) is not None:
+            through(node, lab, _reduced_axis(node, axis))
         elif op in _RESHAPES and lab is not None:
-            out_lab = _reshape_labels(node, lab)
-            if out_lab is None:
+            out = _reshape_labels(node, lab, axis)
+            if out is None:
                 spaces.fix(lab, why)
             else:
                 if op == "reshape":
-                    shape_attr[id(node)] = out_lab
-                through(node, out_lab)
+                    shape_attr[id(node)] = out
+                through(node, *out)
         elif op == "concat" and normalize_axis(node.attrs["axis"], node.output.type.rank) == 1 and all(
-            _channels(v) is not None for v in ins
+            _channels(v) is not None and axes.get(id(v), 1) == 1 for v in ins
         ):
             parts = [get(v) or _untracked(_channels(v)) for v in ins]
-            through(node, (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+            through(node, (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])), 1)
         else:
             fix_inputs(node, why)
     for v in graph.outputs:
@@ -296,11 +312,18 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
     return ChannelAnalysis(graph, groups, labels, edits, shape_attr, groups_attr, root)
 
 
-def _elementwise(node: Node, spaces: _Spaces, labels: dict, edits: dict, why: str) -> None:
+def _elementwise(node: Node, spaces: _Spaces, labels: dict, axes: dict, edits: dict, why: str) -> None:
     out = node.output
-    n_out = _channels(out)
     acts = [v for v in node.inputs if not v.is_const]
-    tied = [v for v in acts if v.type.rank == out.type.rank and n_out is not None and _channels(v) == n_out]
+    # the channel axis of the labelled operands of the output's rank: axis 1 or the last, the same for all
+    found = sorted({axes.get(id(v), 1) for v in acts if id(v) in labels and v.type.rank == out.type.rank})
+    if len(found) > 1:
+        for v in acts:
+            spaces.fix(labels.get(id(v)), why + " (channels on different axes)")
+        return
+    axis = found[0] if found else 1
+    n_out = _channels(out, axis)
+    tied = [v for v in acts if v.type.rank == out.type.rank and n_out is not None and _channels(v, axis) == n_out]
     for v in acts:
         if v not in tied:
             spaces.fix(labels.get(id(v)), why + " (broadcast along channels)")
@@ -322,33 +345,40 @@ def _elementwise(node: Node, spaces: _Spaces, labels: dict, edits: dict, why: st
             spaces.union(whole[0], w)
     for i, v in enumerate(node.inputs):
         if v.is_const:
-            axis = _const_channel_axis(v, out)
-            if axis is not None:
-                edits.setdefault(id(node), []).append(_Edit(i, axis, first))
+            c_axis = _const_channel_axis(v, out, axis)
+            if c_axis is not None:
+                edits.setdefault(id(node), []).append(_Edit(i, c_axis, first))
     labels[id(out)] = first
+    axes[id(out)] = axis
     spaces.note("carriers", first, node)
 
 
-def _keeps_channels(node: Node) -> bool:
+def _reduced_axis(node: Node, axis: int) -> int | None:
+    """Where channel ``axis`` lands after a reduction that keeps it and the batch axis (None otherwise)."""
     rank = node.inputs[0].type.rank
-    axes = node.attrs["axes"] or tuple(range(rank))
-    return node.attrs["keepdims"] and not {normalize_axis(a, rank) for a in axes} & {0, 1}
+    reduced = {normalize_axis(a, rank) for a in node.attrs["axes"] or range(rank)}
+    if reduced & {0, axis}:
+        return None
+    return axis if node.attrs["keepdims"] else axis - sum(a < axis for a in reduced)
 
 
-def _reshape_labels(node: Node, lab: Labels) -> Labels | None:
-    """Labels after a reshape-like op that keeps the batch axis and either keeps the
-    channel axis (dropping or adding unit spatial dims) or flattens channels with space."""
+def _reshape_labels(node: Node, lab: Labels, axis: int) -> tuple[Labels, int] | None:
+    """Labels and channel axis after a reshape-like op: one that keeps the batch axis and either keeps
+    the channel axis 1 (dropping or adding unit spatial dims) or flattens channels with space, or one
+    that keeps the last axis when the channels lie there (``[N, T, D]`` <-> ``[N*T, D]``)."""
     src, dst = node.inputs[0].type.shape, node.output.type.shape
-    if len(src) < 2 or len(dst) < 2 or src[0] != dst[0]:
+    if len(src) < 2 or len(dst) < 2:
         return None
-    if not all(isinstance(d, int) for d in src[1:] + dst[1:]):
-        return None
-    spatial_in = int(np.prod(src[2:], dtype=np.int64))
-    spatial_out = int(np.prod(dst[2:], dtype=np.int64))
-    if dst[1] == src[1] and spatial_in == spatial_out:
-        return lab
-    if len(dst) == 2 and dst[1] == src[1] * spatial_in and (node.op != "flatten" or node.attrs["axis"] == 1):
-        return np.repeat(lab[0], spatial_in), np.repeat(lab[1], spatial_in)
+    if axis == 1 and src[0] == dst[0] and all(isinstance(d, int) for d in src[1:] + dst[1:]):
+        spatial_in = int(np.prod(src[2:], dtype=np.int64))
+        spatial_out = int(np.prod(dst[2:], dtype=np.int64))
+        if dst[1] == src[1] and spatial_in == spatial_out:
+            return lab, 1
+        if len(dst) == 2 and dst[1] == src[1] * spatial_in and (node.op != "flatten" or node.attrs["axis"] == 1):
+            return (np.repeat(lab[0], spatial_in), np.repeat(lab[1], spatial_in)), 1
+    if axis == len(src) - 1 and isinstance(src[-1], int) and dst[-1] == src[-1]:
+        # row-major order keeps each row of the last axis whole when its length stays
+        return lab, len(dst) - 1
     return None
 
 
@@ -392,10 +422,12 @@ def rewrite_channels(
         attrs = dict(node.attrs)
         if id(node) in analysis.groups_attr:
             attrs["groups"] = int(analysis.mask(analysis.groups_attr[id(node)], keep).sum())
-        if id(node) in analysis.shape_attr and attrs["shape"][1] > 0:
-            shape = list(attrs["shape"])
-            shape[1] = int(analysis.mask(analysis.shape_attr[id(node)], keep).sum())
-            attrs["shape"] = tuple(shape)
+        if id(node) in analysis.shape_attr:
+            reshaped, axis = analysis.shape_attr[id(node)]
+            if attrs["shape"][axis] > 0:
+                shape = list(attrs["shape"])
+                shape[axis] = int(analysis.mask(reshaped, keep).sum())
+                attrs["shape"] = tuple(shape)
         new = out.add_node(node.op, inputs, attrs, names=[o.name for o in node.outputs], loc=node.loc)
         for old, nv in zip(node.outputs, new.outputs):
             mapping[id(old)] = nv
