@@ -66,7 +66,8 @@ class ChannelGroup:
     ``producers`` are the conv/linear nodes whose output channels form the
     group (several when residual adds tie them); ``carriers`` the ops the
     channels flow through; ``consumers`` the nodes that read them as input
-    channels; ``fixed`` says why the group cannot be pruned (None if it can).
+    channels; ``fixed`` says why the group cannot be pruned (None if it can); ``block``
+    is how many consecutive channels go or stay together (an attention head's width).
     """
 
     id: int
@@ -75,6 +76,7 @@ class ChannelGroup:
     carriers: list[Node] = field(default_factory=list)
     consumers: list[Node] = field(default_factory=list)
     fixed: str | None = None
+    block: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -105,7 +107,7 @@ class ChannelAnalysis:
     groups: list[ChannelGroup]
     labels: dict[int, Labels]
     edits: dict[int, list[_Edit]]
-    shape_attr: dict[int, tuple[Labels, int]]
+    shape_attr: dict[int, tuple[Labels, int, int]]
     groups_attr: dict[int, Labels]
     root: np.ndarray
 
@@ -131,6 +133,7 @@ class _Spaces:
         self.carriers: list[list[Node]] = []
         self.consumers: list[list[Node]] = []
         self.fixed: list[str | None] = []
+        self.block: list[int] = []
 
     def new(self, size: int, producer: Node) -> int:
         self.parent.append(len(self.parent))
@@ -139,6 +142,7 @@ class _Spaces:
         self.carriers.append([])
         self.consumers.append([])
         self.fixed.append(None)
+        self.block.append(1)
         return len(self.parent) - 1
 
     def find(self, s: int) -> int:
@@ -155,6 +159,9 @@ class _Spaces:
         for attr in ("producers", "carriers", "consumers"):
             getattr(self, attr)[a].extend(getattr(self, attr)[b])
         self.fixed[a] = self.fixed[a] or self.fixed[b]
+        if self.block[a] != self.block[b] and 1 not in (self.block[a], self.block[b]):
+            self.fixed[a] = self.fixed[a] or "heads of different widths tied together"
+        self.block[a] = max(self.block[a], self.block[b])
 
     def roots_in(self, labels: Labels | None) -> set[int]:
         return set() if labels is None else {self.find(int(s)) for s in set(labels[0].tolist()) if s >= 0}
@@ -198,7 +205,7 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
     labels: dict[int, Labels] = {}
     axes: dict[int, int] = {}  # the channel axis of each labelled value
     edits: dict[int, list[_Edit]] = {}
-    shape_attr: dict[int, tuple[Labels, int]] = {}
+    shape_attr: dict[int, tuple[Labels, int, int]] = {}
     groups_attr: dict[int, Labels] = {}
 
     def get(v: Value) -> Labels | None:
@@ -225,7 +232,9 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         axis = axes.get(id(x), 1) if x is not None else 1
         consts_ok = all(v.is_const for v in ins[1:])
 
-        if op in ("conv", *_NORMS, *_POOLS, "concat") and lab is not None and axis != 1:
+        if any(isinstance(axes.get(id(v)), tuple) for v in ins) and op not in ("transpose", "attention", *_RESHAPES):
+            fix_inputs(node, why + " (channels split into attention heads)")
+        elif op in ("conv", *_NORMS, *_POOLS, "concat") and lab is not None and axis != 1:
             # these work on NCHW channels; last-axis channels reach them only through a layout change
             fix_inputs(node, why + " (channels on the last axis)")
         elif op == "conv" and consts_ok and ins[1].type.dtype.is_float:
@@ -280,13 +289,30 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         elif op.startswith("reduce_") and lab is not None and _reduced_axis(node, axis) is not None:
             through(node, lab, _reduced_axis(node, axis))
         elif op in _RESHAPES and lab is not None:
-            out = _reshape_labels(node, lab, axis)
+            out, per = _reshape_labels(node, lab, axis), 1
+            if out is not None and isinstance(out[1], tuple) and not isinstance(axis, tuple):
+                # the last axis split into [heads, head width]: whole heads go or stay
+                whole, per = _whole_space(lab, spaces), node.output.type.shape[-1]
+                root = spaces.find(whole) if whole is not None else None
+                if root is None or spaces.block[root] not in (1, per):
+                    out = None
+                else:
+                    spaces.block[root] = per
             if out is None:
                 spaces.fix(lab, why)
             else:
                 if op == "reshape":
-                    shape_attr[id(node)] = out
+                    shape_attr[id(node)] = (out[0], out[1][0] if isinstance(out[1], tuple) else out[1], per)
                 through(node, *out)
+        elif op == "transpose" and lab is not None:
+            perm = list(node.attrs["perm"]) or list(range(x.type.rank))[::-1]
+            moved = tuple(perm.index(a) for a in axis) if isinstance(axis, tuple) else perm.index(axis)
+            if isinstance(moved, tuple) and moved[0] > moved[1]:
+                fix_inputs(node, why + " (heads moved after their width)")
+            else:
+                through(node, lab, moved)
+        elif op == "attention" and any(get(v) is not None for v in ins):
+            _attention(node, spaces, labels, axes, why)
         elif op == "concat" and normalize_axis(node.attrs["axis"], node.output.type.rank) == 1 and all(
             _channels(v) is not None and axes.get(id(v), 1) == 1 for v in ins
         ):
@@ -306,6 +332,7 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
             carriers=list({id(n): n for n in spaces.carriers[r]}.values()),
             consumers=list({id(n): n for n in spaces.consumers[r]}.values()),
             fixed=spaces.fixed[r],
+            block=spaces.block[r],
         )
         for r in sorted(set(root.tolist()))
     ]
@@ -353,6 +380,26 @@ def _elementwise(node: Node, spaces: _Spaces, labels: dict, axes: dict, edits: d
     spaces.note("carriers", first, node)
 
 
+def _attention(node: Node, spaces: _Spaces, labels: dict, axes: dict, why: str) -> None:
+    """q, k and v split into the same heads ([N, heads, T, width], whole spaces of one size) tie
+    their spaces channel by channel: a head goes from all three, and from the output, together."""
+    q, k, v = node.inputs[:3]
+    labs = [labels.get(id(x)) for x in (q, k, v)]
+    wholes = [_whole_space(lab, spaces) if lab is not None and axes.get(id(x)) == (1, 3) else None
+              for lab, x in zip(labs, (q, k, v))]
+    if any(w is None for w in wholes) or len({spaces.size[w] for w in wholes}) != 1:
+        for x in node.inputs:
+            spaces.fix(labels.get(id(x)), why + " (q, k and v not split into the same heads)")
+        return
+    for x in node.inputs[3:]:
+        spaces.fix(labels.get(id(x)), why + " (a mask)")
+    for w in wholes[1:]:
+        spaces.union(wholes[0], w)
+    labels[id(node.output)] = labs[2]
+    axes[id(node.output)] = (1, 3)
+    spaces.note("carriers", labs[2], node)
+
+
 def _reduced_axis(node: Node, axis: int) -> int | None:
     """Where channel ``axis`` lands after a reduction that keeps it and the batch axis (None otherwise)."""
     rank = node.inputs[0].type.rank
@@ -362,10 +409,11 @@ def _reduced_axis(node: Node, axis: int) -> int | None:
     return axis if node.attrs["keepdims"] else axis - sum(a < axis for a in reduced)
 
 
-def _reshape_labels(node: Node, lab: Labels, axis: int) -> tuple[Labels, int] | None:
+def _reshape_labels(node: Node, lab: Labels, axis) -> tuple[Labels, int | tuple[int, int]] | None:
     """Labels and channel axis after a reshape-like op: one that keeps the batch axis and either keeps
     the channel axis 1 (dropping or adding unit spatial dims) or flattens channels with space, or one
-    that keeps the last axis when the channels lie there (``[N, T, D]`` <-> ``[N*T, D]``)."""
+    that keeps the last axis when the channels lie there (``[N, T, D]`` <-> ``[N*T, D]``), splits it
+    into heads (``[N, T, H, D/H]``, channel axis ``(heads axis, width axis)``) or merges them back."""
     src, dst = node.inputs[0].type.shape, node.output.type.shape
     if len(src) < 2 or len(dst) < 2:
         return None
@@ -376,9 +424,17 @@ def _reshape_labels(node: Node, lab: Labels, axis: int) -> tuple[Labels, int] | 
             return lab, 1
         if len(dst) == 2 and dst[1] == src[1] * spatial_in and (node.op != "flatten" or node.attrs["axis"] == 1):
             return (np.repeat(lab[0], spatial_in), np.repeat(lab[1], spatial_in)), 1
+    if isinstance(axis, tuple):
+        # [..., heads, width] merged back into one last axis
+        merged = axis == (len(src) - 2, len(src) - 1) and all(isinstance(d, int) for d in src[-2:])
+        return (lab, len(dst) - 1) if merged and dst[-1] == src[-2] * src[-1] else None
     if axis == len(src) - 1 and isinstance(src[-1], int) and dst[-1] == src[-1]:
         # row-major order keeps each row of the last axis whole when its length stays
         return lab, len(dst) - 1
+    if axis == len(src) - 1 and len(dst) >= 3 and all(isinstance(d, int) and d > 1 for d in dst[-2:]) \
+            and dst[-2] * dst[-1] == src[-1]:
+        # the last axis split into [heads, head width]
+        return lab, (len(dst) - 2, len(dst) - 1)
     return None
 
 
@@ -423,10 +479,10 @@ def rewrite_channels(
         if id(node) in analysis.groups_attr:
             attrs["groups"] = int(analysis.mask(analysis.groups_attr[id(node)], keep).sum())
         if id(node) in analysis.shape_attr:
-            reshaped, axis = analysis.shape_attr[id(node)]
+            reshaped, axis, per = analysis.shape_attr[id(node)]
             if attrs["shape"][axis] > 0:
                 shape = list(attrs["shape"])
-                shape[axis] = int(analysis.mask(reshaped, keep).sum())
+                shape[axis] = int(analysis.mask(reshaped, keep).sum()) // per
                 attrs["shape"] = tuple(shape)
         new = out.add_node(node.op, inputs, attrs, names=[o.name for o in node.outputs], loc=node.loc)
         for old, nv in zip(node.outputs, new.outputs):

@@ -62,35 +62,53 @@ def _tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=32, max_position_embeddings=16, num_labels=3)
     return BertForSequenceClassification(config).eval()
 
 
-def test_a_two_layer_bert_loses_half_its_ffn_width_and_matches_torch_with_those_channels_zeroed():
+def test_a_two_layer_bert_loses_half_its_heads_and_ffn_width_and_matches_torch_with_those_zeroed():
     model = _tiny_bert()
     ids = torch.from_numpy(np.random.default_rng(1).integers(0, 40, (3, 8)))
     g = from_torch(model, (ids,))
+    layers = [f"bert.encoder.layer.{i}" for i in range(2)]
+    groups = {tuple(grp.names): grp for grp in analyze_channels(g).groups}
+    for p in layers:
+        heads = groups[tuple(f"{p}.attention.self.{x}.weight" for x in ("query", "key", "value"))]
+        assert heads.prunable and heads.block == 4  # q, k and v tied, in whole heads of 4 channels
     pruned = Prune(method="channel", ratio=0.5)(g)
     pruned.verify()
     before = {n: a.shape for n, a in g.consts().items() if a.dtype == np.float32}
     after = {n: a.shape for n, a in pruned.consts().items() if a.dtype == np.float32}
     shrunk = {n for n in before if after.get(n) != before[n]}
-    layers = [f"bert.encoder.layer.{i}" for i in range(2)]
-    # the FFN hidden width goes (and the pooler's, a 2-d linear before the classifier); attention,
-    # layer norms and the model width stay whole
-    ffn = [(f"{p}.intermediate.dense", f"{p}.output.dense") for p in layers]
-    assert shrunk == {f"{a}.{part}" for a, b in ffn for part in ("weight", "bias")} | {
-        f"{b}.weight" for _, b in ffn} | {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight"}
-    for producer, consumer in ffn + [("bert.pooler.dense", "classifier")]:
-        w, rows = g.consts()[f"{producer}.weight"], pruned.consts()[f"{producer}.weight"]
-        assert len(rows) == len(w) // 2
-        kept = [i for i in range(len(w)) if any(np.array_equal(w[i], r) for r in rows)]
+    # the heads and the FFN hidden width go (and the pooler's, a 2-d linear before the classifier);
+    # layer norms and residual adds keep the model width whole
+    qkv = [f"{p}.attention.self.{x}.{part}" for p in layers for x in ("query", "key", "value")
+           for part in ("weight", "bias")]
+    pairs = [(f"{p}.attention.self.query", f"{p}.attention.output.dense") for p in layers]
+    pairs += [(f"{p}.intermediate.dense", f"{p}.output.dense") for p in layers]
+    pairs += [("bert.pooler.dense", "classifier")]
+    assert shrunk == set(qkv) | {f"{a}.{part}" for a, _ in pairs for part in ("weight", "bias")} | {
+        f"{b}.weight" for _, b in pairs}
+    for p in layers:
+        kept_q = _kept(g, pruned, f"{p}.attention.self.query.weight")
+        assert len(kept_q) == 8 and all(kept_q[i] % 4 == 0 and kept_q[i: i + 4] == list(range(kept_q[i], kept_q[i] + 4))
+                                        for i in range(0, 8, 4))  # two whole heads
+        assert _kept(g, pruned, f"{p}.attention.self.value.weight") == kept_q
+    for producer, consumer in pairs:
+        w, kept = g.consts()[f"{producer}.weight"], _kept(g, pruned, f"{producer}.weight")
+        assert len(kept) == len(w) // 2
         with torch.no_grad():
             model.get_submodule(consumer).weight[:, [i for i in range(len(w)) if i not in kept]] = 0
     with torch.no_grad():
         expected = model(ids).logits.numpy()
     np.testing.assert_allclose(pruned.run(ids.numpy())[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def _kept(g: Graph, pruned: Graph, name: str) -> list[int]:
+    """The rows of ``name`` in ``g`` that ``pruned`` kept."""
+    w, rows = g.consts()[name], pruned.consts()[name]
+    return [i for i in range(len(w)) if any(np.array_equal(w[i], r) for r in rows)]
 
 
 def test_the_token_classifier_written_with_linears_prunes_its_mlps():
