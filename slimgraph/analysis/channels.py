@@ -14,7 +14,10 @@ those channels are pruned together. Whatever the analysis cannot follow
 (a graph output, an unknown op, a transpose, a layer norm, which mixes
 the channels it normalizes) *fixes* the spaces it reads, which are then
 never pruned. In a transformer that pins the model width (layer norms
-and residual adds read it) and leaves the MLPs' hidden width prunable.
+and residual adds read it) and leaves the MLPs' hidden width prunable,
+and the attention heads: a last axis split into ``[heads, head width]``
+reaches ``attention`` through transposes, which ties q, k and v channel by
+channel, and the group then goes in whole heads (``ChannelGroup.block``).
 
 :func:`rewrite_channels` then rebuilds the graph keeping chosen channels of
 each group: it slices producers' weights (output axis), per-channel
