@@ -103,7 +103,9 @@ def build(width: int, widths: list[float], batch: int, method: str, cache: Path 
     data = digits_data()
     example = (torch.zeros(batch, 1, 8, 8),)
     eval_data = (data.x_test, data.y_test)
-    options = dict(batches=[batch], fallback=False, eval_data=eval_data, runs=60, threads=threads)
+    began = time.perf_counter()
+    options = dict(batches=[batch], fallback=False, eval_data=eval_data, runs=60, threads=threads,
+                   progress=lambda msg: print(f"[build {time.perf_counter() - began:.0f} s] {msg}", flush=True))
     if method == "prune":
         calibration = [data.x_train[i : i + 64] for i in range(0, 256, 64)]
         return narrow(trained(width, cache, kind, blocks), example, widths, calibration_data=calibration,
