@@ -80,16 +80,17 @@ P95_LIMIT = 1.1  # criterion (a): guarded p95 within this many budgets
 FULL_SHARE = 0.9  # criterion (b): share of unloaded calls on the full variant
 
 
-def trained(width: int, cache: Path | None, kind: str = "cnn", blocks: int = 6) -> torch.nn.Module:
-    """A DigitsCNN (or DigitsResNet) of ``width`` trained for 3 epochs (seeded), kept in ``cache`` when given."""
+def trained(width: int, cache: Path | None, kind: str = "cnn", blocks: int = 6, epochs: int = 3) -> torch.nn.Module:
+    """A DigitsCNN (or DigitsResNet) of ``width`` trained for ``epochs`` (seeded), kept in ``cache`` when given."""
     tag = f"digits_cnn_w{width}" if kind == "cnn" else f"digits_resnet_w{width}_b{blocks}"
+    tag += f"_e{epochs}" if epochs != 3 else ""
     file = cache / f"{tag}.pt" if cache else None
     model = DigitsCNN(width) if kind == "cnn" else DigitsResNet(width, blocks)
     if file and file.exists():
         model.load_state_dict(torch.load(file))
         return model.eval()
     torch.manual_seed(0)
-    model = train(model, digits_data(), epochs=3)
+    model = train(model, digits_data(), epochs=epochs)
     if file:
         file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), file)
@@ -98,7 +99,7 @@ def trained(width: int, cache: Path | None, kind: str = "cnn", blocks: int = 6) 
 
 def build(width: int, widths: list[float], batch: int, method: str, cache: Path | None,
           threads: list[int | None], kind: str = "cnn", blocks: int = 6,
-          depths: list[float] | None = None, loss: str = "ce") -> GuardedModel:
+          depths: list[float] | None = None, loss: str = "ce", epochs: int = 3) -> GuardedModel:
     """The guarded model (no budget yet): every width (and depth) compiled for ``batch``, measured, evaluated."""
     data = digits_data()
     example = (torch.zeros(batch, 1, 8, 8),)
@@ -108,10 +109,11 @@ def build(width: int, widths: list[float], batch: int, method: str, cache: Path 
                    progress=lambda msg: print(f"[build {time.perf_counter() - began:.0f} s] {msg}", flush=True))
     if method == "prune":
         calibration = [data.x_train[i : i + 64] for i in range(0, 256, 64)]
-        return narrow(trained(width, cache, kind, blocks), example, widths, calibration_data=calibration,
+        return narrow(trained(width, cache, kind, blocks, epochs), example, widths, calibration_data=calibration,
                       depths=depths or [1.0], finetune=finetune_with(data.x_train, data.y_train, loss=loss),
                       **options)
-    return narrow(None, example, {w: trained(round(width * w), cache, kind, blocks) for w in widths}, **options)
+    return narrow(None, example, {w: trained(round(width * w), cache, kind, blocks, epochs) for w in widths},
+                  **options)
 
 
 class Load:
@@ -405,6 +407,9 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=6, help="residual blocks of --model resnet")
     parser.add_argument("--depths", default="1", help="fractions of the residual blocks kept, comma separated")
     parser.add_argument("--loss", choices=["ce", "kd"], default="ce", help="fine-tuning loss of the narrowed variants")
+    parser.add_argument("--train-epochs", type=int, default=3,
+                        help="training epochs of the full model (a wide ResNet needs more than 3 to be the most "
+                             "accurate variant, which the ladder's order by accuracy assumes)")
     args = parser.parse_args()
     phases = [(p.split(":")[0] == "1", float(p.split(":")[1])) for p in args.phases.split(",")]
     widths = sorted((float(w) for w in args.widths.split(",")), reverse=True)
@@ -412,7 +417,7 @@ def main() -> None:
 
     depths = sorted((float(d) for d in args.depths.split(",")), reverse=True)
     built = build(args.width, widths, args.batch, args.method, args.cache, threads, args.model, args.blocks, depths,
-                  args.loss)
+                  args.loss, args.train_epochs)
     full = next(v for v in built.variants if v.width == 1.0 and v.depth == 1.0 and v.threads == threads[0])
     budget = args.budget_factor * full.latency_ms
     guarded = GuardedModel(built.variants, budget_ms=budget, name=built.name)
