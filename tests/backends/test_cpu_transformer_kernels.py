@@ -55,6 +55,7 @@ def _dense_graph(lead, k, n, epilogue):
     ((2, 7), 17, 1000, ("gelu",)),                       # batch 2, rows padded, N padded to the panel
     ((3, 5, 6), 8, 24, ()),                              # several lead dims, no epilogue
     ((5,), 16, 3, ("bias",)),                            # 2-d input, tiny N
+    ((1, 64), 96, 96, ("bias", "residual")),             # Swin's narrow N: 3-vector panels, 8-row tiles
 ])
 def test_dense_packed_matches_reference(target, lead, k, n, epilogue):
     g, inputs = _dense_graph(lead, k, n, epilogue)
