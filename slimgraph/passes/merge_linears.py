@@ -73,6 +73,9 @@ def _merge(graph: Graph, group: list[Node]) -> None:
             graph.replace_all_uses(node.outputs[0], part)
     for node in group:
         graph.remove_node(node)
+        for const in {id(v): v.producer for v in node.inputs[1:]}.values():  # the weights now copied into the merged ones
+            if not const.outputs[0].users and const.outputs[0] not in graph.outputs:
+                graph.remove_node(const)
 
 
 @register_pass("merge-linears")

@@ -35,6 +35,7 @@ def test_projections_of_one_input_become_one_linear(trans_b):
     _same(g, merged)
     (linear,) = merged.find_nodes("linear")
     assert linear.inputs[1].name == "p0.weight+p1.weight+p2.weight"
+    assert not any(merged.has_value(f"p{i}.weight") for i in range(3))  # no second copy of the weights
     assert linear.outputs[0].type.shape == (1, 5, 16)
     assert [(n.attrs["starts"], n.attrs["ends"]) for n in merged.find_nodes("slice")] == [((0,), (6,)), ((6,), (10,)),
                                                                                          ((10,), (16,))]
