@@ -133,8 +133,9 @@ def _check_precision(precision: Any, target: str, variants: Any) -> None:
         raise ArgumentError("precision='bf16': not supported with variants=[...]; leave one of them out")
     from slimgraph.backends.tvm.targets import parse_target
 
-    if not parse_target(target).has("bf16"):
-        raise ArgumentError(f"precision='bf16' needs a CPU with AVX512-BF16, and target {target!r} has none; "
+    spec = parse_target(target)
+    if not (spec.has("amx") or spec.has("bf16")):
+        raise ArgumentError(f"precision='bf16' needs a CPU with AMX or AVX512-BF16, and target {target!r} has neither; "
                             "use precision='fp32' there")
 
 

@@ -22,11 +22,12 @@ import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops import amx
 from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_matmul, sparse_plan
 from slimgraph.backends.tvm.ops.common import (
     compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
-from slimgraph.backends.tvm.schedules.intrinsics import bf16_half
+from slimgraph.backends.tvm.schedules.intrinsics import bf16_bits, bf16_half
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
@@ -147,7 +148,9 @@ def lower_conv(call):
     conv = sparse_conv1x1(call, x, plan) if plan is not None else None
     if conv is not None:
         return _bias_epilogue(call, conv, 2)
-    if _dpbf16_applies(call, k, groups, c_out, weight):
+    if amx.conv2d_applies(call, weight, groups, strides, dilations, kernel):
+        conv = amx.conv2d(call, x, weight, begins, ends, strides)
+    elif _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
@@ -215,14 +218,6 @@ def _dpbf16_applies(call, k: int, groups: int, c_out: int, weight) -> bool:
             and c_out % BF16_LANES == 0 and call.target.has("bf16"))
 
 
-def _bf16_bits(value):
-    """The bf16 bits (in a uint32's low half) of a float32 expression, rounded to nearest even
-    (exact for values that are bf16 already)."""
-    bits = tirx.reinterpret("uint32", value)
-    one, half = tirx.const(1, "uint32"), tirx.const(16, "uint32")
-    return (bits + tirx.const(0x7FFF, "uint32") + ((bits >> half) & one)) >> half
-
-
 def _bf16_pairs(weight: np.ndarray) -> np.ndarray:
     """A bf16 array [C_out, C, ...] as int32 pairs [C_out, ceil(C/2), ...] (channel 2i in the low half)."""
     bits = np.asarray(weight).view(np.uint16).astype(np.uint32)
@@ -249,9 +244,9 @@ def _bf16_conv2d(call, x, weight: np.ndarray, begins, ends, strides, dilations):
     n, _, height, width = (int(d) for d in xp.shape)
 
     def relaid(b, c2, h, w):
-        low = _bf16_bits(up(xp[b, c2 * 2, h, w]))
+        low = bf16_bits(up(xp[b, c2 * 2, h, w]))
         # a clamped read: the vectorized copy may load both sides of the select
-        high = tirx.if_then_else(c2 * 2 + 1 < c_in, _bf16_bits(up(xp[b, tirx.min(c2 * 2 + 1, c_in - 1), h, w])),
+        high = tirx.if_then_else(c2 * 2 + 1 < c_in, bf16_bits(up(xp[b, tirx.min(c2 * 2 + 1, c_in - 1), h, w])),
                                  tirx.const(0, "uint32"))
         return tirx.reinterpret("int32", low | (high << tirx.const(16, "uint32")))
 
@@ -331,6 +326,8 @@ def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape):
     tile, W packed [N/B, K, B] with N padded to the panel (copies of the last column), and the result read
     back without the padding (the schedule computes that read, and the epilogue, in the tile).
     A dynamic row count keeps the rows as they are, packed [N/B, K, B] (``matmul_packed``)."""
+    if amx.matmul_applies(call, lead_shape):
+        return amx.matmul(call, x, weight_kn, lead_shape)
     k_dim, n_dim = weight_kn.shape
     rk = te.reduce_axis((0, k_dim), "rk")
     if any(not isinstance(d, int) for d in lead_shape):

@@ -1,0 +1,341 @@
+"""AMX bf16 forms of convs and constant-weight matmuls (CPUs whose target ``has("amx")``).
+
+One micro-kernel does the multiply-adds: :data:`AMX_LLVM`, an LLVM IR function
+linked into each kernel that uses it (``pragma_import_llvm``, as the
+``vdpbf16ps`` function of ``schedules/intrinsics.py``). It computes a 32 x 32
+float32 block as 2 x 2 accumulator tiles: per step of 32 bf16 values of K it
+loads two A tiles (16 rows x 32 bf16) and two B tiles (16 pairs of K x 16
+columns, each a pair of bf16 in a 32-bit word) and issues four ``tdpbf16ps``
+(16 x 16 x 32 multiply-adds each). Its own ``target-features`` enable AMX for
+that function alone: the rest of the module keeps the target's features
+(enabling amx-* module-wide made float32 convs 2-4x slower here). It loads its
+tile configuration (:data:`TILE_CONFIG`) on every call, so every TVM worker
+thread that runs it is configured. Linux grants a process tile data only on
+request: the compiled model asks before its first call
+(``backends/tvm/amx.py``).
+
+The TIR around it is a ``te.extern`` stage: one parallel loop over the blocks,
+one kernel call per block. Its operands are laid out for the tiles:
+
+- a conv computes ``W [C_out, K] x X [K, pixels]``: weights (rows of the A
+  tiles) packed at build as [C_out/16, KH, KW, C_in/32, 16, 16] words;
+  activations (B tiles) as channel-pair words [N, C_in/2, H', W'] with the
+  padding, read at a stride of one pair-plane per tile row. Output pixels are
+  counted along the *padded* row (q = h * W' + w), so that every tap (rh, rw)
+  reads 16 consecutive words at q + rh * W' + rw; the columns past the output
+  row are computed and dropped. Strided convs are 1x1 ones only, the stride
+  taken by the copy that makes the pair words.
+- a matmul computes ``X [M, K] x W [K, N]``: activations (rows of the A tiles)
+  as words [M, K/2], weights as [N/16, K/32, 16, 16] pair words.
+
+Every dim is padded with zeros to whole tiles (rows and columns to 32, K to
+32); the float32 result is read back without the padding by a compute stage
+into which the op's epilogue (bias, cast, activation) fuses.
+
+Example::
+
+    >>> block_count(100), pad_to(100, K_STEP)
+    (4, 128)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import te, tirx
+
+from slimgraph.backends.tvm.ops.common import spatial_compute, up
+from slimgraph.backends.tvm.schedules.intrinsics import bf16_bits
+from slimgraph.backends.tvm.tile_permission import AMX_KERNEL
+
+#: Rows of a tile; float32 columns of an accumulator tile; bf16 pairs in a tile row (64 bytes).
+TILE = 16
+#: bf16 values of K one ``tdpbf16ps`` step consumes.
+K_STEP = 32
+#: Rows and columns of the block one kernel call computes (2 x 2 accumulator tiles).
+BLOCK = 32
+#: Bytes of a 32-bit element: every operand buffer holds words of two bf16, results are float32.
+WORD = 4
+#: Smallest input channel count worth AMX: K is padded to 32, so fewer would waste half the work.
+MIN_CHANNELS = 16
+
+
+def _tile_config() -> bytes:
+    """The palette-1 configuration: tiles 0-7 each 16 rows of 64 bytes."""
+    cfg = bytearray(64)
+    cfg[0] = 1
+    for t in range(8):
+        cfg[16 + 2 * t] = TILE * WORD
+        cfg[48 + t] = TILE
+    return bytes(cfg)
+
+
+#: The 64-byte ``ldtilecfg`` operand.
+TILE_CONFIG = _tile_config()
+
+#: :data:`TILE_CONFIG` as an LLVM string constant.
+_CONFIG_TEXT = "".join(f"\\{b:02X}" for b in TILE_CONFIG)
+
+
+def _asm(template: str, operands: str = "", constraints: str = "") -> str:
+    """One inline-assembly statement (AT&T syntax; ``$0``, ``$1``: its register operands)."""
+    sep = "," if constraints else ""
+    return f'  call void asm sideeffect "{template}", "{constraints}{sep}~{{memory}}"({operands})'
+
+
+def _load(tile: int, ptr: str, stride: str) -> str:
+    return _asm(f"tileloadd ($0,$1,1), %tmm{tile}", f"ptr {ptr}, i64 {stride}", "r,r")
+
+
+def _dot(c: int, a: int, b: int) -> str:
+    return _asm(f"tdpbf16ps %tmm{b}, %tmm{a}, %tmm{c}")
+
+
+def _store(tile: int, ptr: str) -> str:
+    return _asm(f"tilestored %tmm{tile}, ($0,$1,1)", f"ptr {ptr}, i64 %ldc", "r,r")
+
+
+#: The micro-kernel, in LLVM IR. C (tiles 0-3, row stride ldc bytes) = sum over taps (th, tw) and
+#: steps s of A (tiles 4, 5 at a and a + a_next; + (th * kw + tw) * a_tap + s * a_step) times
+#: B (tiles 6, 7 at b and b + b_next; + th * b_row + tw * b_col + s * b_step). All offsets are bytes.
+#: Returns 0 (TVM's extern calls carry a value).
+#:
+#: The tile instructions are inline assembly, not LLVM's AMX intrinsics: TVM marks every function
+#: it imports always-inline, so the function compiles with its caller's features, and a module
+#: without amx-* cannot select the intrinsics (enabling them module-wide slowed float32 convs
+#: 2-4x). The assembler takes the mnemonics whatever the features; LLVM never allocates tile
+#: registers in such a module, so the statements own them between the configuration and the stores.
+AMX_LLVM = f"""
+@slimgraph_amx_config = linkonce_odr constant [64 x i8] c"{_CONFIG_TEXT}", align 64
+define linkonce_odr i32 @{AMX_KERNEL}(ptr %c, i64 %ldc, ptr %a, i64 %lda, i64 %a_next, i64 %a_step, i64 %a_tap,
+    ptr %b, i64 %ldb, i64 %b_next, i64 %b_step, i64 %b_row, i64 %b_col, i64 %steps, i64 %kh, i64 %kw) {{
+entry:
+{_asm("ldtilecfg ($0)", "ptr @slimgraph_amx_config", "r")}
+{_asm("tilezero %tmm0")}
+{_asm("tilezero %tmm1")}
+{_asm("tilezero %tmm2")}
+{_asm("tilezero %tmm3")}
+  br label %rows
+rows:
+  %th = phi i64 [0, %entry], [%th.next, %rows.end]
+  br label %cols
+cols:
+  %tw = phi i64 [0, %rows], [%tw.next, %cols.end]
+  %tap.row = mul i64 %th, %kw
+  %tap = add i64 %tap.row, %tw
+  %a.off = mul i64 %tap, %a_tap
+  %b.off.row = mul i64 %th, %b_row
+  %b.off.col = mul i64 %tw, %b_col
+  %b.off = add i64 %b.off.row, %b.off.col
+  %a.tap = getelementptr i8, ptr %a, i64 %a.off
+  %b.tap = getelementptr i8, ptr %b, i64 %b.off
+  br label %k
+k:
+  %s = phi i64 [0, %cols], [%s.next, %k]
+  %a.k = mul i64 %s, %a_step
+  %b.k = mul i64 %s, %b_step
+  %a0 = getelementptr i8, ptr %a.tap, i64 %a.k
+  %a1 = getelementptr i8, ptr %a0, i64 %a_next
+  %b0 = getelementptr i8, ptr %b.tap, i64 %b.k
+  %b1 = getelementptr i8, ptr %b0, i64 %b_next
+{_load(4, "%a0", "%lda")}
+{_load(6, "%b0", "%ldb")}
+{_dot(0, 4, 6)}
+{_load(7, "%b1", "%ldb")}
+{_dot(1, 4, 7)}
+{_load(5, "%a1", "%lda")}
+{_dot(2, 5, 6)}
+{_dot(3, 5, 7)}
+  %s.next = add i64 %s, 1
+  %k.done = icmp eq i64 %s.next, %steps
+  br i1 %k.done, label %cols.end, label %k
+cols.end:
+  %tw.next = add i64 %tw, 1
+  %cols.done = icmp eq i64 %tw.next, %kw
+  br i1 %cols.done, label %rows.end, label %cols
+rows.end:
+  %th.next = add i64 %th, 1
+  %rows.done = icmp eq i64 %th.next, %kh
+  br i1 %rows.done, label %store, label %rows
+store:
+  %c1 = getelementptr i8, ptr %c, i64 64
+  %c.half = mul i64 %ldc, 16
+  %c2 = getelementptr i8, ptr %c, i64 %c.half
+  %c3 = getelementptr i8, ptr %c2, i64 64
+{_store(0, "%c")}
+{_store(1, "%c1")}
+{_store(2, "%c2")}
+{_store(3, "%c3")}
+  ret i32 0
+}}
+"""
+
+
+def pad_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def block_count(n: int) -> int:
+    """Blocks of :data:`BLOCK` covering ``n`` rows or columns."""
+    return -(-n // BLOCK)
+
+
+def _i64(v) -> tirx.PrimExpr:
+    return tirx.const(v, "int64") if isinstance(v, int) else tirx.Cast("int64", v)
+
+
+def _extern(shape, inputs, row_blocks: int, col_blocks: int, call_at, name: str):
+    """A float32 ``te.extern`` of ``shape``: a parallel loop over ``row_blocks`` x
+    ``col_blocks`` 32 x 32 blocks (column blocks inner), ``call_at(ins, out, rb, cb)`` giving
+    the micro-kernel's arguments for a block."""
+
+    def body(ins, outs):
+        i = tirx.Var("block", "int32")
+        args = call_at(ins, outs[0], tirx.floordiv(i, col_blocks), tirx.floormod(i, col_blocks))
+        call = tirx.Evaluate(tirx.call_extern("int32", AMX_KERNEL, *args))
+        loop = tirx.For(i, 0, row_blocks * col_blocks, tirx.ForKind.PARALLEL, call)
+        return tirx.AttrStmt(tirx.const(0, "int32"), "pragma_import_llvm", tvm.ir.StringImm(AMX_LLVM), loop)
+
+    def buffer(shape_, dtype, hint):  # offset 0: the calls address elements from the buffer's start
+        return tirx.decl_buffer(shape_, dtype, hint, elem_offset=0)
+
+    ins = [buffer(t.shape, t.dtype, t.op.name) for t in inputs]
+    return te.extern(tuple(shape), list(inputs), body, dtype="float32", name=name, attrs={"sg.rule": "amx"},
+                     in_buffers=ins, out_buffers=[buffer(shape, "float32", name)])
+
+
+def _word(lo, hi):
+    """The int32 word of two bf16 values (float32 expressions holding bf16 numbers), ``lo`` in the low half."""
+    return tirx.reinterpret("int32", bf16_bits(lo) | (bf16_bits(hi) << tirx.const(16, "uint32")))
+
+
+def _ptr(buffer, access: str, offset):
+    return buffer.access_ptr(access, offset=offset)
+
+
+def _weight_words(w: np.ndarray) -> np.ndarray:
+    """A bf16 array [..., K, N] as int32 words [..., K/2, N], K-pair 2i's first value in the low half."""
+    bits = np.asarray(w).view(np.uint16).astype(np.uint32)
+    return (bits[..., 0::2, :] | (bits[..., 1::2, :] << 16)).view(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# Convolution
+
+
+def conv2d_applies(call, weight, groups: int, strides, dilations, kernel) -> bool:
+    """Whether a 2-d conv takes the AMX form: bf16, constant weight, ungrouped, no dilation,
+    stride 1 or a 1x1 kernel, enough input channels to fill the tiles, static shape."""
+    x = call.args[0]
+    return (call.dtype() == "bfloat16" and call.target.has("amx") and weight is not None and groups == 1
+            and len(kernel) == 2 and set(dilations) == {1} and (set(strides) == {1} or kernel == [1, 1])
+            and int(x.shape[1]) >= MIN_CHANNELS and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
+
+
+def conv2d(call, x, weight: np.ndarray, begins, ends, strides):
+    """``conv(x, weight)`` (float32 sums of bf16 products) as AMX blocks; see the module docstring."""
+    n, c_in, height, width = (int(d) for d in x.shape)
+    c_out, _, kh, kw = weight.shape
+    _, _, h_out, w_out = (int(d) for d in call.shape())
+    (sh, sw), (pt, pl) = strides, begins
+    steps = pad_to(c_in, K_STEP) // K_STEP
+    row = w_out + kw - 1                      # the padded row W' the output pixels are counted along
+    pixels = pad_to(h_out * row, BLOCK)       # output pixels computed, garbage columns included
+    # input rows: the padded image, and enough zero rows that the last block's taps stay inside
+    rows_in = -(-(pixels + (kh - 1) * row + kw - 1) // row)
+    pairs = steps * K_STEP // 2
+
+    def words(b, c2, h, w):
+        y, v = h * sh - pt, w * sw - pl
+        inside = tirx.all(y >= 0, y < height, v >= 0, v < width)
+        yc, vc = tirx.max(tirx.min(y, height - 1), 0), tirx.max(tirx.min(v, width - 1), 0)
+
+        def channel(c):  # clamped reads: the vectorized copy may load both sides of a select
+            return tirx.if_then_else(tirx.all(inside, c < c_in), up(x[b, tirx.min(c, c_in - 1), yc, vc]),
+                                     tirx.const(0.0, "float32"))
+
+        return _word(channel(c2 * 2), channel(c2 * 2 + 1))
+
+    xq = spatial_compute((n, pairs, rows_in, row), words, name="amx_pack", rule="amx_pack")
+    c_out_p = pad_to(c_out, BLOCK)
+    w = np.zeros((c_out_p, steps * K_STEP, kh, kw), weight.dtype)
+    w[:c_out, :c_in] = weight
+    # [C_out/16, 16, steps, 32, kh, kw] -> [C_out/16, kh, kw, steps, 16 rows, 32 bf16]
+    tiles = w.reshape(c_out_p // TILE, TILE, steps, K_STEP, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    wq = call.param(np.ascontiguousarray(tiles).view(np.int32), "w_amx")
+    tile_bytes = TILE * TILE * WORD
+    plane = rows_in * row                     # words in one pair-plane of xq
+    col_blocks = pixels // BLOCK
+
+    def call_at(ins, out, rb, cb):
+        xb, wb = ins
+        b, ob = tirx.floordiv(rb, c_out_p // BLOCK), tirx.floormod(rb, c_out_p // BLOCK)
+        return [
+            _ptr(out, "w", (b * c_out_p + ob * BLOCK) * pixels + cb * BLOCK), _i64(pixels * WORD),
+            _ptr(wb, "r", ob * 2 * kh * kw * steps * TILE * TILE), _i64(TILE * WORD),
+            _i64(kh * kw * steps * tile_bytes), _i64(tile_bytes), _i64(steps * tile_bytes),
+            _ptr(xb, "r", b * pairs * plane + cb * BLOCK), _i64(plane * WORD), _i64(TILE * WORD),
+            _i64(TILE * plane * WORD), _i64(row * WORD), _i64(WORD),
+            _i64(steps), _i64(kh), _i64(kw),
+        ]
+
+    acc = _extern((n, c_out_p, pixels), [xq, wq], n * c_out_p // BLOCK, col_blocks, call_at, "conv_amx")
+    return spatial_compute(call.shape(), lambda b, o, h, v: acc[b, o, h * row + v], name="conv", rule="elementwise")
+
+
+# ---------------------------------------------------------------------------
+# Matmul
+
+
+def matmul_applies(call, lead_shape) -> bool:
+    """Whether a matmul or linear with a constant weight takes the AMX form: bf16, static rows."""
+    return (call.dtype() == "bfloat16" and call.target.has("amx")
+            and all(isinstance(d, int) for d in lead_shape))
+
+
+def matmul(call, x, weight_kn: np.ndarray, lead_shape):
+    """``x @ W`` for a constant bf16 W [K, N] (x [..., K]) as AMX blocks, float32 result [..., N]."""
+    k_dim, n_dim = weight_kn.shape
+    rows = int(np.prod(lead_shape)) if lead_shape else 1
+    rows_p, n_p, k_p = pad_to(rows, BLOCK), pad_to(n_dim, BLOCK), pad_to(k_dim, K_STEP)
+    steps = k_p // K_STEP
+    strides = [int(np.prod(lead_shape[i + 1:])) for i in range(len(lead_shape))]
+
+    def words(m, k2):
+        lead = tuple(tirx.floormod(tirx.floordiv(tirx.min(m, rows - 1), s), d) for s, d in zip(strides, lead_shape))
+
+        def value(k):
+            return tirx.if_then_else(tirx.all(m < rows, k < k_dim), up(x[(*lead, tirx.min(k, k_dim - 1))]),
+                                     tirx.const(0.0, "float32"))
+
+        return _word(value(k2 * 2), value(k2 * 2 + 1))
+
+    xq = spatial_compute((rows_p, k_p // 2), words, name="amx_pack", rule="amx_pack")
+    w = np.zeros((k_p, n_p), weight_kn.dtype)
+    w[:k_dim, :n_dim] = weight_kn
+    # words [K/2, N] -> [N/16, steps, 16 pairs, 16 columns]
+    panels = _weight_words(w).reshape(steps, TILE, n_p // TILE, TILE).transpose(2, 0, 1, 3)
+    wq = call.param(panels, "w_amx")
+    tile_bytes = TILE * TILE * WORD
+    col_blocks = n_p // BLOCK
+
+    def call_at(ins, out, rb, cb):
+        xb, wb = ins
+        return [
+            _ptr(out, "w", rb * BLOCK * n_p + cb * BLOCK), _i64(n_p * WORD),
+            _ptr(xb, "r", rb * BLOCK * (k_p // 2)), _i64(k_p // 2 * WORD), _i64(TILE * k_p // 2 * WORD),
+            _i64(TILE * WORD), _i64(0),
+            _ptr(wb, "r", cb * 2 * steps * TILE * TILE), _i64(TILE * WORD), _i64(steps * tile_bytes),
+            _i64(tile_bytes), _i64(0), _i64(0),
+            _i64(steps), _i64(1), _i64(1),
+        ]
+
+    # row blocks inner: one weight panel serves every row block
+    acc = _extern((rows_p, n_p), [xq, wq], col_blocks, rows_p // BLOCK,
+                  lambda ins, out, cb, rb: call_at(ins, out, rb, cb), "matmul_amx")
+
+    def read(*i):
+        m = sum((i[d] * s for d, s in enumerate(strides)), tirx.const(0, "int32")) if lead_shape else 0
+        return acc[m, i[-1]]
+
+    return spatial_compute(tuple(lead_shape) + (n_dim,), read, name="matmul_rows", rule="elementwise")
