@@ -99,7 +99,7 @@ def test_compile_bf16_stays_close_to_fp32():
 
 def test_compile_bf16_is_refused_without_bf16_and_checks_its_value():
     net, x = _cnn(), torch.randn(1, 3, 32, 32)
-    with pytest.raises(ArgumentError, match="needs a CPU with AVX512-BF16.*llvm:haswell"):
+    with pytest.raises(ArgumentError, match="needs a CPU with AMX or AVX512-BF16.*llvm:haswell"):
         slimgraph.compile(net, [x], target="llvm:haswell", precision="bf16")
     with pytest.raises(ArgumentError, match="precision='fp16': choose from 'fp32', 'bf16'"):
         slimgraph.compile(net, [x], precision="fp16")
