@@ -232,6 +232,16 @@ def conv2d_applies(call, weight, groups: int, strides, dilations, kernel) -> boo
             and int(x.shape[1]) >= MIN_CHANNELS and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
 
 
+#: Extra columns a row may gain so that the operand copy vectorizes (its inner loop is the row).
+ROW_SLACK = 1 / 8
+
+
+def _row(width: int) -> int:
+    """The padded row of ``width`` columns, rounded up to whole vectors of 16, 8 or 4 words where
+    that adds at most :data:`ROW_SLACK` (each extra column is computed and dropped)."""
+    return next((r for r in (pad_to(width, v) for v in (16, 8, 4)) if r - width <= width * ROW_SLACK), width)
+
+
 def conv2d(call, x, weight: np.ndarray, begins, ends, strides):
     """``conv(x, weight)`` (float32 sums of bf16 products) as AMX blocks; see the module docstring."""
     n, c_in, height, width = (int(d) for d in x.shape)
@@ -239,7 +249,7 @@ def conv2d(call, x, weight: np.ndarray, begins, ends, strides):
     _, _, h_out, w_out = (int(d) for d in call.shape())
     (sh, sw), (pt, pl) = strides, begins
     steps = pad_to(c_in, K_STEP) // K_STEP
-    row = w_out + kw - 1                      # the padded row W' the output pixels are counted along
+    row = _row(w_out + kw - 1)                # the padded row W' the output pixels are counted along
     pixels = pad_to(h_out * row, BLOCK)       # output pixels computed, garbage columns included
     # input rows: the padded image, and enough zero rows that the last block's taps stay inside
     rows_in = -(-(pixels + (kh - 1) * row + kw - 1) // row)
