@@ -43,7 +43,9 @@ def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads
 @pytest.mark.parametrize("c_in, c_out, size, kernel, stride, pads", [
     (32, 64, 9, 3, 1, (1, 1, 1, 1)),    # a 3x3 conv: taps read along the padded row
     (40, 24, 7, 3, 1, (1, 0, 2, 1)),    # K and C_out padded to whole tiles; uneven padding
-    (64, 48, 10, 1, 2, (0, 0, 0, 0)),   # a strided 1x1: the stride taken by the operand copy
+    (64, 48, 10, 1, 2, (0, 0, 0, 0)),   # a strided 1x1: one phase, the stride taken by the operand copy
+    (32, 32, 11, 3, 2, (1, 1, 1, 1)),   # a strided 3x3: four phases
+    (48, 32, 12, 7, 2, (3, 3, 3, 3)),   # 7x7 stride 2, an odd window over two-by-two phases
     (16, 32, 5, 5, 1, (2, 2, 2, 2)),    # 5x5, more pixels padded than computed
 ])  # fmt: skip
 def test_amx_conv_matches_interpreter(c_in, c_out, size, kernel, stride, pads):

@@ -6,25 +6,22 @@ linked into each kernel that uses it (``pragma_import_llvm``, as the
 float32 block as 2 x 2 accumulator tiles: per step of 32 bf16 values of K it
 loads two A tiles (16 rows x 32 bf16) and two B tiles (16 pairs of K x 16
 columns, each a pair of bf16 in a 32-bit word) and issues four ``tdpbf16ps``
-(16 x 16 x 32 multiply-adds each). Its own ``target-features`` enable AMX for
-that function alone: the rest of the module keeps the target's features
-(enabling amx-* module-wide made float32 convs 2-4x slower here). It loads its
-tile configuration (:data:`TILE_CONFIG`) on every call, so every TVM worker
-thread that runs it is configured. Linux grants a process tile data only on
-request: the compiled model asks before its first call
-(``backends/tvm/amx.py``).
+(16 x 16 x 32 multiply-adds each). It loads its tile configuration
+(:data:`TILE_CONFIG`) on every call, so every TVM worker thread that runs it
+is configured. Linux grants a process tile data only on request: the compiled
+model asks before its first call (``backends/tvm/tile_permission.py``).
 
 The TIR around it is a ``te.extern`` stage: one parallel loop over the blocks,
 one kernel call per block. Its operands are laid out for the tiles:
 
 - a conv computes ``W [C_out, K] x X [K, pixels]``: weights (rows of the A
   tiles) packed at build as [C_out/16, KH, KW, C_in/32, 16, 16] words;
-  activations (B tiles) as channel-pair words [N, C_in/2, H', W'] with the
-  padding, read at a stride of one pair-plane per tile row. Output pixels are
-  counted along the *padded* row (q = h * W' + w), so that every tap (rh, rw)
-  reads 16 consecutive words at q + rh * W' + rw; the columns past the output
-  row are computed and dropped. Strided convs are 1x1 ones only, the stride
-  taken by the copy that makes the pair words.
+  activations (B tiles) as channel-pair words [N, C_in/2, phases, H', W'] with
+  the padding, read at a stride of one pair-plane per tile row. Output pixels
+  are counted along the *padded* row (q = h * W' + w), so that every tap reads
+  16 consecutive words at q plus the tap's offset (a table of offsets built
+  at compile time); the columns past the output row are computed and dropped.
+  A stride splits the input into phases, see :func:`conv2d`.
 - a matmul computes ``X [M, K] x W [K, N]``: activations (rows of the A tiles)
   as words [M, K/2], weights as [N/16, K/32, 16, 16] pair words.
 
@@ -95,9 +92,10 @@ def _store(tile: int, ptr: str) -> str:
     return _asm(f"tilestored %tmm{tile}, ($0,$1,1)", f"ptr {ptr}, i64 %ldc", "r,r")
 
 
-#: The micro-kernel, in LLVM IR. C (tiles 0-3, row stride ldc bytes) = sum over taps (th, tw) and
-#: steps s of A (tiles 4, 5 at a and a + a_next; + (th * kw + tw) * a_tap + s * a_step) times
-#: B (tiles 6, 7 at b and b + b_next; + th * b_row + tw * b_col + s * b_step). All offsets are bytes.
+#: The micro-kernel, in LLVM IR. C (tiles 0-3, row stride ldc bytes) = sum over taps t and
+#: steps s of A (tiles 4, 5 at a and a + a_next; + t * a_tap + s * a_step) times B (tiles 6, 7
+#: at b and b + b_next; + b_taps[t] + s * b_step). All offsets are bytes; ``b_taps`` holds one
+#: int64 per tap (a conv's taps read the activations at offsets no stride describes).
 #: Returns 0 (TVM's extern calls carry a value).
 #:
 #: The tile instructions are inline assembly, not LLVM's AMX intrinsics: TVM marks every function
@@ -108,30 +106,24 @@ def _store(tile: int, ptr: str) -> str:
 AMX_LLVM = f"""
 @slimgraph_amx_config = linkonce_odr constant [64 x i8] c"{_CONFIG_TEXT}", align 64
 define linkonce_odr i32 @{AMX_KERNEL}(ptr %c, i64 %ldc, ptr %a, i64 %lda, i64 %a_next, i64 %a_step, i64 %a_tap,
-    ptr %b, i64 %ldb, i64 %b_next, i64 %b_step, i64 %b_row, i64 %b_col, i64 %steps, i64 %kh, i64 %kw) {{
+    ptr %b, i64 %ldb, i64 %b_next, i64 %b_step, ptr %b_taps, i64 %taps, i64 %steps) {{
 entry:
 {_asm("ldtilecfg ($0)", "ptr @slimgraph_amx_config", "r")}
 {_asm("tilezero %tmm0")}
 {_asm("tilezero %tmm1")}
 {_asm("tilezero %tmm2")}
 {_asm("tilezero %tmm3")}
-  br label %rows
-rows:
-  %th = phi i64 [0, %entry], [%th.next, %rows.end]
-  br label %cols
-cols:
-  %tw = phi i64 [0, %rows], [%tw.next, %cols.end]
-  %tap.row = mul i64 %th, %kw
-  %tap = add i64 %tap.row, %tw
-  %a.off = mul i64 %tap, %a_tap
-  %b.off.row = mul i64 %th, %b_row
-  %b.off.col = mul i64 %tw, %b_col
-  %b.off = add i64 %b.off.row, %b.off.col
+  br label %tap
+tap:
+  %t = phi i64 [0, %entry], [%t.next, %tap.end]
+  %a.off = mul i64 %t, %a_tap
+  %b.off.at = getelementptr i64, ptr %b_taps, i64 %t
+  %b.off = load i64, ptr %b.off.at, align 8
   %a.tap = getelementptr i8, ptr %a, i64 %a.off
   %b.tap = getelementptr i8, ptr %b, i64 %b.off
   br label %k
 k:
-  %s = phi i64 [0, %cols], [%s.next, %k]
+  %s = phi i64 [0, %tap], [%s.next, %k]
   %a.k = mul i64 %s, %a_step
   %b.k = mul i64 %s, %b_step
   %a0 = getelementptr i8, ptr %a.tap, i64 %a.k
@@ -148,15 +140,11 @@ k:
 {_dot(3, 5, 7)}
   %s.next = add i64 %s, 1
   %k.done = icmp eq i64 %s.next, %steps
-  br i1 %k.done, label %cols.end, label %k
-cols.end:
-  %tw.next = add i64 %tw, 1
-  %cols.done = icmp eq i64 %tw.next, %kw
-  br i1 %cols.done, label %rows.end, label %cols
-rows.end:
-  %th.next = add i64 %th, 1
-  %rows.done = icmp eq i64 %th.next, %kh
-  br i1 %rows.done, label %store, label %rows
+  br i1 %k.done, label %tap.end, label %k
+tap.end:
+  %t.next = add i64 %t, 1
+  %taps.done = icmp eq i64 %t.next, %taps
+  br i1 %taps.done, label %store, label %tap
 store:
   %c1 = getelementptr i8, ptr %c, i64 64
   %c.half = mul i64 %ldc, 16
@@ -223,13 +211,13 @@ def _weight_words(w: np.ndarray) -> np.ndarray:
 # Convolution
 
 
-def conv2d_applies(call, weight, groups: int, strides, dilations, kernel) -> bool:
+def conv2d_applies(call, weight, groups: int, dilations, kernel) -> bool:
     """Whether a 2-d conv takes the AMX form: bf16, constant weight, ungrouped, no dilation,
-    stride 1 or a 1x1 kernel, enough input channels to fill the tiles, static shape."""
+    enough input channels to fill the tiles, static shape."""
     x = call.args[0]
     return (call.dtype() == "bfloat16" and call.target.has("amx") and weight is not None and groups == 1
-            and len(kernel) == 2 and set(dilations) == {1} and (set(strides) == {1} or kernel == [1, 1])
-            and int(x.shape[1]) >= MIN_CHANNELS and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
+            and len(kernel) == 2 and set(dilations) == {1} and int(x.shape[1]) >= MIN_CHANNELS
+            and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
 
 
 #: Extra columns a row may gain so that the operand copy vectorizes (its inner loop is the row).
@@ -242,21 +230,28 @@ def _row(width: int) -> int:
     return next((r for r in (pad_to(width, v) for v in (16, 8, 4)) if r - width <= width * ROW_SLACK), width)
 
 
-def conv2d(call, x, weight: np.ndarray, begins, ends, strides):
-    """``conv(x, weight)`` (float32 sums of bf16 products) as AMX blocks; see the module docstring."""
+def conv2d(call, x, weight: np.ndarray, begins, strides):
+    """``conv(x, weight)`` (float32 sums of bf16 products) as AMX blocks; see the module docstring.
+
+    A stride s splits the padded input into phases (the rows and columns of each remainder mod s,
+    those the taps reach), each a plane of its own: tap (rh, rw) reads phase (rh % s, rw % s) at
+    (rh // s, rw // s), consecutive words again for consecutive output pixels."""
     n, c_in, height, width = (int(d) for d in x.shape)
     c_out, _, kh, kw = weight.shape
     _, _, h_out, w_out = (int(d) for d in call.shape())
     (sh, sw), (pt, pl) = strides, begins
+    phases_h, phases_w = min(sh, kh), min(sw, kw)
     steps = pad_to(c_in, K_STEP) // K_STEP
-    row = _row(w_out + kw - 1)                # the padded row W' the output pixels are counted along
+    row = _row(w_out + (kw - 1) // sw)        # the padded row W' the output pixels are counted along
     pixels = pad_to(h_out * row, BLOCK)       # output pixels computed, garbage columns included
-    # input rows: the padded image, and enough zero rows that the last block's taps stay inside
-    rows_in = -(-(pixels + (kh - 1) * row + kw - 1) // row)
+    # rows of a phase: the padded image's, and enough zero rows that the last block's taps stay inside
+    rows_in = -(-(pixels + (kh - 1) // sh * row + (kw - 1) // sw) // row)
     pairs = steps * K_STEP // 2
+    phase_plane = rows_in * row
 
-    def words(b, c2, h, w):
-        y, v = h * sh - pt, w * sw - pl
+    def words(b, c2, p, h, w):
+        y = h * sh + tirx.floordiv(p, phases_w) - pt
+        v = w * sw + tirx.floormod(p, phases_w) - pl
         inside = tirx.all(y >= 0, y < height, v >= 0, v < width)
         yc, vc = tirx.max(tirx.min(y, height - 1), 0), tirx.max(tirx.min(v, width - 1), 0)
 
@@ -266,30 +261,31 @@ def conv2d(call, x, weight: np.ndarray, begins, ends, strides):
 
         return _word(channel(c2 * 2), channel(c2 * 2 + 1))
 
-    xq = spatial_compute((n, pairs, rows_in, row), words, name="amx_pack", rule="amx_pack")
+    xq = spatial_compute((n, pairs, phases_h * phases_w, rows_in, row), words, name="amx_pack", rule="amx_pack")
     c_out_p = pad_to(c_out, BLOCK)
     w = np.zeros((c_out_p, steps * K_STEP, kh, kw), weight.dtype)
     w[:c_out, :c_in] = weight
     # [C_out/16, 16, steps, 32, kh, kw] -> [C_out/16, kh, kw, steps, 16 rows, 32 bf16]
     tiles = w.reshape(c_out_p // TILE, TILE, steps, K_STEP, kh, kw).transpose(0, 4, 5, 2, 1, 3)
     wq = call.param(np.ascontiguousarray(tiles).view(np.int32), "w_amx")
+    taps = np.array([((rh % sh * phases_w + rw % sw) * phase_plane + rh // sh * row + rw // sw) * WORD
+                     for rh in range(kh) for rw in range(kw)], np.int64)
+    tq = call.param(taps, "amx_taps")
     tile_bytes = TILE * TILE * WORD
-    plane = rows_in * row                     # words in one pair-plane of xq
-    col_blocks = pixels // BLOCK
+    plane = phases_h * phases_w * phase_plane  # words of one channel pair
 
     def call_at(ins, out, rb, cb):
-        xb, wb = ins
+        xb, wb, tb = ins
         b, ob = tirx.floordiv(rb, c_out_p // BLOCK), tirx.floormod(rb, c_out_p // BLOCK)
         return [
             _ptr(out, "w", (b * c_out_p + ob * BLOCK) * pixels + cb * BLOCK), _i64(pixels * WORD),
             _ptr(wb, "r", ob * 2 * kh * kw * steps * TILE * TILE), _i64(TILE * WORD),
             _i64(kh * kw * steps * tile_bytes), _i64(tile_bytes), _i64(steps * tile_bytes),
             _ptr(xb, "r", b * pairs * plane + cb * BLOCK), _i64(plane * WORD), _i64(TILE * WORD),
-            _i64(TILE * plane * WORD), _i64(row * WORD), _i64(WORD),
-            _i64(steps), _i64(kh), _i64(kw),
+            _i64(TILE * plane * WORD), _ptr(tb, "r", 0), _i64(kh * kw), _i64(steps),
         ]
 
-    acc = _extern((n, c_out_p, pixels), [xq, wq], n * c_out_p // BLOCK, col_blocks, call_at, "conv_amx")
+    acc = _extern((n, c_out_p, pixels), [xq, wq, tq], n * c_out_p // BLOCK, pixels // BLOCK, call_at, "conv_amx")
     return spatial_compute(call.shape(), lambda b, o, h, v: acc[b, o, h * row + v], name="conv", rule="elementwise")
 
 
@@ -321,6 +317,7 @@ def matmul(call, x, weight_kn: np.ndarray, lead_shape):
         return _word(value(k2 * 2), value(k2 * 2 + 1))
 
     xq = spatial_compute((rows_p, k_p // 2), words, name="amx_pack", rule="amx_pack")
+    tq = call.param(np.zeros(1, np.int64), "amx_taps")
     w = np.zeros((k_p, n_p), weight_kn.dtype)
     w[:k_dim, :n_dim] = weight_kn
     # words [K/2, N] -> [N/16, steps, 16 pairs, 16 columns]
@@ -330,18 +327,17 @@ def matmul(call, x, weight_kn: np.ndarray, lead_shape):
     col_blocks = n_p // BLOCK
 
     def call_at(ins, out, rb, cb):
-        xb, wb = ins
+        xb, wb, tb = ins
         return [
             _ptr(out, "w", rb * BLOCK * n_p + cb * BLOCK), _i64(n_p * WORD),
             _ptr(xb, "r", rb * BLOCK * (k_p // 2)), _i64(k_p // 2 * WORD), _i64(TILE * k_p // 2 * WORD),
             _i64(TILE * WORD), _i64(0),
             _ptr(wb, "r", cb * 2 * steps * TILE * TILE), _i64(TILE * WORD), _i64(steps * tile_bytes),
-            _i64(tile_bytes), _i64(0), _i64(0),
-            _i64(steps), _i64(1), _i64(1),
+            _i64(tile_bytes), _ptr(tb, "r", 0), _i64(1), _i64(steps),
         ]
 
     # row blocks inner: one weight panel serves every row block
-    acc = _extern((rows_p, n_p), [xq, wq], col_blocks, rows_p // BLOCK,
+    acc = _extern((rows_p, n_p), [xq, wq, tq], col_blocks, rows_p // BLOCK,
                   lambda ins, out, cb, rb: call_at(ins, out, rb, cb), "matmul_amx")
 
     def read(*i):

@@ -148,8 +148,8 @@ def lower_conv(call):
     conv = sparse_conv1x1(call, x, plan) if plan is not None else None
     if conv is not None:
         return _bias_epilogue(call, conv, 2)
-    if amx.conv2d_applies(call, weight, groups, strides, dilations, kernel):
-        conv = amx.conv2d(call, x, weight, begins, ends, strides)
+    if amx.conv2d_applies(call, weight, groups, dilations, kernel):
+        conv = amx.conv2d(call, x, weight, begins, strides)
     elif _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
