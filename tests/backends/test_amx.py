@@ -117,3 +117,25 @@ def test_tile_permission_refused_is_a_clear_error(monkeypatch):
     with pytest.raises(BackendError, match="Linux refused tile data.*Operation not permitted.*precision='fp32'"):
         tile_permission.request_tile_data()
     assert calls == [(0x1023, 18)] and not tile_permission._granted
+
+
+@needs_amx
+def test_a_loaded_amx_model_asks_for_tiles_in_a_fresh_process(tmp_path):
+    """Without the permission request the first tile instruction kills the process (SIGILL):
+    a model saved here and loaded by a new interpreter must ask before its first call."""
+    import os
+    import subprocess
+    import sys
+
+    g = _linear_graph((4,), 64, 32, "linear")
+    model = build(g, "llvm", {})
+    assert _uses_amx(model)
+    model.save(tmp_path / "m")
+    x = RNG.standard_normal((4, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (f"import numpy as np, slimgraph; m = slimgraph.load({str(tmp_path / 'm')!r}); "
+            f"np.save({str(tmp_path / 'y.npy')!r}, m(np.load({str(tmp_path / 'x.npy')!r})))")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model(x))
