@@ -86,10 +86,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
     faster (see docs/compression.md).
 
-    ``precision="bf16"`` (on CPUs with AVX512-BF16 only) runs convs and
+    ``precision="bf16"`` (on CPUs with AMX or AVX512-BF16 only) runs convs and
     matmuls on bf16 weights and activations with float32 sums, through the
     ``bf16`` pass placed before ``fuse`` (see :mod:`slimgraph.passes.bf16` and
-    docs/bf16.md); outputs differ from float32 by about 1e-2 relative::
+    docs/bf16.md), on AMX tiles where the CPU has them; outputs differ from
+    float32 by about 1e-2 relative::
 
         model = slimgraph.compile(resnet, [x], precision="bf16")
     """
