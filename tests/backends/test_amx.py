@@ -47,6 +47,7 @@ def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads
     (32, 32, 11, 3, 2, (1, 1, 1, 1)),   # a strided 3x3: four phases
     (48, 32, 12, 7, 2, (3, 3, 3, 3)),   # 7x7 stride 2, an odd window over two-by-two phases
     (16, 32, 5, 5, 1, (2, 2, 2, 2)),    # 5x5, more pixels padded than computed
+    (48, 40, 7, 1, 1, (0, 0, 0, 0)),    # a 1x1: the image read as one row (70 pixels, 96 computed)
 ])  # fmt: skip
 def test_amx_conv_matches_interpreter(c_in, c_out, size, kernel, stride, pads):
     g = _conv_graph(c_in, c_out, size, kernel, stride, pads)

@@ -235,14 +235,22 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
 
     A stride s splits the padded input into phases (the rows and columns of each remainder mod s,
     those the taps reach), each a plane of its own: tap (rh, rw) reads phase (rh % s, rw % s) at
-    (rh // s, rw // s), consecutive words again for consecutive output pixels."""
+    (rh // s, rw // s), consecutive words again for consecutive output pixels.
+
+    A 1x1 conv with stride 1 and no padding reads its pixels as one row (H x W long, rounded up
+    to whole blocks): nothing is padded but the end, and its copy vectorizes at any width."""
     n, c_in, height, width = (int(d) for d in x.shape)
     c_out, _, kh, kw = weight.shape
     _, _, h_out, w_out = (int(d) for d in call.shape())
     (sh, sw), (pt, pl) = strides, begins
+    image_width = width
+    flat = kh == kw == sh == sw == 1 and not any(begins) and (h_out, w_out) == (height, width)
+    if flat:  # the image as one row; reads map the row's positions back to (h, w)
+        height, width, h_out, w_out = 1, height * width, 1, height * width
     phases_h, phases_w = min(sh, kh), min(sw, kw)
     steps = pad_to(c_in, K_STEP) // K_STEP
-    row = _row(w_out + (kw - 1) // sw)        # the padded row W' the output pixels are counted along
+    # the padded row W' the output pixels are counted along
+    row = pad_to(w_out, BLOCK) if flat else _row(w_out + (kw - 1) // sw)
     pixels = pad_to(h_out * row, BLOCK)       # output pixels computed, garbage columns included
     # rows of a phase: the padded image's, and enough zero rows that the last block's taps stay inside
     rows_in = -(-(pixels + (kh - 1) // sh * row + (kw - 1) // sw) // row)
@@ -255,8 +263,10 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
         inside = tirx.all(y >= 0, y < height, v >= 0, v < width)
         yc, vc = tirx.max(tirx.min(y, height - 1), 0), tirx.max(tirx.min(v, width - 1), 0)
 
+        at = (tirx.floordiv(vc, image_width), tirx.floormod(vc, image_width)) if flat else (yc, vc)
+
         def channel(c):  # clamped reads: the vectorized copy may load both sides of a select
-            return tirx.if_then_else(tirx.all(inside, c < c_in), up(x[b, tirx.min(c, c_in - 1), yc, vc]),
+            return tirx.if_then_else(tirx.all(inside, c < c_in), up(x[(b, tirx.min(c, c_in - 1), *at)]),
                                      tirx.const(0.0, "float32"))
 
         return _word(channel(c2 * 2), channel(c2 * 2 + 1))
@@ -286,7 +296,10 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
         ]
 
     acc = _extern((n, c_out_p, pixels), [xq, wq, tq], n * c_out_p // BLOCK, pixels // BLOCK, call_at, "conv_amx")
-    return spatial_compute(call.shape(), lambda b, o, h, v: acc[b, o, h * row + v], name="conv", rule="elementwise")
+    # a flat conv's pixel (h, v) is h * W + v of its one row, any other's h * W' + v
+    stride_h = image_width if flat else row
+    return spatial_compute(call.shape(), lambda b, o, h, v: acc[b, o, h * stride_h + v], name="conv",
+                           rule="elementwise")
 
 
 # ---------------------------------------------------------------------------
