@@ -29,9 +29,9 @@ def _uses_amx(model) -> bool:
     return any(AMX_KERNEL in k.tir for k in model.kernels)
 
 
-def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads) -> Graph:
+def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads, batch: int = 1) -> Graph:
     g = Graph("conv")
-    x = g.add_input("x", TensorType("f32", (1, c_in, size, size + 3)))
+    x = g.add_input("x", TensorType("f32", (batch, c_in, size, size + 3)))
     w = g.const(RNG.standard_normal((c_out, c_in, kernel, kernel)).astype(np.float32) * 0.2)
     b = g.const(RNG.standard_normal(c_out).astype(np.float32))
     y = g.call("conv", x, w, b, strides=(stride, stride), pads=pads)
@@ -50,8 +50,9 @@ def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads
     (48, 40, 7, 1, 1, (0, 0, 0, 0)),    # a 1x1: the image read as one row (70 pixels, 96 computed)
 ])  # fmt: skip
 def test_amx_conv_matches_interpreter(c_in, c_out, size, kernel, stride, pads):
-    g = _conv_graph(c_in, c_out, size, kernel, stride, pads)
-    x = RNG.standard_normal((1, c_in, size, size + 3)).astype(np.float32)
+    batch = 2 if kernel == 3 else 1  # the images of a batch are blocks of their own
+    g = _conv_graph(c_in, c_out, size, kernel, stride, pads, batch)
+    x = RNG.standard_normal((batch, c_in, size, size + 3)).astype(np.float32)
     model = build(g, "llvm", {})
     assert _uses_amx(model)
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=BF16_TOL, atol=BF16_TOL)
