@@ -26,8 +26,9 @@ one kernel call per block. Its operands are laid out for the tiles:
   as words [M, K/2], weights as [N/16, K/32, 16, 16] pair words.
 
 Every dim is padded with zeros to whole tiles (rows and columns to 32, K to
-32); the float32 result is read back without the padding by a compute stage
-into which the op's epilogue (bias, cast, activation) fuses.
+32); the micro-kernel adds the bias and rounds each block to bf16 (the op's
+result) while it is in L1, and a compute stage reads the result back without
+the padding; the graph's epilogue (activation, residual add) fuses into it.
 
 Example::
 
@@ -89,13 +90,37 @@ def _dot(c: int, a: int, b: int) -> str:
 
 
 def _store(tile: int, ptr: str) -> str:
-    return _asm(f"tilestored %tmm{tile}, ($0,$1,1)", f"ptr {ptr}, i64 %ldc", "r,r")
+    return _asm(f"tilestored %tmm{tile}, ($0,$1,1)", f"ptr {ptr}, i64 64", "r,r")
 
 
-#: The micro-kernel, in LLVM IR. C (tiles 0-3, row stride ldc bytes) = sum over taps t and
-#: steps s of A (tiles 4, 5 at a and a + a_next; + t * a_tap + s * a_step) times B (tiles 6, 7
-#: at b and b + b_next; + b_taps[t] + s * b_step). All offsets are bytes; ``b_taps`` holds one
-#: int64 per tap (a conv's taps read the activations at offsets no stride describes).
+def _round_row(j: int) -> str:
+    """Row %r, column tile j of the block: its sums plus the bias (of the row or of the columns),
+    rounded to bf16 (nearest even) and stored at %r.out + 32 j."""
+    return f"""  %s{j}.at0 = add i64 %r.sums, {j * 1024}
+  %s{j}.at = getelementptr i8, ptr %sums, i64 %s{j}.at0
+  %s{j} = load <16 x float>, ptr %s{j}.at, align 64
+  %col.b{j} = getelementptr float, ptr %bias, i64 {j * 16}
+  %col.bias{j} = load <16 x float>, ptr %col.b{j}, align 4
+  %bias{j} = select i1 %by.row, <16 x float> %row.bias.v, <16 x float> %col.bias{j}
+  %v{j} = fadd <16 x float> %s{j}, %bias{j}
+  %bits{j} = bitcast <16 x float> %v{j} to <16 x i32>
+  %odd{j}.0 = lshr <16 x i32> %bits{j}, splat (i32 16)
+  %odd{j} = and <16 x i32> %odd{j}.0, splat (i32 1)
+  %up{j}.0 = add <16 x i32> %bits{j}, splat (i32 32767)
+  %up{j} = add <16 x i32> %up{j}.0, %odd{j}
+  %hi{j} = lshr <16 x i32> %up{j}, splat (i32 16)
+  %bf{j} = trunc <16 x i32> %hi{j} to <16 x i16>
+  %o{j} = getelementptr i8, ptr %r.out, i64 {j * 32}
+  store <16 x i16> %bf{j}, ptr %o{j}, align 2"""
+
+
+#: The micro-kernel, in LLVM IR. Sums (tiles 0-3) = sum over taps t and steps s of A (tiles 4, 5
+#: at a and a + a_next; + t * a_tap + s * a_step) times B (tiles 6, 7 at b and b + b_next;
+#: + b_taps[t] + s * b_step); ``b_taps`` holds one int64 per tap (a conv's taps read the
+#: activations at offsets no stride describes). The 32 x 32 block of sums goes through the stack
+#: (still in L1), gets its float32 bias (``bias[row]`` where bias_rows is not 0, else
+#: ``bias[column]``), and is stored rounded to bf16 at c (row stride ldc): the op's one rounding,
+#: and half the bytes of float32 sums for the epilogue to read. All offsets are bytes.
 #: Returns 0 (TVM's extern calls carry a value).
 #:
 #: The tile instructions are inline assembly, not LLVM's AMX intrinsics: TVM marks every function
@@ -106,8 +131,9 @@ def _store(tile: int, ptr: str) -> str:
 AMX_LLVM = f"""
 @slimgraph_amx_config = linkonce_odr constant [64 x i8] c"{_CONFIG_TEXT}", align 64
 define linkonce_odr i32 @{AMX_KERNEL}(ptr %c, i64 %ldc, ptr %a, i64 %lda, i64 %a_next, i64 %a_step, i64 %a_tap,
-    ptr %b, i64 %ldb, i64 %b_next, i64 %b_step, ptr %b_taps, i64 %taps, i64 %steps) {{
+    ptr %b, i64 %ldb, i64 %b_next, i64 %b_step, ptr %b_taps, i64 %taps, i64 %steps, ptr %bias, i64 %bias_rows) {{
 entry:
+  %sums = alloca [1024 x float], align 64
 {_asm("ldtilecfg ($0)", "ptr @slimgraph_amx_config", "r")}
 {_asm("tilezero %tmm0")}
 {_asm("tilezero %tmm1")}
@@ -146,14 +172,34 @@ tap.end:
   %taps.done = icmp eq i64 %t.next, %taps
   br i1 %taps.done, label %store, label %tap
 store:
-  %c1 = getelementptr i8, ptr %c, i64 64
-  %c.half = mul i64 %ldc, 16
-  %c2 = getelementptr i8, ptr %c, i64 %c.half
-  %c3 = getelementptr i8, ptr %c2, i64 64
-{_store(0, "%c")}
-{_store(1, "%c1")}
-{_store(2, "%c2")}
-{_store(3, "%c3")}
+  %t1 = getelementptr i8, ptr %sums, i64 1024
+  %t2 = getelementptr i8, ptr %sums, i64 2048
+  %t3 = getelementptr i8, ptr %sums, i64 3072
+{_store(0, "%sums")}
+{_store(1, "%t1")}
+{_store(2, "%t2")}
+{_store(3, "%t3")}
+  %by.row = icmp ne i64 %bias_rows, 0
+  br label %out
+out:
+  %r = phi i64 [0, %store], [%r.next, %out]
+  %r.tile = lshr i64 %r, 4
+  %r.in = and i64 %r, 15
+  %r.sums0 = mul i64 %r.tile, 2048
+  %r.sums1 = shl i64 %r.in, 6
+  %r.sums = add i64 %r.sums0, %r.sums1
+  %row.b = getelementptr float, ptr %bias, i64 %r
+  %row.bias = load float, ptr %row.b, align 4
+  %row.bias.v0 = insertelement <16 x float> poison, float %row.bias, i64 0
+  %row.bias.v = shufflevector <16 x float> %row.bias.v0, <16 x float> poison, <16 x i32> zeroinitializer
+  %r.c = mul i64 %r, %ldc
+  %r.out = getelementptr i8, ptr %c, i64 %r.c
+{_round_row(0)}
+{_round_row(1)}
+  %r.next = add i64 %r, 1
+  %r.done = icmp eq i64 %r.next, 32
+  br i1 %r.done, label %done, label %out
+done:
   ret i32 0
 }}
 """
@@ -173,7 +219,7 @@ def _i64(v) -> tirx.PrimExpr:
 
 
 def _extern(shape, inputs, row_blocks: int, col_blocks: int, call_at, name: str):
-    """A float32 ``te.extern`` of ``shape``: a parallel loop over ``row_blocks`` x
+    """A ``te.extern`` of ``shape`` holding bf16 bits (uint16): a parallel loop over ``row_blocks`` x
     ``col_blocks`` 32 x 32 blocks (column blocks inner), ``call_at(ins, out, rb, cb)`` giving
     the micro-kernel's arguments for a block."""
 
@@ -188,8 +234,28 @@ def _extern(shape, inputs, row_blocks: int, col_blocks: int, call_at, name: str)
         return tirx.decl_buffer(shape_, dtype, hint, elem_offset=0)
 
     ins = [buffer(t.shape, t.dtype, t.op.name) for t in inputs]
-    return te.extern(tuple(shape), list(inputs), body, dtype="float32", name=name, attrs={"sg.rule": "amx"},
-                     in_buffers=ins, out_buffers=[buffer(shape, "float32", name)])
+    return te.extern(tuple(shape), list(inputs), body, dtype="uint16", name=name, attrs={"sg.rule": "amx"},
+                     in_buffers=ins, out_buffers=[buffer(shape, "uint16", name)])
+
+
+def _bias(call, size: int) -> np.ndarray:
+    """The op's constant bias (input 2; zeros without one) as float32, padded with zeros to ``size``."""
+    padded = np.zeros(size, np.float32)
+    if len(call.args) > 2:
+        bias = np.asarray(call.consts[2]).astype(np.float32).reshape(-1)
+        padded[:bias.size] = bias
+    return padded
+
+
+def bias_fits(call) -> bool:
+    """Whether the op's bias (input 2) can be added by the micro-kernel: absent, or a constant."""
+    return len(call.args) <= 2 or call.consts[2] is not None
+
+
+def _value(bits, dtype: str):
+    """The ``dtype`` value of bf16 ``bits`` (a uint16 expression)."""
+    wide = tirx.reinterpret("float32", tirx.Cast("uint32", bits) << tirx.const(16, "uint32"))
+    return wide if dtype == "float32" else wide.astype(dtype)
 
 
 def _word(lo, hi):
@@ -216,7 +282,7 @@ def conv2d_applies(call, weight, groups: int, dilations, kernel) -> bool:
     enough input channels to fill the tiles, static shape."""
     x = call.args[0]
     return (call.dtype() == "bfloat16" and call.target.has("amx") and weight is not None and groups == 1
-            and len(kernel) == 2 and set(dilations) == {1} and int(x.shape[1]) >= MIN_CHANNELS
+            and bias_fits(call) and len(kernel) == 2 and set(dilations) == {1} and int(x.shape[1]) >= MIN_CHANNELS
             and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
 
 
@@ -231,7 +297,8 @@ def _row(width: int) -> int:
 
 
 def conv2d(call, x, weight: np.ndarray, begins, strides):
-    """``conv(x, weight)`` (float32 sums of bf16 products) as AMX blocks; see the module docstring.
+    """``conv(x, weight, bias)`` (float32 sums of bf16 products, rounded once to bf16) as AMX
+    blocks; see the module docstring.
 
     A stride s splits the padded input into phases (the rows and columns of each remainder mod s,
     those the taps reach), each a plane of its own: tap (rh, rw) reads phase (rh % s, rw % s) at
@@ -281,25 +348,28 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
     taps = np.array([((rh % sh * phases_w + rw % sw) * phase_plane + rh // sh * row + rw // sw) * WORD
                      for rh in range(kh) for rw in range(kw)], np.int64)
     tq = call.param(taps, "amx_taps")
+    bq = call.param(_bias(call, c_out_p), "amx_bias")
     tile_bytes = TILE * TILE * WORD
     plane = phases_h * phases_w * phase_plane  # words of one channel pair
 
     def call_at(ins, out, rb, cb):
-        xb, wb, tb = ins
+        xb, wb, tb, bb = ins
         b, ob = tirx.floordiv(rb, c_out_p // BLOCK), tirx.floormod(rb, c_out_p // BLOCK)
         return [
-            _ptr(out, "w", (b * c_out_p + ob * BLOCK) * pixels + cb * BLOCK), _i64(pixels * WORD),
+            _ptr(out, "w", (b * c_out_p + ob * BLOCK) * pixels + cb * BLOCK), _i64(pixels * 2),
             _ptr(wb, "r", ob * 2 * kh * kw * steps * TILE * TILE), _i64(TILE * WORD),
             _i64(kh * kw * steps * tile_bytes), _i64(tile_bytes), _i64(steps * tile_bytes),
             _ptr(xb, "r", b * pairs * plane + cb * BLOCK), _i64(plane * WORD), _i64(TILE * WORD),
             _i64(TILE * plane * WORD), _ptr(tb, "r", 0), _i64(kh * kw), _i64(steps),
+            _ptr(bb, "r", ob * BLOCK), _i64(1),
         ]
 
-    acc = _extern((n, c_out_p, pixels), [xq, wq, tq], n * c_out_p // BLOCK, pixels // BLOCK, call_at, "conv_amx")
+    acc = _extern((n, c_out_p, pixels), [xq, wq, tq, bq], n * c_out_p // BLOCK, pixels // BLOCK, call_at,
+                  "conv_amx")
     # a flat conv's pixel (h, v) is h * W + v of its one row, any other's h * W' + v
     stride_h = image_width if flat else row
-    return spatial_compute(call.shape(), lambda b, o, h, v: acc[b, o, h * stride_h + v], name="conv",
-                           rule="elementwise")
+    return spatial_compute(call.shape(), lambda b, o, h, v: _value(acc[b, o, h * stride_h + v], call.dtype()),
+                           name="conv", rule="elementwise")
 
 
 # ---------------------------------------------------------------------------
@@ -307,13 +377,15 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
 
 
 def matmul_applies(call, lead_shape) -> bool:
-    """Whether a matmul or linear with a constant weight takes the AMX form: bf16, static rows."""
-    return (call.dtype() == "bfloat16" and call.target.has("amx")
+    """Whether a matmul or linear with a constant weight takes the AMX form: bf16, static rows,
+    a constant bias or none (a linear's alpha and beta 1)."""
+    return (call.dtype() == "bfloat16" and call.target.has("amx") and bias_fits(call)
+            and call.attrs.get("alpha", 1.0) == call.attrs.get("beta", 1.0) == 1.0
             and all(isinstance(d, int) for d in lead_shape))
 
 
 def matmul(call, x, weight_kn: np.ndarray, lead_shape):
-    """``x @ W`` for a constant bf16 W [K, N] (x [..., K]) as AMX blocks, float32 result [..., N]."""
+    """``x @ W + bias`` for a constant bf16 W [K, N] (x [..., K]) as AMX blocks: the op's bf16 result [..., N]."""
     k_dim, n_dim = weight_kn.shape
     rows = int(np.prod(lead_shape)) if lead_shape else 1
     rows_p, n_p, k_p = pad_to(rows, BLOCK), pad_to(n_dim, BLOCK), pad_to(k_dim, K_STEP)
@@ -331,6 +403,7 @@ def matmul(call, x, weight_kn: np.ndarray, lead_shape):
 
     xq = spatial_compute((rows_p, k_p // 2), words, name="amx_pack", rule="amx_pack")
     tq = call.param(np.zeros(1, np.int64), "amx_taps")
+    bq = call.param(_bias(call, n_p), "amx_bias")
     w = np.zeros((k_p, n_p), weight_kn.dtype)
     w[:k_dim, :n_dim] = weight_kn
     # words [K/2, N] -> [N/16, steps, 16 pairs, 16 columns]
@@ -340,21 +413,22 @@ def matmul(call, x, weight_kn: np.ndarray, lead_shape):
     col_blocks = n_p // BLOCK
 
     def call_at(ins, out, rb, cb):
-        xb, wb, tb = ins
+        xb, wb, tb, bb = ins
         return [
-            _ptr(out, "w", rb * BLOCK * n_p + cb * BLOCK), _i64(n_p * WORD),
+            _ptr(out, "w", rb * BLOCK * n_p + cb * BLOCK), _i64(n_p * 2),
             _ptr(xb, "r", rb * BLOCK * (k_p // 2)), _i64(k_p // 2 * WORD), _i64(TILE * k_p // 2 * WORD),
             _i64(TILE * WORD), _i64(0),
             _ptr(wb, "r", cb * 2 * steps * TILE * TILE), _i64(TILE * WORD), _i64(steps * tile_bytes),
             _i64(tile_bytes), _ptr(tb, "r", 0), _i64(1), _i64(steps),
+            _ptr(bb, "r", cb * BLOCK), _i64(0),
         ]
 
     # row blocks inner: one weight panel serves every row block
-    acc = _extern((rows_p, n_p), [xq, wq, tq], col_blocks, rows_p // BLOCK,
+    acc = _extern((rows_p, n_p), [xq, wq, tq, bq], col_blocks, rows_p // BLOCK,
                   lambda ins, out, cb, rb: call_at(ins, out, rb, cb), "matmul_amx")
 
     def read(*i):
         m = sum((i[d] * s for d, s in enumerate(strides)), tirx.const(0, "int32")) if lead_shape else 0
-        return acc[m, i[-1]]
+        return _value(acc[m, i[-1]], call.dtype())
 
     return spatial_compute(tuple(lead_shape) + (n_dim,), read, name="matmul_rows", rule="elementwise")

@@ -149,8 +149,8 @@ def lower_conv(call):
     if conv is not None:
         return _bias_epilogue(call, conv, 2)
     if amx.conv2d_applies(call, weight, groups, dilations, kernel):
-        conv = amx.conv2d(call, x, weight, begins, strides)
-    elif _dpbf16_applies(call, k, groups, c_out, weight):
+        return amx.conv2d(call, x, weight, begins, strides)  # the bias added, rounded once, in the kernel
+    if _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
@@ -326,8 +326,6 @@ def _packed_matmul(call, x, weight_kn: np.ndarray, lead_shape):
     tile, W packed [N/B, K, B] with N padded to the panel (copies of the last column), and the result read
     back without the padding (the schedule computes that read, and the epilogue, in the tile).
     A dynamic row count keeps the rows as they are, packed [N/B, K, B] (``matmul_packed``)."""
-    if amx.matmul_applies(call, lead_shape):
-        return amx.matmul(call, x, weight_kn, lead_shape)
     k_dim, n_dim = weight_kn.shape
     rk = te.reduce_axis((0, k_dim), "rk")
     if any(not isinstance(d, int) for d in lead_shape):
@@ -370,6 +368,8 @@ def lower_linear(call):
     trans_a, trans_b = call.attrs["trans_a"], call.attrs["trans_b"]
     shape = call.shape()
     weight = call.consts[1]
+    if weight is not None and not trans_a and amx.matmul_applies(call, shape[:-1]):
+        return amx.matmul(call, x, weight.T if trans_b else weight, shape[:-1])  # with its bias, rounded once
     mm = None
     if _cpu_packed(call) and weight is not None and not trans_a and call.dtype() == "float32":
         plan = sparse_plan(call, weight if trans_b else weight.T)
@@ -396,7 +396,9 @@ def lower_matmul(call):
     a_shape, b_shape = dims(a), dims(b)
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
+    if weight is not None and len(b_shape) == 2 and len(a_shape) >= 2 and amx.matmul_applies(call, shape[:-1]):
+        mm = amx.matmul(call, a, weight, shape[:-1])
+    elif _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
         mm = _packed_matmul(call, a, weight, shape[:-1])
     else:
         mm = _generic_matmul(a, b, a_shape, b_shape, shape)
