@@ -48,6 +48,8 @@ def _conv_graph(c_in: int, c_out: int, size: int, kernel: int, stride: int, pads
     (48, 32, 12, 7, 2, (3, 3, 3, 3)),   # 7x7 stride 2, an odd window over two-by-two phases
     (16, 32, 5, 5, 1, (2, 2, 2, 2)),    # 5x5, more pixels padded than computed
     (48, 40, 7, 1, 1, (0, 0, 0, 0)),    # a 1x1: the image read as one row (70 pixels, 96 computed)
+    (3, 64, 23, 7, 2, (3, 3, 3, 3)),    # an image's first conv: kernel columns folded into K
+    (3, 32, 16, 8, 8, (0, 0, 0, 0)),    # a patch embedding (ViT's, smaller): folded, stride = kernel
 ])  # fmt: skip
 def test_amx_conv_matches_interpreter(c_in, c_out, size, kernel, stride, pads):
     batch = 2 if kernel == 3 else 1  # the images of a batch are blocks of their own

@@ -13,12 +13,14 @@ pytest.importorskip("tvm")
 import slimgraph  # noqa: E402
 from slimgraph.backends.tvm import build  # noqa: E402
 from slimgraph.backends.tvm.targets import parse_target  # noqa: E402
+from slimgraph.backends.tvm.tile_permission import AMX_KERNEL  # noqa: E402
 from slimgraph.errors import ArgumentError  # noqa: E402
 from slimgraph.ir import Graph, TensorType  # noqa: E402
 from slimgraph.passes import FuseRegions, ToBf16  # noqa: E402
 
 RNG = np.random.default_rng(11)
 HAS_BF16 = parse_target("llvm").has("bf16")
+HAS_AMX = parse_target("llvm").has("amx")
 
 
 def _depthwise_graph(channels: int, size: int, kernel: int, stride: int) -> Graph:
@@ -61,7 +63,8 @@ def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_bf16_conv_matches_interpreter(c_in, c_out, stride, target):
     """Odd input channels get a zero partner; 24 outputs (not a multiple of 16) take the widening
-    packed form. Both sum in float32 and round once to bf16, as the interpreter does."""
+    packed form; on an AMX CPU, 8 channels of a 3-wide kernel take AMX tiles. All sum in float32
+    and round once to bf16, as the interpreter does."""
     if target == "llvm" and not HAS_BF16:
         pytest.skip("this CPU has no AVX512-BF16")
     g = _bf16_conv_graph(c_in, c_out, stride)
@@ -69,7 +72,10 @@ def test_bf16_conv_matches_interpreter(c_in, c_out, stride, target):
     model = build(g, target, {})
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=2**-7, atol=2**-7)
     uses_dpbf16 = any("slimgraph_dpbf16ps" in k.tir for k in model.kernels)
-    assert uses_dpbf16 == (target == "llvm" and c_out % 16 == 0)
+    uses_amx = any(AMX_KERNEL in k.tir for k in model.kernels)
+    # AMX takes a conv whose channels times kernel columns fill half a tile's K (ops/amx.py)
+    assert uses_amx == (target == "llvm" and HAS_AMX and c_in * 3 >= 16)
+    assert uses_dpbf16 == (target == "llvm" and not uses_amx and c_out % 16 == 0)
 
 
 def _cnn() -> torch.nn.Module:

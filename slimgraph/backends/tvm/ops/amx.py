@@ -279,10 +279,11 @@ def _weight_words(w: np.ndarray) -> np.ndarray:
 
 def conv2d_applies(call, weight, groups: int, dilations, kernel) -> bool:
     """Whether a 2-d conv takes the AMX form: bf16, constant weight, ungrouped, no dilation,
-    enough input channels to fill the tiles, static shape."""
+    enough input channels (or channels times kernel columns) to fill the tiles, static shape."""
     x = call.args[0]
     return (call.dtype() == "bfloat16" and call.target.has("amx") and weight is not None and groups == 1
-            and bias_fits(call) and len(kernel) == 2 and set(dilations) == {1} and int(x.shape[1]) >= MIN_CHANNELS
+            and bias_fits(call) and len(kernel) == 2 and set(dilations) == {1}
+            and int(x.shape[1]) * kernel[-1] >= MIN_CHANNELS
             and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
 
 
@@ -305,7 +306,11 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
     (rh // s, rw // s), consecutive words again for consecutive output pixels.
 
     A 1x1 conv with stride 1 and no padding reads its pixels as one row (H x W long, rounded up
-    to whole blocks): nothing is padded but the end, and its copy vectorizes at any width."""
+    to whole blocks): nothing is padded but the end, and its copy vectorizes at any width.
+
+    With fewer than 16 input channels (an image's first conv) the kernel's columns join the
+    channels in K (k = c * KW + rw): the copy takes the column offset and stride, and only the
+    kernel's rows remain taps, so 3 channels of a 7-wide kernel fill 21 of 32 K values, not 3."""
     n, c_in, height, width = (int(d) for d in x.shape)
     c_out, _, kh, kw = weight.shape
     _, _, h_out, w_out = (int(d) for d in call.shape())
@@ -314,39 +319,43 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
     flat = kh == kw == sh == sw == 1 and not any(begins) and (h_out, w_out) == (height, width)
     if flat:  # the image as one row; reads map the row's positions back to (h, w)
         height, width, h_out, w_out = 1, height * width, 1, height * width
-    phases_h, phases_w = min(sh, kh), min(sw, kw)
-    steps = pad_to(c_in, K_STEP) // K_STEP
+    fold = c_in < MIN_CHANNELS
+    kw_t, sw_t = (1, 1) if fold else (kw, sw)  # the taps' columns and stride (folded: none)
+    k_len = c_in * kw if fold else c_in
+    phases_h, phases_w = min(sh, kh), min(sw_t, kw_t)
+    steps = pad_to(k_len, K_STEP) // K_STEP
     # the padded row W' the output pixels are counted along
-    row = pad_to(w_out, BLOCK) if flat else _row(w_out + (kw - 1) // sw)
+    row = pad_to(w_out, BLOCK) if flat else _row(w_out + (kw_t - 1) // sw_t)
     pixels = pad_to(h_out * row, BLOCK)       # output pixels computed, garbage columns included
     # rows of a phase: the padded image's, and enough zero rows that the last block's taps stay inside
-    rows_in = -(-(pixels + (kh - 1) // sh * row + (kw - 1) // sw) // row)
+    rows_in = -(-(pixels + (kh - 1) // sh * row + (kw_t - 1) // sw_t) // row)
     pairs = steps * K_STEP // 2
     phase_plane = rows_in * row
 
     def words(b, c2, p, h, w):
         y = h * sh + tirx.floordiv(p, phases_w) - pt
-        v = w * sw + tirx.floormod(p, phases_w) - pl
-        inside = tirx.all(y >= 0, y < height, v >= 0, v < width)
-        yc, vc = tirx.max(tirx.min(y, height - 1), 0), tirx.max(tirx.min(v, width - 1), 0)
+        yc = tirx.max(tirx.min(y, height - 1), 0)
 
-        at = (tirx.floordiv(vc, image_width), tirx.floormod(vc, image_width)) if flat else (yc, vc)
+        def value(k):  # clamped reads: the vectorized copy may load both sides of a select
+            c, rw = (tirx.floordiv(k, kw), tirx.floormod(k, kw)) if fold else (k, tirx.floormod(p, phases_w))
+            v = w * sw + rw - pl
+            inside = tirx.all(y >= 0, y < height, v >= 0, v < width, k < k_len)
+            vc = tirx.max(tirx.min(v, width - 1), 0)
+            at = (tirx.floordiv(vc, image_width), tirx.floormod(vc, image_width)) if flat else (yc, vc)
+            return tirx.if_then_else(inside, up(x[(b, tirx.min(c, c_in - 1), *at)]), tirx.const(0.0, "float32"))
 
-        def channel(c):  # clamped reads: the vectorized copy may load both sides of a select
-            return tirx.if_then_else(tirx.all(inside, c < c_in), up(x[(b, tirx.min(c, c_in - 1), *at)]),
-                                     tirx.const(0.0, "float32"))
-
-        return _word(channel(c2 * 2), channel(c2 * 2 + 1))
+        return _word(value(c2 * 2), value(c2 * 2 + 1))
 
     xq = spatial_compute((n, pairs, phases_h * phases_w, rows_in, row), words, name="amx_pack", rule="amx_pack")
     c_out_p = pad_to(c_out, BLOCK)
-    w = np.zeros((c_out_p, steps * K_STEP, kh, kw), weight.dtype)
-    w[:c_out, :c_in] = weight
+    w = np.zeros((c_out_p, steps * K_STEP, kh, kw_t), weight.dtype)
+    # folded: [C_out, C_in, kh, kw] -> [C_out, C_in * kw, kh, 1], K = c * kw + rw
+    w[:c_out, :k_len] = weight.transpose(0, 1, 3, 2).reshape(c_out, k_len, kh, 1) if fold else weight
     # [C_out/16, 16, steps, 32, kh, kw] -> [C_out/16, kh, kw, steps, 16 rows, 32 bf16]
-    tiles = w.reshape(c_out_p // TILE, TILE, steps, K_STEP, kh, kw).transpose(0, 4, 5, 2, 1, 3)
+    tiles = w.reshape(c_out_p // TILE, TILE, steps, K_STEP, kh, kw_t).transpose(0, 4, 5, 2, 1, 3)
     wq = call.param(np.ascontiguousarray(tiles).view(np.int32), "w_amx")
-    taps = np.array([((rh % sh * phases_w + rw % sw) * phase_plane + rh // sh * row + rw // sw) * WORD
-                     for rh in range(kh) for rw in range(kw)], np.int64)
+    taps = np.array([((rh % sh * phases_w + rw % sw_t) * phase_plane + rh // sh * row + rw // sw_t) * WORD
+                     for rh in range(kh) for rw in range(kw_t)], np.int64)
     tq = call.param(taps, "amx_taps")
     bq = call.param(_bias(call, c_out_p), "amx_bias")
     tile_bytes = TILE * TILE * WORD
@@ -357,10 +366,10 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
         b, ob = tirx.floordiv(rb, c_out_p // BLOCK), tirx.floormod(rb, c_out_p // BLOCK)
         return [
             _ptr(out, "w", (b * c_out_p + ob * BLOCK) * pixels + cb * BLOCK), _i64(pixels * 2),
-            _ptr(wb, "r", ob * 2 * kh * kw * steps * TILE * TILE), _i64(TILE * WORD),
-            _i64(kh * kw * steps * tile_bytes), _i64(tile_bytes), _i64(steps * tile_bytes),
+            _ptr(wb, "r", ob * 2 * kh * kw_t * steps * TILE * TILE), _i64(TILE * WORD),
+            _i64(kh * kw_t * steps * tile_bytes), _i64(tile_bytes), _i64(steps * tile_bytes),
             _ptr(xb, "r", b * pairs * plane + cb * BLOCK), _i64(plane * WORD), _i64(TILE * WORD),
-            _i64(TILE * plane * WORD), _ptr(tb, "r", 0), _i64(kh * kw), _i64(steps),
+            _i64(TILE * plane * WORD), _ptr(tb, "r", 0), _i64(kh * kw_t), _i64(steps),
             _ptr(bb, "r", ob * BLOCK), _i64(1),
         ]
 
