@@ -63,9 +63,10 @@ def test_amx_conv_matches_interpreter(c_in, c_out, size, kernel, stride, pads):
 def _linear_graph(lead: tuple[int, ...], k: int, n: int, op: str) -> Graph:
     g = Graph(op)
     x = g.add_input("x", TensorType("f32", (*lead, k)))
-    if op == "linear":
+    if op.startswith("linear"):
         w = g.const(RNG.standard_normal((n, k)).astype(np.float32) * 0.2)
-        b = g.const(RNG.standard_normal(n).astype(np.float32))
+        bias_shape = {"linear": (n,), "linear_scalar_bias": (1,), "linear_full_bias": (*lead, n)}[op]
+        b = g.const(RNG.standard_normal(bias_shape).astype(np.float32))
         y = g.call("linear", x, w, b, trans_b=True)
     else:
         y = g.call("matmul", x, g.const(RNG.standard_normal((k, n)).astype(np.float32) * 0.2))
@@ -77,12 +78,14 @@ def _linear_graph(lead: tuple[int, ...], k: int, n: int, op: str) -> Graph:
 @pytest.mark.parametrize("lead, k, n, op", [
     ((2, 7), 72, 40, "linear"),   # 14 rows, K and N padded; a bias in the epilogue
     ((64,), 96, 64, "matmul"),    # whole tiles, two row blocks
+    ((5,), 32, 48, "linear_scalar_bias"),  # one bias value for every output
+    ((6,), 32, 48, "linear_full_bias"),    # a bias per element (ONNX Gemm's C): added after the kernel
 ])  # fmt: skip
 def test_amx_matmul_matches_interpreter(lead, k, n, op):
     g = _linear_graph(lead, k, n, op)
     x = RNG.standard_normal((*lead, k)).astype(np.float32)
     model = build(g, "llvm", {})
-    assert _uses_amx(model)
+    assert _uses_amx(model) == (op != "linear_full_bias")
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=BF16_TOL, atol=BF16_TOL)
 
 

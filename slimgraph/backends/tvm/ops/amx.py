@@ -32,8 +32,8 @@ the padding; the graph's epilogue (activation, residual add) fuses into it.
 
 Example::
 
-    >>> block_count(100), pad_to(100, K_STEP)
-    (4, 128)
+    >>> pad_to(100, K_STEP), _row(58), _row(9)
+    (128, 64, 9)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ TILE = 16
 K_STEP = 32
 #: Rows and columns of the block one kernel call computes (2 x 2 accumulator tiles).
 BLOCK = 32
-#: Bytes of a 32-bit element: every operand buffer holds words of two bf16, results are float32.
+#: Bytes of a word: operand buffers hold words of two bf16 (results are bf16, 2 bytes).
 WORD = 4
 #: Smallest input channel count worth AMX: K is padded to 32, so fewer would waste half the work.
 MIN_CHANNELS = 16
@@ -209,11 +209,6 @@ def pad_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def block_count(n: int) -> int:
-    """Blocks of :data:`BLOCK` covering ``n`` rows or columns."""
-    return -(-n // BLOCK)
-
-
 def _i64(v) -> tirx.PrimExpr:
     return tirx.const(v, "int64") if isinstance(v, int) else tirx.Cast("int64", v)
 
@@ -238,18 +233,22 @@ def _extern(shape, inputs, row_blocks: int, col_blocks: int, call_at, name: str)
                      in_buffers=ins, out_buffers=[buffer(shape, "uint16", name)])
 
 
-def _bias(call, size: int) -> np.ndarray:
-    """The op's constant bias (input 2; zeros without one) as float32, padded with zeros to ``size``."""
+def _bias(call, n: int, size: int) -> np.ndarray:
+    """The op's constant bias of ``n`` outputs (input 2; zeros without one) as float32, padded
+    with zeros to ``size``; a single value serves every output."""
     padded = np.zeros(size, np.float32)
     if len(call.args) > 2:
-        bias = np.asarray(call.consts[2]).astype(np.float32).reshape(-1)
-        padded[:bias.size] = bias
+        padded[:n] = np.asarray(call.consts[2]).astype(np.float32).reshape(-1)
     return padded
 
 
-def bias_fits(call) -> bool:
-    """Whether the op's bias (input 2) can be added by the micro-kernel: absent, or a constant."""
-    return len(call.args) <= 2 or call.consts[2] is not None
+def bias_fits(call, n: int) -> bool:
+    """Whether the op's bias (input 2) can be added by the micro-kernel: absent, or a constant
+    holding one value per output (of ``n``) or one for all."""
+    if len(call.args) <= 2:
+        return True
+    bias = call.consts[2]
+    return bias is not None and (bias.size == 1 or (bias.size == n and bias.shape[-1] == n))
 
 
 def _value(bits, dtype: str):
@@ -282,7 +281,7 @@ def conv2d_applies(call, weight, groups: int, dilations, kernel) -> bool:
     enough input channels (or channels times kernel columns) to fill the tiles, static shape."""
     x = call.args[0]
     return (call.dtype() == "bfloat16" and call.target.has("amx") and weight is not None and groups == 1
-            and bias_fits(call) and len(kernel) == 2 and set(dilations) == {1}
+            and bias_fits(call, int(weight.shape[0])) and len(kernel) == 2 and set(dilations) == {1}
             and int(x.shape[1]) * kernel[-1] >= MIN_CHANNELS
             and all(isinstance(d, (int, tirx.IntImm)) for d in x.shape))
 
@@ -357,7 +356,7 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
     taps = np.array([((rh % sh * phases_w + rw % sw_t) * phase_plane + rh // sh * row + rw // sw_t) * WORD
                      for rh in range(kh) for rw in range(kw_t)], np.int64)
     tq = call.param(taps, "amx_taps")
-    bq = call.param(_bias(call, c_out_p), "amx_bias")
+    bq = call.param(_bias(call, c_out, c_out_p), "amx_bias")
     tile_bytes = TILE * TILE * WORD
     plane = phases_h * phases_w * phase_plane  # words of one channel pair
 
@@ -388,7 +387,7 @@ def conv2d(call, x, weight: np.ndarray, begins, strides):
 def matmul_applies(call, lead_shape) -> bool:
     """Whether a matmul or linear with a constant weight takes the AMX form: bf16, static rows,
     a constant bias or none (a linear's alpha and beta 1)."""
-    return (call.dtype() == "bfloat16" and call.target.has("amx") and bias_fits(call)
+    return (call.dtype() == "bfloat16" and call.target.has("amx") and bias_fits(call, int(call.shape()[-1]))
             and call.attrs.get("alpha", 1.0) == call.attrs.get("beta", 1.0) == 1.0
             and all(isinstance(d, int) for d in lead_shape))
 
@@ -412,7 +411,7 @@ def matmul(call, x, weight_kn: np.ndarray, lead_shape):
 
     xq = spatial_compute((rows_p, k_p // 2), words, name="amx_pack", rule="amx_pack")
     tq = call.param(np.zeros(1, np.int64), "amx_taps")
-    bq = call.param(_bias(call, n_p), "amx_bias")
+    bq = call.param(_bias(call, n_dim, n_p), "amx_bias")
     w = np.zeros((k_p, n_p), weight_kn.dtype)
     w[:k_dim, :n_dim] = weight_kn
     # words [K/2, N] -> [N/16, steps, 16 pairs, 16 columns]
