@@ -146,3 +146,14 @@ def test_a_loaded_amx_model_asks_for_tiles_in_a_fresh_process(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model(x))
+
+
+@needs_amx
+def test_an_amx_model_is_refused_by_remote_before_it_connects():
+    """TVM's RPC server never requests tile data: the upload is refused with the reason (no
+    server is listening at the address; the refusal comes first)."""
+    from slimgraph.backends.tvm.remote import RemoteError, RemoteModel, parse_remote
+
+    model = build(_linear_graph((4,), 64, 32, "linear"), "llvm", {})
+    with pytest.raises(RemoteError, match="use AMX tiles.*precision='fp32'"):
+        RemoteModel(model, parse_remote("127.0.0.1:9"))
