@@ -457,7 +457,8 @@ def _amx(sch, block, cores: int, outputs) -> set[str]:
 
 CPU_RULES: dict[str, Callable] = {
     "amx": _amx,
-    "amx_pack": lambda sch, block, cores, outputs: set(),  # scheduled by the "amx" rule of its consumer
+    # an anchor so that _inline keeps the copy materialized; the "amx" rule of its consumer schedules it
+    "amx_pack": lambda sch, block, cores, outputs: set(),
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
     "conv2d_bf16": _conv2d_bf16,

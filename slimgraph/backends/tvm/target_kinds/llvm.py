@@ -16,9 +16,9 @@ FEATURES = {
     "amx": ("amx-bf16",),
 }
 
-#: Capabilities only some kernels use, each through a linked function carrying its own LLVM
-#: features (``ops/amx.py``): never added to the module's features, since enabling LLVM's amx-*
-#: features module-wide made this guest's float32 convs 2-4x slower (MobileNetV2's kernels).
+#: Capabilities only one kernel function uses, through inline assembly (``ops/amx.py``): never
+#: added to the module's features, since enabling LLVM's amx-* features module-wide made this
+#: guest's float32 convs 2-4x slower (MobileNetV2's kernels).
 KERNEL_FEATURES = frozenset({"amx"})
 
 
