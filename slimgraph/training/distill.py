@@ -151,10 +151,21 @@ def finetune(
         )
     targets = _teacher_outputs(teacher, data, batch_size) if loss != "ce" else None
 
+    # the origin tells pruned zeros from codes that rounding made zero; without it every zero is held
+    with torch.random.fork_rng():  # the seed is this call's, not the caller's global generator
+        torch.manual_seed(seed)
+        return _train(student_graph, logits_graph(student_graph), data, targets, loss, epochs, temperature, alpha,
+                      lr, batch_size, seed, progress)
+
+
+def _train(student_graph: Graph, trained: Graph, data: "TrainData", targets, loss: str, epochs: int,
+           temperature: float, alpha: float, lr: float, batch_size: int, seed: int, progress: bool) -> Graph:
+    """``student_graph`` with the weights of ``trained`` (it, or it without a trailing softmax) after training."""
+    import torch
+
     from slimgraph.backends.torch import load_weights, to_torch
 
-    torch.manual_seed(seed)
-    module = to_torch(student_graph, keep_zeros=True, quant_aware=True)
+    module = to_torch(trained, keep_zeros=student_graph.origin or True, quant_aware=True)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise FinetuneError(f"@{student_graph.name} has no trainable weights")
@@ -208,25 +219,59 @@ def _teacher_outputs(teacher: Any, data: TrainData, batch_size: int):
     from slimgraph.backends.torch import to_torch
 
     if isinstance(teacher, Graph):
-        teacher = to_torch(teacher)
-    if isinstance(teacher, torch.nn.Module):
-        teacher.eval()
-    elif not callable(teacher):
+        teacher = to_torch(logits_graph(teacher))
+    if not callable(teacher):
         raise FinetuneError(f"teacher: give a Graph, a torch module or a callable model, got a {type(teacher).__name__}")
     is_module = isinstance(teacher, torch.nn.Module)
+    # a model compiled for one batch size takes chunks of exactly that size: the last one is padded
+    fixed = _fixed_batch(teacher)
+    chunk = fixed or batch_size
+    was_training = is_module and teacher.training
     outs = []
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            part = [a[start : start + batch_size] for a in data.inputs]
-            rows = len(part[0])
-            # a model compiled for one batch size takes only full chunks: the last one is padded
-            part = [np.concatenate([p, np.zeros((batch_size - rows, *p.shape[1:]), p.dtype)]) for p in part]
-            if is_module:
-                out = _first(teacher(*(torch.from_numpy(np.ascontiguousarray(p)) for p in part)))
-            else:
-                out = torch.from_numpy(np.asarray(_numpy(_first(teacher(*part)))))
-            outs.append(out[:rows].to(torch.float32))
+    try:
+        if is_module:
+            teacher.eval()
+        with torch.no_grad():
+            for start in range(0, len(data), chunk):
+                part = [a[start : start + chunk] for a in data.inputs]
+                rows = len(part[0])
+                if fixed:
+                    part = [np.concatenate([p, np.zeros((fixed - rows, *p.shape[1:]), p.dtype)]) for p in part]
+                if is_module:
+                    out = _first(teacher(*(torch.from_numpy(np.ascontiguousarray(p)) for p in part)))
+                else:
+                    out = torch.from_numpy(np.asarray(_numpy(_first(teacher(*part)))))
+                outs.append(out[:rows].to(torch.float32))
+    finally:
+        if was_training:
+            teacher.train()  # the user's module is theirs: it leaves as it came
     return torch.cat(outs)
+
+
+def _fixed_batch(teacher: Any) -> int | None:
+    """The batch a compiled teacher takes, when its first input's first axis is fixed."""
+    types = getattr(teacher, "input_types", None)
+    if not types or not types[0].shape:
+        return None
+    first = types[0].shape[0]
+    return first if isinstance(first, int) else None
+
+
+def logits_graph(graph: Graph) -> Graph:
+    """``graph`` with a trailing ``softmax`` on its first output left off: KD and CE take
+    logits, and a model that ends in probabilities would be softened twice. Example::
+
+        >>> from slimgraph.demo import demo_model
+        >>> logits_graph(demo_model()).outputs[0].producer.op
+        'linear'
+    """
+    out = graph.outputs[0]
+    if out.producer is None or out.producer.op != "softmax" or out.producer.attrs.get("axis", -1) not in (
+            -1, out.type.rank - 1):
+        return graph
+    view = graph.clone()
+    view.set_outputs([view.outputs[0].producer.inputs[0], *view.outputs[1:]])
+    return view
 
 
 def _check_options(loss, epochs, temperature, alpha, lr, batch_size) -> None:

@@ -179,3 +179,20 @@ def test_onnx_gather_nd_checks_each_axis():
     np.testing.assert_array_equal(ir.run(x, np.array([[0, 1], [-1, -1]]))[0], [1.0, 11.0])
     with pytest.raises(IndexOutOfRangeError):
         ir.run(x, np.array([[0, 4], [1, 1]]))  # (0, 4) is flat offset 4, a valid element
+
+
+@pytest.mark.parametrize("length", [0, "n"])
+def test_an_empty_index_tensor_is_in_range(length):
+    # the check's count is a reduction whose init sits inside its loops: an index tensor with no
+    # entries never ran it, and the garbage count used to fail most calls
+    g = Graph("empty_lookup")
+    ids = g.add_input("ids", TensorType("i64", (length,)))
+    g.set_outputs([g.call("gather", g.const(TABLE), ids, axis=0)])
+    model = build(g, "llvm", {"n": 5}, dynamic={"n": (0, 16)}) if length == "n" else build(g, "llvm")
+    empty = np.zeros((0,), np.int64)
+    for _ in range(20):
+        assert model(empty).shape == (0, 4)
+    if length == "n":
+        np.testing.assert_array_equal(model(GOOD[0]), TABLE[GOOD[0] % ROWS])
+        with pytest.raises(IndexOutOfRangeError):
+            model(np.array([ROWS], np.int64))

@@ -69,6 +69,28 @@ def test_benchmark_times_each_kernel_on_the_device(demo):
     assert abs(sum(k.share for k in result.kernels) - 1) < 1e-6
 
 
+def test_benchmark_checks_its_batch_as_on_the_cpu(demo):
+    with pytest.raises(BackendError, match="compiled for batch 2"):
+        demo.benchmark(batch=3, runs=1, kernel_repeat=1)
+
+
+def test_a_warm_call_allocates_nothing_and_holds_only_live_buffers(demo, monkeypatch):
+    from slimgraph.backends.opencl import model as opencl_model
+
+    (x,) = demo_inputs(batch=2)
+    want = demo(x)
+    made = []
+    real = opencl_model._empty
+    monkeypatch.setattr(opencl_model, "_empty", lambda ctx, nbytes: made.append(nbytes) or real(ctx, nbytes))
+    np.testing.assert_array_equal(demo(x), want)
+    assert made == [], "a warm call allocated device buffers instead of reusing its pool"
+    # buffers go back after their last reader, so a later step reuses them within the call: the pool
+    # holds fewer buffers than the steps make
+    made_by_steps = sum(len(s["outs"]) for s in demo._meta["steps"] if s["kind"] != "view")
+    pooled = sum(len(v) for v in demo._local.pool._free.values())
+    assert pooled < made_by_steps
+
+
 def test_calls_from_several_threads_agree(demo):
     import threading
 
@@ -139,7 +161,7 @@ def test_without_pyopencl_calls_say_what_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pyopencl", None)  # import pyopencl now fails
     with pytest.raises(TargetError, match=r'pip install "slimgraph\[opencl\]"'):
-        opencl_model._context.__wrapped__()
+        opencl_model._open_context.__wrapped__()
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "f16"])
@@ -164,6 +186,11 @@ def test_dtypes_round_trip_or_name_the_missing_extension(dtype):
     got = model(a)
     assert got.dtype == a.dtype
     np.testing.assert_array_equal(got.astype(np.float64), (a + a).astype(np.float64))
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16 if dtype == "bf16" else torch.float16)
+    out = model(t)
+    assert out.dtype == t.dtype
+    assert torch.equal(out, t + t)
 
 
 def test_tuning_for_opencl_is_refused_before_any_search(tmp_path):

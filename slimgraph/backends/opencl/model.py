@@ -34,19 +34,15 @@ import functools
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
 
-from slimgraph.arguments import check_int, check_writable_file
 from slimgraph.backends.opencl.plan import evaluate
-from slimgraph.backends.tvm.compiled import (MAX_WARMUP_CALLS, BenchmarkResult, CompiledModel, _is_torch,
-                                             _type_from)
+from slimgraph.backends.tvm.compiled import CompiledModel, _is_torch, _type_from
 from slimgraph.backends.tvm.targets import TargetError
-from slimgraph.errors import ArgumentError, BackendError, IndexOutOfRangeError
+from slimgraph.errors import BackendError, IndexOutOfRangeError
 from slimgraph.ir.types import DType, concrete
-from slimgraph.timing import Clock, measure
 
 log = logging.getLogger("slimgraph")
 
@@ -71,9 +67,19 @@ def _describe(device) -> str:
     return f"{device.platform.name.strip()}: {device.name.strip()}"
 
 
-@functools.lru_cache(maxsize=None)
+_CONTEXT_LOCK = threading.Lock()
+
+
 def _context():
-    """(context, device): the first GPU, else the first device, unless SLIMGRAPH_OPENCL_DEVICE names one."""
+    """(context, device): the first GPU, else the first device, unless SLIMGRAPH_OPENCL_DEVICE names one.
+    One per process: two threads making the first call must not build a model's programs in one
+    context and its queues in another."""
+    with _CONTEXT_LOCK:
+        return _open_context()
+
+
+@functools.lru_cache(maxsize=None)
+def _open_context():
     try:
         import pyopencl as cl
     except ImportError:
@@ -123,8 +129,6 @@ class OpenCLModel(CompiledModel):
 
     # -- running -------------------------------------------------------------
 
-    thread_safe = True
-
     def __call__(self, *inputs: Any, threads: int | None = None):
         """Run the model: numpy in, numpy out; torch in, torch (on the CPU) out."""
         if threads is not None:
@@ -133,15 +137,13 @@ class OpenCLModel(CompiledModel):
         arrays, sizes = self._arrays(inputs)
         outs, _ = self._execute(arrays, sizes)
         if as_torch:
-            import torch
-
-            outs = [torch.from_numpy(o) for o in outs]
+            outs = [_to_torch(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _arrays(self, inputs) -> tuple[list[np.ndarray], dict[str, int]]:
         """The inputs checked against the compiled types (the CPU path's checks), as numpy arrays,
         and the sizes of the dynamic dims they bind."""
-        host = [x.detach().cpu().numpy() if _is_torch(x) else x for x in inputs]
+        host = [_from_torch(x) if _is_torch(x) else x for x in inputs]
         arrays = self._convert_inputs(host)
         sizes: dict[str, int] = {}
         for i, (a, t) in enumerate(zip(arrays, self._inputs)):
@@ -169,6 +171,7 @@ class OpenCLModel(CompiledModel):
             local.queue = cl.CommandQueue(ctx, device)
             local.profiling = cl.CommandQueue(ctx, device, properties=cl.command_queue_properties.PROFILING_ENABLE)
             local.kernels = {}
+            local.pool = _BufferPool()
         return ctx, local
 
     def _kernel(self, local, name: str):
@@ -182,42 +185,80 @@ class OpenCLModel(CompiledModel):
         return kernel
 
     def _execute(self, arrays: list[np.ndarray], sizes: dict[str, int], profile: bool = False):
-        """Run every step; (outputs as numpy, [(step name, [events])] when ``profile``)."""
+        """Run every step; (outputs as numpy, [(step name, [events])] when ``profile``).
+
+        Intermediate buffers come from the calling thread's pool and go back to it after their
+        last reader (the queue is in order, so a later launch that reuses one runs after it), so a
+        call holds only its live activations and allocates nothing once warm."""
         import pyopencl as cl
 
         ctx, local = self._ensure_ready()
         queue = local.profiling if profile else local.queue
+        pool = local.pool
         env: dict[str, Any] = dict(self._params_cl)
         shapes: dict[str, tuple[int, ...]] = {"p:" + n: a.shape for n, a in self._params_np}
         for (key, _), a in zip(self._meta["inputs"], arrays):
             env[key], shapes[key] = _upload(ctx, a), a.shape
         timed = []
-        for step in self._meta["steps"]:
-            if step["kind"] == "view":
-                env[step["out"]] = env[step["src"]]
-                shapes[step["out"]] = _shape(step["type"], sizes)
-                continue
-            outs = []
-            for key, text in zip(step["outs"], step["out_types"]):
-                t = _type_from(text)
-                shapes[key] = _shape(text, sizes)
-                outs.append(_empty(ctx, int(np.prod(shapes[key], dtype=np.int64)) * _itemsize(t.dtype)))
-            env.update(zip(step["outs"], outs))
-            values = [env[k] for k in step["args"]] + [sizes[s] for s in step.get("shape_args", [])] + outs
-            value_shapes = [shapes[k] for k in step["args"]] + [None] * len(step.get("shape_args", [])) \
-                + [shapes[k] for k in step["outs"]]
-            events = self._launch(ctx, queue, local, step, values, value_shapes, sizes)
-            timed.append((step["name"], events))
-        results = []
-        for key, t in zip(self._meta["outputs"], self._outputs):
-            shape = tuple(concrete(d, sizes) for d in t.shape)
-            host = np.empty(shape, np.int8 if t.dtype is DType.int4 else t.dtype.numpy)
-            if host.size:
-                cl.enqueue_copy(queue, _bytes(host), env[key])
-            results.append(host.astype(t.dtype.numpy) if t.dtype is DType.int4 else host)
-        self._raise_failed_checks(queue, env)
-        queue.finish()
+        live: dict[str, Any] = {}
+        try:
+            for step, released in zip(self._meta["steps"], self._releases):
+                if step["kind"] == "view":
+                    env[step["out"]] = env[step["src"]]
+                    shapes[step["out"]] = _shape(step["type"], sizes)
+                    continue
+                outs = []
+                for key, text in zip(step["outs"], step["out_types"]):
+                    t = _type_from(text)
+                    shapes[key] = _shape(text, sizes)
+                    outs.append(pool.take(ctx, int(np.prod(shapes[key], dtype=np.int64)) * _itemsize(t.dtype)))
+                env.update(zip(step["outs"], outs))
+                live.update(zip(step["outs"], outs))
+                values = [env[k] for k in step["args"]] + [sizes[s] for s in step.get("shape_args", [])] + outs
+                value_shapes = [shapes[k] for k in step["args"]] + [None] * len(step.get("shape_args", [])) \
+                    + [shapes[k] for k in step["outs"]]
+                events = self._launch(ctx, queue, local, step, values, value_shapes, sizes)
+                timed.append((step["name"], events))
+                for key in released:
+                    pool.give(live.pop(key))
+            results = []
+            for key, t in zip(self._meta["outputs"], self._outputs):
+                shape = tuple(concrete(d, sizes) for d in t.shape)
+                host = np.empty(shape, np.int8 if t.dtype is DType.int4 else t.dtype.numpy)
+                if host.size:
+                    cl.enqueue_copy(queue, _bytes(host), env[key])
+                results.append(host.astype(t.dtype.numpy) if t.dtype is DType.int4 else host)
+            self._raise_failed_checks(queue, env)
+        except cl.Error as exc:  # out of device memory, a launch the device refuses: the user's error family
+            raise BackendError(f"OpenCL: running @{self._meta['name']} on {_describe(ctx.devices[0])} failed: "
+                               f"{str(exc).strip()[:500]}") from None
+        finally:
+            queue.finish()  # nothing may still run on a buffer the pool hands out again
+            for buffer in live.values():
+                pool.give(buffer)
         return results, timed
+
+    @functools.cached_property
+    def _releases(self) -> list[list[str]]:
+        """For each step, the buffers (by the key of the step that made them) it reads last; a view
+        reads its source's buffer, and outputs and index checks are read after every step."""
+        steps = self._meta["steps"]
+        source: dict[str, str] = {}
+        last: dict[str, int] = {}
+        for n, step in enumerate(steps):
+            if step["kind"] == "view":
+                source[step["out"]] = source.get(step["src"], step["src"])
+                continue
+            for key in step["args"]:
+                if source.get(key, key) in last:
+                    last[source.get(key, key)] = n
+            last.update((key, n) for key in step["outs"])
+        kept = {source.get(k, k) for k in [*self._meta["outputs"], *self._messages]}
+        releases: list[list[str]] = [[] for _ in steps]
+        for key, n in last.items():
+            if key not in kept:
+                releases[n].append(key)
+        return releases
 
     def _launch(self, ctx, queue, local, step: dict, values: list, value_shapes: list, sizes: dict) -> list:
         plan = self._plans[step["func"]]
@@ -227,9 +268,12 @@ class OpenCLModel(CompiledModel):
                 scope.update((d, s) for d, s in zip(declared, shape) if isinstance(d, str))
             elif isinstance(declared, str):
                 scope[declared] = int(value)
-        scratch = [_empty(ctx, int(np.prod([evaluate(d, scope) for d in s["shape"]], dtype=np.int64))
-                          * np.dtype(_numpy_name(s["dtype"])).itemsize) for s in plan["scratch"]]
-        return self._replay(queue, local, plan["steps"], values, scratch, scope)
+        scratch = [local.pool.take(ctx, int(np.prod([evaluate(d, scope) for d in s["shape"]], dtype=np.int64))
+                                   * np.dtype(_numpy_name(s["dtype"])).itemsize) for s in plan["scratch"]]
+        events = self._replay(queue, local, plan["steps"], values, scratch, scope)
+        for buffer in scratch:
+            local.pool.give(buffer)
+        return events
 
     def _replay(self, queue, local, steps: list[dict], values: list, scratch: list, scope: dict) -> list:
         """Enqueue the launches of ``steps`` (host loops repeat their body); their events."""
@@ -268,32 +312,22 @@ class OpenCLModel(CompiledModel):
 
     # -- benchmark -----------------------------------------------------------
 
-    def benchmark(self, *inputs: Any, warmup: int = 5, runs: int | None = None, duration_s: float | None = None,
-                  warmup_s: float = 0.0, batch: int | None = None, concurrency: int = 1, kernel_repeat: int = 10,
-                  json_path: str | os.PathLike | None = None, clock: Clock = time.perf_counter) -> BenchmarkResult:
-        """As :meth:`CompiledModel.benchmark` (each timed call runs to the queue's end); each kernel
-        call's time is its OpenCL profiling events' device time, the median over ``kernel_repeat`` runs."""
-        check_int("benchmark: kernel_repeat", kernel_repeat, minimum=1, error=BackendError)
-        if json_path is not None:
-            check_writable_file("benchmark: json_path", json_path, error=BackendError)
-        arrays, sizes = self._arrays(inputs or self._sample_inputs(batch))
+    def _benchmark_plan(self, inputs):
+        """As :meth:`CompiledModel._benchmark_plan`: each timed call runs to the queue's end, and each
+        kernel call's time is its OpenCL profiling events' device time, the median over the repeats."""
+        arrays, sizes = self._arrays(inputs)
         given = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
-        try:
-            timing = measure(lambda: self._execute(arrays, sizes), runs=runs, duration_s=duration_s, warmup=warmup,
-                             warmup_s=warmup_s, max_warmup=max(warmup, MAX_WARMUP_CALLS), batch=given,
-                             concurrency=concurrency, clock=clock)
-        except ArgumentError as exc:
-            raise BackendError(f"benchmark: {exc}") from None
-        per_call: dict[str, list[float]] = {}
-        for _ in range(kernel_repeat):
-            _, timed = self._execute(arrays, sizes, profile=True)
-            for name, events in timed:
-                per_call.setdefault(name, []).append(sum((e.profile.end - e.profile.start) * 1e-6 for e in events))
-        counters = self._kernel_counters([(name, float(np.median(ms))) for name, ms in per_call.items()])
-        result = BenchmarkResult(self._meta["name"], self.target.text, self.flops, timing, counters)
-        if json_path is not None:
-            result.save_json(json_path)
-        return result
+
+        def per_kernel(repeat: int) -> list[tuple[str, float]]:
+            per_call: dict[str, list[float]] = {}
+            for _ in range(repeat):
+                _, timed = self._execute(arrays, sizes, profile=True)
+                for name, events in timed:
+                    per_call.setdefault(name, []).append(sum((e.profile.end - e.profile.start) * 1e-6
+                                                             for e in events))
+            return [(name, float(np.median(ms))) for name, ms in per_call.items()]
+
+        return (lambda: self._execute(arrays, sizes)), given, per_kernel
 
 
 def opencl_metadata(captured_mod, device_source: str, funcs: list[str], kernels) -> dict:
@@ -351,6 +385,21 @@ def _bytes(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
+class _BufferPool:
+    """Device buffers of one thread's calls, free for reuse, by size: a request takes the smallest
+    free buffer that holds it (kernels write only the bytes their tensor has)."""
+
+    def __init__(self) -> None:
+        self._free: dict[int, list] = {}
+
+    def take(self, ctx, nbytes: int):
+        fits = [size for size, free in self._free.items() if free and size >= nbytes]
+        return self._free[min(fits)].pop() if fits else _empty(ctx, nbytes)
+
+    def give(self, buffer) -> None:
+        self._free.setdefault(buffer.size, []).append(buffer)
+
+
 def _empty(ctx, nbytes: int):
     import pyopencl as cl
 
@@ -367,3 +416,24 @@ def _itemsize(dtype: DType) -> int:
 
 def _numpy_name(tvm_dtype: str) -> str:
     return {"bool": "bool", "bfloat16": "uint16"}.get(tvm_dtype, tvm_dtype)
+
+
+def _from_torch(x) -> np.ndarray:
+    """A torch tensor as numpy; bfloat16, which numpy has only through ml_dtypes, by its bits."""
+    import torch
+
+    x = x.detach().cpu()
+    if x.dtype is torch.bfloat16:
+        return x.view(torch.int16).numpy().view(DType.bfloat16.numpy)
+    return x.numpy()
+
+
+def _to_torch(array: np.ndarray):
+    """An output as torch, as the CPU path gives it: bfloat16 by its bits, int4 widened to int8."""
+    import torch
+
+    if array.dtype == DType.bfloat16.numpy:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    if array.dtype == DType.int4.numpy:
+        return torch.from_numpy(array.astype(np.int8))
+    return torch.from_numpy(array)

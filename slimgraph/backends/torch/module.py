@@ -57,7 +57,7 @@ _TRAINABLE = {
 class GraphModule(nn.Module):
     """Runs a slimgraph Graph op by op in torch; see :func:`to_torch`."""
 
-    def __init__(self, graph: Graph, keep_zeros: bool = False, quant_aware: bool = False):
+    def __init__(self, graph: Graph, keep_zeros: "bool | Graph" = False, quant_aware: bool = False):
         super().__init__()
         _check_supported(graph)
         self.graph = graph
@@ -65,17 +65,20 @@ class GraphModule(nn.Module):
         self._names: dict[str, str] = {}
         #: graph constant -> the quantize attributes of its grid, for weights trained as float latents
         self._grids: dict[str, dict[str, Any]] = {}
+        before = {n.output.name: n.output.const_value for n in keep_zeros.nodes if n.op == "const"} \
+            if isinstance(keep_zeros, Graph) else None
         for node in graph.nodes:
             if node.op != "const":
                 continue
             value = node.output
-            array = np.array(value.const_value)
+            array = _torch_ready(value.const_value)
             grid = _weight_grid(value) if quant_aware else None
+            held = _held_zeros(value.name, array, grid, before) if keep_zeros is not False else None
             if grid is not None:
                 self._grids[value.name] = grid
                 array = get_op("dequantize").impl(array, **_dequantize_attrs(grid))
             trainable = grid is not None or value.type.dtype.is_float and _is_weight(value)
-            self._names[value.name] = _attach(self, value.name, array, trainable, keep_zeros)
+            self._names[value.name] = _attach(self, value.name, array, trainable, held)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Run the graph on its inputs (positional, in the graph's order)."""
@@ -90,7 +93,7 @@ class GraphModule(nn.Module):
         for node in graph.nodes:
             if node.op == "const":
                 env[id(node.output)] = self._const(node.output) if top else torch.from_numpy(
-                    np.array(node.output.const_value))
+                    _torch_ready(node.output.const_value))
                 continue
             args = [env[id(v)] for v in node.inputs]
             if node.op == "fused":
@@ -143,9 +146,46 @@ def _dequantize_attrs(grid: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in grid.items() if k != "dtype"}, "to": DType.float32}
 
 
-def _attach(root: nn.Module, name: str, array: np.ndarray, trainable: bool, keep_zeros: bool) -> str:
+def _torch_ready(array: np.ndarray) -> np.ndarray:
+    """A copy of a constant that torch takes: int4 (log2 and int4 codes), which torch lacks, widened to int8."""
+    return np.array(array, np.int8) if array.dtype == DType.int4.numpy else np.array(array)
+
+
+def _held_zeros(name: str, array: np.ndarray, grid: dict[str, Any] | None,
+                before: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """The entries of constant ``name`` that fine-tuning holds at zero, or None.
+
+    Every zero, unless ``before`` (the constants of the graph this one was compressed from) shows
+    that a quantized weight was not pruned: when each of its zero codes is a weight before (named
+    as this one, or as it before its ``.q``) that quantizes to zero, rounding made them, and they
+    train like any other code. One pruned zero makes the whole tensor held: a pruned weight that
+    would also round to zero cannot be told apart."""
+    zero = array == (np.asarray(grid["zero_point"]).reshape(_grid_shape(grid, array)) if grid else 0)
+    if not zero.any():
+        return None
+    if grid is None or before is None:
+        return zero
+    source = before.get(name.removesuffix(".q")) if name.endswith(".q") else before.get(name)
+    if source is None or np.shape(source) != array.shape or not np.issubdtype(np.asarray(source).dtype, np.floating):
+        return zero
+    attrs = {k: v for k, v in grid.items() if k != "dtype"}
+    requantized = get_op("quantize").impl(np.asarray(source, np.float32), dtype=grid["dtype"], **attrs)
+    return zero if (zero & (requantized != array)).any() else None
+
+
+def _grid_shape(grid: dict[str, Any], array: np.ndarray) -> tuple[int, ...]:
+    """The shape a grid's per-axis parameters broadcast to against ``array``."""
+    if len(grid["zero_point"]) == 1:
+        return ()
+    shape = [1] * array.ndim
+    shape[grid["axis"]] = -1
+    return tuple(shape)
+
+
+def _attach(root: nn.Module, name: str, array: np.ndarray, trainable: bool, held: np.ndarray | None) -> str:
     """Register ``array`` under the dotted ``name`` (submodules for the dots) and return
-    the target name; a name that clashes with the tree is flattened (dots to underscores)."""
+    the target name; a name that clashes with the tree is flattened (dots to underscores).
+    The gradient of a trainable one is masked where ``held``."""
     for target in (name, name.replace(".", "_")):
         parent, _, leaf = target.rpartition(".")
         module = _submodule(root, parent.split(".") if parent else [])
@@ -159,8 +199,8 @@ def _attach(root: nn.Module, name: str, array: np.ndarray, trainable: bool, keep
         return target
     param = nn.Parameter(tensor)
     module.register_parameter(leaf, param)
-    if keep_zeros and bool((tensor == 0).any()):
-        mask = (tensor != 0).to(tensor.dtype)
+    if held is not None:
+        mask = torch.from_numpy(~held).to(tensor.dtype)
         # Zero gradients keep pruned weights at exactly zero under SGD and Adam.
         param.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
     return target
@@ -210,11 +250,13 @@ def _check_supported(graph: Graph) -> None:
         raise BackendError(f"the torch backend cannot run graph @{graph.name}: unsupported ops: {listed}")
 
 
-def to_torch(graph: Graph, keep_zeros: bool = False, quant_aware: bool = False) -> GraphModule:
+def to_torch(graph: Graph, keep_zeros: "bool | Graph" = False, quant_aware: bool = False) -> GraphModule:
     """A ``torch.nn.Module`` running ``graph``; parameters are its float weights, named as its constants.
 
     ``keep_zeros=True`` masks the gradients of weights that hold zeros, so that
-    fine-tuning a magnitude-pruned graph keeps its sparsity. ``quant_aware=True``
+    fine-tuning a magnitude-pruned graph keeps its sparsity; given the graph it was
+    compressed from instead, a quantized weight whose zero codes all come from
+    rounding that graph's weight trains them too. ``quant_aware=True``
     trains a QDQ graph's integer weights on their grid (see the module docstring).
     """
     if not isinstance(graph, Graph):

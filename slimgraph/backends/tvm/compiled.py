@@ -435,24 +435,14 @@ class CompiledModel:
             >>> result = model.benchmark(duration_s=2.0, concurrency=2)   # doctest: +SKIP
             >>> print(result.table())                                     # doctest: +SKIP
         """
-        import tvm
-
         check_int("benchmark: kernel_repeat", kernel_repeat, minimum=1, error=BackendError)
         if batch is not None:
             check_int("benchmark: batch", batch, minimum=1, error=BackendError)
         if json_path is not None:
             check_writable_file("benchmark: json_path", json_path, error=BackendError)
-        feeds = self._convert_inputs(inputs or self._sample_inputs(batch))
-        given = int(feeds[0].shape[0]) if feeds and len(feeds[0].shape) else 1
+        call, given, per_kernel = self._benchmark_plan(inputs or self._sample_inputs(batch))
         if batch is not None and given != batch:
             raise BackendError(f"benchmark: batch={batch}, but the inputs have batch {given}")
-        dev = self._device()
-
-        def call() -> None:
-            self._ensure_vm()  # each calling thread runs its own VM
-            _run(self._local.main, feeds, self._params_dev)
-            dev.sync()
-
         try:
             timing = measure(call, runs=runs, duration_s=duration_s, warmup=warmup, warmup_s=warmup_s,
                              max_warmup=max(warmup, MAX_WARMUP_CALLS), batch=given, concurrency=concurrency,
@@ -460,10 +450,26 @@ class CompiledModel:
         except ArgumentError as exc:
             raise BackendError(f"benchmark: {exc}") from None
         result = BenchmarkResult(self._meta["name"], self.target.text, self.flops, timing,
-                                 self._kernel_counters(self._time_kernels(feeds, kernel_repeat, dev, tvm)))
+                                 self._kernel_counters(per_kernel(kernel_repeat)))
         if json_path is not None:
             result.save_json(json_path)
         return result
+
+    def _benchmark_plan(self, inputs: Sequence[Any]):
+        """What :meth:`benchmark` times on ``inputs``: (one whole call, the inputs' batch, a function
+        of a repeat count giving each kernel call's ``(name, ms)``)."""
+        import tvm
+
+        feeds = self._convert_inputs(inputs)
+        given = int(feeds[0].shape[0]) if feeds and len(feeds[0].shape) else 1
+        dev = self._device()
+
+        def call() -> None:
+            self._ensure_vm()  # each calling thread runs its own VM
+            _run(self._local.main, feeds, self._params_dev)
+            dev.sync()
+
+        return call, given, lambda repeat: self._time_kernels(feeds, repeat, dev, tvm)
 
     def _sample_inputs(self, batch: int | None) -> list[np.ndarray]:
         """Seeded random inputs; ``batch`` sizes the first input's first axis where it is a symbol

@@ -7,10 +7,12 @@ whose every value is 0 or +-2^k, k <= 6, as ``lower-quantized`` writes log2
 weights). Every weight parameter the kernel's lowering asks for (the weight
 itself, or a re-laid-out copy such as the packed ``[N/B, K, B]`` matmul
 layout) whose values the encoding can hold is stored encoded, and the kernel
-reads it through a TE stage that unpacks the code (and looks it up) per
-element; the CPU schedule inlines that stage into the reading loop, so no
-decoded copy exists at run time. Re-layouts only permute (and pad with
-zeros), so a re-laid-out copy keeps the weight's values.
+reads it through a TE stage that unpacks the code (and looks it up). The CPU
+schedules either inline that stage into the reading loop or, for the tiled
+rules, decode one weight panel at a time into a small buffer ahead of the
+register tile that reuses it, so no decoded copy of the whole weight exists at
+run time. Re-layouts only permute, and pad with copies of edge values (a zero
+need not be in a codebook), so a re-laid-out copy keeps the weight's values.
 
 Codes of ``bits`` bits are packed little-endian into ``u8`` as
 :func:`slimgraph.ir.ops.compress.pack_codes` does (element ``i`` in bits
@@ -83,13 +85,11 @@ class Encoding:
         from tvm import te, tirx
 
         packed = parts[0]
-        strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
         bits = self.bits
         last_byte = int(packed.shape[0]) - 1
 
         def code_at(idx):
-            flat = sum((i.astype("int32") * s for i, s in zip(idx, strides)), tirx.const(0, "int32"))
-            return unpack_code(packed, flat, bits, last_byte)
+            return unpack_code(packed, flat_index(idx, shape, bits), bits, last_byte)
 
         if self.kind == "codebook":
             table = parts[1]
@@ -107,8 +107,18 @@ class Encoding:
         return te.compute(shape, log2, name="decode_log2", attrs=DECODE_ATTRS)
 
 
+def flat_index(idx, shape: tuple, bits: int):
+    """Element ``idx``'s row-major offset into a ``shape`` tensor packed at ``bits`` per element: in
+    int32 where every bit position fits, else int64 (a 128k x 4096 head at 8 bits passes 2^31)."""
+    from tvm import tirx
+
+    dtype = "int64" if math.prod(shape) * bits >= 2**31 else "int32"
+    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    return sum((i.astype(dtype) * s for i, s in zip(idx, strides)), tirx.const(0, dtype))
+
+
 def unpack_code(packed, flat, bits: int, last_byte: int):
-    """The ``bits``-wide code of element ``flat`` (an int32 expression) of the packed stream, as int32.
+    """The ``bits``-wide code of element ``flat`` (a :func:`flat_index`) of the packed stream, as int32.
 
     When ``bits`` divides 8 a code lies within one byte; otherwise it may straddle
     two, and the 16-bit little-endian word at its first byte is read (the next
@@ -120,7 +130,7 @@ def unpack_code(packed, flat, bits: int, last_byte: int):
     low = packed[byte].astype("int32")
     if 8 % bits:
         low = low + packed[tirx.min(byte + 1, last_byte)].astype("int32") * 256
-    return tirx.bitwise_and(tirx.shift_right(low, tirx.floormod(bit, 8)), (1 << bits) - 1)
+    return tirx.bitwise_and(tirx.shift_right(low, tirx.floormod(bit, 8).astype("int32")), (1 << bits) - 1)
 
 
 def encoding_for_const(array: np.ndarray, int4: bool) -> Encoding | None:

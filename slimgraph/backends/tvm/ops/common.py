@@ -257,6 +257,14 @@ def _all_inside(indices, sizes: Sequence[int], name: str):
 
     if not axes:
         return te.compute((), lambda: outside() == 0, name=f"{name}_check")
+    if any(isinstance(d, int) and d == 0 for d in shape):
+        return te.compute((), lambda: tirx.const(True, "bool"), name=f"{name}_check")
     count = te.compute((), lambda: te.sum(outside(*axes), axis=axes), name=f"{name}_count")
+    # A reduction's init sits inside its loops, so over a dynamic axis that comes out empty the count
+    # is never written: an empty index tensor must be judged by its size, not by the count.
+    empty = tirx.const(False, "bool")
+    for d in shape:
+        if not isinstance(d, int):
+            empty = tirx.Or(empty, d == 0)
     # the bool, not the count, leaves the kernel: asserting on it needs no comparison kernel after
-    return te.compute((), lambda: count[()] == 0, name=f"{name}_check")
+    return te.compute((), lambda: tirx.Or(empty, count[()] == 0), name=f"{name}_check")

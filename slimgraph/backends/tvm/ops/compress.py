@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from slimgraph.backends.tvm.encoded import flat_index, unpack_code
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops.common import spatial_compute
 
@@ -29,17 +30,9 @@ def lower_codebook_decode(call):
     shape = call.shape()
     last_byte = int(packed.shape[0]) - 1
     entries = int(codebook.shape[0])
-    strides = [1] * len(shape)
-    for d in range(len(shape) - 2, -1, -1):
-        strides[d] = strides[d + 1] * shape[d + 1]
 
     def f(*idx):
-        flat = sum((i.astype("int32") * s for i, s in zip(idx, strides)), tirx.const(0, "int32"))
-        bit = flat * bits
-        byte = tirx.floordiv(bit, 8)
-        low = packed[byte].astype("int32")
-        high = packed[tirx.min(byte + 1, last_byte)].astype("int32")
-        code = tirx.bitwise_and(tirx.shift_right(low + high * 256, tirx.floormod(bit, 8)), (1 << bits) - 1)
+        code = unpack_code(packed, flat_index(idx, tuple(shape), bits), bits, last_byte)
         return codebook[tirx.min(code, entries - 1)]
 
     return spatial_compute(shape, f, name="codebook_decode", rule="elementwise")
