@@ -70,12 +70,18 @@ def test_bf16_conv_matches_interpreter(c_in, c_out, stride, target):
     g = _bf16_conv_graph(c_in, c_out, stride)
     x = RNG.standard_normal((1, c_in, 11, 11)).astype(np.float32)
     model = build(g, target, {})
-    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=2**-7, atol=2**-7)
     uses_dpbf16 = any("slimgraph_dpbf16ps" in k.tir for k in model.kernels)
     uses_amx = any(AMX_KERNEL in k.tir for k in model.kernels)
     # AMX takes a conv whose channels times kernel columns fill half a tile's K (ops/amx.py)
     assert uses_amx == (target == "llvm" and HAS_AMX and c_in * 3 >= 16)
     assert uses_dpbf16 == (target == "llvm" and not uses_amx and c_out % 16 == 0)
+    # The widening form does not round exactly where the interpreter does (an output it gave here
+    # was no bf16 value: TVM seems to fold cast(f32, cast(bf16, v)) to v), so a sum that cancels
+    # can differ by an ulp of its terms, not of itself (one output in ~3000 failed the tight check
+    # on main too). The bf16 kernels round every operand as the interpreter does: tight check.
+    want = g.run(x)[0]
+    widening = not (uses_amx or uses_dpbf16)
+    np.testing.assert_allclose(model(x), want, rtol=2**-7, atol=2**-7 * (np.abs(want).max() if widening else 1))
 
 
 def _cnn() -> torch.nn.Module:
