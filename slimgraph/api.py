@@ -41,7 +41,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     policy: Callable | None = None,
     calibration_data: Any = None,
     dynamic: Any = None,
-    weights: str = "compressed",
+    weights: str = "auto",
     remote: str | None = None,
     precision: str = "fp32",
 ):
@@ -83,8 +83,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     ``weights="compressed"`` (CPU targets) keeps weights that the pipeline compressed
     (``share-weights``, int4, log2, pruning) compressed in the model and its saved folder,
     decoded inside the kernels or run by sparse kernels; ``weights="decoded"`` stores them
-    decoded and dense; ``weights="auto"`` measures each kernel both ways and keeps the
-    faster (see docs/compression.md).
+    decoded and dense; ``weights="auto"`` (the default) keeps each kernel's form as measured on
+    this machine: each kernel that differs is built and timed alone in both forms once, and the
+    decision is kept in a per-machine cache (``$SLIMGRAPH_CACHE_DIR/weight-forms.json``), so a
+    later compile of the same layers measures nothing; ``model.weight_forms`` says which form
+    each kernel took (see docs/compression.md).
 
     ``precision="bf16"`` (on CPUs with AMX or AVX512-BF16 only) runs convs and
     matmuls on bf16 weights and activations with float32 sums, through the

@@ -116,7 +116,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from slimgraph.api import compile
 
     model = compile(args.model, target=args.target, pipeline=args.pipeline, dump_ir=args.dump_ir, progress=True,
-                    tune=args.tune, database=args.database, precision=args.precision)
+                    tune=args.tune, database=args.database, precision=args.precision, weights=args.weights)
     if args.output:
         model.save(args.output)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--database", help="tuning records folder; later compiles reuse its records")
     comp.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                       help="bf16: convs and matmuls on bf16 operands, float32 sums (CPUs with AMX or AVX512-BF16)")
+    comp.add_argument("--weights", choices=("auto", "compressed", "decoded"), default="auto",
+                      help="how compressed weights (shared, int4, log2, pruned) are held: compressed and decoded in "
+                           "the kernels, decoded and dense, or auto (default): per kernel, the faster of the two as "
+                           "measured once on this machine")
     comp.set_defaults(func=_cmd_compile)
 
     bench = sub.add_parser("bench", help="benchmark a compiled model folder or a model: latency percentiles, "

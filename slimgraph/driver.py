@@ -44,7 +44,7 @@ def compile_graph(
     database: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
     progress: bool | Callable[[str, int, int], None] = False,
-    weights: str = "compressed",
+    weights: str = "auto",
     remote: str | None = None,
     precision: str = "fp32",
 ):

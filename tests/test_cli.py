@@ -97,6 +97,18 @@ def test_compile_then_bench_the_saved_folder(tmp_path, capsys) -> None:
     assert saved["runs"] == 3 and len(saved["times_ms"]) == 3 and saved["kernels"]
 
 
+def test_compile_weights_option_says_how_compressed_weights_are_held(tmp_path, capsys) -> None:
+    shared = "fold-constants,share-weights{bits=4,min-elements=256},fuse"
+    sizes = {}
+    for form in ("compressed", "decoded"):
+        assert main(["compile", "demo", "--pipeline", shared, "--weights", form, "-o", str(tmp_path / form)]) == 0
+        sizes[form] = (tmp_path / form / "params.npz").stat().st_size
+        assert ("4 compressed" in capsys.readouterr().out) == (form == "compressed")
+    assert sizes["compressed"] < sizes["decoded"] / 3
+    with pytest.raises(SystemExit):
+        main(["compile", "demo", "--weights", "float"])
+
+
 def test_bench_a_model_at_a_batch_from_concurrent_callers(tmp_path, capsys) -> None:
     argv = ["bench", "demo", "--duration", "0.2", "--batch", "3", "--concurrency", "2", "--kernel-repeat", "1",
             "--json", str(tmp_path / "b.json")]

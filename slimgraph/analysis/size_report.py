@@ -3,9 +3,13 @@
 One row per logical weight: a plain constant (``dense f32``, with the share
 of zeros when it has been magnitude-pruned; an int8 constant holding only 0
 and +-2^k, as ``lower-quantized`` writes log2 weights, counts as the 4-bit
-exponents the backend stores), or a weight-shared one, whose
+exponents the backend stores; an ``i4`` one as two per byte; a mostly-zero
+linear or 1x1 conv weight as the block-ELL form it ships in on CPUs, by
+:mod:`slimgraph.ir.sparse`'s rule, ``sparse 1x16 blocks``), or a weight-shared one, whose
 packed codes and codebook are counted together under the decoded weight's
-name (``kmeans 4-bit, 16 centroids``). Parameters count logical elements
+name (``kmeans 4-bit, 16 centroids``). Bytes are those of the compressed form:
+``compile(weights="decoded")``, or a kernel that ``weights="auto"`` measured faster
+decoded, holds more. Parameters count logical elements
 (a shared 64x64 weight is still 4096 parameters); bytes count what is stored.
 Constants inside fused regions are included.
 
@@ -30,6 +34,7 @@ import numpy as np
 from slimgraph.analysis.stats import graph_stats
 from slimgraph.ir.graph import Graph, Node
 from slimgraph.ir.ops.quant import log2_codes
+from slimgraph.ir.sparse import sparse_weight
 from slimgraph.ir.types import DType
 
 
@@ -102,10 +107,31 @@ def _weights(graph: Graph) -> list[TensorSize]:
             if t.dtype is DType.int8 and array.size >= 2 and log2_codes(array) is not None:
                 # powers of two (log2 weights lowered to integers) are held as 4-bit exponents
                 encoding, nbytes = "log2 4-bit", (array.size + 1) // 2
+            plan = _sparse_form(node)
+            if plan is not None:
+                encoding = f"sparse {'1x16 blocks' if plan.width > 1 else 'elements'}"
+                nbytes = plan.nbytes
             if array.size and nonzero < array.size and array.size >= 16:
                 encoding += f", {100 * (1 - nonzero / array.size):.0f}% zeros"
             rows.append(TensorSize(node.output.name, t.shape, encoding, nbytes, t.numel(), nonzero))
     return rows
+
+
+def _sparse_form(const: Node):
+    """The sparse form the weight ``const`` ships in when a layer reads it so (the first such user,
+    inside the fused regions it is an operand of too)."""
+    array = const.attrs["value"]
+    pending = [const.output]
+    while pending:
+        value = pending.pop()
+        for user in value.users:
+            if user.op == "fused":
+                pending.extend(p for p, v in zip(user.body.inputs, user.inputs) if v is value)
+            elif user.op in ("linear", "conv") and len(user.inputs) > 1 and user.inputs[1] is value:
+                plan = sparse_weight(user.op, user.attrs, user.inputs[0].type.shape, user.output.type.dtype, array)
+                if plan is not None:
+                    return plan
+    return None
 
 
 def _shared(node: Node) -> TensorSize:

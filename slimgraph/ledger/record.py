@@ -54,6 +54,7 @@ def ledger(
     max_metric_drop: float = 1.0,
     slower_tolerance: float = 0.05,
     progress: bool = False,
+    weights: str = "auto",
 ) -> Ledger:
     """Run ``pipeline`` over ``model`` and measure the compiled model after every step.
 
@@ -72,7 +73,8 @@ def ledger(
     ``finetune`` steps train on ``train_data`` (``(x, y)`` or inputs) when given,
     else they distill on the calibration inputs.
     Warnings flag steps slower by more than ``slower_tolerance`` (and the
-    noise), or costing more than ``max_metric_drop`` points.
+    noise), or costing more than ``max_metric_drop`` points. ``weights`` is how each compiled
+    model holds compressed weights (``weights=`` of :func:`slimgraph.compile`).
     """
     started = time.perf_counter()
     graph = import_model(model, example_inputs)
@@ -87,7 +89,7 @@ def ledger(
     # a finetune step trains on train_data when given, else distills on the calibration batches
     ctx = PassContext(calibration_data=calibration, evaluation_data=eval_data,
                       options={"train_data": train_data} if train_data is not None else {})
-    bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup)
+    bench = _Bench(target, bindings, examples, evalset, metric, batch, runs, warmup, weights)
 
     bar = _bar(progress, len(steps) + 1, graph.name)
     rows = [bench.row(0, "(input)", graph, 0.0)]
@@ -136,8 +138,9 @@ class _Measured:
 class _Bench:
     """Compiles, times and evaluates graphs, once per distinct graph."""
 
-    def __init__(self, target, bindings, examples, evalset, metric, batch, runs, warmup):
+    def __init__(self, target, bindings, examples, evalset, metric, batch, runs, warmup, weights):
         self.target = target
+        self.weights = weights
         self.bindings = bindings
         self.examples = examples
         self.evalset = evalset
@@ -173,7 +176,7 @@ class _Bench:
         from slimgraph.backends.tvm import build
 
         start = time.perf_counter()
-        compiled = build(graph, self.target, self.bindings)
+        compiled = build(graph, self.target, self.bindings, weights=self.weights)
         seconds = time.perf_counter() - start
         # at least WARMUP_S of warm-up: a sub-millisecond model's calls just after an import or pass
         # (other libraries' threads still spinning after torch.export or a pass) ran up to 2x slow

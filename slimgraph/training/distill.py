@@ -138,6 +138,9 @@ def finetune(
 
     student_graph = graph.ir if not isinstance(graph, Graph) and isinstance(getattr(graph, "ir", None), Graph) else graph
     if not isinstance(student_graph, Graph):
+        if hasattr(graph, "ir"):  # a compiled model loaded from a folder saved without its graph
+            raise FinetuneError("finetune: this compiled model carries no graph (its folder was saved without "
+                                "ir=True); fine-tune the graph it was compiled from, or save with save(dir, ir=True)")
         raise FinetuneError(f"finetune: give a slimgraph Graph or a CompiledModel, got a {type(graph).__name__}")
     _check_options(loss, epochs, temperature, alpha, lr, batch_size)
     data = TrainData.of(student_graph, train_data)

@@ -59,7 +59,7 @@ def test_kmeans_weights_ship_and_stay_compressed(tmp_path):
     graph = _shared_demo()
     x = demo_inputs(batch=2)
     ir_bytes = size_report(graph).weight_bytes
-    packed = build(graph, "llvm", {"N": 2})
+    packed = build(graph, "llvm", {"N": 2}, weights="compressed")
     decoded = build(graph, "llvm", {"N": 2}, weights="decoded")
     # in memory: the codes and codebooks as the IR counts them, plus the dense kernel's panel
     # padding of the 10-class head's codes (N padded to a whole panel of 16)
@@ -107,6 +107,23 @@ def test_saved_compressed_models_are_bit_identical_in_a_fresh_process(tmp_path):
         assert np.load(tmp_path / f"{name}.y.npy").tobytes() == here[name].tobytes(), name
 
 
+def test_the_saved_folder_holds_the_weights_once(tmp_path):
+    graph = _shared_demo()
+    model = build(graph, "llvm", {"N": 2}, weights="compressed")
+    folder = model.save(tmp_path / "m")
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert not [name for name in files if name.startswith("model.sg")]
+    # every weight byte in the folder is in params.npz, within 10% of the IR's figure
+    ir_bytes = size_report(graph).weight_bytes
+    assert files["params.npz"] <= 1.10 * ir_bytes + NPZ_OVERHEAD_PER_ARRAY * len(model._params_np)
+    loaded = load_compiled(folder)
+    x = demo_inputs(batch=2)
+    assert loaded.ir is None and loaded(*x).tobytes() == model(*x).tobytes()
+    # the IR with its own weights only when asked for
+    kept = load_compiled(model.save(tmp_path / "ir", ir=True))
+    assert kept.ir == graph and (tmp_path / "ir" / "model.sg.weights").exists()
+
+
 def _conv_net(seed: int = 0) -> tuple[Graph, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     g = Graph("qnet")
@@ -128,7 +145,7 @@ def test_int4_and_log2_compute_in_integers_within_one_step_of_qdq(scheme, tmp_pa
     # no float dequantize of a weight is left: every conv/linear is integer, its weight a constant
     assert not [n for n in lowered.nodes if n.op in ("conv", "linear")]
     assert not [n for n in lowered.nodes if n.op == "dequantize" and n.inputs[0].is_const]
-    model = build(lowered, "llvm", {})
+    model = build(lowered, "llvm", {}, weights="compressed")
     decoder = f"decode_{scheme}"
     integer = [k for k in model.kernels if set(k.ops) & {"qconv", "qlinear"}]
     assert integer and all(decoder in k.tir for k in integer)
@@ -157,7 +174,7 @@ def test_compile_checks_weights():
 def test_ledger_measures_the_saved_model():
 
     book = slimgraph.ledger(demo_model(), demo_inputs(batch=2), "fold-constants;share-weights{bits=4,min-elements=256}",
-                  runs=3, warmup=1)
+                  runs=3, warmup=1, weights="compressed")
     before, after = book.rows[1], book.rows[2]
     assert after.artifact_bytes < before.artifact_bytes / 2
     assert after.weight_bytes <= after.resident_bytes <= 1.10 * after.weight_bytes  # + the head's panel padding
@@ -191,7 +208,7 @@ def test_block_pruning_zeroes_aligned_blocks():
 @pytest.mark.parametrize("method", ["magnitude", "block"])
 def test_sparse_linear_stores_and_computes_the_non_zeros(method, tmp_path):
     graph, x = _pruned_linear(method, 0.9)
-    sparse = build(graph, "llvm", {})
+    sparse = build(graph, "llvm", {}, weights="compressed")
     assert any("sparse_matmul" in k.tir for k in sparse.kernels)
     names = [name for name, _ in sparse._params_np]
     assert any(n.endswith("w_sparse_values") for n in names) and not any(n.endswith("w_packed") for n in names)
@@ -199,7 +216,14 @@ def test_sparse_linear_stores_and_computes_the_non_zeros(method, tmp_path):
     assert values.shape[2] == (16 if method == "block" else 1)
     dense_bytes = 96 * 128 * 4
     assert sparse.param_bytes < dense_bytes / 2
-    assert _saved_param_bytes(sparse, tmp_path / "m") < dense_bytes / 2
+    # the IR counts the weight in the form it ships in, so what ships is within 10% of its figure
+    report = size_report(graph)
+    assert report.tensors[0].encoding.startswith("sparse") and report.weight_bytes < dense_bytes / 2
+    assert report.weight_bytes <= sparse.param_bytes <= 1.10 * report.weight_bytes
+    # a weight that a fused region reads as an operand counts the same
+    assert size_report(run_pipeline(graph, "fuse")[0]).weight_bytes == report.weight_bytes
+    arrays = len(sparse._params_np)
+    assert _saved_param_bytes(sparse, tmp_path / "m") <= 1.10 * report.weight_bytes + NPZ_OVERHEAD_PER_ARRAY * arrays
     np.testing.assert_allclose(sparse(x), graph.run(x)[0], rtol=1e-5, atol=1e-5)
 
 
@@ -207,6 +231,7 @@ def test_half_zero_weights_stay_dense():
     graph, x = _pruned_linear("magnitude", 0.5)
     model = build(graph, "llvm", {})
     assert not any("sparse" in k.tir for k in model.kernels)
+    assert "sparse" not in size_report(graph).tensors[0].encoding
 
 
 def test_sparse_1x1_conv_matches_the_reference():
@@ -218,8 +243,9 @@ def test_sparse_1x1_conv_matches_the_reference():
     w = g.const(rng.standard_normal((48, 64, 1, 1)).astype(np.float32), name="pw.weight")
     g.set_outputs([g.call("conv", x, w)])
     pruned = Prune(method="block", sparsity=0.875)(g)
-    model = build(pruned, "llvm", {})
+    model = build(pruned, "llvm", {}, weights="compressed")
     assert any("sparse_conv" in k.tir for k in model.kernels)
+    assert size_report(pruned).weight_bytes == model.param_bytes < 48 * 64 * 4
     xv = rng.standard_normal((2, 64, 4, 8)).astype(np.float32)
     np.testing.assert_allclose(model(xv), pruned.run(xv)[0], rtol=1e-5, atol=1e-5)
 
@@ -231,31 +257,92 @@ def test_row_scope_balances_rows():
     balanced = Prune(method="block", sparsity=0.875, scope="row")(graph)
     w = balanced.value("fc.weight").const_value
     assert set(np.count_nonzero(w.reshape(96, 8, 16).any(axis=2), axis=1)) == {1}
-    model = build(balanced, "llvm", {})
+    model = build(balanced, "llvm", {}, weights="compressed")
     values = next(a for n, a in model._params_np if n.endswith("w_sparse_values"))
     assert values.shape == (96, 1, 16)  # no padding
     np.testing.assert_allclose(model(x), balanced.run(x)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_auto_keeps_each_kernels_measured_form(monkeypatch):
-    from slimgraph.backends.tvm.compiled import BenchmarkResult, CompiledModel, KernelTiming
-    from slimgraph.timing import Timing
+class _PlantedTimes:
+    """Planted per-form kernel times: ``slow`` kernels (by node) are faster decoded, the rest compressed."""
 
+    def __init__(self, slow: set[str]):
+        self.slow, self.calls = slow, []
+
+    def __call__(self, kernel):
+        self.calls.append(kernel.name)
+        decoded_ms = 1.0 if kernel.node in self.slow else 2.0
+        return {"compressed": 1.5, "decoded": decoded_ms}
+
+
+def _chooser(tmp_path, times):
+    from slimgraph.backends.tvm.targets import parse_target
+    from slimgraph.backends.tvm.weight_forms import FormCache, FormChooser
+
+    return FormChooser(parse_target("llvm"), FormCache(tmp_path / "forms.json"), time_forms=times)
+
+
+def test_auto_measures_each_differing_kernel_once_per_machine(tmp_path):
     graph = _shared_demo()
-    packed, plain = build(graph, "llvm", {"N": 2}), build(graph, "llvm", {"N": 2}, weights="decoded")
-    differ = [a.name for a, b in zip(packed.kernels, plain.kernels) if a.tir != b.tir]
-    assert len(differ) >= 2
-    slow = {differ[0]}  # timings planted: the first differing kernel is faster decoded, the rest compressed
-
-    def timed(self, *inputs, **options):
-        decoded = not any("decode_codebook" in k.tir for k in self.kernels if k.name in differ)
-        rows = [KernelTiming(k.name, "", 1, (), 2.0 if (k.name in slow) != decoded else 1.0, 0.0, None)
-                for k in self.kernels]
-        return BenchmarkResult("demo", "llvm", 0, Timing((1.0,), 1.0, 0.001, 0), rows)
-
-    monkeypatch.setattr(CompiledModel, "benchmark", timed)
-    mixed = build(graph, "llvm", {"N": 2}, weights="auto")
-    forms = {k.name: "decode_codebook" in k.tir for k in mixed.kernels}
-    assert not forms[differ[0]] and all(forms[name] for name in differ[1:])
+    packed = build(graph, "llvm", {"N": 2}, weights="compressed")
+    differ = [k for k in packed.kernels if "decode_codebook" in k.tir]
+    assert len(differ) >= 2 and set(packed.weight_forms) == {k.name for k in differ}
+    times = _PlantedTimes({differ[0].node})
+    mixed = build(graph, "llvm", {"N": 2}, chooser=_chooser(tmp_path, times))
+    # only the kernels whose two forms differ were timed, each once
+    assert sorted(times.calls) == sorted(k.name for k in differ)
+    want = {k.name: "decoded" if k is differ[0] else "compressed" for k in differ}
+    assert mixed.weight_forms == want
+    tir = {k.name: k.tir for k in mixed.kernels}
+    assert "decode_codebook" not in tir[differ[0].name] and all("decode_codebook" in tir[k.name] for k in differ[1:])
+    assert "1 decoded" in repr(mixed) and f"{len(differ) - 1} compressed" in repr(mixed)
+    # the second compile reads the cache: no measurement, the same forms
+    again = _PlantedTimes(set())
+    second = build(graph, "llvm", {"N": 2}, chooser=_chooser(tmp_path, again))
+    assert again.calls == [] and second.weight_forms == want
+    loaded = load_compiled(second.save(tmp_path / "m"))
+    assert loaded.weight_forms == want
     x = demo_inputs(batch=2)
-    np.testing.assert_allclose(mixed(*x), graph.run(*x)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded(*x), graph.run(*x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_each_form_is_built_alone_and_timed_in_pairs():
+    from slimgraph.backends.tvm.lower import lower_graph
+    from slimgraph.backends.tvm.targets import parse_target
+    from slimgraph.backends.tvm.weight_forms import PAIRS, WARMUP, time_kernel_forms
+    from slimgraph.timing import TickClock
+
+    graph, _ = _pruned_linear("magnitude", 0.9)
+    seen = []
+    lower_graph(graph, parse_target("llvm"), {}, weights="auto", choose=lambda k: seen.append(k) or "compressed")
+    assert len(seen) == 1 and "sparse_matmul" in seen[0].forms["compressed"].func.script()
+    clock = TickClock(tick=0.001)  # every timed call 'takes' one read-to-read tick: 1 ms
+    ms = time_kernel_forms(seen[0], parse_target("llvm"), clock=clock)
+    assert ms == pytest.approx({"compressed": 1.0, "decoded": 1.0, "ratio": 1.0})
+    assert clock.reads >= 2 * 2 * (PAIRS + WARMUP)
+
+
+def test_a_decoded_form_must_be_clearly_faster(tmp_path):
+    from slimgraph.backends.tvm.weight_forms import DECODED_GAIN
+
+    graph, _ = _pruned_linear("magnitude", 0.9)
+    close = lambda kernel: {"compressed": DECODED_GAIN * 0.99, "decoded": 1.0}  # noqa: E731
+    model = build(graph, "llvm", {}, chooser=_chooser(tmp_path, close))
+    assert list(model.weight_forms.values()) == ["compressed"]
+    assert any("sparse_matmul" in k.tir for k in model.kernels)
+
+
+def test_a_graph_without_compressed_weights_measures_nothing(tmp_path):
+    def refuse(kernel):
+        raise AssertionError(f"{kernel.name} timed")
+
+    model = build(demo_model(), "llvm", {"N": 2}, chooser=_chooser(tmp_path, refuse))
+    assert model.weight_forms == {} and not (tmp_path / "forms.json").exists()
+    assert "compressed" not in repr(model)
+
+
+def test_benchmark_table_names_each_kernels_form(tmp_path):
+    graph = _shared_demo()
+    model = build(graph, "llvm", {"N": 2}, weights="compressed")
+    table = model.benchmark(warmup=0, runs=2, kernel_repeat=1).table()
+    assert table.count("| compressed |") == 4 and "GFLOP/s | weights |" in table

@@ -61,7 +61,7 @@ def models():
 @pytest.fixture(scope="module")
 def saved(models, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("saved") / "model"
-    models[0].save(path)
+    models[0].save(path, ir=True)
     return path
 
 
@@ -165,7 +165,7 @@ def test_an_empty_folder_is_a_valid_target(models, tmp_path):
 def test_saved_files_honour_the_umask(models, tmp_path, umask):
     old = os.umask(umask)
     try:
-        models[0].save(tmp_path / "m")
+        models[0].save(tmp_path / "m", ir=True)
     finally:
         os.umask(old)
     folder = tmp_path / "m"

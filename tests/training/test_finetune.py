@@ -181,6 +181,16 @@ def test_finetune_refuses_what_it_cannot_do():
         parse_pipeline("finetune")[0](g)
 
 
+def test_a_model_loaded_without_its_graph_says_how_to_keep_it(tmp_path):
+    g = _linear(3)
+    x = np.ones((2, 64), np.float32)
+    slimgraph.compile(g, (x,)).save(tmp_path / "lean")
+    with pytest.raises(FinetuneError, match=r"save\(dir, ir=True\)"):
+        finetune(slimgraph.load(tmp_path / "lean"), x, teacher=g, progress=False)
+    slimgraph.compile(g, (x,)).save(tmp_path / "full", ir=True)
+    assert isinstance(finetune(slimgraph.load(tmp_path / "full"), x, teacher=g, epochs=1, progress=False), Graph)
+
+
 def test_a_compiled_model_is_fine_tuned_through_its_fused_graph():
     data = digits_data()
     compiled = slimgraph.compile(digits_graph(), (data.x_test[:8],), pipeline="prune{method=channel,ratio=0.5},default")

@@ -18,16 +18,19 @@ import contextlib
 import math
 import re
 import warnings
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from slimgraph.backends.tvm.compiled import CompiledModel, metadata
-from slimgraph.backends.tvm.lower import assert_checks, lower_graph
+from slimgraph.backends.tvm.lower import AUTO, assert_checks, lower_graph
 from slimgraph.backends.tvm.schedules import schedule_module
 from slimgraph.backends.tvm.targets import TargetSpec, parse_target
 from slimgraph.dynamic import UNBOUNDED
 from slimgraph.errors import BackendError, SlimgraphWarning
 from slimgraph.ir.graph import Graph
 from slimgraph.ir.types import concrete, format_shape
+
+if TYPE_CHECKING:
+    from slimgraph.backends.tvm.weight_forms import FormChooser
 
 Progress = Callable[[str, int, int], None]
 
@@ -41,8 +44,9 @@ def build(
     database: str | None = None,
     progress: Progress | None = None,
     dynamic: dict[str, tuple[int, int]] | None = None,
-    weights: "str | dict[str, str]" = "compressed",
+    weights: "str | dict[str, str]" = "auto",
     remote: str | None = None,
+    chooser: "FormChooser | None" = None,
 ) -> CompiledModel:
     """Compile ``graph`` for ``target``; symbolic dims take their sizes from ``bindings``.
 
@@ -57,15 +61,15 @@ def build(
     ``weights="compressed"`` (CPU targets) keeps weights the IR stores compressed (k-means
     codes, int4, log2) so in the model and decodes them inside the kernels, and runs
     mostly-zero weights with sparse kernels; ``weights="decoded"`` stores them decoded and
-    dense (more memory, no decode in the kernels); ``weights="auto"`` builds both, times each
-    kernel that differs and keeps each one's faster form (about three builds' time); a dict
+    dense (more memory, no decode in the kernels); ``weights="auto"`` (the default) keeps each
+    kernel's form measured on this machine (``chooser``, default a
+    :class:`~slimgraph.backends.tvm.weight_forms.FormChooser` over the per-machine cache: each
+    differing kernel built and timed alone once, later builds reuse the decision); a dict
     gives the form per kernel name (``compressed`` for the others).
     ``remote`` (``host:port`` of a TVM RPC server, or ``key@host:port`` of a tracker)
     uploads the model there and returns a RemoteModel whose calls run there; tuning
     then measures through MetaSchedule's RPC runner (see :mod:`slimgraph.backends.tvm.remote`).
     """
-    if weights == "auto":
-        return _fastest_forms(graph, target, bindings, dynamic, progress)
     import tvm
     from tvm import relax
 
@@ -89,7 +93,11 @@ def build(
     index_dtype = "int32" if largest < 2**31 and len(bounded) == len(dynamic) else "int64"
     report = progress or (lambda step, done, total: None)
     report("lower", 0, 3)
-    lowered = lower_graph(graph, spec, bindings, dynamic, index_dtype, weights)
+    if weights == AUTO and chooser is None:
+        from slimgraph.backends.tvm.weight_forms import FormChooser
+
+        chooser = FormChooser(spec)
+    lowered = lower_graph(graph, spec, bindings, dynamic, index_dtype, weights, chooser if weights == AUTO else None)
     report("schedule", 1, 3)
     # schedule_module rewrites its module in place; tuning needs the kernels as lowered
     unscheduled = lowered.mod.clone() if tune or database else None
@@ -122,43 +130,6 @@ def build(
         return OpenCLModel(None, meta, lowered.params, graph, spec)
     compiled = CompiledModel(executable, meta, lowered.params, graph, spec)
     return compiled if where is None else RemoteModel(compiled, where, CALL_TIMEOUT)
-
-
-#: Per-kernel timing of ``weights="auto"``: repeats of each kernel, rounds alternating the two builds.
-AUTO_REPEAT, AUTO_ROUNDS = 10, 2
-
-
-def _fastest_forms(graph: Graph, target, bindings, dynamic, progress) -> CompiledModel:
-    """The model with each kernel that reads a compressed weight in its faster form, measured."""
-    packed = build(graph, target, bindings, dynamic=dynamic, progress=progress)
-    plain = build(graph, target, bindings, dynamic=dynamic, progress=progress, weights="decoded")
-    differ = [a.name for a, b in zip(packed.kernels, plain.kernels) if a.tir != b.tir]
-    if not differ:
-        return packed
-    times: dict[str, dict[str, float]] = {"compressed": {}, "decoded": {}}
-    with warnings.catch_warnings():  # only the per-kernel times count: the one whole-model run may be noisy
-        warnings.simplefilter("ignore", SlimgraphWarning)
-        for _ in range(AUTO_ROUNDS):
-            for form, model in (("compressed", packed), ("decoded", plain)):
-                result = model.benchmark(warmup=1, runs=1, kernel_repeat=AUTO_REPEAT)
-                for name, ms in _call_ms(model, result).items():
-                    times[form][name] = min(times[form].get(name, float("inf")), ms)
-    forms = {name: "decoded" for name in differ if times["decoded"][name] < times["compressed"][name]}
-    if not forms:
-        return packed
-    if len(forms) == len(differ):
-        return plain
-    return build(graph, target, bindings, dynamic=dynamic, progress=progress, weights=forms)
-
-
-def _call_ms(model: CompiledModel, result) -> dict[str, float]:
-    """Each kernel call's time: the mean per call of the compiled kernel it runs (a benchmark
-    row per compiled kernel, named after its first call)."""
-    per_call = {row.name: row.mean_ms for row in result.kernels}
-    first: dict[str, str] = {}
-    for k in model.kernels:
-        first.setdefault(k.func, k.name)
-    return {k.name: per_call[first[k.func]] for k in model.kernels}
 
 
 #: The most elements a tensor may have: TVM computes addresses in int64, and index arithmetic

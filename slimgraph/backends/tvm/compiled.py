@@ -5,7 +5,8 @@ graph. Call it with numpy arrays (numpy comes back) or torch tensors (torch
 comes back; passed through DLPack without a copy when they are contiguous and
 on the model's device). ``.ir`` is the optimized graph, ``.kernels`` lists each
 kernel with its generated source and FLOPs, ``.save(dir)`` writes the shared
-library, the weights, the IR and the metadata (atomically, see
+library, the weights (once, as the kernels read them), the metadata, and with
+``ir=True`` the IR (atomically, see
 :mod:`slimgraph.storage`), and :func:`load_compiled` reads them back in any
 process after checking every file against the folder's manifest. A saved
 folder holds native code that runs when it is loaded: load only folders you
@@ -81,7 +82,9 @@ class Kernel:
     """One kernel call: its ``name``, the ``ops`` it computes, the IR ``node`` it
     came from, its FLOPs, its scheduled TIR and its target ``source`` (LLVM IR on
     CPU, CUDA C or OpenCL C on GPUs), and ``func``, the compiled function it runs:
-    its own name, or the first identical kernel's (identical kernels compile once)."""
+    its own name, or the first identical kernel's (identical kernels compile once); ``weights``
+    is the form its compressed weights took (``compressed`` or ``decoded``; "" when it reads
+    none), measured per kernel under ``weights="auto"``."""
 
     name: str
     ops: tuple[str, ...]
@@ -90,13 +93,15 @@ class Kernel:
     tir: str
     source: str
     func: str
+    weights: str = ""
 
 
 @dataclass(frozen=True)
 class KernelTiming:
     """One compiled kernel's counters over a model run: the ``calls`` it gets (identical layers share
     one kernel), the IR ``nodes`` of those calls, their ``ms`` in all and ``mean_ms`` each, the
-    ``share`` of the model's kernel time, and ``gflops`` (None where the ops' FLOPs are not known)."""
+    ``share`` of the model's kernel time, ``gflops`` (None where the ops' FLOPs are not known), and
+    the form its compressed ``weights`` took ("" when it reads none; see :class:`Kernel`)."""
 
     name: str
     ops: str
@@ -105,6 +110,7 @@ class KernelTiming:
     ms: float
     share: float
     gflops: float | None
+    weights: str = ""
 
     @property
     def mean_ms(self) -> float:
@@ -155,13 +161,13 @@ class BenchmarkResult:
             f"@{self.model} on {self.target}: {self.flops / 1e9:.3f} GFLOP per call{model_gflops}",
             t.summary(),
             "",
-            "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            "| kernel | ops | calls | total ms | mean ms | share | GFLOP/s | weights |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for k in self.kernels:
             gflops = f"{k.gflops:.1f}" if k.gflops is not None else "-"
             lines.append(f"| {k.name} | {k.ops} | {k.calls} | {k.ms:.4f} | {k.mean_ms:.4f} | {k.share * 100:.1f}% "
-                         f"| {gflops} |")
+                         f"| {gflops} | {k.weights or '-'} |")
         return "\n".join(lines)
 
 
@@ -212,9 +218,16 @@ class CompiledModel:
         """Each kernel call with its scheduled TIR, generated source and FLOPs, in execution order
         (calls of identical kernels share one compiled ``func``)."""
         return [
-            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], k["func"])
+            Kernel(k["name"], tuple(k["ops"]), k["node"], k["flops"], k["tir"], k["source"], k["func"],
+                   k.get("weights", ""))
             for k in self._meta["kernels"]
         ]
+
+    @property
+    def weight_forms(self) -> dict[str, str]:
+        """The form each kernel reading compressed weights took, by kernel name
+        (``compressed`` or ``decoded``; see ``weights=`` of :func:`slimgraph.compile`)."""
+        return {k["name"]: k["weights"] for k in self._meta["kernels"] if k.get("weights")}
 
     @property
     def flops(self) -> int:
@@ -228,7 +241,10 @@ class CompiledModel:
 
     def __repr__(self) -> str:
         ins = ", ".join(t for _, t in self._meta["inputs"])
-        return f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} kernels>"
+        forms = list(self.weight_forms.values())
+        held = "".join(f", {forms.count(f)} {f}" for f in ("compressed", "decoded") if f in forms)
+        return (f"<CompiledModel @{self._meta['name']} ({ins}) on {self.target.text}: {len(self._meta['kernels'])} "
+                f"kernels{held}>")
 
     # -- running -------------------------------------------------------------
 
@@ -383,11 +399,16 @@ class CompiledModel:
 
     # -- save / load ---------------------------------------------------------
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model to ``directory`` (library, weights, IR, metadata, and the
+    def save(self, directory: str | os.PathLike, ir: bool = False) -> Path:
+        """Write the model to ``directory`` (library, weights, metadata, and the
         ``files.json`` manifest), atomically: at every instant the folder holds the
         old complete model or the new one. ``directory`` must be new, empty, or a
-        folder slimgraph saved; anything else is a :class:`SaveError`."""
+        folder slimgraph saved; anything else is a :class:`SaveError`.
+
+        The weights are stored once, in the form the kernels read (``params.npz``);
+        ``ir=True`` also stores the optimized IR with its own copy of the weights
+        (``model.sg`` and its sidecar), which :func:`load_compiled` gives back as
+        ``.ir`` (to fine-tune or inspect); without it a loaded model's ``ir`` is None."""
         target = Path(directory)
         with staged_directory(target, KIND) as staging:
             if self._library_bytes is not None:
@@ -396,7 +417,7 @@ class CompiledModel:
                 with _EXPORT_LOCK:
                     self._exec.export_library(str(staging / "model.so"))
             _save_params(staging / "params.npz", self._params_np)
-            if self.ir is not None:
+            if ir and self.ir is not None:
                 self.ir.save(staging / "model.sg")
             meta = dict(self._meta, format=FORMAT_VERSION, target=self.target.text)
             (staging / "metadata.json").write_text(json.dumps(meta, indent=1))
@@ -497,7 +518,8 @@ class CompiledModel:
             flops = sum(info[name]["flops"] for name, _ in calls)
             rows.append(KernelTiming(calls[0][0], "+".join(info[calls[0][0]]["ops"]), len(calls),
                                      tuple(name for name, _ in calls), ms, ms / total,
-                                     flops / (ms * 1e6) if flops and ms > 0 else None))
+                                     flops / (ms * 1e6) if flops and ms > 0 else None,
+                                     info[calls[0][0]].get("weights", "")))
         return sorted(rows, key=lambda k: -k.ms)
 
     def _time_kernels(self, feeds, repeat: int, dev, tvm) -> list[tuple[str, float]]:
@@ -683,7 +705,7 @@ def metadata(name: str, lowered, kernel_sources: dict[str, tuple[str, str]], bin
         tir, source = kernel_sources.get(k.func, ("", ""))
         info = asdict(k)
         kernels.append({"name": k.name, "func": k.func, "ops": list(k.ops), "node": k.node, "flops": info["flops"],
-                        "tir": tir, "source": source})
+                        "tir": tir, "source": source, "weights": k.weights})
     return {
         "name": name,
         "inputs": [[key, str(t)] for key, t in lowered.inputs],

@@ -89,10 +89,12 @@ def _decoded(node: Node, known: list) -> np.ndarray | None:
     return np.asarray(node.opdef.impl(*known, **node.attrs))
 
 
-#: How the compiled model holds weights the IR stores compressed: ``compressed`` keeps them so
-#: and decodes inside the kernels (and stores mostly-zero weights sparse, computing with
-#: sparse kernels); ``decoded`` stores every weight decoded and dense.
+#: How a kernel holds weights the IR stores compressed: ``compressed`` keeps them so and
+#: decodes inside the kernel (and stores mostly-zero weights sparse, computing with sparse
+#: kernels); ``decoded`` stores them decoded and dense.
 WEIGHT_FORMS = ("compressed", "decoded")
+#: The whole-model choice that leaves each kernel's form to a measured chooser (:mod:`.weight_forms`).
+AUTO = "auto"
 
 
 def _encoding(node: Node, array: np.ndarray, known: list) -> Encoding | None:
@@ -140,9 +142,11 @@ class OpCall:
         encoded codes, and sparse storage for mostly-zero weights."""
         return self.kernel.compress
 
-    def param(self, array: np.ndarray, hint: str):
-        """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant)."""
-        return self.kernel.new_param(np.ascontiguousarray(array), hint)
+    def param(self, array: np.ndarray, hint: str, compressed: bool = False):
+        """A new weight parameter holding ``array`` (e.g. a re-laid-out copy of a constant);
+        ``compressed`` says it is a compressed form of the weight (a sparse layout), so the
+        kernel is one whose form ``weights="auto"`` measures."""
+        return self.kernel.new_param(np.ascontiguousarray(array), hint, compressed)
 
     def check(self, ok, what: str) -> None:
         """Make the call fail when ``ok`` (a 0-d bool TE tensor: every index is in range) is
@@ -197,6 +201,7 @@ class KernelInfo:
     outs: list[str]
     out_types: list[TensorType]
     anchor: str = ""
+    weights: str = ""  # the form its compressed weights took (WEIGHT_FORMS); "" when it reads none
     checks: list[tuple[str, str]] = field(default_factory=list)  # (key of an all-indices-in-range bool, message)
     shape_args: list[str] = field(default_factory=list)  # dynamic symbols passed as scalars (no buffer dim holds them)
 
@@ -242,6 +247,7 @@ class _KernelBuilder:
         self.checks: list[tuple[object, str]] = []  # (all indices in range: a bool tensor, message)
         self.encodings: list[Encoding] = []  # how the weights this kernel reads are stored (empty: plain)
         self.compress = False  # whether this kernel keeps compressed weights compressed
+        self.stores_compressed = False  # whether it did: a weight stored encoded or sparse
         self._by_key: dict[str, object] = {}
 
     def placeholder(self, key: str, ttype: TensorType):
@@ -253,9 +259,10 @@ class _KernelBuilder:
             self.sources.append((ph, key))
         return self._by_key[key]
 
-    def new_param(self, array: np.ndarray, hint: str):
+    def new_param(self, array: np.ndarray, hint: str, compressed: bool = False):
         """A placeholder for a new weight; stored encoded when one of this kernel's
-        encodings holds its values (a re-laid-out copy of an encoded weight)."""
+        encodings holds its values (a re-laid-out copy of an encoded weight).
+        ``compressed``: the array is itself a compressed form (a sparse layout)."""
         stored = _storable(array)
         for encoding in self.encodings:
             parts = encoding.encode(stored)
@@ -263,6 +270,7 @@ class _KernelBuilder:
                 keys = [self.params.add(f"{self.name}.{hint}.{suffix}", part) for suffix, part in parts]
                 return self._decoded(keys, encoding, stored)
         key = self.params.add(f"{self.name}.{hint}", array)
+        self.stores_compressed |= compressed
         return self.placeholder(key, TensorType.of_array(stored))
 
     def read(self, key: str, ttype: TensorType, array: np.ndarray | None, encoding: "Encoding | None"):
@@ -282,6 +290,7 @@ class _KernelBuilder:
         return self._by_key[key]
 
     def _decoded(self, keys: list[str], encoding: "Encoding", stored: np.ndarray):
+        self.stores_compressed = True
         parts = [self.placeholder(k, TensorType.of_array(self.params.arrays[k[2:]])) for k in keys]
         return encoding.decode(parts, stored.shape, str(stored.dtype))
 
@@ -307,12 +316,39 @@ class _ParamTable:
         return "p:" + name
 
 
+@dataclass
+class _LoweredKernel:
+    """One kernel lowered in one weight form: its builder, unscheduled PrimFunc, the keys of
+    the values its parameters read, its dynamic-size scalars, output types and FLOPs."""
+
+    builder: _KernelBuilder
+    func: object
+    used: list[str]
+    shape_args: list[str]
+    out_types: list[TensorType]
+    flops: int
+
+
+@dataclass
+class KernelForms:
+    """What ``weights="auto"`` chooses between for one kernel: ``forms`` maps ``compressed`` and
+    ``decoded`` to the kernel lowered so (``.func``: the unscheduled PrimFunc, whose parameters
+    read ``.used`` keys, then ``.shape_args``, then write ``.out_types``); ``arrays`` holds the
+    weight parameters either reads, by name (the key without ``p:``)."""
+
+    name: str
+    node: str
+    forms: dict[str, _LoweredKernel]
+    arrays: dict[str, np.ndarray]
+
+
 # ---------------------------------------------------------------------------
 # Graph -> Relax
 
 
 def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collection[str] = (),
-                index_dtype: str = "int32", weights: "str | Mapping[str, str]" = "compressed") -> Lowered:
+                index_dtype: str = "int32", weights: "str | Mapping[str, str]" = "compressed",
+                choose: "Callable[[KernelForms], str] | None" = None) -> Lowered:
     """Lower ``graph`` for ``target`` (a TargetSpec) with symbolic dims bound by ``bindings``.
 
     The symbols in ``dynamic`` stay symbolic in the kernels; their ``bindings`` (example
@@ -320,6 +356,9 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     ``weights`` (one of :data:`WEIGHT_FORMS`, or a mapping from kernel name to one of them,
     ``compressed`` for kernels it does not name) says how compressed weights are held: on CPU
     targets ``compressed`` keeps them encoded (see :mod:`slimgraph.backends.tvm.encoded`).
+    ``weights="auto"`` lowers each kernel that stores a weight compressed a second time with
+    its weights decoded and keeps the form ``choose`` (given both, :class:`KernelForms`) names;
+    kernels storing nothing compressed are lowered once and never reach ``choose``.
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
@@ -330,9 +369,12 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
 
     forms = dict(weights) if isinstance(weights, Mapping) else {}
     default = "compressed" if isinstance(weights, Mapping) else weights
-    bad = sorted({f for f in (default, *forms.values()) if f not in WEIGHT_FORMS})
+    auto = default == AUTO
+    bad = sorted({f for f in ("compressed" if auto else default, *forms.values()) if f not in WEIGHT_FORMS})
     if bad:
-        raise BackendError(f"weights: {bad[0]!r} is no weight form; valid: {', '.join(WEIGHT_FORMS)}")
+        raise BackendError(f"weights: {bad[0]!r} is no weight form; valid: {', '.join((*WEIGHT_FORMS, AUTO))}")
+    if auto and choose is None:
+        raise BackendError('weights="auto" needs a chooser of each kernel\'s form (see backends/tvm/weight_forms.py)')
     params = _ParamTable()
     encodings: dict[int, Encoding] = {}  # id(Value) of an encoded constant weight -> its encoding
     dynamic = frozenset(dynamic)
@@ -367,19 +409,33 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             steps.append(ViewStep(src_key, "v:" + node.output.name, t))
             continue
         name = _kernel_name(len(kernels), node)
-        builder = _KernelBuilder(name, params, kernel_vars)
-        builder.compress = not target.is_gpu and forms.get(name, default) == "compressed"
-        arg_tensors = [builder.read(*env[id(v)], consts.get(id(v)), encodings.get(id(v))) for v in node.inputs]
-        arg_consts = [consts.get(id(v)) for v in node.inputs]
-        out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
-        flops_box = [0]
-        outs = _lower_node(node, arg_tensors, arg_consts, out_types, target, builder, table, bindings, flops_box)
+        form = forms.get(name, default)
+
+        def lower_as(compress: bool) -> _LoweredKernel:
+            builder = _KernelBuilder(name, params, kernel_vars)
+            builder.compress = compress
+            args = [builder.read(*env[id(v)], consts.get(id(v)), encodings.get(id(v))) for v in node.inputs]
+            out_types = [concrete_type(v.type, bindings, dynamic) for v in node.outputs]
+            flops_box = [0]
+            outs = _lower_node(node, args, [consts.get(id(v)) for v in node.inputs], out_types, target, builder,
+                               table, bindings, flops_box)
+            outs += [ok for ok, _ in builder.checks]
+            out_types = out_types + [TensorType(DType.bool, ())] * len(builder.checks)
+            func, used, shape_args = _make_prim_func(builder, outs, out_types)
+            return _LoweredKernel(builder, func, used, shape_args, out_types, flops_box[0])
+
+        chosen = lower_as(not target.is_gpu and form != "decoded")
+        taken = "compressed" if chosen.builder.stores_compressed else "decoded" if forms.get(name) == "decoded" else ""
+        if auto and chosen.builder.stores_compressed:
+            decoded = lower_as(False)
+            arrays = {k[2:]: params.arrays[k[2:]] for k in (*chosen.used, *decoded.used) if k.startswith("p:")}
+            taken = choose(KernelForms(name, node.describe(), {"compressed": chosen, "decoded": decoded}, arrays))
+            chosen = decoded if taken == "decoded" else chosen
+        builder, func, used, shape_args, out_types = (chosen.builder, chosen.func, chosen.used, chosen.shape_args,
+                                                      chosen.out_types)
         for v, t in zip(node.outputs, out_types):
             env[id(v)] = ("v:" + v.name, t)
         check_keys = [f"c:{name}.{i}" for i in range(len(builder.checks))]
-        outs += [ok for ok, _ in builder.checks]
-        out_types = out_types + [TensorType(DType.bool, ())] * len(check_keys)
-        func, used, shape_args = _make_prim_func(builder, outs, out_types)
         func_name = _share(shared, func, name)
         if func_name == name:
             prim_funcs[name] = func.with_attr("global_symbol", name)
@@ -388,11 +444,12 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
             func=func_name,
             ops=_ops_of(node),
             node=node.describe(),
-            flops=flops_box[0],
+            flops=chosen.flops,
             args=used,
             outs=["v:" + v.name for v in node.outputs] + check_keys,
             out_types=out_types,
             anchor=node.attrs.get("anchor", "") if node.op == "fused" else node.op,
+            weights=taken,
             checks=[(key, message) for key, (_, message) in zip(check_keys, builder.checks)],
             shape_args=shape_args,
         )

@@ -23,7 +23,7 @@ from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
 from slimgraph.backends.tvm.ops import amx
-from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_matmul, sparse_plan
+from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_form, sparse_matmul
 from slimgraph.backends.tvm.ops.common import (
     compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
@@ -144,10 +144,9 @@ def lower_conv(call):
     shape = call.shape()
     xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
     weight = call.consts[1]
-    plan = _sparse_1x1(call, x, weight, kernel, strides, begins, ends, dilations, groups)
-    conv = sparse_conv1x1(call, x, plan) if plan is not None else None
-    if conv is not None:
-        return _bias_epilogue(call, conv, 2)
+    plan = sparse_form(call, x)
+    if plan is not None:
+        return _bias_epilogue(call, sparse_conv1x1(call, x, plan), 2)
     if amx.conv2d_applies(call, weight, groups, dilations, kernel):
         return amx.conv2d(call, x, weight, begins, strides)  # the bias added, rounded once, in the kernel
     if _dpbf16_applies(call, k, groups, c_out, weight):
@@ -170,16 +169,6 @@ def lower_conv(call):
 
         conv = te.compute(shape, f, name="conv", attrs={"sg.rule": "conv"})
     return _bias_epilogue(call, conv, 2)
-
-
-def _sparse_1x1(call, x, weight, kernel, strides, begins, ends, dilations, groups):
-    """The sparse plan of a static 1x1, stride-1, unpadded 2-d conv with a mostly-zero constant weight."""
-    plain = kernel == [1, 1] and set(strides) | set(dilations) == {1} and not any(begins) and not any(ends)
-    if not (_cpu_packed(call) and plain and groups == 1 and weight is not None and call.dtype() == "float32"):
-        return None
-    if any(not isinstance(d, (int, tirx.IntImm)) for d in x.shape):
-        return None
-    return sparse_plan(call, weight.reshape(weight.shape[0], -1))
 
 
 def _vector_multiple(n: int) -> int:
@@ -368,12 +357,12 @@ def lower_linear(call):
     trans_a, trans_b = call.attrs["trans_a"], call.attrs["trans_b"]
     shape = call.shape()
     weight = call.consts[1]
-    if weight is not None and not trans_a and amx.matmul_applies(call, shape[:-1]):
-        return amx.matmul(call, x, weight.T if trans_b else weight, shape[:-1])  # with its bias, rounded once
     mm = None
-    if _cpu_packed(call) and weight is not None and not trans_a and call.dtype() == "float32":
-        plan = sparse_plan(call, weight if trans_b else weight.T)
-        mm = sparse_matmul(call, x, plan, shape[:-1]) if plan is not None else None
+    plan = sparse_form(call, x)
+    if plan is not None:
+        mm = sparse_matmul(call, x, plan, shape[:-1])
+    elif weight is not None and not trans_a and amx.matmul_applies(call, shape[:-1]):
+        return amx.matmul(call, x, weight.T if trans_b else weight, shape[:-1])  # with its bias, rounded once
     if mm is None and _cpu_packed(call) and weight is not None and not trans_a:
         mm = _packed_matmul(call, x, weight.T if trans_b else weight, shape[:-1])
     if mm is None:
