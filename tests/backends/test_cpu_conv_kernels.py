@@ -4,6 +4,8 @@ AVX2-only CPU (``llvm:haswell``), whose code runs here too."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -23,11 +25,11 @@ HAS_BF16 = parse_target("llvm").has("bf16")
 HAS_AMX = parse_target("llvm").has("amx")
 
 
-def _depthwise_graph(channels: int, size: int, kernel: int, stride: int) -> Graph:
+def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, rng=RNG) -> Graph:
     g = Graph("dw")
     x = g.add_input("x", TensorType("f32", (1, channels, size, size)))
-    w = g.const(RNG.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
-    b = g.const(RNG.standard_normal((channels, 1, 1)).astype(np.float32))
+    w = g.const(rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
+    b = g.const(rng.standard_normal((channels, 1, 1)).astype(np.float32))
     half = kernel // 2
     y = g.call("conv", x, w, groups=channels, strides=(stride, stride), pads=(half, half, half, half))
     g.set_outputs([g.call("relu", g.call("add", y, b))])
@@ -48,6 +50,50 @@ def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, targ
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
     if stride == 1:  # the rule held: the window sums into a vectorized row tile, not the generic nest
         assert "conv_update" in model.kernels[0].tir and "T.vectorized" in model.kernels[0].tir
+
+
+@pytest.mark.parametrize("channels, size", [
+    (8, 28),  # ConvNeXt's second stage: rows of 28 computed as 32, four rows per tile
+    (6, 7),  # its last stage: rows of 7 computed as 8, all seven rows in one tile
+    (5, 9),  # a 9-wide map: rows of 16
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_rows_are_whole_vectors(channels, size, target):
+    rng = np.random.default_rng(5)  # its own: the file's generator keeps its sequence for the tests after
+    g = _depthwise_graph(channels, size, 7, 1, rng)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
+    # rows computed in whole vectors (16, 8 or 4 lanes), read back without the extra columns
+    tir = model.kernels[0].tir
+    rows = int(re.search(r"conv = T.sblock_alloc_buffer\(\(1, \d+, \d+, (\d+)\)", tir).group(1))
+    assert rows >= size and rows % (16 if size > 8 else 8 if size > 4 else 4) == 0
+
+
+@pytest.mark.parametrize("c_in, c_out, size, stride, rows_outside", [
+    (64, 16, 28, 1, True),  # a map larger than the weights: rows outside, each row's pixels copied ahead of it
+    (48, 32, 14, 2, True),  # strided: the copy keeps only the pixels the conv reads
+    (512, 512, 8, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_outside, target):
+    rng = np.random.default_rng(6)
+    g = Graph("pw")
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.1)
+    out = size // stride
+    r = g.add_input("r", TensorType("f32", (1, c_out, out, out)))
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride))
+    g.set_outputs([g.call("relu", g.call("add", y, r))])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, out, out)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    assert f"pixels = T.sblock_alloc_buffer((1, {out}, {out}, {c_in}))" in tir
+    # inside the conv's parallel row loop, or a parallel loop of its own
+    assert tir.count("T.parallel") == (1 if rows_outside else 2)
 
 
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:

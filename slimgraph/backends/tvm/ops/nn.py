@@ -96,24 +96,39 @@ def _bias_epilogue(call, acc, bias_index: int, scale: float = 1.0, bias_scale: f
 # Convolution
 
 
-def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name: str, widen=lambda v: v):
+def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name: str, widen=lambda v: v,
+                  pixels: bool = False):
     """The CPU micro-kernel layout of a 2-d conv with a constant weight: the weight is
     re-laid out once as [C_out/block, C_in, kh, kw, block] so the inner loop reads it
-    contiguously; ``widen`` converts each operand before the multiply (int8 -> int32)."""
+    contiguously; ``widen`` converts each operand before the multiply (int8 -> int32).
+    ``xp`` is the (padded) NCHW input, or with ``pixels`` a 1x1 conv's [N, H_out, W_out, C_in]
+    pixels (:func:`conv1x1_pixels`)."""
     c_out, c_in, *kernel = weight.shape
     block = _block(call, c_out)
     wp = call.param(weight.reshape(c_out // block, block, c_in, *kernel).transpose(0, 2, 3, 4, 1), "w_packed")
     rc, rh, rw = (te.reduce_axis((0, n), r) for n, r in ((c_in, "rc"), (kernel[0], "rh"), (kernel[1], "rw")))
     (sh, sw), (dh, dw) = strides, dilations
+
+    def x_at(n, h, v):
+        return xp[n, h + rh, v + rw, rc] if pixels else xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]
+
     return te.compute(
         shape,
-        lambda n, o, h, v: te.sum(
-            widen(xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]) * widen(wp[o // block, rc, rh, rw, o % block]),
-            axis=[rc, rh, rw],
-        ),
+        lambda n, o, h, v: te.sum(widen(x_at(n, h, v)) * widen(wp[o // block, rc, rh, rw, o % block]), axis=[rc, rh, rw]),
         name=name,
         attrs={"sg.rule": "conv2d_packed", "sg.block": block},
     )
+
+
+def conv1x1_pixels(x, shape, strides):
+    """The pixels a 1x1 conv reads, channels last: [N, H_out, W_out, C_in], materialized once
+    in the conv's kernel (the ``pixels`` stage, computed row by row ahead of the rows reading it). In NCHW each step of the reduction over input
+    channels reads a row segment a whole channel plane away from the last, a new cache line
+    that no prefetcher predicts; channels last, each pixel's channels are one contiguous
+    stream (and a strided conv's copy keeps only the pixels it reads)."""
+    sh, sw = strides
+    return spatial_compute((shape[0], shape[2], shape[3], int(x.shape[1])),
+                           lambda n, h, v, c: x[n, c, h * sh, v * sw], name="pixels", rule="pixels")
 
 
 #: Grouped convs with at most this many groups run as dense packed convs over a block-diagonal
@@ -152,7 +167,10 @@ def lower_conv(call):
     if _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
-        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up)
+        pixels = kernel == [1, 1] and not any(begins) and not any(ends)
+        if pixels:
+            xp = conv1x1_pixels(x, shape, strides)
+        conv = packed_conv2d(call, xp, weight, shape, strides, dilations, "conv", widen=up, pixels=pixels)
     elif _cpu_packed(call) and k == 2 and 1 < groups <= DENSE_GROUPS and groups != c_in and weight is not None:
         conv = packed_conv2d(call, xp, _block_diagonal(weight, groups), shape, strides, dilations, "conv", widen=up)
     elif _cpu_packed(call) and k == 2 and groups == c_in == c_out:
@@ -179,22 +197,30 @@ def _vector_multiple(n: int) -> int:
 
 def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
     """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
-    along the output row and materializes the padded input; its rows are padded to whole
-    vectors so that the copy vectorizes too. Strided ones keep the generic loop nest: their
-    vector reads would gather every s-th element, and splitting the input into column phases
-    first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    along the output row and materializes the padded input. The rows are computed to whole
+    vectors (56 as 64, 7 as 8: a ragged vector split into 16 + 8 + 4 lanes cost three loads and
+    a shuffle per step) and read back without the extra columns, and the input is padded to
+    cover them, in whole vectors so that the copy vectorizes too. Strided ones keep the generic
+    loop nest: their vector reads would gather every s-th element, and splitting the input
+    into column phases first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
     rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
     (sh, sw), (dh, dw) = strides, dilations
     width = int(x.shape[3]) + begins[1] + ends[1]
-    extra = _vector_multiple(width) - width if sw == 1 and (any(begins) or any(ends)) else 0
+    out_w = int(shape[3])
+    rows_w = _vector_multiple(out_w) if sw == 1 else out_w
+    reach = rows_w + (kernel[1] - 1) * dw  # input columns the whole-vector rows read
+    extra = _vector_multiple(max(width, reach)) - width if sw == 1 and (any(begins) or any(ends) or reach > width) else 0
     xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
-    return te.compute(
-        shape,
+    conv = te.compute(
+        (*shape[:3], rows_w),
         lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
                                   axis=[rh, rw]),
         name="conv",
         attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
     )
+    if rows_w == out_w:
+        return conv
+    return spatial_compute(shape, lambda *i: conv[i], name="conv_rows", rule="elementwise")
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.
