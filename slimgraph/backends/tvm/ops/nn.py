@@ -22,11 +22,12 @@ import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
+from slimgraph.backends.tvm.ops import amx
 from slimgraph.backends.tvm.ops.sparse import sparse_conv1x1, sparse_form, sparse_matmul
 from slimgraph.backends.tvm.ops.common import (
     compute_dtype, dims, down, dtype_of, is_float, lowest, spatial_compute, up, vector_exp,
 )
-from slimgraph.backends.tvm.schedules.intrinsics import bf16_half
+from slimgraph.backends.tvm.schedules.intrinsics import bf16_bits, bf16_half
 from slimgraph.ir.ops.nn import _conv_geometry, _pool_geometry, _transpose_geometry, resize_tables
 
 
@@ -161,6 +162,8 @@ def lower_conv(call):
     plan = sparse_form(call, x)
     if plan is not None:
         return _bias_epilogue(call, sparse_conv1x1(call, x, plan), 2)
+    if amx.conv2d_applies(call, weight, groups, dilations, kernel):
+        return amx.conv2d(call, x, weight, begins, strides)  # the bias added, rounded once, in the kernel
     if _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
@@ -230,14 +233,6 @@ def _dpbf16_applies(call, k: int, groups: int, c_out: int, weight) -> bool:
             and c_out % BF16_LANES == 0 and call.target.has("bf16"))
 
 
-def _bf16_bits(value):
-    """The bf16 bits (in a uint32's low half) of a float32 expression, rounded to nearest even
-    (exact for values that are bf16 already)."""
-    bits = tirx.reinterpret("uint32", value)
-    one, half = tirx.const(1, "uint32"), tirx.const(16, "uint32")
-    return (bits + tirx.const(0x7FFF, "uint32") + ((bits >> half) & one)) >> half
-
-
 def _bf16_pairs(weight: np.ndarray) -> np.ndarray:
     """A bf16 array [C_out, C, ...] as int32 pairs [C_out, ceil(C/2), ...] (channel 2i in the low half)."""
     bits = np.asarray(weight).view(np.uint16).astype(np.uint32)
@@ -264,9 +259,9 @@ def _bf16_conv2d(call, x, weight: np.ndarray, begins, ends, strides, dilations):
     n, _, height, width = (int(d) for d in xp.shape)
 
     def relaid(b, c2, h, w):
-        low = _bf16_bits(up(xp[b, c2 * 2, h, w]))
+        low = bf16_bits(up(xp[b, c2 * 2, h, w]))
         # a clamped read: the vectorized copy may load both sides of the select
-        high = tirx.if_then_else(c2 * 2 + 1 < c_in, _bf16_bits(up(xp[b, tirx.min(c2 * 2 + 1, c_in - 1), h, w])),
+        high = tirx.if_then_else(c2 * 2 + 1 < c_in, bf16_bits(up(xp[b, tirx.min(c2 * 2 + 1, c_in - 1), h, w])),
                                  tirx.const(0, "uint32"))
         return tirx.reinterpret("int32", low | (high << tirx.const(16, "uint32")))
 
@@ -398,6 +393,8 @@ def lower_linear(call):
     plan = sparse_form(call, x)
     if plan is not None:
         mm = sparse_matmul(call, x, plan, shape[:-1])
+    elif weight is not None and not trans_a and amx.matmul_applies(call, shape[:-1]):
+        return amx.matmul(call, x, weight.T if trans_b else weight, shape[:-1])  # with its bias, rounded once
     if mm is None and _cpu_packed(call) and weight is not None and not trans_a:
         mm = _packed_matmul(call, x, weight.T if trans_b else weight, shape[:-1])
     if mm is None:
@@ -420,7 +417,9 @@ def lower_matmul(call):
     a_shape, b_shape = dims(a), dims(b)
     shape = call.shape()
     weight = call.consts[1]
-    if _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
+    if weight is not None and len(b_shape) == 2 and len(a_shape) >= 2 and amx.matmul_applies(call, shape[:-1]):
+        mm = amx.matmul(call, a, weight, shape[:-1])
+    elif _cpu_packed(call) and weight is not None and len(b_shape) == 2 and len(a_shape) >= 2:
         mm = _packed_matmul(call, a, weight, shape[:-1])
     else:
         mm = _generic_matmul(a, b, a_shape, b_shape, shape)

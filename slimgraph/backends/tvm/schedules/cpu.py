@@ -490,7 +490,21 @@ def _pool(sch, block, cores: int, outputs) -> set[str]:
     return {_stmt(sch, block).name_hint}
 
 
+def _amx(sch, block, cores: int, outputs) -> set[str]:
+    """An AMX kernel (``ops/amx.py``) builds its own parallel loop of micro-kernel calls; its
+    operand copies (``amx_pack``) run parallel and vectorized."""
+    names = {_stmt(sch, block).name_hint}
+    for pack in _blocks(sch):
+        if _rule(sch, pack) == "amx_pack" and _stmt(sch, pack).name_hint not in names:
+            _parallel_vectorize(sch, pack, list(sch.get_loops(pack)), cores)
+            names.add(_stmt(sch, pack).name_hint)
+    return names
+
+
 CPU_RULES: dict[str, Callable] = {
+    "amx": _amx,
+    # an anchor so that _inline keeps the copy materialized; the "amx" rule of its consumer schedules it
+    "amx_pack": lambda sch, block, cores, outputs: set(),
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
     "conv2d_bf16": _conv2d_bf16,
