@@ -56,7 +56,7 @@ CONTENDERS = ("slimgraph", "slimgraph bf16", "onnxruntime", "openvino f32", "ope
               "tvm default")
 #: Left out unless asked for with --contenders: not the peers the project measures itself against, and
 #: slow (torch.compile's build, untuned TVM's 80x) or erratic on a loaded machine (eager's thread barriers);
-#: slimgraph bf16 (``compile(precision="bf16")``, CPUs with AVX512-BF16) is OpenVINO's default precision's peer.
+#: slimgraph bf16 (``compile(precision="bf16")``, CPUs with AMX or AVX512-BF16) is OpenVINO's default precision's peer.
 OPTIONAL = ("slimgraph bf16", "torch eager", "torch.compile", "tvm default")
 #: The peers slimgraph's ratio is shown against, in the table's order.
 RATIOS = ("onnxruntime", "openvino f32", "openvino")

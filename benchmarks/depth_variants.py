@@ -48,10 +48,11 @@ def resnet(width: int, blocks: int):
 
 
 def transformer(dim: int, depth: int):
-    from tests import tokens
+    from tests import digits, tokens
 
     torch.manual_seed(0)
-    model = tokens.train(tokens.TokenClassifier(dim=dim, hidden=2 * dim, depth=depth), tokens.token_data())
+    model = digits.train(tokens.TokenClassifier(dim=dim, hidden=2 * dim, depth=depth), tokens.token_data(),
+                         epochs=16, batch=128)
     d = tokens.token_data()
     return f"transformer(dim={dim}, blocks={depth})", model, (d.x_train, d.y_train), (d.x_test, d.y_test)
 

@@ -89,10 +89,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     later compile of the same layers measures nothing; ``model.weight_forms`` says which form
     each kernel took (see docs/compression.md).
 
-    ``precision="bf16"`` (on CPUs with AVX512-BF16 only) runs convs and
+    ``precision="bf16"`` (on CPUs with AMX or AVX512-BF16 only) runs convs and
     matmuls on bf16 weights and activations with float32 sums, through the
     ``bf16`` pass placed before ``fuse`` (see :mod:`slimgraph.passes.bf16` and
-    docs/bf16.md); outputs differ from float32 by about 1e-2 relative::
+    docs/bf16.md), on AMX tiles where the CPU has them; outputs differ from
+    float32 by about 1e-2 relative::
 
         model = slimgraph.compile(resnet, [x], precision="bf16")
     """
@@ -136,8 +137,9 @@ def _check_precision(precision: Any, target: str, variants: Any) -> None:
         raise ArgumentError("precision='bf16': not supported with variants=[...]; leave one of them out")
     from slimgraph.backends.tvm.targets import parse_target
 
-    if not parse_target(target).has("bf16"):
-        raise ArgumentError(f"precision='bf16' needs a CPU with AVX512-BF16, and target {target!r} has none; "
+    spec = parse_target(target)
+    if not (spec.has("amx") or spec.has("bf16")):
+        raise ArgumentError(f"precision='bf16' needs a CPU with AMX or AVX512-BF16, and target {target!r} has neither; "
                             "use precision='fp32' there")
 
 

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--tune", type=_count(0), default=0, metavar="TRIALS", help="MetaSchedule trials (default 0: none)")
     comp.add_argument("--database", help="tuning records folder; later compiles reuse its records")
     comp.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                      help="bf16: convs and matmuls on bf16 operands, float32 sums (CPUs with AVX512-BF16)")
+                      help="bf16: convs and matmuls on bf16 operands, float32 sums (CPUs with AMX or AVX512-BF16)")
     comp.add_argument("--weights", choices=("auto", "compressed", "decoded"), default="auto",
                       help="how compressed weights (shared, int4, log2, pruned) are held: compressed and decoded in "
                            "the kernels, decoded and dense, or auto (default): per kernel, the faster of the two as "

@@ -5,7 +5,7 @@ The task: random sequences of 12 tokens from a vocabulary of 16, labelled
 job, the modulo the MLPs'. A two-block
 pre-norm encoder (attention and an MLP, each a residual branch) with a mean-pooled
 MLP head learns it in a few seconds; channel pruning narrows the hidden layers
-of the MLPs. Seeded; the
+of the MLPs (linears over the tokens' last axis). Seeded; the
 trained model is cached per process.
 """
 
@@ -41,16 +41,15 @@ def token_data(n_train: int = 3000, n_test: int = 500, seed: int = 0) -> TokenDa
 
 
 class MLP(nn.Module):
-    """The position-wise MLP (Linear-GELU-Linear per token) as 1x1 convolutions over [N, D, T],
-    which is the same function; the channel analysis prunes channels of convs (on axis 1) and of
-    2-d linears, not of linears over [N, T, D]."""
+    """The position-wise MLP, Linear-GELU-Linear over [N, T, D]: channel pruning narrows its
+    hidden width (the last axis between the two linears)."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Conv1d(dim, hidden, 1), nn.GELU(), nn.Conv1d(hidden, dim, 1)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x.transpose(1, 2)))).transpose(1, 2)
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):

@@ -1,15 +1,23 @@
 """Channel analysis: which output channels of conv/linear layers can be removed, and together with what.
 
-Every value whose axis 1 holds channels (NCHW activations, ``[N, F]``
-features) gets a *label* per channel: the channel space it comes from and
-its index there. A conv (``groups=1``) or a linear with constant weights
-opens a new space; per-channel ops (batch norm, activations, pooling,
-depthwise convs) pass labels through; ``concat`` on axis 1 concatenates
-them; a flatten repeats each label once per spatial position; an
-elementwise op on two activations (a residual add) ties their spaces into
-one group, so those channels are pruned together. Whatever the analysis
-cannot follow (a graph output, an unknown op, a transpose) *fixes* the
-spaces it reads, which are then never pruned.
+Every value that holds channels gets a *label* per channel: the channel
+space it comes from and its index there. Channels lie on axis 1 (NCHW
+activations, ``[N, F]`` features) or, after a linear over ``[N, T, D]``
+(a transformer's tokens), on the last axis. A conv (``groups=1``) or a
+linear with constant weights opens a new space; per-channel ops (batch
+norm, activations, pooling, depthwise convs) pass labels through;
+``concat`` on axis 1 concatenates them; a flatten repeats each label once
+per spatial position; a reshape that keeps the last axis (``[N, T, D]``
+to ``[N*T, D]`` and back) keeps last-axis labels; an elementwise op on
+two activations (a residual add) ties their spaces into one group, so
+those channels are pruned together. Whatever the analysis cannot follow
+(a graph output, an unknown op, a transpose, a layer norm, which mixes
+the channels it normalizes) *fixes* the spaces it reads, which are then
+never pruned. In a transformer that pins the model width (layer norms
+and residual adds read it) and leaves the MLPs' hidden width prunable,
+and the attention heads: a last axis split into ``[heads, head width]``
+reaches ``attention`` through transposes, which ties q, k and v channel by
+channel, and the group then goes in whole heads (``ChannelGroup.block``).
 
 :func:`rewrite_channels` then rebuilds the graph keeping chosen channels of
 each group: it slices producers' weights (output axis), per-channel
@@ -61,7 +69,8 @@ class ChannelGroup:
     ``producers`` are the conv/linear nodes whose output channels form the
     group (several when residual adds tie them); ``carriers`` the ops the
     channels flow through; ``consumers`` the nodes that read them as input
-    channels; ``fixed`` says why the group cannot be pruned (None if it can).
+    channels; ``fixed`` says why the group cannot be pruned (None if it can); ``block``
+    is how many consecutive channels go or stay together (an attention head's width).
     """
 
     id: int
@@ -70,6 +79,7 @@ class ChannelGroup:
     carriers: list[Node] = field(default_factory=list)
     consumers: list[Node] = field(default_factory=list)
     fixed: str | None = None
+    block: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -100,7 +110,7 @@ class ChannelAnalysis:
     groups: list[ChannelGroup]
     labels: dict[int, Labels]
     edits: dict[int, list[_Edit]]
-    shape_attr: dict[int, Labels]
+    shape_attr: dict[int, tuple[Labels, int, int]]
     groups_attr: dict[int, Labels]
     root: np.ndarray
 
@@ -126,6 +136,7 @@ class _Spaces:
         self.carriers: list[list[Node]] = []
         self.consumers: list[list[Node]] = []
         self.fixed: list[str | None] = []
+        self.block: list[int] = []
 
     def new(self, size: int, producer: Node) -> int:
         self.parent.append(len(self.parent))
@@ -134,6 +145,7 @@ class _Spaces:
         self.carriers.append([])
         self.consumers.append([])
         self.fixed.append(None)
+        self.block.append(1)
         return len(self.parent) - 1
 
     def find(self, s: int) -> int:
@@ -150,6 +162,9 @@ class _Spaces:
         for attr in ("producers", "carriers", "consumers"):
             getattr(self, attr)[a].extend(getattr(self, attr)[b])
         self.fixed[a] = self.fixed[a] or self.fixed[b]
+        if self.block[a] != self.block[b] and 1 not in (self.block[a], self.block[b]):
+            self.fixed[a] = self.fixed[a] or "heads of different widths tied together"
+        self.block[a] = max(self.block[a], self.block[b])
 
     def roots_in(self, labels: Labels | None) -> set[int]:
         return set() if labels is None else {self.find(int(s)) for s in set(labels[0].tolist()) if s >= 0}
@@ -176,23 +191,24 @@ def _whole_space(labels: Labels, spaces: _Spaces) -> int | None:
     return s if spaces.size[s] == len(space) and np.array_equal(index, np.arange(len(space))) else None
 
 
-def _channels(v: Value) -> int | None:
+def _channels(v: Value, axis: int = 1) -> int | None:
     t = v.type
-    return t.shape[1] if t.rank >= 2 and isinstance(t.shape[1], int) else None
+    return t.shape[axis] if t.rank >= 2 and axis < t.rank and isinstance(t.shape[axis], int) else None
 
 
-def _const_channel_axis(c: Value, out: Value) -> int | None:
-    """The axis of a broadcast constant that runs along ``out``'s channels, if it varies there."""
-    axis = c.type.rank - (out.type.rank - 1)
-    return axis if 0 <= axis < c.type.rank and c.type.shape[axis] != 1 else None
+def _const_channel_axis(c: Value, out: Value, axis: int) -> int | None:
+    """The axis of a broadcast constant that runs along ``out``'s channels (on ``axis``), if it varies there."""
+    a = axis - (out.type.rank - c.type.rank)
+    return a if 0 <= a < c.type.rank and c.type.shape[a] != 1 else None
 
 
 def analyze_channels(graph: Graph) -> ChannelAnalysis:
     """Find the channel groups of ``graph`` and which of them can be pruned."""
     spaces = _Spaces()
     labels: dict[int, Labels] = {}
+    axes: dict[int, int] = {}  # the channel axis of each labelled value
     edits: dict[int, list[_Edit]] = {}
-    shape_attr: dict[int, Labels] = {}
+    shape_attr: dict[int, tuple[Labels, int, int]] = {}
     groups_attr: dict[int, Labels] = {}
 
     def get(v: Value) -> Labels | None:
@@ -202,9 +218,10 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         for v in node.inputs:
             spaces.fix(get(v), why)
 
-    def through(node: Node, lab: Labels | None) -> None:
+    def through(node: Node, lab: Labels | None, axis: int) -> None:
         if lab is not None:
             labels[id(node.output)] = lab
+            axes[id(node.output)] = axis
             spaces.note("carriers", lab, node)
 
     for node in graph.nodes:
@@ -215,9 +232,15 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
         ins = node.inputs
         x = ins[0] if ins else None
         lab = get(x) if x is not None else None
+        axis = axes.get(id(x), 1) if x is not None else 1
         consts_ok = all(v.is_const for v in ins[1:])
 
-        if op == "conv" and consts_ok and ins[1].type.dtype.is_float:
+        if any(isinstance(axes.get(id(v)), tuple) for v in ins) and op not in ("transpose", "attention", *_RESHAPES):
+            fix_inputs(node, why + " (channels split into attention heads)")
+        elif op in ("conv", *_NORMS, *_POOLS, "concat") and lab is not None and axis != 1:
+            # these work on NCHW channels; last-axis channels reach them only through a layout change
+            fix_inputs(node, why + " (channels on the last axis)")
+        elif op == "conv" and consts_ok and ins[1].type.dtype.is_float:
             groups, cin, cout = node.attrs["groups"], _channels(x), ins[1].type.shape[0]
             if groups == 1:
                 if lab is not None:
@@ -231,51 +254,73 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
                 # Depthwise: each channel is its own filter, so it follows its producer.
                 edits.setdefault(id(node), []).extend(_Edit(i, 0, lab) for i in range(1, len(ins)))
                 groups_attr[id(node)] = lab
-                through(node, lab)
+                through(node, lab, 1)
             else:
                 fix_inputs(node, why + " (a grouped conv)")
-        elif op == "linear" and consts_ok and x.type.rank == 2 and not node.attrs["trans_a"]:
-            trans_b = node.attrs["trans_b"]
-            if lab is not None:
+        elif op == "linear" and consts_ok and x.type.rank >= 2 and node.output.type.rank == x.type.rank \
+                and not node.attrs["trans_a"]:
+            # over [N, F] or [N, T, D] alike: input features and output features on the last axis
+            trans_b, last = node.attrs["trans_b"], x.type.rank - 1
+            if lab is not None and axis != last:
+                spaces.fix(lab, why + " (channels not on the last axis)")
+            elif lab is not None:
                 edits.setdefault(id(node), []).append(_Edit(1, 1 if trans_b else 0, lab, mixing=True))
                 spaces.note("consumers", lab, node)
-            out = node.output.type.shape[1]
+            out = node.output.type.shape[-1]
             bias_ok = len(ins) < 3 or ins[2].type.shape[-1:] == (out,)
             if isinstance(out, int) and ins[1].type.dtype.is_float and bias_ok:
                 space = spaces.new(out, node)
                 out_lab = (np.full(out, space), np.arange(out))
                 labels[id(node.output)] = out_lab
+                axes[id(node.output)] = node.output.type.rank - 1
                 edits.setdefault(id(node), []).append(_Edit(1, 0 if trans_b else 1, out_lab))
                 if len(ins) == 3:
                     edits[id(node)].append(_Edit(2, ins[2].type.rank - 1, out_lab))
         elif op in _NORMS and consts_ok:
             if lab is not None:
                 edits.setdefault(id(node), []).extend(_Edit(i, 0, lab) for i in range(1, len(ins)))
-            through(node, lab)
+            through(node, lab, 1)
         elif node.opdef.category == "elementwise" and op not in ("quantize", "dequantize") and len(node.outputs) == 1:
-            _elementwise(node, spaces, labels, edits, why)
+            _elementwise(node, spaces, labels, axes, edits, why)
         elif op == "identity" or op in _POOLS:
-            through(node, lab)
+            through(node, lab, axis)
         elif op in ("softmax", "log_softmax") and x.type.rank >= 2:
-            if normalize_axis(node.attrs["axis"], x.type.rank) == 1:
+            if normalize_axis(node.attrs["axis"], x.type.rank) == axis:
                 fix_inputs(node, why)
             else:
-                through(node, lab)
-        elif op.startswith("reduce_") and _keeps_channels(node):
-            through(node, lab)
+                through(node, lab, axis)
+        elif op.startswith("reduce_") and lab is not None and _reduced_axis(node, axis) is not None:
+            through(node, lab, _reduced_axis(node, axis))
         elif op in _RESHAPES and lab is not None:
-            out_lab = _reshape_labels(node, lab)
-            if out_lab is None:
+            out, per = _reshape_labels(node, lab, axis), 1
+            if out is not None and isinstance(out[1], tuple) and not isinstance(axis, tuple):
+                # the last axis split into [heads, head width]: whole heads go or stay
+                whole, per = _whole_space(lab, spaces), node.output.type.shape[-1]
+                root = spaces.find(whole) if whole is not None else None
+                if root is None or spaces.block[root] not in (1, per):
+                    out = None
+                else:
+                    spaces.block[root] = per
+            if out is None:
                 spaces.fix(lab, why)
             else:
                 if op == "reshape":
-                    shape_attr[id(node)] = out_lab
-                through(node, out_lab)
+                    shape_attr[id(node)] = (out[0], out[1][0] if isinstance(out[1], tuple) else out[1], per)
+                through(node, *out)
+        elif op == "transpose" and lab is not None:
+            perm = list(node.attrs["perm"]) or list(range(x.type.rank))[::-1]
+            moved = tuple(perm.index(a) for a in axis) if isinstance(axis, tuple) else perm.index(axis)
+            if isinstance(moved, tuple) and moved[0] > moved[1]:
+                fix_inputs(node, why + " (heads moved after their width)")
+            else:
+                through(node, lab, moved)
+        elif op == "attention" and any(get(v) is not None for v in ins):
+            _attention(node, spaces, labels, axes, why)
         elif op == "concat" and normalize_axis(node.attrs["axis"], node.output.type.rank) == 1 and all(
-            _channels(v) is not None for v in ins
+            _channels(v) is not None and axes.get(id(v), 1) == 1 for v in ins
         ):
             parts = [get(v) or _untracked(_channels(v)) for v in ins]
-            through(node, (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+            through(node, (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])), 1)
         else:
             fix_inputs(node, why)
     for v in graph.outputs:
@@ -290,17 +335,25 @@ def analyze_channels(graph: Graph) -> ChannelAnalysis:
             carriers=list({id(n): n for n in spaces.carriers[r]}.values()),
             consumers=list({id(n): n for n in spaces.consumers[r]}.values()),
             fixed=spaces.fixed[r],
+            block=spaces.block[r],
         )
         for r in sorted(set(root.tolist()))
     ]
     return ChannelAnalysis(graph, groups, labels, edits, shape_attr, groups_attr, root)
 
 
-def _elementwise(node: Node, spaces: _Spaces, labels: dict, edits: dict, why: str) -> None:
+def _elementwise(node: Node, spaces: _Spaces, labels: dict, axes: dict, edits: dict, why: str) -> None:
     out = node.output
-    n_out = _channels(out)
     acts = [v for v in node.inputs if not v.is_const]
-    tied = [v for v in acts if v.type.rank == out.type.rank and n_out is not None and _channels(v) == n_out]
+    # the channel axis of the labelled operands of the output's rank: axis 1 or the last, the same for all
+    found = sorted({axes.get(id(v), 1) for v in acts if id(v) in labels and v.type.rank == out.type.rank})
+    if len(found) > 1:
+        for v in acts:
+            spaces.fix(labels.get(id(v)), why + " (channels on different axes)")
+        return
+    axis = found[0] if found else 1
+    n_out = _channels(out, axis)
+    tied = [v for v in acts if v.type.rank == out.type.rank and n_out is not None and _channels(v, axis) == n_out]
     for v in acts:
         if v not in tied:
             spaces.fix(labels.get(id(v)), why + " (broadcast along channels)")
@@ -322,33 +375,69 @@ def _elementwise(node: Node, spaces: _Spaces, labels: dict, edits: dict, why: st
             spaces.union(whole[0], w)
     for i, v in enumerate(node.inputs):
         if v.is_const:
-            axis = _const_channel_axis(v, out)
-            if axis is not None:
-                edits.setdefault(id(node), []).append(_Edit(i, axis, first))
+            c_axis = _const_channel_axis(v, out, axis)
+            if c_axis is not None:
+                edits.setdefault(id(node), []).append(_Edit(i, c_axis, first))
     labels[id(out)] = first
+    axes[id(out)] = axis
     spaces.note("carriers", first, node)
 
 
-def _keeps_channels(node: Node) -> bool:
+def _attention(node: Node, spaces: _Spaces, labels: dict, axes: dict, why: str) -> None:
+    """q, k and v split into the same heads ([N, heads, T, width], whole spaces of one size) tie
+    their spaces channel by channel: a head goes from all three, and from the output, together."""
+    q, k, v = node.inputs[:3]
+    labs = [labels.get(id(x)) for x in (q, k, v)]
+    wholes = [_whole_space(lab, spaces) if lab is not None and axes.get(id(x)) == (1, 3) else None
+              for lab, x in zip(labs, (q, k, v))]
+    if any(w is None for w in wholes) or len({spaces.size[w] for w in wholes}) != 1:
+        for x in node.inputs:
+            spaces.fix(labels.get(id(x)), why + " (q, k and v not split into the same heads)")
+        return
+    for x in node.inputs[3:]:
+        spaces.fix(labels.get(id(x)), why + " (a mask)")
+    for w in wholes[1:]:
+        spaces.union(wholes[0], w)
+    labels[id(node.output)] = labs[2]
+    axes[id(node.output)] = (1, 3)
+    spaces.note("carriers", labs[2], node)
+
+
+def _reduced_axis(node: Node, axis: int) -> int | None:
+    """Where channel ``axis`` lands after a reduction that keeps it and the batch axis (None otherwise)."""
     rank = node.inputs[0].type.rank
-    axes = node.attrs["axes"] or tuple(range(rank))
-    return node.attrs["keepdims"] and not {normalize_axis(a, rank) for a in axes} & {0, 1}
+    reduced = {normalize_axis(a, rank) for a in node.attrs["axes"] or range(rank)}
+    if reduced & {0, axis}:
+        return None
+    return axis if node.attrs["keepdims"] else axis - sum(a < axis for a in reduced)
 
 
-def _reshape_labels(node: Node, lab: Labels) -> Labels | None:
-    """Labels after a reshape-like op that keeps the batch axis and either keeps the
-    channel axis (dropping or adding unit spatial dims) or flattens channels with space."""
+def _reshape_labels(node: Node, lab: Labels, axis) -> tuple[Labels, int | tuple[int, int]] | None:
+    """Labels and channel axis after a reshape-like op: one that keeps the batch axis and either keeps
+    the channel axis 1 (dropping or adding unit spatial dims) or flattens channels with space, or one
+    that keeps the last axis when the channels lie there (``[N, T, D]`` <-> ``[N*T, D]``), splits it
+    into heads (``[N, T, H, D/H]``, channel axis ``(heads axis, width axis)``) or merges them back."""
     src, dst = node.inputs[0].type.shape, node.output.type.shape
-    if len(src) < 2 or len(dst) < 2 or src[0] != dst[0]:
+    if len(src) < 2 or len(dst) < 2:
         return None
-    if not all(isinstance(d, int) for d in src[1:] + dst[1:]):
-        return None
-    spatial_in = int(np.prod(src[2:], dtype=np.int64))
-    spatial_out = int(np.prod(dst[2:], dtype=np.int64))
-    if dst[1] == src[1] and spatial_in == spatial_out:
-        return lab
-    if len(dst) == 2 and dst[1] == src[1] * spatial_in and (node.op != "flatten" or node.attrs["axis"] == 1):
-        return np.repeat(lab[0], spatial_in), np.repeat(lab[1], spatial_in)
+    if axis == 1 and src[0] == dst[0] and all(isinstance(d, int) for d in src[1:] + dst[1:]):
+        spatial_in = int(np.prod(src[2:], dtype=np.int64))
+        spatial_out = int(np.prod(dst[2:], dtype=np.int64))
+        if dst[1] == src[1] and spatial_in == spatial_out:
+            return lab, 1
+        if len(dst) == 2 and dst[1] == src[1] * spatial_in and (node.op != "flatten" or node.attrs["axis"] == 1):
+            return (np.repeat(lab[0], spatial_in), np.repeat(lab[1], spatial_in)), 1
+    if isinstance(axis, tuple):
+        # [..., heads, width] merged back into one last axis
+        merged = axis == (len(src) - 2, len(src) - 1) and all(isinstance(d, int) for d in src[-2:])
+        return (lab, len(dst) - 1) if merged and dst[-1] == src[-2] * src[-1] else None
+    if axis == len(src) - 1 and isinstance(src[-1], int) and dst[-1] == src[-1]:
+        # row-major order keeps each row of the last axis whole when its length stays
+        return lab, len(dst) - 1
+    if axis == len(src) - 1 and len(dst) >= 3 and all(isinstance(d, int) and d > 1 for d in dst[-2:]) \
+            and dst[-2] * dst[-1] == src[-1]:
+        # the last axis split into [heads, head width]
+        return lab, (len(dst) - 2, len(dst) - 1)
     return None
 
 
@@ -392,10 +481,12 @@ def rewrite_channels(
         attrs = dict(node.attrs)
         if id(node) in analysis.groups_attr:
             attrs["groups"] = int(analysis.mask(analysis.groups_attr[id(node)], keep).sum())
-        if id(node) in analysis.shape_attr and attrs["shape"][1] > 0:
-            shape = list(attrs["shape"])
-            shape[1] = int(analysis.mask(analysis.shape_attr[id(node)], keep).sum())
-            attrs["shape"] = tuple(shape)
+        if id(node) in analysis.shape_attr:
+            reshaped, axis, per = analysis.shape_attr[id(node)]
+            if attrs["shape"][axis] > 0:
+                shape = list(attrs["shape"])
+                shape[axis] = int(analysis.mask(reshaped, keep).sum()) // per
+                attrs["shape"] = tuple(shape)
         new = out.add_node(node.op, inputs, attrs, names=[o.name for o in node.outputs], loc=node.loc)
         for old, nv in zip(node.outputs, new.outputs):
             mapping[id(old)] = nv

@@ -53,6 +53,7 @@ from slimgraph.passes.cse import CommonSubexpressionElimination
 from slimgraph.passes.canonicalize import Canonicalize
 from slimgraph.passes.fold_constants import FoldConstants
 from slimgraph.passes.fuse import FuseRegions
+from slimgraph.passes.merge_linears import MergeLinears
 from slimgraph.passes.prune import Prune
 from slimgraph.passes.share_weights import ShareWeights
 from slimgraph.passes.calibrate import CalibrationError, CalibrationTable, calibrate
@@ -76,6 +77,7 @@ __all__ = [
     "FoldConstants",
     "format_pipeline",
     "FuseRegions",
+    "MergeLinears",
     "get_pass",
     "graph_stats",
     "GraphStats",

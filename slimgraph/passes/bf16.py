@@ -4,9 +4,9 @@ Each ``conv`` (ungrouped), ``linear`` and ``matmul`` whose weight is a float32
 constant becomes ``cast(op(cast(x, bf16), w_bf16, b_bf16), f32)``: the weight
 (and a bias) is rounded to bf16 once, here, the activation as it enters the op,
 and the op's float32 sum is rounded to bf16 as it leaves. The backends sum
-products of bf16 values in float32 (on AVX512-BF16 CPUs with ``vdpbf16ps``,
-see ``ops/nn.py``), so the loss is the roundings, about 3 significant digits
-per op. Everything between (activations, norms, softmax, residual adds) stays
+products of bf16 values in float32 (on AMX tiles, see ``ops/amx.py``, or with
+AVX512-BF16 ``vdpbf16ps``, see ``ops/nn.py``), so the loss is the roundings,
+about 3 significant digits per op. Everything between (activations, norms, softmax, residual adds) stays
 float32. Grouped and depthwise convs are left alone: they are bound by memory,
 not by multiply-adds, and bf16 would only add conversions.
 

@@ -13,8 +13,10 @@ Every rule here keeps results bit-for-bit (no reassociation of floats):
   (reshape/expand to the same shape, identity transpose, full slice, zero
   pad, tile by ones, single-input concat or split); chains of reshape-like
   ops (reshape, flatten, squeeze, unsqueeze) become one reshape; two
-  transposes become one (or none); a zero pad of the spatial axes feeding a
-  ``conv`` becomes the conv's own padding.
+  transposes become one (or none); a reshape that regroups a matmul's rows
+  sinks below the elementwise ops after it (``f(reshape(y))`` becomes
+  ``reshape(f(y))``), so they become the matmul's epilogue; a zero pad of the
+  spatial axes feeding a ``conv`` becomes the conv's own padding.
 
 Example::
 
@@ -229,7 +231,55 @@ def pad_into_conv(m: Match) -> Value:
     return m.graph.call("conv", pad.inputs[0], *node.inputs[1:], **{**node.attrs, "pads": grown})
 
 
-SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes, pad_into_conv]
+
+
+#: Producers a reshape is sunk away from: a matmul on a [rows, K] view (torch's linear on a
+#: [1, H, W, C] map) then reaches the elementwise ops after the reshape as its epilogue.
+_SINK_FROM = ("linear", "matmul")
+
+
+def _row_reshape(value: Value) -> bool:
+    """Whether ``value`` is a reshape, read only once, that regroups the leading dims of a
+    matmul's (or its epilogue's) result and keeps the last dim. Reshapes that only add or drop
+    unit dims are left alone: ``fuse`` takes an epilogue through those already."""
+    node = value.producer
+    if node is None or node.op not in _RESHAPE_LIKE or len(value.users) != 1:
+        return False
+    source = node.inputs[0]
+    before, after = source.type.shape, value.type.shape
+    if not before or not after or before[-1] != after[-1] or not isinstance(after[-1], int):
+        return False
+    if [d for d in before if d != 1] == [d for d in after if d != 1]:
+        return False
+    producer = source.producer
+    return producer is not None and (producer.op in _SINK_FROM or producer.opdef.category == "elementwise")
+
+
+def _along_last(operand: Value, rank: int) -> bool:
+    """Whether ``operand`` broadcasts along the last dim only (a per-channel scale, a scalar),
+    so it reads the same under any regrouping of the leading dims of a ``rank``-d result."""
+    shape = operand.type.shape
+    return len(shape) <= rank and all(d == 1 for d in shape[:-1])
+
+
+@rewrite(Pat("*", where=lambda n: n.opdef.category == "elementwise" and len(n.outputs) == 1
+             and sum(_row_reshape(v) for v in n.inputs) == 1))
+def sink_reshape(m: Match) -> Value | None:
+    """``f(reshape(y), c)`` becomes ``reshape(f(y, c))`` (see ``_row_reshape``); the reshape is a view."""
+    node = m.root
+    view = next(v for v in node.inputs if _row_reshape(v))
+    source = view.producer.inputs[0]
+    if not all(v is view or _along_last(v, source.type.rank) for v in node.inputs):
+        return None
+    shape = reshape_attr(TensorType(node.output.type.dtype, source.type.shape), node.output.type)
+    if shape is None:
+        return None
+    out = m.graph.add_node(node.op, [source if v is view else v for v in node.inputs], node.attrs, loc=node.loc)
+    return m.graph.call("reshape", out.outputs[0], shape=shape, loc=view.producer.loc)
+
+
+SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes, sink_reshape,
+                               pad_into_conv]
 
 
 @register_pass("canonicalize")

@@ -165,6 +165,7 @@ class _Parser:
 
 register_pipeline(
     "default",
-    "canonicalize,fold-constants,cse,dce,fuse",
-    "Simplify, fold constants and batch norms, merge duplicates, drop dead code, then fuse.",
+    "canonicalize,fold-constants,cse,dce,merge-linears,fuse",
+    "Simplify, fold constants and batch norms, merge duplicates, drop dead code, merge linears that share "
+    "an input, then fuse.",
 )

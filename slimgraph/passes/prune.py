@@ -10,8 +10,8 @@
   positions flattened into the inputs) ranked by their L2 norm and zeroed
   whole: the TVM backend's sparse kernels skip a zero block at once.
 - ``method=channel``: remove the ``ratio`` least important output channels of
-  every prunable channel group (see :mod:`slimgraph.analysis.channels`):
-  producers lose output channels, batch norms and per-channel constants lose
+  every prunable channel group (see :mod:`slimgraph.analysis.channels`), or
+  of its attention heads when the group is split into heads: producers lose output channels, batch norms and per-channel constants lose
   entries, consumers lose input channels, depthwise convs follow their
   producer, residual-tied channels go as one group. Importance is the L1 or
   L2 norm of each channel's filter (summed over the group's producers after
@@ -287,13 +287,16 @@ def channel_importance(group: ChannelGroup, criterion: str) -> np.ndarray:
 
 
 def channel_keep_mask(group: ChannelGroup, ratio: float, criterion: str) -> np.ndarray:
-    """Keep the most important ``1 - ratio`` of the group's channels (at least one)."""
-    remove = min(int(np.floor(ratio * group.size + 1e-9)), group.size - 1)
+    """Keep the most important ``1 - ratio`` of the group's channels (at least one), in whole
+    blocks of ``group.block`` channels (attention heads), a block's importance the sum of its channels'."""
+    units = group.size // group.block
+    remove = min(int(np.floor(ratio * units + 1e-9)), units - 1)
     keep = np.ones(group.size, bool)
     if remove > 0:
+        score = channel_importance(group, criterion).reshape(units, group.block).sum(axis=1)
         # A stable sort keeps the lower index among equal scores, so results are deterministic.
-        order = np.argsort(channel_importance(group, criterion), kind="stable")
-        keep[order[:remove]] = False
+        order = np.argsort(score, kind="stable")
+        keep.reshape(units, group.block)[order[:remove]] = False
     return keep
 
 

@@ -55,6 +55,7 @@ def _dense_graph(lead, k, n, epilogue):
     ((2, 7), 17, 1000, ("gelu",)),                       # batch 2, rows padded, N padded to the panel
     ((3, 5, 6), 8, 24, ()),                              # several lead dims, no epilogue
     ((5,), 16, 3, ("bias",)),                            # 2-d input, tiny N
+    ((1, 64), 96, 96, ("bias", "residual")),             # Swin's narrow N: 3-vector panels, 8-row tiles
 ])
 def test_dense_packed_matches_reference(target, lead, k, n, epilogue):
     g, inputs = _dense_graph(lead, k, n, epilogue)
@@ -83,6 +84,9 @@ def _attention_graph(b, heads, kv_heads, rows, keys, features, mask, causal):
         m = np.zeros((b, 1, 1, keys), np.float32)
         m[..., -2:] = -1e4  # padding tokens
         inputs.append(m)
+    elif mask == "bias":  # Swin's relative position bias: per head, shared by the windows of the batch
+        args.append(g.add_input("mask", TensorType("f32", (1, heads, rows, keys))))
+        inputs.append(rng.standard_normal((1, heads, rows, keys)).astype(np.float32))
     elif mask == "bool":
         args.append(g.add_input("mask", TensorType("bool", (b, 1, rows, keys))))
         m = rng.random((b, 1, rows, keys)) > 0.3
@@ -99,6 +103,8 @@ def _attention_graph(b, heads, kv_heads, rows, keys, features, mask, causal):
     ((2, 4, 2, 7, 7, 16), "bool", True),          # grouped-query heads, boolean mask, causal, a fully masked row
     ((1, 3, 3, 16, 20, 48), None, True),          # keys != rows, three vectors of features
     ((1, 2, 2, 6, 6, 4), None, False),            # fewer features than a vector holds
+    ((4, 3, 3, 49, 49, 32), "bias", False),       # Swin's windows: a float bias per head, keys padded
+    ((3, 2, 2, 5, 16, 8), "bias", False),         # a float bias read in place (keys a multiple of the vector)
 ])
 def test_attention_matches_reference(target, shape, mask, causal):
     g, inputs = _attention_graph(*shape, mask, causal)
@@ -187,7 +193,7 @@ def test_bool_mask_is_padded_once_for_all_heads_as_a_bias(target):
     model = _run(g, inputs, target, "attention_dot_update")
     tir = next(k.tir for k in model.kernels if "attention_dot_update" in k.tir)
     lanes = 8 if target == "llvm:haswell" else 16
-    assert f'attention_visible = T.sblock_alloc_buffer((1, 1, 8, {-(-13 // lanes) * lanes}))' in tir, tir
+    assert f'attention_bias = T.sblock_alloc_buffer((1, 1, 8, {-(-13 // lanes) * lanes}))' in tir, tir
 
 
 def test_heads_read_from_one_linears_output_by_affine_indices():

@@ -104,6 +104,50 @@ def test_successful_export_is_logged(caplog):
     assert any(r.message == "imported Linear through torch.export" for r in caplog.records)
 
 
+
+class TracedSize(nn.Module):
+    """Holds a 0-d integer tensor where its code means a Python int, as transformers' Swin does
+    after ``torch.onnx.export(dynamo=False)`` ran it under the tracer (its clamped window size)."""
+
+    def __init__(self, as_tensor: bool):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.size = torch.tensor(4) if as_tensor else 4
+
+    def forward(self, x):
+        y = self.fc(x)
+        if x.shape[-1] >= self.size:  # Swin's test whether its window is larger than the map
+            y = y.view(-1, self.size * 2)
+        return y * self.size
+
+
+class UsesTensorScalar(nn.Module):
+    """A 0-d integer tensor attribute that its code needs as a tensor (it calls a Tensor method)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.offset = torch.tensor(3)
+
+    def forward(self, x):
+        return self.fc(x) + self.offset.to(x.dtype)
+
+
+def test_traced_size_attribute_exports_as_its_number():
+    module, x = TracedSize(as_tensor=True), torch.randn(2, 8)
+    graph, info = from_torch(module, (x,), method="export", return_info=True)
+    assert info.path == "export"
+    np.testing.assert_allclose(graph.run(x.numpy())[0], module(x).detach().numpy(), rtol=1e-5)
+    assert isinstance(module.size, torch.Tensor) and module.size.item() == 4  # given back as it was
+
+
+def test_tensor_scalar_that_code_needs_as_a_tensor_still_exports():
+    module, x = UsesTensorScalar(), torch.randn(2, 4)
+    graph, info = from_torch(module, (x,), method="export", return_info=True)
+    assert info.path == "export"
+    np.testing.assert_allclose(graph.run(x.numpy())[0], module(x).detach().numpy(), rtol=1e-5)
+    assert isinstance(module.offset, torch.Tensor)
+
 def _snapshot(module: nn.Module) -> dict:
     return {
         "state": {k: v.detach().clone() for k, v in module.state_dict().items()},

@@ -208,3 +208,29 @@ def test_outputs_are_not_degenerate():
         with torch.no_grad():
             out = module(example)
         assert out.std() > 1e-2 * out.abs().max() > 0, name
+
+
+def swin_clamped():
+    """Swin whose last stage's map (8x8) is no larger than its window (8), like Swin-tiny's 7x7 at
+    window 7: that stage clamps its window to the map and drops the shift."""
+    cfg = transformers.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
+                                  window_size=8)
+    return transformers.SwinModel(cfg, add_pooling_layer=False), _image(32)
+
+
+@pytest.mark.slow
+def test_swin_imports_from_torch_after_torchscript_onnx_export(tmp_path):
+    # The TorchScript exporter runs Swin under the tracer, which leaves the clamped window size on
+    # the module as a 0-d tensor; torch.export then failed on it (a data-dependent guard) where
+    # eager runs fine. compare.py exports the ONNX file first, as users who compare often do.
+    torch.manual_seed(0)
+    model, example = swin_clamped()
+    _randomize(model)
+    module = FirstOutput(model).eval()
+    with torch.no_grad():
+        want = module(example).numpy()
+    source(module, example, "onnx-torchscript", tmp_path)
+    # the case this test is about (an eager call after the export would store the int again)
+    assert isinstance(model.encoder.layers[1].blocks[0].window_size, torch.Tensor)
+    compiled = slimgraph.compile(module, (example,), target="llvm")
+    assert _relative_error(compiled(example.numpy()), want) < TOL

@@ -250,6 +250,47 @@ def test_canonicalize_keeps_output_names():
     assert [v.name for v in out.outputs] == ["result"] and ops(out) == ["add"]
 
 
+def _channels_last_mlp(scale_shape=(8,)) -> Graph:
+    """ConvNeXt's block tail as torch exports it: each linear on a [rows, C] view of a
+    [1, H, W, C] map, reshaped back before its GELU and its per-channel layer scale."""
+    g = Graph("mlp")
+    x = g.add_input("x", TensorType("f32", (1, 4, 4, 8)))
+    h = g.call("linear", g.call("reshape", x, shape=(16, 8)), g.const(_w(16, 8)), g.const(_w(16)))
+    act = g.call("gelu", g.call("reshape", h, shape=(1, 4, 4, 16)))
+    y = g.call("linear", g.call("reshape", act, shape=(16, 16)), g.const(_w(8, 16)), g.const(_w(8)))
+    g.set_outputs([g.call("mul", g.const(_w(*scale_shape)), g.call("reshape", y, shape=(1, 4, 4, 8)))])
+    return g
+
+
+def test_canonicalize_sinks_row_reshapes_so_the_linears_take_their_epilogues():
+    g = _channels_last_mlp()
+    out = Canonicalize()(g)
+    assert ops(out) == ["reshape", "linear", "gelu", "linear", "mul", "reshape"]
+    assert_same_numerics(g, out, rtol=0, atol=0)
+    fused = FuseRegions()(out)
+    bodies = [[b.op for b in n.body.nodes] for n in fused.nodes if n.op == "fused"]
+    assert bodies == [["reshape", "linear", "gelu"], ["linear", "mul"]]
+
+
+def test_canonicalize_keeps_reshapes_it_cannot_sink():
+    g = _channels_last_mlp(scale_shape=(4, 1, 8))  # a scale along a regrouped dim reads differently
+    out = Canonicalize()(g)
+    assert ops(out) == ["reshape", "linear", "gelu", "linear", "reshape", "mul"]
+    assert_same_numerics(g, out, rtol=0, atol=0)
+
+
+def test_canonicalize_leaves_unit_dim_reshapes_and_other_producers_alone():
+    g = Graph("t")
+    x = g.add_input("x", TensorType("f32", (16, 8)))
+    mm = g.call("linear", x, g.const(_w(8, 8)))
+    unit = g.call("relu", g.call("reshape", mm, shape=(1, 16, 8)))  # fuse takes this epilogue itself
+    pooled = g.call("relu", g.call("reshape", g.call("softmax", x), shape=(4, 4, 8)))  # not a matmul's rows
+    wider = g.call("relu", g.call("reshape", g.call("linear", x, g.const(_w(8, 8))), shape=(4, 32)))  # new last dim
+    g.set_outputs([unit, pooled, wider])
+    out = Canonicalize()(g)
+    assert ops(out) == ops(g)
+
+
 # -- fuse --------------------------------------------------------------------------------
 
 

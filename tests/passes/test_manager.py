@@ -162,10 +162,11 @@ def test_run_pipeline_reports_a_table(tmp_path):
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["#", "pass", "nodes"] and "ms" in lines[0] and "max |err|" in lines[0]
     assert lines[2].split()[:3] == ["0", "(input)", "7"]
-    assert [line.split()[1] for line in lines[3:8]] == ["canonicalize", "fold-constants", "cse", "dce", "fuse"]
+    assert [line.split()[1] for line in lines[3:9]] == ["canonicalize", "fold-constants", "cse", "dce", "merge-linears",
+                                                       "fuse"]
     assert lines[-1].split()[0] == "total"
-    assert report.pipeline == "canonicalize,fold-constants,cse,dce,fuse"
+    assert report.pipeline == "canonicalize,fold-constants,cse,dce,merge-linears,fuse"
     assert report.total_seconds == pytest.approx(sum(r.seconds for r in report.records))
-    assert (tmp_path / "05-fuse.sg").exists()
+    assert (tmp_path / "06-fuse.sg").exists()
     _, plain = run_pipeline(g, "dce")
     assert str(plain).splitlines()[0].split() == ["#", "pass", "ms"]

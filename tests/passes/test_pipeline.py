@@ -31,7 +31,7 @@ def scratch_registry():
         yield
 
 
-BUILTIN = ("canonicalize", "cse", "dce", "fold-constants", "fuse")
+BUILTIN = ("canonicalize", "cse", "dce", "fold-constants", "merge-linears", "fuse")
 
 
 def test_builtin_passes_are_registered_with_docs_and_typed_options():

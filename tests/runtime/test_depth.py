@@ -171,3 +171,36 @@ def test_stats_report_slo_attainment_and_effective_accuracy():
     assert stats.p95_over_budget == pytest.approx(np.percentile([4 / 3, 1 / 3, 1 / 3, 1 / 3], 95))
     assert "SLO attainment: 75.0%" in stats.table() and "effective accuracy: 60.00%" in stats.table()
     assert GuardedModel([Variant("full", model("full"))]).stats().slo_attainment is None
+
+
+class _Queue:
+    """A variant's call lock that another caller holds for ``ms`` on the fake clock."""
+
+    def __init__(self, clock: _Clock, ms: float):
+        self.clock, self.ms = clock, ms
+
+    def __enter__(self):
+        self.clock.now += self.ms / 1e3
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_time_queued_for_a_variant_counts_against_the_budget_but_not_as_its_latency():
+    clock = _Clock()
+
+    def run(x):
+        clock.now += 1e-3
+        return x
+    run.input_types = [TensorType("f32", (1, 2))]
+    guarded = GuardedModel([Variant("full", run, latency_ms=1.0, accuracy=90.0)], budget_ms=3.0, clock=clock,
+                           idle_hint=None)
+    guarded._call_locks["full"] = _Queue(clock, 4.0)
+    guarded(np.zeros((1, 2), np.float32))
+    record = guarded.records()[-1]
+    assert record.latency_ms == pytest.approx(1.0) and record.waited_ms == pytest.approx(4.0)
+    stats = guarded.stats()
+    assert stats.latency["full"]["p50"] == pytest.approx(1.0)
+    assert stats.slo_attainment == 0.0 and stats.effective_accuracy == 0.0
+    assert stats.p95_over_budget == pytest.approx(5.0 / 3.0)
+

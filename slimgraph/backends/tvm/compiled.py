@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from slimgraph.arguments import check_int, check_writable_file
+from slimgraph.backends.tvm.tile_permission import AMX_KERNEL, request_tile_data
 from slimgraph.errors import ArgumentError, BackendError, IndexOutOfRangeError, LoadError, SlimgraphError
 from slimgraph.ir.interpreter import random_inputs
 from slimgraph.ir.types import DType, TensorType, bind_dim, concrete
@@ -194,6 +195,8 @@ class CompiledModel:
         self._outputs = [_type_from(t) for t in meta["output_types"]]
         # symbol -> (min, max) of the dims compiled symbolic; empty for a static model
         self._dynamic = {s: (low, high) for s, (low, high) in (meta.get("dynamic") or {}).items()}
+        # Linux grants AMX tiles on request only; a kernel that calls the AMX micro-kernel needs them
+        self._uses_amx = any(AMX_KERNEL in k["tir"] for k in meta["kernels"])
 
     @property
     def dynamic(self) -> dict[str, tuple[int, int]]:
@@ -257,6 +260,8 @@ class CompiledModel:
             import tvm
             from tvm import relax
 
+            if self._uses_amx:
+                request_tile_data()
             dev = self._device()
             with self._params_lock:
                 if self._params_dev is None:

@@ -166,6 +166,10 @@ class RemoteModel(CompiledModel):
                          library=compiled._library_bytes)
         if compiled._exec is None or compiled._library_bytes is not None:
             raise RemoteError(f"remote={remote}: only a model built in this process can be uploaded")
+        if compiled._uses_amx:  # TVM's RPC server never asks Linux for tile data: its first tile op kills it
+            raise RemoteError(f"remote={remote}: the model's kernels use AMX tiles (precision='bf16' on an AMX CPU), "
+                              "which a TVM RPC server cannot run; compile with precision='fp32' or for a target "
+                              "without AMX, e.g. llvm:cooperlake")
         self.remote = remote
         self.timeout = timeout
         self._session = None

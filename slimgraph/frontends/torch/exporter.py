@@ -16,9 +16,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.fx
@@ -37,7 +38,9 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool,
     """torch.export in eval mode (the module's own flags restored), decomposed to core ATen.
 
     ``dynamic`` (input index -> axis -> DynamicDim) declares each named dim as one
-    ``torch.export.Dim`` with its bounds."""
+    ``torch.export.Dim`` with its bounds. 0-d integer tensors that the module holds as plain
+    attributes (see :func:`tensor_scalars`) are read as Python numbers, unless the module
+    exports only with them as tensors."""
     dynamic_shapes = None
     if dynamic_batch:
         batch = torch.export.Dim(BATCH, min=1)
@@ -54,8 +57,59 @@ def export(module: torch.nn.Module, inputs: tuple, dynamic_batch: bool,
     with evaluating(module), warnings.catch_warnings():
         # torch 2.13's own pytree deprecation noise, raised from inside export
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
+        program = None
+        scalars = tensor_scalars(module)
+        if scalars:
+            try:
+                with as_numbers(scalars):
+                    program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
+            except Exception:  # noqa: BLE001 - its code needs them as tensors: export it as it is
+                pass
+        if program is None:
+            program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
         return program.run_decompositions(_decompositions())
+
+
+def tensor_scalars(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
+    """The plain attributes (neither parameter nor buffer) of ``module`` and its submodules that
+    hold a 0-d integer or bool tensor, as ``(submodule, name, tensor)``.
+
+    Code run under ``torch.jit.trace`` (``torch.onnx.export(dynamo=False)``) often stores such a
+    tensor where it otherwise stores a Python int: ``transformers``' ``torch_int``, or Swin's
+    window size clamped to a small feature map. torch.export lifts the tensor as a constant
+    whose value it does not know, so a size computed from it is data-dependent and export fails
+    (``Could not guard on data-dependent expression``), although eager runs the module fine."""
+    found = []
+    for sub in module.modules():
+        for name, value in vars(sub).items():
+            if (isinstance(value, torch.Tensor) and value.dim() == 0
+                    and not value.is_floating_point() and not value.is_complex()):
+                found.append((sub, name, value))
+    return found
+
+
+@contextlib.contextmanager
+def as_numbers(scalars: list[tuple[torch.nn.Module, str, torch.Tensor]]) -> Iterator[None]:
+    """Each of :func:`tensor_scalars`' attributes as its Python number for the block, then the
+    tensor again: the module is left as it was.
+
+    Example::
+
+        >>> m = torch.nn.Linear(2, 2)
+        >>> m.size = torch.tensor(7)
+        >>> with as_numbers(tensor_scalars(m)):
+        ...     m.size
+        7
+        >>> m.size
+        tensor(7)
+    """
+    for sub, name, tensor in scalars:
+        sub.__dict__[name] = tensor.item()
+    try:
+        yield
+    finally:
+        for sub, name, tensor in scalars:
+            sub.__dict__[name] = tensor
 
 
 def _takes_varargs(module: torch.nn.Module) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from tvm import te, tirx
 
 from slimgraph.backends.tvm.lower import register
@@ -113,7 +114,8 @@ def _cpu_attention(call):
     their sum, the probabilities normalized once per element, and their product with V. Query
     rows are padded to a multiple of ``ROW_TILE`` and keys to a multiple of the vector width
     (padded keys are masked out, padded rows read the last row and are never stored), so no
-    loop of the kernel carries a remainder. A bool mask becomes a padded 0 / -inf bias first."""
+    loop of the kernel carries a remainder. The mask and the padded keys reach the scores as one
+    addend (see :func:`_score_addend`)."""
     q, k, v = call.args[:3]
     q_shape, k_shape = dims(q), dims(k)
     *lead, rows, features = q_shape
@@ -138,18 +140,7 @@ def _cpu_attention(call):
 
     kt = te.compute((*lead, features, keys_p), lambda *i: up(k[kv_index((*i[:n], key(i[-1]), i[-2]), group)]),
                     name="attention_kt", attrs={"sg.rule": "attention"})
-    if bool_mask:
-        # The mask as a 0 / -inf bias padded to the scores' shape, once, ahead of the heads. Read
-        # in place through the clamped key index, or as a Select's condition, it made TVM
-        # scalarize the vector loop of the exponentials (ViT's and DeiT's all-true mask made
-        # their attention 6x slower than none). Dims the mask broadcasts over stay 1, so one
-        # copy serves every head. A masked score of +inf (q.k past float32) becomes NaN.
-        spread = [1] * (n + 2 - len(dims(call.args[3]))) + list(dims(call.args[3]))
-        padded = [*lead, rows_p, keys_p]
-        shape = tuple(1 if m == 1 else d for m, d in zip(spread, padded))
-        visible_p = te.compute(shape, lambda *i: tirx.Select(mask(*i[:n], row(i[-2]), key(i[-1])), zero, neg_inf),
-                               name="attention_visible", attrs={"sg.rule": "attention"})
-        mask = lambda *i: visible_p[tuple(0 if d == 1 else a for a, d in zip(i, shape))]  # noqa: E731
+    addend = _score_addend(call, mask, bool_mask, (*lead, rows_p, keys_p), row, key, keys)
     re = te.reduce_axis((0, features), "re")
     dot = te.compute(
         (*lead, rows_p, keys_p),
@@ -159,18 +150,10 @@ def _cpu_attention(call):
 
     def score(*i):
         s = dot[i] * tirx.const(scale, wide)
-        r, j = row(i[-2]), key(i[-1])
-        if bool_mask:
-            s = s + mask(*i)
-        elif mask is not None:
-            s = s + up(mask(*i[:n], r, j))
-        visible = []
-        if keys_p != keys:
-            visible.append(i[-1] < keys)
+        if addend is not None:
+            s = s + addend(*i)
         if call.attrs["causal"]:
-            visible.append(j <= r)
-        for cond in visible:
-            s = tirx.Select(cond, s, neg_inf)
+            s = tirx.Select(key(i[-1]) <= row(i[-2]), s, neg_inf)
         return s
 
     scores = spatial_compute((*lead, rows_p, keys_p), score, name="attention_scores", rule="elementwise")
@@ -202,6 +185,41 @@ def _cpu_attention(call):
         return acc
     return spatial_compute(call.shape(), lambda *i: down(acc[i], call.dtype()), name="attention",
                            rule="elementwise")
+
+
+def _score_addend(call, mask, bool_mask: bool, padded: tuple, row, key, keys: int):
+    """What the CPU kernel adds to the scaled scores, as an index function of the padded scores'
+    index, or None: the mask (a bool one as 0 / -inf) with -inf on the padded keys.
+
+    Read in place through the clamped key index, or as a Select's condition, a mask or the
+    padded keys' bound made TVM scalarize the exponentials' vector loop (ViT's all-true mask
+    made its attention 6x slower than none; Swin's 49 keys, padded to 64, 5x slower than 64
+    unpadded keys). So with padded keys or a bool mask the mask is padded to the scores' shape
+    once, in its own parallel loop ahead of the heads (dims it broadcasts over stay 1, so one
+    copy serves every head), and padded keys without a mask add a constant 0 / -inf row. A
+    float mask over unpadded keys is read in place. A masked score of +inf (q.k past float32)
+    becomes NaN."""
+    wide = compute_dtype(call.dtype())
+    zero, neg_inf = tirx.const(0.0, wide), tirx.const(-math.inf, wide)
+    padded_keys = padded[-1] != keys
+    n = len(padded) - 2
+    if mask is None:
+        if not padded_keys:
+            return None
+        row_bias = call.param(np.where(np.arange(padded[-1]) < keys, 0.0, -np.inf).astype(wide), "key_bias")
+        return lambda *i: row_bias[i[-1]]
+    if not (padded_keys or bool_mask):
+        return lambda *i: up(mask(*i[:n], row(i[-2]), i[-1]))
+    spread = [1] * (n + 2 - len(dims(call.args[3]))) + list(dims(call.args[3]))
+    shape = tuple(1 if m == 1 else d for m, d in zip(spread, padded))
+
+    def value(*i):
+        at = (*i[:n], row(i[-2]), key(i[-1]))
+        v = tirx.Select(mask(*at), zero, neg_inf) if bool_mask else up(mask(*at))
+        return tirx.Select(i[-1] < keys, v, neg_inf) if padded_keys else v
+
+    bias = te.compute(shape, value, name="attention_bias", attrs={"sg.rule": "attention"})
+    return lambda *i: bias[tuple(0 if d == 1 else a for a, d in zip(i, shape))]
 
 
 @register("einsum")

@@ -340,7 +340,8 @@ def lower_slice(call):
     x = call.args[0]
     shape = tuple(dims(x))
     index, _ = _slices(shape, call.attrs["starts"], call.attrs["ends"], call.attrs["axes"], call.attrs["steps"])
-    ranges = [s.indices(d) for s, d in zip(index, shape)]
+    # an axis left whole may be dynamic (a batch or sequence dim beside merge-linears' sliced last axis)
+    ranges = [(0, d, 1) if s == slice(None) else s.indices(d) for s, d in zip(index, shape)]
     return _inject(call, lambda *i: x[tuple(start + v * step for v, (start, _, step) in zip(i, ranges))])
 
 

@@ -146,7 +146,7 @@ def _inline(sch, outputs, anchors) -> None:
             rule = _rule(sch, block)
             if rule in anchors or _is_reduction(sch, block) or _writes_output(sch, block, outputs):
                 continue
-            if rule == "pad" and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
+            if rule in ("pad", "pixels") and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
             if rule == "sparse_input" and anchors:
                 continue  # x^T, materialized once: the sparse rows read it as contiguous vectors
@@ -249,7 +249,7 @@ def _epilogue(sch, block, outputs):
 
 
 def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]], layout: Callable, cores: int,
-                      intrin: str | None = None, weight_loop: int = 1):
+                      intrin: str | None = None, weight_loop: int = 1, outer_order: tuple[int, ...] | None = None):
     """Shared micro-kernel scheduling.
 
     ``spatial_tiles`` gives, per spatial loop, (tile, rank): each loop is split
@@ -261,7 +261,8 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     loop and the two are replaced by ``intrin`` (e.g. a 16x4 dot product).
     A compressed weight (a ``decode`` producer) is decoded once per value of the
     spatial loop ``weight_loop`` (the weight's output-channel block), which then
-    goes outermost: its whole panel serves every row tile.
+    goes outermost: its whole panel serves every row tile. Otherwise ``outer_order`` (a
+    permutation of the spatial loops) orders the tile loops.
     """
     consumer = _epilogue(sch, block, outputs)
     if consumer is None:
@@ -283,6 +284,8 @@ def _tiled_accumulate(sch, block, outputs, spatial_tiles: list[tuple[int, int]],
     decoding = [p for p in sch.get_producers(block) if _rule(sch, p) == "decode"]
     if decoding:
         outers.insert(0, outers.pop(weight_loop))
+    elif outer_order:
+        outers = [outers[i] for i in outer_order]
     sch.reorder(*outers, *reduce[:len(reduce) - len(inner_reduce)], *ranked, *inner_reduce)
     sch.reverse_compute_at(consumer, outers[-1], preserve_unit_loops=True)
     for loop in list(sch.get_loops(consumer))[len(outers):]:
@@ -326,17 +329,49 @@ def _decode_at(sch, block, loop, producers) -> set[str]:
     return names
 
 
+def _rows_outside_channels(sch, block) -> bool:
+    """Whether a packed conv's output rows should be its outer loop, each row's channel blocks
+    inside it: when its input (4-d) is larger than its weights (5-d, packed). Channel blocks
+    outside stream the whole input once per block; an input larger than L2 then comes from L3
+    each time (ResNet-50's 256->64 1x1 conv at 56x56: 3.2 MB of input read four times, 75
+    GFLOP/s on one core). Rows outside stream the weights once per row instead, which suits
+    the late layers, whose weights are larger than their maps."""
+    from tvm import tirx
+
+    sizes = {}
+    for region in _stmt(sch, block).reads:
+        shape = region.source.shape
+        if all(isinstance(d, tirx.IntImm) for d in shape):
+            sizes[len(shape)] = math.prod(int(d) for d in shape)
+    return sizes.get(4, 0) > sizes.get(5, math.inf)
+
+
 def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -> set[str]:
-    """Conv with weights [C_out/B, C_in, KH, KW, B]: a (width-tile x B) accumulator per step."""
+    """Conv with weights [C_out/B, C_in, KH, KW, B]: a (width-tile x B) accumulator per step,
+    the tiles ordered by ``_rows_outside_channels``."""
     block_c = _ann_int(sch, block, "sg.block", VECTOR)
     loops = list(sch.get_loops(block))
     width = _extent(sch, loops[3])
     full = block_c * VECTOR // _lanes(sch, block) >= VECTOR  # the block fills a 16-float32 register width
     tile_w = pick_tile(width, (14, 12, 7, 8, 6, 4, 5, 3, 2)) if full else pick_tile(width, (14, 12, 8, 7, 6, 4))
+    producers = list(sch.get_producers(block))
+    decoding = any(_rule(sch, p) == "decode" for p in producers)  # then the weight blocks go outermost
+    order = (0, 2, 1, 3) if not decoding and _rows_outside_channels(sch, block) else None
+    pixels = [p for p in producers if _rule(sch, p) == "pixels"]
     names = _tiled_accumulate(
         sch, block, outputs, [(1, 0), (block_c, 2), (1, 0), (tile_w, 1)],
-        lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin,
+        lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin, outer_order=order,
     )
+    for producer in pixels:  # a 1x1 conv's channels-last pixels (ops/nn.py: conv1x1_pixels)
+        names.add(_stmt(sch, producer).name_hint)
+        if order:  # each output row's pixels copied just ahead of it, into L1, by the thread that reads them
+            sch.compute_at(producer, list(sch.get_loops(block))[0], preserve_unit_loops=True)
+            inner = list(sch.get_loops(producer))[-1]
+            lanes = next((v for v in (VECTOR, VECTOR // 2, VECTOR // 4) if (_extent(sch, inner) or 0) % v == 0), 0)
+            if lanes:
+                sch.vectorize(sch.split(inner, [None, lanes])[1])
+        else:
+            _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
     if intrin is None:
         _vector_epilogue(sch, block, block_c)
     return names | _schedule_pad(sch, cores)
@@ -433,29 +468,32 @@ def _sparse_rows(sch, block, cores: int, outputs) -> set[str]:
     return names
 
 
-#: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators
-#: (14 and 7 for the 14- and 7-wide maps of MobileNet and ConvNeXt; LLVM masks the rest).
-DEPTHWISE_TILES = (32, 28, 16, 14, 8, 7, 12, 6, 4)
-#: Vector registers of accumulators a depthwise tile aims for (rows x vectors per row).
-DEPTHWISE_ACCUMULATORS = 8
+#: Row tiles of a depthwise conv, in vector lanes: one or two registers of accumulators (the
+#: lowering computes rows in whole vectors of 16, 8 or 4 lanes).
+DEPTHWISE_TILES = (32, 16, 8, 4)
+
+
+#: Independent accumulator registers a depthwise tile aims for: each window step is one FMA per
+#: register, and an FMA waits about four cycles for the previous one into the same register, so
+#: with two FMA units fewer than eight chains leave the units idle (one chain per row tile ran
+#: the 7x7 convs of ConvNeXt at 16-18 GFLOP/s on one core, latency-bound).
+DEPTHWISE_CHAINS = 8
 
 
 def _depthwise(sch, block, cores: int, outputs) -> set[str]:
-    """Depthwise conv: a tile of the output row kept in registers (vectorized along the row)
-    while the kernel window is summed into it, then written back through the epilogue. The
-    padded input (``ops/nn.py``: with column phases for strided convs) is copied inside each
+    """Depthwise conv: a tile of output rows x a run of each row kept in registers (vectorized
+    along the row) while the kernel window is summed into it, then written back through the
+    epilogue; enough rows that the tile's registers make DEPTHWISE_CHAINS independent chains.
+    The padded input (``ops/nn.py``: with column phases for strided convs) is copied inside each
     task of the parallel loop, just before the rows that read it: a channel's plane is copied
     into cache and read there, in one pass over the threads instead of two."""
     loops = sch.get_loops(block)
     height, width = _extent(sch, loops[2]), _extent(sch, loops[3])
     tile_w = pick_tile(width, DEPTHWISE_TILES)
-    # rows of the tile: up to DEPTHWISE_ACCUMULATORS registers, so that the window's FMAs (and the
-    # epilogue's, SiLU's exp a chain of them) run as independent chains rather than one dependent chain
-    tile_h = pick_tile(height, tuple(range(max(1, DEPTHWISE_ACCUMULATORS // -(-tile_w // VECTOR)), 0, -1)))
+    vectors = -(-tile_w // VECTOR)
+    tile_h = max(d for d in range(1, max(DEPTHWISE_CHAINS // vectors, 1) + 1) if height % d == 0)
     pads = [p for p in sch.get_producers(block) if _rule(sch, p) == "pad"]
     names = _tiled_accumulate(sch, block, outputs, [(1, 0), (1, 0), (tile_h, 1), (tile_w, 2)], lambda *i: i, cores)
-    for consumer in sch.get_consumers(block):  # the epilogue, a row of the tile: one vector op per step
-        sch.vectorize(sch.get_loops(consumer)[-1])
     task = sch.get_loops(block)[0]  # the parallel loop (the block is now the update)
     for pad in pads:
         names.add(_stmt(sch, pad).name_hint)
@@ -486,7 +524,21 @@ def _pool(sch, block, cores: int, outputs) -> set[str]:
     return {_stmt(sch, block).name_hint}
 
 
+def _amx(sch, block, cores: int, outputs) -> set[str]:
+    """An AMX kernel (``ops/amx.py``) builds its own parallel loop of micro-kernel calls; its
+    operand copies (``amx_pack``) run parallel and vectorized."""
+    names = {_stmt(sch, block).name_hint}
+    for pack in _blocks(sch):
+        if _rule(sch, pack) == "amx_pack" and _stmt(sch, pack).name_hint not in names:
+            _parallel_vectorize(sch, pack, list(sch.get_loops(pack)), cores)
+            names.add(_stmt(sch, pack).name_hint)
+    return names
+
+
 CPU_RULES: dict[str, Callable] = {
+    "amx": _amx,
+    # an anchor so that _inline keeps the copy materialized; the "amx" rule of its consumer schedules it
+    "amx_pack": lambda sch, block, cores, outputs: set(),
     "conv2d_packed": _conv2d_packed,
     "conv2d_vnni": _conv2d_vnni,
     "conv2d_bf16": _conv2d_bf16,

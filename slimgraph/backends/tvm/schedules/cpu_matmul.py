@@ -14,8 +14,9 @@ loop so a panel stays in L2 while the row tiles stream past it.
 K transposed, the scores as a register-tiled product, row max, exponentials,
 their sum, the normalized probabilities, and their product with V, every
 stage on data the task just wrote (in L1/L2). The two products keep a
-[row tile x vectors] accumulator in registers. A bool mask is padded to a
-0 / -inf bias once, in its own parallel loop ahead of the heads.
+[row tile x vectors] accumulator in registers. With padded keys or a bool
+mask the mask is padded to a bias (-inf on padded keys) once, in its own
+parallel loop ahead of the heads.
 
 ``row_reduce`` (layer norm's statistics, softmax's max and sum over the
 last axis): the row reduced as a vector of partial results, then folded.
@@ -116,8 +117,8 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
 #: The attention kernel's stages, in order (``ops/attention.py`` names them).
 ATTENTION_STAGES = ("attention_kt", "attention_dot", "attention_max", "attention_exp", "attention_sum",
                     "attention_prob", "attention_values")
-#: A bool mask padded to the scores' shape (only with a bool mask).
-ATTENTION_MASK = "attention_visible"
+#: The mask padded to the scores' shape (with padded keys or a bool mask; see ``ops/attention.py``).
+ATTENTION_MASK = "attention_bias"
 
 
 def _attention(sch, block, cores: int, outputs) -> set[str]:

@@ -98,6 +98,16 @@ def bf16_half(pair, i):
     return tirx.reinterpret("float32", bits << tirx.const(16, "uint32"))
 
 
+def bf16_bits(value):
+    """The bf16 bits (in a uint32's low half) of a float32 expression, rounded to nearest even
+    (exact for values that are bf16 already)."""
+    from tvm import tirx
+
+    bits = tirx.reinterpret("uint32", value)
+    one, half = tirx.const(1, "uint32"), tirx.const(16, "uint32")
+    return (bits + tirx.const(0x7FFF, "uint32") + ((bits >> half) & one)) >> half
+
+
 @functools.lru_cache(maxsize=None)
 def bf16_dot_16x2() -> str:
     """Register the AVX512-BF16 16x2 intrinsic once; returns its name for ``Schedule.tensorize``.

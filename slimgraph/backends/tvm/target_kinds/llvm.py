@@ -13,8 +13,13 @@ FEATURES = {
     "avx512": ("avx512f",),
     "vnni": ("avx512vnni",),
     "bf16": ("avx512bf16",),
-    "amx": ("amx-int8",),
+    "amx": ("amx-bf16",),
 }
+
+#: Capabilities only one kernel function uses, through inline assembly (``ops/amx.py``): never
+#: added to the module's features, since enabling LLVM's amx-* features module-wide made this
+#: guest's float32 convs 2-4x slower (MobileNetV2's kernels).
+KERNEL_FEATURES = frozenset({"amx"})
 
 
 @target_kind
@@ -38,7 +43,7 @@ class LLVM(TargetKind):
         import tvm
 
         # capabilities the CPU name does not imply (see host_extra_features) become LLVM attributes
-        extra = sorted(f"+{FEATURES[c][0]}" for c in spec.features - cpu_features(spec.arch))
+        extra = sorted(f"+{FEATURES[c][0]}" for c in spec.features - cpu_features(spec.arch) - KERNEL_FEATURES)
         return tvm.target.Target({"kind": "llvm", "mcpu": spec.arch, "num-cores": spec.cores,
                                   **({"mattr": extra} if extra else {})})
 
@@ -63,10 +68,9 @@ def cpu_features(cpu: str) -> frozenset[str]:
 
 
 #: /proc/cpuinfo flags -> capabilities that a CPU name can miss: a virtual machine may report an
-#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 on.
-#: AMX is left out until a kernel uses it: enabling LLVM's amx-* features made this guest's float32
-#: convs 2-4x slower (MobileNetV2's kernels, measured).
-CPUINFO_FLAGS = {"avx512_bf16": "bf16"}
+#: older model number (LLVM names this Sapphire Rapids guest "rocketlake") while passing bf16 and
+#: AMX on (``amx_bf16``: tiles with bf16 dot products).
+CPUINFO_FLAGS = {"avx512_bf16": "bf16", "amx_bf16": "amx"}
 
 
 @functools.lru_cache(maxsize=None)
