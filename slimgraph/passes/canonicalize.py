@@ -6,6 +6,7 @@ Every rule here keeps results bit-for-bit (no reassociation of floats):
   ``neg(neg(x))``, ``identity(x)``, a ``cast`` to the dtype ``x`` has;
 - ``x - c`` becomes ``x + (-c)`` and ``x / c`` becomes ``x * (1/c)`` when ``c``
   is a power of two, so later rules and fusion see fewer op kinds;
+- ``x * sigmoid(x)`` becomes ``silu(x)``;
 - an ``expand`` feeding an op that broadcasts anyway (elementwise ops with
   several inputs, ``matmul``) is dropped when the result keeps its type;
 - :data:`SHAPE_RULES`: shape ops that leave their input as it is vanish
@@ -14,7 +15,8 @@ Every rule here keeps results bit-for-bit (no reassociation of floats):
   ops (reshape, flatten, squeeze, unsqueeze) become one reshape; two
   transposes become one (or none); a reshape that regroups a matmul's rows
   sinks below the elementwise ops after it (``f(reshape(y))`` becomes
-  ``reshape(f(y))``), so they become the matmul's epilogue.
+  ``reshape(f(y))``), so they become the matmul's epilogue; a zero pad of the
+  spatial axes feeding a ``conv`` becomes the conv's own padding.
 
 Example::
 
@@ -113,6 +115,13 @@ def drop_expand_before_broadcast(m: Match) -> tuple[Value, ...] | None:
     return m.graph.add_node(node.op, inputs, node.attrs, loc=node.loc).outputs
 
 
+@rewrite(Pat("mul", Any("x"), Pat("sigmoid", Any("x"))))
+def mul_by_own_sigmoid_as_silu(m: Match) -> Value | None:
+    """``x * sigmoid(x)`` (SiLU as exported) is ``silu(x)``, the same formula: one epilogue op instead of
+    a value with two readers, which a conv's register tile can take in."""
+    return m.graph.call("silu", m["x"]) if m["x"].type == m.root.output.type else None
+
+
 ALGEBRA_RULES: list[RewriteRule] = [
     drop_times_one,
     drop_plus_zero,
@@ -122,6 +131,7 @@ ALGEBRA_RULES: list[RewriteRule] = [
     div_power_of_two_as_mul,
     drop_identity,
     drop_expand_before_broadcast,
+    mul_by_own_sigmoid_as_silu,
 ]
 
 # -- shape ops ------------------------------------------------------------------
@@ -195,6 +205,34 @@ def merge_transposes(m: Match) -> Value:
     return m.graph.call("transpose", m["x"], perm=perm)
 
 
+def _zero_pad_of_spatial_axes(node) -> bool:
+    """A constant-zero pad growing only the spatial axes (2, 3, ...) of an N-d feature map."""
+    a = node.attrs
+    pads, rank = a["pads"], node.inputs[0].type.rank
+    return (a["mode"] == "constant" and a["value"] == 0.0 and rank >= 3 and all(p >= 0 for p in pads)
+            and not any(pads[i] or pads[rank + i] for i in (0, 1)))
+
+
+def _reads_a_zero_pad(node) -> bool:
+    x = node.inputs[0].producer
+    return x is not None and x.op == "pad" and _zero_pad_of_spatial_axes(x)
+
+
+@rewrite(Pat("conv", where=_reads_a_zero_pad))
+def pad_into_conv(m: Match) -> Value:
+    """A conv reading a zero-padded map pads it itself (TF-style "same" padding exports a separate
+    pad): the conv's kernel then pads in its own schedule instead of testing bounds in its inner loop."""
+    node = m.root
+    pad = node.inputs[0].producer
+    rank = pad.inputs[0].type.rank
+    own = node.attrs["pads"] or (0,) * (2 * rank - 4)  # ONNX order: all begins, then all ends
+    extra = pad.attrs["pads"][2:rank] + pad.attrs["pads"][rank + 2:]
+    grown = tuple(a + b for a, b in zip(own, extra))
+    return m.graph.call("conv", pad.inputs[0], *node.inputs[1:], **{**node.attrs, "pads": grown})
+
+
+
+
 #: Producers a reshape is sunk away from: a matmul on a [rows, K] view (torch's linear on a
 #: [1, H, W, C] map) then reaches the elementwise ops after the reshape as its epilogue.
 _SINK_FROM = ("linear", "matmul")
@@ -240,12 +278,14 @@ def sink_reshape(m: Match) -> Value | None:
     return m.graph.call("reshape", out.outputs[0], shape=shape, loc=view.producer.loc)
 
 
-SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes, sink_reshape]
+SHAPE_RULES: list[RewriteRule] = [drop_noop_shape_op, drop_single_split, merge_reshapes, merge_transposes, sink_reshape,
+                               pad_into_conv]
 
 
 @register_pass("canonicalize")
 class Canonicalize(Pass):
-    """Exact simplifications: x*1, x+0, x-c as x+(-c), double transposes and reshapes, no-op shape ops."""
+    """Exact simplifications: x*1, x+0, x-c as x+(-c), double transposes and reshapes, no-op shape ops,
+    zero pads into convs."""
 
     max_iterations: int = option(32, "sweeps before giving up on reaching a fixed point", minimum=1)
 

@@ -1,9 +1,11 @@
 """CPU conv rules against the reference interpreter: the depthwise row tile, the AVX512-BF16
 conv (``vdpbf16ps``) and ``compile(precision="bf16")``; and the same graphs built for an
-AVX2-only CPU (``llvm:haswell``), whose code runs here too."""
+AVX2-only CPU (``llvm:haswell``), whose code runs here too; the packed convs' vector epilogue and the
+global pools' vector partials."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -25,31 +27,42 @@ HAS_BF16 = parse_target("llvm").has("bf16")
 HAS_AMX = parse_target("llvm").has("amx")
 
 
-def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, rng=RNG) -> Graph:
+def _depthwise_graph(channels: int, size: int, kernel: int, stride: int, pads=None, dilation: int = 1,
+                     act: str = "relu", rng=RNG) -> Graph:
     g = Graph("dw")
     x = g.add_input("x", TensorType("f32", (1, channels, size, size)))
     w = g.const(rng.standard_normal((channels, 1, kernel, kernel)).astype(np.float32))
     b = g.const(rng.standard_normal((channels, 1, 1)).astype(np.float32))
-    half = kernel // 2
-    y = g.call("conv", x, w, groups=channels, strides=(stride, stride), pads=(half, half, half, half))
-    g.set_outputs([g.call("relu", g.call("add", y, b))])
+    half = kernel // 2 * dilation
+    y = g.call("conv", x, w, groups=channels, strides=(stride, stride), dilations=(dilation, dilation),
+               pads=pads or (half, half, half, half))
+    g.set_outputs([g.call(act, g.call("add", y, b))])
     return FuseRegions()(g)
+
+
+def _check_depthwise(g, channels: int, size: int, target: str, rng=RNG) -> str:
+    """Build ``g``, compare it with the interpreter; the kernel's TIR."""
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
+    return model.kernels[0].tir
+
+
+def _row_tiled(tir: str) -> bool:
+    """The rule held: the window sums into a vectorized row tile (not the generic nest), and the padded
+    copy is made inside the channel tasks (at most one parallel loop; a small kernel runs on one thread)."""
+    return "conv_update" in tir and "T.vectorized" in tir and tir.count("T.parallel") <= 1
 
 
 @pytest.mark.parametrize("channels, size, kernel, stride", [
     (7, 14, 3, 1),  # odd channel count, a row of 14 (not a multiple of 16)
     (16, 9, 7, 1),  # ConvNeXt's 7x7 on a 9-wide map
-    (13, 15, 5, 2),  # strided: the generic loop nest
+    (13, 15, 5, 2),  # strided: column phases
     (32, 33, 3, 1),  # a row of 33: the padded input's rows round up to 48
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, target):
-    g = _depthwise_graph(channels, size, kernel, stride)
-    x = RNG.standard_normal((1, channels, size, size)).astype(np.float32)
-    model = build(g, target, {})
-    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
-    if stride == 1:  # the rule held: the window sums into a vectorized row tile, not the generic nest
-        assert "conv_update" in model.kernels[0].tir and "T.vectorized" in model.kernels[0].tir
+    assert _row_tiled(_check_depthwise(_depthwise_graph(channels, size, kernel, stride), channels, size, target))
 
 
 @pytest.mark.parametrize("channels, size", [
@@ -60,7 +73,7 @@ def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, targ
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_depthwise_rows_are_whole_vectors(channels, size, target):
     rng = np.random.default_rng(5)  # its own: the file's generator keeps its sequence for the tests after
-    g = _depthwise_graph(channels, size, 7, 1, rng)
+    g = _depthwise_graph(channels, size, 7, 1, rng=rng)
     x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
     model = build(g, target, {})
     np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
@@ -161,3 +174,63 @@ def test_compile_bf16_is_refused_without_bf16_and_checks_its_value():
         slimgraph.compile(net, [x], target="llvm:haswell", precision="bf16")
     with pytest.raises(ArgumentError, match="precision='fp16': choose from 'fp32', 'bf16'"):
         slimgraph.compile(net, [x], precision="fp16")
+
+
+@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, act", [
+    (24, 16, 3, 2, (0, 0, 1, 1), 1, "relu"),  # TF "same" padding: only at the end
+    (9, 17, 3, 3, (1, 2, 0, 1), 1, "relu"),  # stride 3, uneven pads
+    (10, 14, 5, 2, None, 1, "silu"),  # EfficientNet's 5x5 stride 2, SiLU in the tile
+    (8, 12, 3, 1, (1, 1, 1, 1), 2, "relu"),  # dilated, row stride 1
+    (5, 13, 3, 2, None, 2, "relu"),  # dilated and strided: the generic loop nest
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_strided_padded_dilated_match_interpreter(channels, size, kernel, stride, pads, dilation, act,
+                                                            target):
+    rng = np.random.default_rng(channels)
+    g = _depthwise_graph(channels, size, kernel, stride, pads, dilation, act, rng)
+    tir = _check_depthwise(g, channels, size, target, rng)
+    assert _row_tiled(tir) or (stride > 1 and dilation > 1)
+
+
+def test_depthwise_pads_each_channel_inside_its_parallel_task():
+    rng = np.random.default_rng(64)
+    g = _depthwise_graph(64, 28, 3, 2, (0, 0, 1, 1), 1, "silu", rng)  # MobileNetV2's stride-2 layers, smaller
+    tir = _check_depthwise(g, 64, 28, "llvm", rng)
+    assert tir.count("T.parallel") == 1 and tir.index("T.parallel") < tir.index('T.sblock("pad")')
+
+
+@pytest.mark.parametrize("c_in, c_out, kernel, stride, act", [
+    (20, 48, 1, 1, "silu"),  # EfficientNet's expand conv: SiLU on channel vectors
+    (48, 24, 1, 1, "relu"),  # a block of 8 channels
+    (7, 12, 3, 2, "silu"),  # a block of 4, strided and padded
+    (6, 10, 1, 1, "silu"),  # a block of 2: the epilogue stays scalar
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_packed_conv_epilogue_on_channel_vectors_matches_interpreter(c_in, c_out, kernel, stride, act, target):
+    rng = np.random.default_rng(c_in)
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("f32", (1, c_in, 15, 15)))
+    w = g.const(rng.standard_normal((c_out, c_in, kernel, kernel)).astype(np.float32) * 0.3)
+    b = g.const(rng.standard_normal(c_out).astype(np.float32))
+    half = kernel // 2
+    g.set_outputs([g.call(act, g.call("conv", x, w, b, strides=(stride, stride), pads=(half,) * 4))])
+    g = FuseRegions()(g)
+    data = rng.standard_normal((1, c_in, 15, 15)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-4, atol=1e-4)
+    epilogue = model.kernels[0].tir.split(f'T.sblock("{act}")')[0].rsplit("for ", 1)[1]
+    assert epilogue.startswith("ax1 in T.vectorized") == (c_out % 4 == 0)
+
+
+@pytest.mark.parametrize("op", ["global_avg_pool", "global_max_pool"])
+@pytest.mark.parametrize("shape", [(1, 6, 12, 16), (2, 5, 14, 14), (1, 3, 7, 7), (1, 4, 48), (1, 2, 4, 6, 8)])
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_global_pools_match_interpreter(op, shape, target):
+    g = Graph("pool")
+    x = g.add_input("x", TensorType("f32", shape))
+    g.set_outputs([g.call(op, x)])
+    data = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-5, atol=1e-5)
+    # a plane whose size 4 divides is summed as a vector of partials (squeeze-excite's pools)
+    assert ("T.vectorized" in model.kernels[0].tir) == (math.prod(shape[2:]) % 4 == 0)

@@ -205,6 +205,20 @@ def test_fold_shape_arithmetic_collapses_reshape_chains_with_symbolic_dims():
         (lambda g, x: g.call("slice", x, starts=(-1,), ends=(-99,), axes=(1,), steps=(-1,)), ["slice"]),
         (lambda g, x: g.call("pad", x, pads=(0,) * 8), []),
         (lambda g, x: g.call("concat", x, axis=1), []),
+        (lambda g, x: g.call("mul", g.call("sigmoid", x), x), ["silu"]),
+        (lambda g, x: g.call("mul", x, g.call("sigmoid", x)), ["silu"]),
+        (lambda g, x: g.call("mul", x, g.call("sigmoid", g.call("neg", x))), ["neg", "sigmoid", "mul"]),
+        # a zero pad of the spatial axes becomes the conv's own padding, added to what it had
+        (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 0, 0, 1, 0, 0, 1, 0)), g.const(_w(4, 4, 3, 3)),
+                             pads=(1, 1, 1, 1), strides=(2, 2)), ["conv"]),
+        (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 0, 1, 1, 0, 0, 1, 1)), g.const(_w(4, 1, 3, 3)),
+                             g.const(_w(4)), groups=4), ["conv"]),
+        (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 0, 1, 1, 0, 0, 1, 1), value=1.0),
+                             g.const(_w(4, 4, 3, 3))), ["pad", "conv"]),  # not zeros
+        (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 1, 1, 1, 0, 0, 1, 1)),
+                             g.const(_w(4, 5, 3, 3))), ["pad", "conv"]),  # grows the channels
+        (lambda g, x: g.call("conv", g.call("pad", x, pads=(0, 0, 1, 1, 0, 0, 1, 1), mode="edge"),
+                             g.const(_w(4, 4, 3, 3))), ["pad", "conv"]),
         (lambda g, x: g.call("add", x, g.call("expand", g.const(_w(4, 1, 1)), shape=(1, 4, 6, 6))), ["add"]),
         (lambda g, x: g.call("matmul", x, g.call("expand", g.const(_w(6, 6)), shape=(4, 6, 6))), ["matmul"]),
         (lambda g, x: g.call("add", g.call("expand", x, shape=(2, 4, 6, 6)), x), ["expand", "add"]),  # widens
@@ -216,6 +230,16 @@ def test_canonicalize_rules(build, expected):
     out = Canonicalize()(g)
     assert ops(out) == expected + ["sigmoid"]
     assert_same_numerics(g, out, rtol=0, atol=0)  # canonicalize is exact
+
+
+def test_a_pad_that_feeds_more_than_a_conv_stays_for_the_others():
+    g, x = image_graph()
+    padded = g.call("pad", x, pads=(0, 0, 1, 1, 0, 0, 1, 1))
+    g.set_outputs([g.call("conv", padded, g.const(_w(4, 4, 3, 3))), g.call("relu", padded)])
+    out = Canonicalize()(g)
+    assert sorted(ops(out)) == ["conv", "pad", "relu"]
+    assert [n.attrs["pads"] for n in out.nodes if n.op == "conv"] == [(1, 1, 1, 1)]
+    assert_same_numerics(g, out, rtol=0, atol=0)
 
 
 def test_canonicalize_keeps_output_names():

@@ -196,18 +196,43 @@ def _vector_multiple(n: int) -> int:
 
 
 def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
-    """A depthwise 2-d conv. With row stride 1 it takes the ``depthwise`` rule, which vectorizes
-    along the output row and materializes the padded input. The rows are computed to whole
-    vectors (56 as 64, 7 as 8: a ragged vector split into 16 + 8 + 4 lanes cost three loads and
-    a shuffle per step) and read back without the extra columns, and the input is padded to
-    cover them, in whole vectors so that the copy vectorizes too. Strided ones keep the generic
-    loop nest: their vector reads would gather every s-th element, and splitting the input
-    into column phases first cost more than it saved (MobileNetV2's stride-2 layers, measured)."""
+    """A depthwise 2-d conv, with the ``depthwise`` rule: vectorized along the output row, the
+    padded input materialized (per channel, by the schedule) so that the window's reads carry
+    no bounds test. With row stride 1 the rows are computed to whole vectors (56 as 64, 7 as 8:
+    a ragged vector split into 16 + 8 + 4 lanes cost three loads and a shuffle per step) and
+    read back without the extra columns, and the input is padded to cover them, in whole
+    vectors so that the copy vectorizes too.
+
+    With a row stride s > 1 the copy also splits each padded row into s column phases
+    (``[N, C, H, s, W/s]``, phase p holding columns p, p + s, ...): tap ``rw`` of output column
+    ``v`` is then column ``v + rw // s`` of phase ``rw % s``, a contiguous vector read, where the
+    row itself would be read every s-th element (a gather per vector). Dilated strided convs keep
+    the generic loop nest."""
     rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
     (sh, sw), (dh, dw) = strides, dilations
-    width = int(x.shape[3]) + begins[1] + ends[1]
+    if sw > 1 and dw > 1:
+        xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
+        return te.compute(
+            shape,
+            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
+            name="conv",
+            attrs={"sg.rule": "conv"},
+        )
     out_w = int(shape[3])
-    rows_w = _vector_multiple(out_w) if sw == 1 else out_w
+    rows_w = _vector_multiple(out_w)
+    if sw > 1:
+        xs = _column_phases(x, begins, ends, sw, rows_w + (kernel[1] - 1) // sw)
+        conv = te.compute(
+            (*shape[:3], rows_w),
+            lambda n, c, h, v: te.sum(up(xs[n, c, h * sh + rh * dh, rw % sw, v + rw // sw]) * up(w[c, 0, rh, rw]),
+                                      axis=[rh, rw]),
+            name="conv",
+            attrs={"sg.rule": "depthwise"},
+        )
+        return conv if rows_w == out_w else spatial_compute(shape, lambda *i: conv[i], name="conv_rows",
+                                                            rule="elementwise")
+    width = int(x.shape[3]) + begins[1] + ends[1]
     reach = rows_w + (kernel[1] - 1) * dw  # input columns the whole-vector rows read
     extra = _vector_multiple(max(width, reach)) - width if sw == 1 and (any(begins) or any(ends) or reach > width) else 0
     xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
@@ -216,11 +241,30 @@ def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
         lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
                                   axis=[rh, rw]),
         name="conv",
-        attrs={"sg.rule": "depthwise" if sw == 1 else "conv"},
+        attrs={"sg.rule": "depthwise"},
     )
     if rows_w == out_w:
         return conv
     return spatial_compute(shape, lambda *i: conv[i], name="conv_rows", rule="elementwise")
+
+
+def _column_phases(x, begins, ends, stride: int, least: int):
+    """``x`` [N, C, H, W] zero-padded and split into column phases: [N, C, H', stride, W'] with
+    ``[n, c, r, p, j]`` the padded map's ``[n, c, r, j * stride + p]`` (W' whole vectors, at least
+    ``least``: columns past the map read as zeros)."""
+    height, width = int(x.shape[2]), int(x.shape[3])
+    phase_width = _vector_multiple(max(-(-(width + begins[1] + ends[1]) // stride), least))
+    zero = tirx.const(0, dtype_of(x))
+
+    def f(n, c, r, p, j):
+        col = j * stride + p
+        inside = tirx.all(r >= begins[0], r < begins[0] + height, col >= begins[1], col < begins[1] + width)
+        # clamped reads: a vectorized if_then_else may load both sides
+        src = (tirx.max(tirx.min(r - begins[0], height - 1), 0), tirx.max(tirx.min(col - begins[1], width - 1), 0))
+        return tirx.if_then_else(inside, x[(n, c) + src], zero)
+
+    return spatial_compute(list(dims(x)[:2]) + [height + begins[0] + ends[0], stride, phase_width], f,
+                           name="pad", rule="pad")
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.
@@ -692,19 +736,32 @@ def lower_avg_pool(call):
 
 
 def _reduce_spatial(call, combine, name: str):
+    """``combine`` over the spatial axes of each (n, c) plane, as one axis running through the
+    plane in memory order (unravelled into the spatial indices, which the flattened buffer's
+    address folds back): on a CPU the ``row_reduce`` rule sums it as a vector of partials,
+    where a loop per axis adds one element at a time, each add waiting on the last."""
     x = call.args[0]
     spatial = [int(d) for d in x.shape[2:]]
-    rk = [te.reduce_axis((0, s), f"rk{i}") for i, s in enumerate(spatial)]
-    return te.compute(
-        call.shape(), lambda n, c, *_: combine(x, n, c, rk), name=name, attrs={"sg.rule": "reduction"}
-    )
+    r = te.reduce_axis((0, math.prod(spatial)), "rk")
+
+    def unravel(flat):
+        idx = []
+        for size in reversed(spatial):
+            idx.append(flat % size)
+            flat = flat // size
+        return tuple(reversed(idx))
+
+    attrs = _reduce_attrs(call, True)
+    if "sg.lanes" in attrs:  # a plane of 14x14 takes 4 partials, where 16 do not divide it
+        attrs["sg.lanes"] = next((v for v in (attrs["sg.lanes"], 8, 4) if math.prod(spatial) % v == 0), attrs["sg.lanes"])
+    return te.compute(call.shape(), lambda n, c, *_: combine(x, n, c, unravel(r), r), name=name, attrs=attrs)
 
 
 @register("global_avg_pool")
 def lower_global_avg_pool(call):
     """Mean over all spatial axes."""
     count = math.prod(int(d) for d in call.args[0].shape[2:])
-    total = _reduce_spatial(call, lambda x, n, c, rk: te.sum(up(x[(n, c) + tuple(rk)]), axis=rk), "gap_sum")
+    total = _reduce_spatial(call, lambda x, n, c, at, r: te.sum(up(x[(n, c) + at]), axis=r), "gap_sum")
     inv = tirx.const(1.0 / count, compute_dtype(call.dtype()))
     return spatial_compute(
         call.shape(), lambda *idx: down(total[idx] * inv, call.dtype()), name="global_avg_pool", rule="elementwise"
@@ -714,7 +771,7 @@ def lower_global_avg_pool(call):
 @register("global_max_pool")
 def lower_global_max_pool(call):
     """Max over all spatial axes."""
-    return _reduce_spatial(call, lambda x, n, c, rk: te.max(x[(n, c) + tuple(rk)], axis=rk), "global_max_pool")
+    return _reduce_spatial(call, lambda x, n, c, at, r: te.max(x[(n, c) + at], axis=r), "global_max_pool")
 
 
 # ---------------------------------------------------------------------------
