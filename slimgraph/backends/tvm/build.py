@@ -61,8 +61,9 @@ def build(
     ``weights="compressed"`` (CPU targets) keeps weights the IR stores compressed (k-means
     codes, int4, log2) so in the model and decodes them inside the kernels, and runs
     mostly-zero weights with sparse kernels; ``weights="decoded"`` stores them decoded and
-    dense (more memory, no decode in the kernels); ``weights="auto"`` (the default) keeps each
-    kernel's form measured on this machine (``chooser``, default a
+    dense (more memory, no decode in the kernels); ``weights="auto"`` (the default) keeps encoded
+    weights encoded and, for each kernel with a sparse weight, the form measured faster on this
+    machine, sparse or dense (``chooser``, default a
     :class:`~slimgraph.backends.tvm.weight_forms.FormChooser` over the per-machine cache: each
     differing kernel built and timed alone once, later builds reuse the decision); a dict
     gives the form per kernel name (``compressed`` for the others).

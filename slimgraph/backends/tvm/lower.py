@@ -356,9 +356,10 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
     ``weights`` (one of :data:`WEIGHT_FORMS`, or a mapping from kernel name to one of them,
     ``compressed`` for kernels it does not name) says how compressed weights are held: on CPU
     targets ``compressed`` keeps them encoded (see :mod:`slimgraph.backends.tvm.encoded`).
-    ``weights="auto"`` lowers each kernel that stores a weight compressed a second time with
-    its weights decoded and keeps the form ``choose`` (given both, :class:`KernelForms`) names;
-    kernels storing nothing compressed are lowered once and never reach ``choose``.
+    ``weights="auto"`` lowers each kernel that stores a weight sparse a second time with its
+    weights dense and keeps the form ``choose`` (given both, :class:`KernelForms`) names; kernels
+    storing nothing compressed are lowered once and never reach ``choose``, and encoded weights
+    (k-means, int4, log2) stay encoded: a float copy of them ships only with ``weights="decoded"``.
 
     Raises BackendError naming every op without a lowering (with counts and
     where each first occurs) before doing any work.
@@ -426,7 +427,9 @@ def lower_graph(graph: Graph, target, bindings: dict[str, int], dynamic: Collect
 
         chosen = lower_as(not target.is_gpu and form != "decoded")
         taken = "compressed" if chosen.builder.stores_compressed else "decoded" if forms.get(name) == "decoded" else ""
-        if auto and chosen.builder.stores_compressed:
+        # a float copy of a k-means, int4 or log2 weight ships only where the user asks for it
+        # (weights="decoded"); the measured choice is sparse against dense, which is the weight as it came
+        if auto and chosen.builder.stores_compressed and not chosen.builder.encodings:
             decoded = lower_as(False)
             arrays = {k[2:]: params.arrays[k[2:]] for k in (*chosen.used, *decoded.used) if k.startswith("p:")}
             taken = choose(KernelForms(name, node.describe(), {"compressed": chosen, "decoded": decoded}, arrays))
