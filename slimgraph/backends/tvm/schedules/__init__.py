@@ -6,8 +6,8 @@ schedule for that kernel, never failing the build.
 
 Example::
 
-    >>> sorted(CPU_RULES)[:4]
-    ['attention', 'conv2d_bf16', 'conv2d_packed', 'conv2d_vnni']
+    >>> {"attention", "conv2d_packed", "dense_packed"} <= set(CPU_RULES)
+    True
 """
 
 from __future__ import annotations
