@@ -154,7 +154,6 @@ def finetune(
         )
     targets = _teacher_outputs(teacher, data, batch_size) if loss != "ce" else None
 
-    # the origin tells pruned zeros from codes that rounding made zero; without it every zero is held
     with torch.random.fork_rng():  # the seed is this call's, not the caller's global generator
         torch.manual_seed(seed)
         return _train(student_graph, logits_graph(student_graph), data, targets, loss, epochs, temperature, alpha,
@@ -168,6 +167,7 @@ def _train(student_graph: Graph, trained: Graph, data: "TrainData", targets, los
 
     from slimgraph.backends.torch import load_weights, to_torch
 
+    # the origin tells pruned zeros from codes that rounding made zero; without it every zero is held
     module = to_torch(trained, keep_zeros=student_graph.origin or True, quant_aware=True)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
