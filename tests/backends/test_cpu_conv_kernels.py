@@ -199,6 +199,20 @@ def test_depthwise_pads_each_channel_inside_its_parallel_task():
     assert tir.count("T.parallel") == 1 and tir.index("T.parallel") < tir.index('T.sblock("pad")')
 
 
+@pytest.mark.parametrize("channels, size, kernel, stride", [
+    (6, 32, 3, 1),  # EfficientNet's first depthwise conv, smaller: two 16-lane row tiles
+    (10, 14, 5, 2),  # 5x5 stride 2: 7-wide rows, one short vector
+    (4, 56, 3, 1),  # 56 computed as 64: the epilogue reads a 32-lane tile
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_epilogue_runs_on_row_vectors(channels, size, kernel, stride, target):
+    rng = np.random.default_rng(size)
+    tir = _check_depthwise(_depthwise_graph(channels, size, kernel, stride, act="silu", rng=rng), channels, size,
+                           target, rng)
+    # the loop right above the SiLU block: vectorized, not unrolled into scalar exps (5 GFLOP/s)
+    assert tir.split('T.sblock("silu")')[0].rsplit("for ", 1)[1].split(" in ")[1].startswith("T.vectorized")
+
+
 @pytest.mark.parametrize("c_in, c_out, kernel, stride, act", [
     (20, 48, 1, 1, "silu"),  # EfficientNet's expand conv: SiLU on channel vectors
     (48, 24, 1, 1, "relu"),  # a block of 8 channels
