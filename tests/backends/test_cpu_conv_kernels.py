@@ -84,9 +84,9 @@ def test_depthwise_rows_are_whole_vectors(channels, size, target):
 
 
 @pytest.mark.parametrize("c_in, c_out, size, stride, rows_outside", [
-    (64, 16, 28, 1, True),  # a map larger than the weights: rows outside, each row's pixels copied ahead of it
+    (64, 16, 14, 1, True),  # a map larger than the weights: rows outside, each row's pixels copied ahead of it
     (48, 32, 14, 2, True),  # strided: the copy keeps only the pixels the conv reads
-    (512, 512, 8, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
+    (512, 512, 9, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_outside, target):
@@ -107,6 +107,37 @@ def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_out
     assert f"pixels = T.sblock_alloc_buffer((1, {out}, {out}, {c_in}))" in tir
     # inside the conv's parallel row loop, or a parallel loop of its own
     assert tir.count("T.parallel") == (1 if rows_outside else 2)
+
+
+@pytest.mark.parametrize("c_in, c_out, size, epilogue", [
+    (64, 16, 28, "add_relu"),  # ResNet's 1x1 convs, smaller: two vectors of pixels x 8 channels
+    (5, 12, 16, "relu"),  # 12 output channels: runs of 6 (AVX-512) or 12 (AVX2)
+    (3, 4, 4, "none"),  # one vector of 16 pixels, no epilogue: the tile is copied out
+    (24, 32, 8, "silu"),  # SiLU's exp on the tile's vectors
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, epilogue, target):
+    rng = np.random.default_rng(c_in)
+    g = Graph("pw")
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    r = g.add_input("r", TensorType("f32", (1, c_out, size, size)))
+    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.3)
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)))
+    y = {"add_relu": lambda: g.call("relu", g.call("add", y, r)), "relu": lambda: g.call("relu", y),
+         "silu": lambda: g.call("silu", y), "none": lambda: g.call("add", y, r)}[epilogue]()
+    g.set_outputs([y] if epilogue != "none" else [y, g.call("conv", x, w)])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    for got, want in zip(model(xs, rs) if epilogue == "none" else [model(xs, rs)], g.run(xs, rs)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for kernel in model.kernels:
+        if kernel.ops[0] == "conv":
+            # the pixel-row tile, no channels-last copy, and the epilogue (or copy) written as vectors
+            assert '"sg.rule": "conv1x1_rows"' in kernel.tir and 'T.sblock("pixels")' not in kernel.tir
+            last = kernel.tir.rsplit("with T.sblock(", 1)[0].rsplit("for ", 1)[1]
+            assert " in T.vectorized" in last
 
 
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:

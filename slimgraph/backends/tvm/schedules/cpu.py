@@ -46,7 +46,7 @@ MIN_PARALLEL_WORK = 32768
 PACKED_CONVS = ("conv2d_packed", "conv2d_vnni", "conv2d_bf16", "depthwise")
 #: Rules whose register tile reuses each weight vector across its rows: compressed weights
 #: are decoded once per reduction step into a small buffer ahead of the tile.
-TILED = ("conv2d_packed", "conv2d_vnni", "matmul_packed", "dense_packed")
+TILED = ("conv2d_packed", "conv2d_vnni", "conv1x1_rows", "matmul_packed", "dense_packed")
 
 
 def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
@@ -377,6 +377,24 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
     return names | _schedule_pad(sch, cores)
 
 
+def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
+    """A 1x1 conv over flattened pixel rows (``ops/nn.py``: ``pixel_rows_conv1x1``): a tile of
+    ``sg.pixels`` pixels (vectors) x ``sg.block`` output channels (unrolled) accumulates in
+    registers; the epilogue, iterated over the same flattened pixels, runs on the tile as vectors
+    and stores whole vectors. The pixel tiles go outermost when the input outweighs the weight, so
+    each tile's input rows are read from cache once for every channel run."""
+    width = _ann_int(sch, block, "sg.width", 1)
+    consumer = _epilogue(sch, block, outputs)
+    sch.transform_block_layout(consumer, lambda n, c, h, v: (n, c, h * width + v))
+    order = (0, 2, 1) if _ann_int(sch, block, "sg.rows_first", 0) else None
+    names = _tiled_accumulate(
+        sch, block, outputs, [(1, 0), (_ann_int(sch, block, "sg.block", 8), 1), (_ann_int(sch, block, "sg.pixels", 16), 2)],
+        lambda *i: i, cores, outer_order=order,
+    )
+    sch.vectorize(sch.get_loops(_epilogue(sch, block, outputs))[-1])
+    return names
+
+
 def _vector_epilogue(sch, block, block_c: int) -> None:
     """The epilogue of a channel-vector tile over an NCHW output, one channel vector per tile
     column: read from the tile as vectors and computed as vectors (SiLU's exp on 16 lanes, not
@@ -553,6 +571,7 @@ CPU_RULES: dict[str, Callable] = {
     "matmul_packed": _matmul_packed,
     "sparse_rows": _sparse_rows,
     "depthwise": _depthwise,
+    "conv1x1_rows": _conv1x1_rows,
     "pool": _pool,
 }
 
