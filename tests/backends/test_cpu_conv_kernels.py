@@ -140,6 +140,33 @@ def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, epilogu
             assert " in T.vectorized" in last
 
 
+@pytest.mark.parametrize("c_in, c_out, size, stride, runs", [
+    (64, 32, 6, 1, 4),  # weights (73 KB) outweigh the map: runs of 16 input channels, each over every tile
+    (96, 16, 8, 2, 4),  # strided: runs of 24 of 96
+    (8, 16, 6, 1, 1),  # a block's whole weights fit a run: one pass
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_packed_conv_runs_of_input_channels_match_interpreter(c_in, c_out, size, stride, runs, target):
+    rng = np.random.default_rng(c_in)
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    r = g.add_input("r", TensorType("f32", (1, c_out, size // stride, size // stride)))
+    w = g.const(rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32) * 0.2)
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride),
+               pads=(1, 1, 1, 1) if stride == 1 else (0, 0, 1, 1))
+    g.set_outputs([g.call("relu", g.call("add", y, r))])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, size // stride, size // stride)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    # the runs: a loop over them outside the output rows, the epilogue after the last
+    found = re.search(r"for rc_0, h, .* in T.grid\((\d+),", tir)
+    assert (int(found.group(1)) if found else 1) == runs
+    assert runs == 1 or tir.index("for rc_0") < tir.index('T.sblock("relu")')
+
+
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:
     g = Graph("conv")
     x = g.add_input("x", TensorType("f32", (1, c_in, 11, 11)))
