@@ -141,7 +141,7 @@ def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, epilogu
 
 
 @pytest.mark.parametrize("c_in, c_out, size, stride, runs", [
-    (64, 32, 6, 1, 4),  # weights (73 KB) outweigh the map: runs of 16 input channels, each over every tile
+    (64, 16, 6, 1, 4),  # weights (37 KB) outweigh the map: runs of 16 input channels, each over every tile
     (96, 16, 8, 2, 4),  # strided: runs of 24 of 96
     (8, 16, 6, 1, 1),  # a block's whole weights fit a run: one pass
 ])  # fmt: skip
@@ -165,6 +165,31 @@ def test_packed_conv_runs_of_input_channels_match_interpreter(c_in, c_out, size,
     found = re.search(r"for rc_0, h, .* in T.grid\((\d+),", tir)
     assert (int(found.group(1)) if found else 1) == runs
     assert runs == 1 or tir.index("for rc_0") < tir.index('T.sblock("relu")')
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, two", [
+    (48, 64, 7, 3, 1, True),  # a 7x7 map: 7-pixel tiles of two channel vectors
+    (32, 64, 14, 1, 2, True),  # strided to 7x7
+    (3, 32, 20, 7, 2, True),  # a 7x7 stem over 3 channels
+    (3, 32, 20, 3, 2, False),  # a 3x3 stem keeps one vector
+    (16, 48, 7, 3, 1, False),  # 48 channels: no whole blocks of 32
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_packed_conv_two_vector_blocks_match_interpreter(c_in, c_out, size, kernel, stride, two, target):
+    rng = np.random.default_rng(c_out + kernel)
+    g = Graph("conv")
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    w = g.const(rng.standard_normal((c_out, c_in, kernel, kernel)).astype(np.float32) * 0.2)
+    half = kernel // 2
+    g.set_outputs([g.call("relu", g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)),
+                                         strides=(stride, stride), pads=(half,) * 4))])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(xs), g.run(xs)[0], rtol=1e-4, atol=1e-4)
+    block = int(re.search(r"w_packed: T.Buffer\(\(\d+, \d+, \d+, \d+, (\d+)\)", model.kernels[0].tir).group(1))
+    # two AVX-512 registers of output channels per pixel; AVX2's 16 registers keep one block of 16
+    assert block == (32 if two and parse_target(target).lanes == 16 else 16)
 
 
 def _bf16_conv_graph(c_in: int, c_out: int, stride: int) -> Graph:
