@@ -173,6 +173,8 @@ def test_packed_conv_runs_of_input_channels_match_interpreter(c_in, c_out, size,
     (3, 32, 20, 7, 2, True),  # a 7x7 stem over 3 channels
     (3, 32, 20, 3, 2, False),  # a 3x3 stem keeps one vector
     (16, 48, 7, 3, 1, False),  # 48 channels: no whole blocks of 32
+    (96, 32, 14, 1, 1, True),  # a 1x1 conv narrowing the channels of a 14x14 map
+    (32, 96, 14, 1, 1, False),  # one widening them keeps blocks of 16
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_packed_conv_two_vector_blocks_match_interpreter(c_in, c_out, size, kernel, stride, two, target):
