@@ -109,33 +109,37 @@ def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_out
     assert tir.count("T.parallel") == (1 if rows_outside else 2)
 
 
-@pytest.mark.parametrize("c_in, c_out, size, epilogue", [
-    (64, 16, 28, "add_relu"),  # ResNet's 1x1 convs, smaller: two vectors of pixels x 8 channels
-    (5, 12, 16, "relu"),  # 12 output channels: runs of 6 (AVX-512) or 12 (AVX2)
-    (3, 4, 4, "none"),  # one vector of 16 pixels, no epilogue: the tile is copied out
-    (24, 32, 8, "silu"),  # SiLU's exp on the tile's vectors
+@pytest.mark.parametrize("c_in, c_out, size, stride, epilogue", [
+    (64, 16, 28, 1, "add_relu"),  # ResNet's 1x1 convs, smaller: two vectors of pixels x 8 channels
+    (5, 12, 16, 1, "relu"),  # 12 output channels: runs of 6 (AVX-512) or 12 (AVX2)
+    (3, 4, 4, 1, "none"),  # one vector of 16 pixels, no epilogue: the tile is copied out
+    (24, 32, 8, 1, "silu"),  # SiLU's exp on the tile's vectors
+    (16, 16, 32, 2, "relu"),  # strided (ResNet's downsampling branch): over a copy of every other pixel
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
-def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, epilogue, target):
+def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, stride, epilogue, target):
     rng = np.random.default_rng(c_in)
     g = Graph("pw")
+    out = size // stride
     x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
-    r = g.add_input("r", TensorType("f32", (1, c_out, size, size)))
+    r = g.add_input("r", TensorType("f32", (1, c_out, out, out)))
     w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.3)
-    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)))
-    y = {"add_relu": lambda: g.call("relu", g.call("add", y, r)), "relu": lambda: g.call("relu", y),
-         "silu": lambda: g.call("silu", y), "none": lambda: g.call("add", y, r)}[epilogue]()
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride))
+    y = {"add_relu": lambda: g.call("relu", g.call("add", y, r)), "relu": lambda: g.call("relu", g.call("add", y, r)),
+         "silu": lambda: g.call("silu", g.call("add", y, r)), "none": lambda: g.call("add", y, r)}[epilogue]()
     g.set_outputs([y] if epilogue != "none" else [y, g.call("conv", x, w)])
     g = FuseRegions()(g)
     xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
-    rs = rng.standard_normal((1, c_out, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, out, out)).astype(np.float32)
     model = build(g, target, {})
     for got, want in zip(model(xs, rs) if epilogue == "none" else [model(xs, rs)], g.run(xs, rs)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     for kernel in model.kernels:
         if kernel.ops[0] == "conv":
-            # the pixel-row tile, no channels-last copy, and the epilogue (or copy) written as vectors
-            assert '"sg.rule": "conv1x1_rows"' in kernel.tir and 'T.sblock("pixels")' not in kernel.tir
+            # the pixel-row tile, a copy of the pixels only when strided, and the epilogue (or
+            # copy) written as vectors
+            assert '"sg.rule": "conv1x1_rows"' in kernel.tir
+            assert ('T.sblock("pixels")' in kernel.tir) == (stride > 1)
             last = kernel.tir.rsplit("with T.sblock(", 1)[0].rsplit("for ", 1)[1]
             assert " in T.vectorized" in last
 

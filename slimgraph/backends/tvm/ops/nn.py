@@ -158,9 +158,9 @@ PIXEL_ROW_TILES = {16: ((2, 8), (2, 6), (4, 4), (2, 4), (1, 8), (1, 12), (1, 6),
                    8: ((2, 6), (4, 3), (2, 4), (1, 12), (1, 8), (1, 6), (1, 4))}
 
 
-def _pixel_rows_tile(call, kernel, strides, begins, ends) -> tuple[int, int] | None:
-    """The (pixels, channels) tile of a stride-1 unpadded 1x1 fp32 conv, None when none fits its shape."""
-    if kernel != [1, 1] or tuple(strides) != (1, 1) or any(begins) or any(ends) or call.dtype() != "float32":
+def _pixel_rows_tile(call, kernel, begins, ends) -> tuple[int, int] | None:
+    """The (pixels, channels) tile of an unpadded 1x1 fp32 conv, None when none fits its shape."""
+    if kernel != [1, 1] or any(begins) or any(ends) or call.dtype() != "float32":
         return None
     _, c_out, h, w = call.shape()
     if not all(isinstance(d, int) for d in (c_out, h, w)):
@@ -170,16 +170,21 @@ def _pixel_rows_tile(call, kernel, strides, begins, ends) -> tuple[int, int] | N
                  and c_out % c == 0), None)
 
 
-def pixel_rows_conv1x1(call, x, weight: np.ndarray, shape):
-    """A stride-1 1x1 conv as the matrix product it is in NCHW: out[n, :, p] = W @ x[n, :, p] over the
+def pixel_rows_conv1x1(call, x, weight: np.ndarray, shape, strides):
+    """A 1x1 conv as the matrix product it is in NCHW: out[n, :, p] = W @ x[n, :, p] over the
     flattened pixels p, computed (``conv1x1_rows`` rule) as vectors along p times a run of output channels.
     Each input channel's pixels are one contiguous row, so no transposed copy is made, and each tile
     writes whole vectors into its channel planes (the packed conv's 16-channel tile stores its
     pixels lane by lane, as many scalar stores as results: ResNet-50's 1x1 convs ran at 140-250
-    GFLOP/s). The weight is laid out [C_out/B, C_in, B]: a step's B broadcasts are adjacent."""
+    GFLOP/s). A strided conv reads a copy of the pixels it uses, in rows (``pixels``, made once).
+    The weight is laid out [C_out/B, C_in, B]: a step's B broadcasts are adjacent."""
     c_out, c_in = weight.shape[:2]
-    pixels, block = _pixel_rows_tile(call, [1, 1], (1, 1), (0, 0), (0, 0))
+    pixels, block = _pixel_rows_tile(call, [1, 1], (0, 0), (0, 0))
     width = int(shape[3])
+    if tuple(strides) != (1, 1):
+        sh, sw = strides
+        x = spatial_compute((shape[0], c_in, shape[2], width), lambda n, c, h, v: x[n, c, h * sh, v * sw],
+                            name="pixels", rule="pixels")
     wp = call.param(weight.reshape(c_out // block, block, c_in).transpose(0, 2, 1), "w_packed")
     rc = te.reduce_axis((0, c_in), "rc")
     rows = te.compute(
@@ -229,8 +234,8 @@ def lower_conv(call):
     if _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None and _pixel_rows_tile(call, kernel,
-                                                                                                     strides, begins, ends):
-        conv = pixel_rows_conv1x1(call, x, weight, shape)
+                                                                                                     begins, ends):
+        conv = pixel_rows_conv1x1(call, x, weight, shape, strides)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         pixels = kernel == [1, 1] and not any(begins) and not any(ends)
         if pixels:

@@ -43,7 +43,7 @@ MIN_PARALLEL_WORK = 32768
 
 
 #: Rules of convs whose padded input is materialized once rather than inlined.
-PACKED_CONVS = ("conv2d_packed", "conv2d_vnni", "conv2d_bf16", "depthwise")
+PACKED_CONVS = ("conv2d_packed", "conv2d_vnni", "conv2d_bf16", "depthwise", "conv1x1_rows")
 #: Rules whose register tile reuses each weight vector across its rows: compressed weights
 #: are decoded once per reduction step into a small buffer ahead of the tile.
 TILED = ("conv2d_packed", "conv2d_vnni", "conv1x1_rows", "matmul_packed", "dense_packed")
@@ -429,6 +429,10 @@ def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
         lambda *i: i, cores, outer_order=order,
     )
     sch.vectorize(sch.get_loops(_epilogue(sch, block, outputs))[-1])
+    for producer in sch.get_producers(block):  # a strided conv's pixels, copied in rows once
+        if _rule(sch, producer) == "pixels":
+            _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
+            names.add(_stmt(sch, producer).name_hint)
     return names
 
 
