@@ -27,7 +27,10 @@ point (nodes are visited in topological order, so regions grow downstream):
    when the region is that value's only reader and the producer is cheap:
    injective (reshape, transpose, pad, slice, ...), ``cast`` or
    ``dequantize``. An elementwise producer is not taken: the anchor would
-   recompute it for every output it reads it for.
+   recompute it for every output it reads it for. One exception: a 1x1 conv
+   takes squeeze-excite's ``map * gate`` (one number per channel), which it
+   multiplies in as it reads the map, instead of a kernel of its own that
+   writes the scaled map and reads it again.
 4. Chains. Elementwise ops with no anchor to join fuse with the elementwise
    or injective producers that only they read (``chains`` turns this off),
    and such a region takes more of them upstream and downstream like the
@@ -123,6 +126,23 @@ def _chainable(node: Node) -> bool:
     """Elementwise or injective: no reductions or contractions, so a chain of them recomputes
     at most cheap elementwise ops, and a reshape, slice or transpose in it is index arithmetic."""
     return node.opdef.category in ("elementwise", "injective") and len(node.outputs) == 1
+
+
+def _channel_scaling(prod: Node, region: Node) -> bool:
+    """Whether ``prod`` scales each channel of a map by one number (squeeze-excite's ``map * gate``,
+    the gate [N, C, 1, 1]) for a region whose anchor is a 1x1 conv: read through the conv's
+    prologue, the map is scaled as the conv reads it, not written and read again by a kernel of
+    its own (EfficientNet-B0: 16 kernels)."""
+    if prod.op != "mul" or region.attrs["anchor"] != "conv":
+        return False
+    shape = prod.output.type.shape
+    if len(shape) < 3 or not any(v.type.shape == shape for v in prod.inputs):
+        return False
+    gates = [v for v in prod.inputs if v.type.shape != shape]
+    if len(gates) != 1 or tuple(gates[0].type.shape[-(len(shape) - 2):]) != (1,) * (len(shape) - 2):
+        return False
+    conv = next(n for n in region.body.nodes if n.op == "conv")
+    return all(d == 1 for d in conv.inputs[1].type.shape[2:])
 
 
 def _unit_dims_only(reshape: Node) -> bool:
@@ -232,7 +252,8 @@ class _Fuser:
             if prod is None or prod.op in ("const", "fused") or len(prod.outputs) != 1:
                 continue
             if anchor:
-                fits = self.options.prologue and (prod.opdef.category == "injective" or prod.op in CHEAP_CONVERSIONS)
+                fits = self.options.prologue and (prod.opdef.category == "injective" or prod.op in CHEAP_CONVERSIONS
+                                                  or _channel_scaling(prod, region))
             else:
                 fits = self.options.chains and _chainable(prod)
             members = [prod, region]

@@ -387,6 +387,26 @@ def test_a_matmul_takes_its_epilogue_through_a_reshape():
     assert [anchor for anchor, _ in regions(FuseRegions()(g3))] == [""]
 
 
+def test_squeeze_excite_scaling_is_the_next_1x1_convs_prologue():
+    """map * gate (one number per channel) is read through the 1x1 conv after it, not a kernel of
+    its own; a 3x3 conv keeps the mul apart."""
+    def se_block(kernel, gate_shape=(1, 4, 1, 1)):
+        g, x = image_graph()
+        y = g.call("relu", conv(g, x))
+        pooled = g.call("reshape", g.call("global_avg_pool", y), shape=gate_shape)
+        gate = g.call("sigmoid", g.call("conv", pooled, g.const(_w(4, 4, 1, 1))))  # the excite conv
+        w = g.const(_w(4, 4, kernel, kernel))
+        g.set_outputs([g.call("conv", g.call("mul", y, gate), w, pads=(kernel // 2,) * 4)])
+        return g
+
+    g = se_block(1)
+    out = FuseRegions()(g)
+    assert ("conv", ["mul", "conv"]) in regions(out) and "mul" not in ops(out)
+    assert_same_numerics(g, out)
+    assert "mul" in ops(FuseRegions()(se_block(3)))  # a 3x3 conv would scale each pixel 9 times
+    assert "mul" in ops(FuseRegions(prologue=False)(g))
+
+
 def test_elementwise_chains_fuse_without_an_anchor():
     g, x = image_graph()
     a, b = g.call("split", x, axis=1, sizes=(2, 2))
