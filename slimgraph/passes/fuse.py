@@ -14,7 +14,9 @@ point (nodes are visited in topological order, so regions grow downstream):
    a whole). Epilogue ops may read values computed elsewhere (the residual
    of a residual add) unless ``residual`` is off, but never broadcast the
    anchor's result to a larger tensor: squeeze-excite's
-   ``map * sigmoid(conv(pooled))`` keeps the multiply as a kernel of its own.
+   ``map * sigmoid(conv(pooled))`` is no epilogue of the gate's conv (rule 3
+   gives it to the 1x1 conv that reads the scaled map, or it stays a kernel
+   of its own).
    An epilogue runs inside the anchor's tile, so there it would be unrolled
    once per element of the whole map (EfficientNet-B0's build ran for
    minutes) and recompute the sigmoid for each. An epilogue op may read a
