@@ -231,8 +231,6 @@ def pad_into_conv(m: Match) -> Value:
     return m.graph.call("conv", pad.inputs[0], *node.inputs[1:], **{**node.attrs, "pads": grown})
 
 
-
-
 #: Producers a reshape is sunk away from: a matmul on a [rows, K] view (torch's linear on a
 #: [1, H, W, C] map) then reaches the elementwise ops after the reshape as its epilogue.
 _SINK_FROM = ("linear", "matmul")

@@ -170,16 +170,17 @@ def _pixel_rows_tile(call, kernel, begins, ends) -> tuple[int, int] | None:
                  and c_out % c == 0), None)
 
 
-def pixel_rows_conv1x1(call, x, weight: np.ndarray, shape, strides):
+def pixel_rows_conv1x1(call, x, weight: np.ndarray, shape, strides, tile: tuple[int, int]):
     """A 1x1 conv as the matrix product it is in NCHW: out[n, :, p] = W @ x[n, :, p] over the
     flattened pixels p, computed (``conv1x1_rows`` rule) as vectors along p times a run of output channels.
     Each input channel's pixels are one contiguous row, so no transposed copy is made, and each tile
     writes whole vectors into its channel planes (the packed conv's 16-channel tile stores its
     pixels lane by lane, as many scalar stores as results: ResNet-50's 1x1 convs ran at 140-250
     GFLOP/s). A strided conv reads a copy of the pixels it uses, in rows (``pixels``, made once).
-    The weight is laid out [C_out/B, C_in, B]: a step's B broadcasts are adjacent."""
+    ``tile`` is the (pixels, channels) tile :func:`_pixel_rows_tile` chose. The weight is laid out
+    [C_out/B, C_in, B]: a step's B broadcasts are adjacent."""
     c_out, c_in = weight.shape[:2]
-    pixels, block = _pixel_rows_tile(call, [1, 1], (0, 0), (0, 0))
+    pixels, block = tile
     width = int(shape[3])
     if tuple(strides) != (1, 1):
         sh, sw = strides
@@ -233,9 +234,9 @@ def lower_conv(call):
         return amx.conv2d(call, x, weight, begins, strides)  # the bias added, rounded once, in the kernel
     if _dpbf16_applies(call, k, groups, c_out, weight):
         conv = _bf16_conv2d(call, x, weight, begins, ends, strides, dilations)
-    elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None and _pixel_rows_tile(call, kernel,
-                                                                                                     begins, ends):
-        conv = pixel_rows_conv1x1(call, x, weight, shape, strides)
+    elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None and (
+            tile := _pixel_rows_tile(call, kernel, begins, ends)):
+        conv = pixel_rows_conv1x1(call, x, weight, shape, strides, tile)
     elif _cpu_packed(call) and k == 2 and groups == 1 and weight is not None:
         pixels = kernel == [1, 1] and not any(begins) and not any(ends)
         if pixels:

@@ -410,7 +410,7 @@ def _weight_run(sch, block, loops: list, block_c: int, tile_w: int) -> int:
         return 0
     per_channel = math.prod(window) * block_c * 4
     want = max(WEIGHT_RUN_BYTES // per_channel, 1)
-    run = max((d for d in range(1, min(want, c_in) + 1) if c_in % d == 0), default=c_in)
+    run = max(d for d in range(1, min(want, c_in) + 1) if c_in % d == 0)
     return run if run < c_in else 0
 
 
@@ -428,7 +428,7 @@ def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
         sch, block, outputs, [(1, 0), (_ann_int(sch, block, "sg.block", 8), 1), (_ann_int(sch, block, "sg.pixels", 16), 2)],
         lambda *i: i, cores, outer_order=order,
     )
-    sch.vectorize(sch.get_loops(_epilogue(sch, block, outputs))[-1])
+    sch.vectorize(sch.get_loops(consumer)[-1])
     for producer in sch.get_producers(block):  # a strided conv's pixels, copied in rows once
         if _rule(sch, producer) == "pixels":
             _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
