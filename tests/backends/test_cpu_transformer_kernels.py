@@ -113,7 +113,9 @@ def test_attention_matches_reference(target, shape, mask, causal):
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("op, shape", [("layer_norm", (1, 197, 48)), ("layer_norm", (2, 3, 32)),
-                                       ("softmax", (1, 2, 5, 48)), ("log_softmax", (3, 64))])
+                                       ("softmax", (1, 2, 5, 48)), ("log_softmax", (3, 64)),
+                                       # enough rows to run in parallel (a rule that failed only then fell back)
+                                       ("layer_norm", (1, 197, 256)), ("softmax", (1, 4, 64, 192))])
 def test_row_reductions_match_reference(target, op, shape):
     rng = np.random.default_rng(3)
     g = Graph("rows")
@@ -235,3 +237,22 @@ def test_reshape_groups():
     assert reshape_groups((6, 4, 1), (24,)) == [(slice(0, 3), slice(0, 1))]            # trailing unit dim
     assert reshape_groups((2, 3, 4), (2, 12)) == [(slice(0, 1), slice(0, 1)), (slice(1, 3), slice(1, 2))]
     assert reshape_groups((0, 4), (4, 0)) == [(slice(0, 2), slice(0, 2))]              # empty: one group
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_attention_reduces_rows_as_vectors_and_tiles_odd_keys_by_eight_rows(target):
+    """The row max and sum as a vector of partials folded once per row (a scalar loop waited
+    4 cycles on each max and add: 60% of ViT's attention); the scores product over keys that
+    make an odd number of vectors (ViT's 197, padded to 13 x 16 or 25 x 8) as 8 rows x 1 vector,
+    where 4 rows left the FMA units waiting; no normalized copy of the exponentials."""
+    import re
+
+    g, inputs = _attention_graph(1, 2, 2, 11, 40, 16, None, False)  # 3 vectors of keys, or 5
+    model = _run(g, inputs, target, "attention_dot_update")
+    tir = next(k.tir for k in model.kernels if "attention_dot_update" in k.tir)
+    lanes = 8 if target == "llvm:haswell" else 16
+    for stage in ("attention_max_rf", "attention_sum_rf"):
+        assert re.search(rf'T\.vectorized\({lanes}\):\s*with T\.sblock\("{stage}_update"\)', tir), stage
+    assert re.search(r'T\.unroll\(8\):\s*for \w+ in T\.unroll\(1\):\s*for \w+ in T\.vectorized\(\d+\):'
+                     r'\s*with T\.sblock\("attention_dot_update"\)', tir)
+    assert "attention_prob" not in tir

@@ -36,10 +36,10 @@ def kv_index(idx: tuple, group: int) -> tuple:
     return (*idx[:-3], idx[-3] // group, *idx[-2:])
 
 
-#: Query rows per register tile of the CPU attention kernel (the query rows are padded to a multiple).
+#: Query rows per register tile of the CPU attention kernel's values product (the query rows are
+#: padded to a multiple). The scores product takes twice as many when the keys make an odd number
+#: of vectors, its tile then being one vector wide.
 ROW_TILE = 4
-#: Keys are padded to a multiple of this many vectors: the scores' register tile is that wide.
-KEY_VECTORS = 1
 
 
 @register("attention")
@@ -111,8 +111,9 @@ def _cpu_attention(call):
     """Attention as the CPU ``attention`` rule computes it, one (batch, head) at a time with its
     stages in cache: K transposed once per head ([D, keys], so the scores' inner loop reads keys
     contiguously), the scores as a register-tiled product, row max, exponentials written once,
-    their sum, the probabilities normalized once per element, and their product with V. Query
-    rows are padded to a multiple of ``ROW_TILE`` and keys to a multiple of the vector width
+    their sum, their product with V, and that divided by the sum (once per output element, not
+    once per score as normalizing the exponentials would). Query rows are padded to a multiple
+    of the register tiles' rows (see ``ROW_TILE``) and keys to a multiple of the vector width
     (padded keys are masked out, padded rows read the last row and are never stored), so no
     loop of the kernel carries a remainder. The mask and the padded keys reach the scores as one
     addend (see :func:`_score_addend`)."""
@@ -122,8 +123,9 @@ def _cpu_attention(call):
     keys = k_shape[-2]
     group = q_shape[-3] // k_shape[-3]
     lanes = call.target.lanes
-    rows_p = -(-rows // ROW_TILE) * ROW_TILE
-    keys_p = -(-keys // (lanes * KEY_VECTORS)) * lanes * KEY_VECTORS
+    keys_p = -(-keys // lanes) * lanes
+    score_rows = ROW_TILE * (2 if keys_p // lanes % 2 else 1)
+    rows_p = -(-rows // score_rows) * score_rows
     scale = attention_scale(features, call.attrs["scale"])
     mask = broadcast(call.args[3], (*lead, rows, keys)) if len(call.args) > 3 else None
     bool_mask = mask is not None and dtype_of(call.args[3]) == "bool"
@@ -145,7 +147,7 @@ def _cpu_attention(call):
     dot = te.compute(
         (*lead, rows_p, keys_p),
         lambda *i: te.sum(up(q[(*i[:n], row(i[-2]), re)]) * kt[(*i[:n], re, i[-1])], axis=re),
-        name="attention_dot", attrs={"sg.rule": "attention", "sg.rows": ROW_TILE, "sg.lanes": lanes},
+        name="attention_dot", attrs={"sg.rule": "attention", "sg.rows": score_rows, "sg.lanes": lanes},
     )
 
     def score(*i):
@@ -170,21 +172,18 @@ def _cpu_attention(call):
     total = te.compute((*lead, rows_p), lambda *i: te.sum(e[(*i, rs)], axis=rs), name="attention_sum",
                        attrs={"sg.rule": "attention"})
 
-    def normalized(*i):
-        t = total[i[:-1]]
-        return e[i] * tirx.Select(t > zero, tirx.const(1.0, wide) / t, zero)
-
-    p = te.compute((*lead, rows_p, keys_p), normalized, name="attention_prob", attrs={"sg.rule": "attention"})
     rv = te.reduce_axis((0, keys_p), "rv")
     acc = te.compute(
-        (*lead, rows_p, features),
-        lambda *i: te.sum(p[(*i[:-1], rv)] * up(v[kv_index((*i[:n], key(rv), i[-1]), group)]), axis=rv),
+        (*lead, rows_p, call.shape()[-1]),
+        lambda *i: te.sum(e[(*i[:-1], rv)] * up(v[kv_index((*i[:n], key(rv), i[-1]), group)]), axis=rv),
         name="attention_values", attrs={"sg.rule": "attention", "sg.rows": ROW_TILE, "sg.lanes": lanes},
     )
-    if rows_p == rows and dtype_of(acc) == call.dtype():
-        return acc
-    return spatial_compute(call.shape(), lambda *i: down(acc[i], call.dtype()), name="attention",
-                           rule="elementwise")
+
+    def finish(*i):
+        t = total[i[:-1]]
+        return down(acc[i] * tirx.Select(t > zero, tirx.const(1.0, wide) / t, zero), call.dtype())
+
+    return spatial_compute(call.shape(), finish, name="attention", rule="elementwise")
 
 
 def _score_addend(call, mask, bool_mask: bool, padded: tuple, row, key, keys: int):

@@ -12,11 +12,12 @@ loop so a panel stays in L2 while the row tiles stream past it.
 
 ``attention`` (``ops/attention.py``): one task per (batch, head); inside it
 K transposed, the scores as a register-tiled product, row max, exponentials,
-their sum, the normalized probabilities, and their product with V, every
-stage on data the task just wrote (in L1/L2). The two products keep a
-[row tile x vectors] accumulator in registers. With padded keys or a bool
-mask the mask is padded to a bias (-inf on padded keys) once, in its own
-parallel loop ahead of the heads.
+their sum, their product with V, and that divided by the sum, every stage on
+data the task just wrote (in L1/L2). The two products keep a [row tile x
+vectors] accumulator in registers; the row max and sum are vectors of
+partials folded once per row. With padded keys or a bool mask the mask is
+padded to a bias (-inf on padded keys) once, in its own parallel loop ahead
+of the heads.
 
 ``row_reduce`` (layer norm's statistics, softmax's max and sum over the
 last axis): the row reduced as a vector of partial results, then folded.
@@ -116,7 +117,7 @@ def _dense_packed(sch, block, cores: int, outputs) -> set[str]:
 
 #: The attention kernel's stages, in order (``ops/attention.py`` names them).
 ATTENTION_STAGES = ("attention_kt", "attention_dot", "attention_max", "attention_exp", "attention_sum",
-                    "attention_prob", "attention_values")
+                    "attention_values")
 #: The mask padded to the scores' shape (with padded keys or a bool mask; see ``ops/attention.py``).
 ATTENTION_MASK = "attention_bias"
 
@@ -125,32 +126,59 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     """Per (batch, head) task: every stage computed inside it, the two products register-tiled."""
     cpu = _helpers()
     stage = {cpu._stmt(sch, b).name_hint: b for b in cpu._blocks(sch)}
-    kt, dot, top, exp, total, prob, values = (stage[name] for name in ATTENTION_STAGES)
-    rows = cpu._ann_int(sch, dot, "sg.rows", 4)
+    kt, dot, top, exp, total, values = (stage[name] for name in ATTENTION_STAGES)
+    finish = cpu._epilogue(sch, values, outputs)
+    rows = cpu._ann_int(sch, values, "sg.rows", 4)
     lanes = cpu._ann_int(sch, dot, "sg.lanes", cpu.VECTOR)
-    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES) - {ATTENTION_MASK}
+    others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - set(ATTENTION_STAGES) - {
+        ATTENTION_MASK, cpu._stmt(sch, finish).name_hint}
     if ATTENTION_MASK in stage:  # its own loop ahead of the heads; a few thousand scalar copies
         cpu._parallelize(sch, list(sch.get_loops(stage[ATTENTION_MASK]))[:-1], cores)
+    # the row max and sum as vectors of partials (split while their loop nests are standalone)
+    top_rf, total_rf = (_lane_split(sch, b, lanes) for b in (top, total))
 
-    # the values product owns the head loop: [rows x features] accumulators in registers
-    local = sch.cache_write(values, 0, "local")
-    *lead, i, d, rv = sch.get_loops(values)
+    # the exponentials own the head loop: the stages before them move in as producers
+    # (compute_at: every consumer already inside), those after as consumers (reverse_compute_at:
+    # every producer already inside). No other stage could own it: the mask's bias stays out
+    # ahead of the heads, so what reads it must move in as a producer, and the division by the
+    # row's sum reads the sum and the values product both, so it must move in as a consumer
+    *lead, _, _ = sch.get_loops(exp)
     head = sch.fuse(*lead) if len(lead) > 1 else lead[0]
     cpu._parallelize(sch, [head], cores)
+    _vector_tail(sch, exp, lanes)
+    for b in (top, top_rf, dot, kt):
+        sch.compute_at(b, head, preserve_unit_loops=True)
+    _lane_partials(sch, top_rf, top, lane_at=1)
+    _scores_product(sch, dot, lanes)
+    _vector_tail(sch, kt, lanes)
+    for b in (total_rf, total):
+        sch.reverse_compute_at(b, head, preserve_unit_loops=True)
+    _lane_partials(sch, total_rf, total, lane_at=1)
+
+    # the values product: [rows x features] accumulators in registers; then the division by
+    # the row's sum (and the cast to the output's type) over the head's rows, which reads the sum
+    # too and so cannot sit inside the product's row tile (reverse_compute_at wants every
+    # producer of a block under the loop it goes to)
+    sch.reverse_compute_at(values, head, preserve_unit_loops=True)
+    local = sch.cache_write(values, 0, "local")
+    *_, i, d, rv = sch.get_loops(values)
     features = cpu._extent(sch, d)
     width = next(w for w in (lanes, lanes // 2, lanes // 4, 1) if features % w == 0)  # heads of 8 or 40 features
-    _, inners = _register_tile(sch, values, [(i, [rows]), (d, [features // width, width])], [rv], [head])
-    io = list(sch.get_loops(values))[1]
-    sch.reverse_compute_at(local, io, preserve_unit_loops=True)
+    outers, inners = _register_tile(sch, values, [(i, [rows]), (d, [features // width, width])], [rv], [])
+    sch.reverse_compute_at(local, outers[0], preserve_unit_loops=True)
     _vector_tail(sch, local, lanes)
     _finish_accumulator(sch, values, rv, inners)
+    sch.reverse_compute_at(finish, head, preserve_unit_loops=True)
+    _vector_tail(sch, finish, lanes)
+    return _names_since(sch, others)
 
-    for b in (prob, total, exp, top, dot, kt):
-        sch.compute_at(b, head, preserve_unit_loops=True)
-    for b in (prob, exp, kt):
-        _vector_tail(sch, b, lanes)
 
-    # the scores product: [rows x up to 4 vectors] accumulators over the features
+def _scores_product(sch, dot, lanes: int) -> None:
+    """The scores q k^T as [``sg.rows`` x up to 4 vectors] accumulators over the features (the
+    lowering gives 8 rows when the keys make an odd number of vectors, so that a tile of one
+    vector still holds 8 independent sums: 4 left the FMA units waiting on each other)."""
+    cpu = _helpers()
+    rows = cpu._ann_int(sch, dot, "sg.rows", 4)
     keys = cpu._extent(sch, list(sch.get_loops(dot))[-2])
     vectors = next(v for v in (4, 2, 1) if keys % (v * lanes) == 0)
     local = sch.cache_write(dot, 0, "local")
@@ -159,7 +187,6 @@ def _attention(sch, block, cores: int, outputs) -> set[str]:
     sch.reverse_compute_at(local, outers[-1], preserve_unit_loops=True)
     _vector_tail(sch, local, lanes)
     _finish_accumulator(sch, dot, dr, inners)
-    return _names_since(sch, others)
 
 
 def _row_reduce(sch, block, cores: int, outputs) -> set[str]:
@@ -174,16 +201,36 @@ def _row_reduce(sch, block, cores: int, outputs) -> set[str]:
         cpu._parallelize(sch, spatial, cores)
         return {cpu._stmt(sch, block).name_hint}
     others = {cpu._stmt(sch, b).name_hint for b in cpu._blocks(sch)} - {cpu._stmt(sch, block).name_hint}
+    partial = _lane_split(sch, block, lanes)
+    # the rows go parallel while the partials are still a reduction (not once their init is split off)
+    cpu._parallelize(sch, list(sch.get_loops(partial))[:-2], cores)
+    _lane_partials(sch, partial, block)
+    return _names_since(sch, others)
+
+
+def _lane_split(sch, block, lanes: int):
+    """Split ``block``'s innermost loop, its one reduction (a multiple of ``lanes``), into
+    ``lanes`` partial results, a new block returned; the loop nest must still be ``block``'s
+    alone (rfactor's rule). See :func:`_lane_partials`."""
+    *spatial, r = sch.get_loops(block)
     _, inner = sch.split(r, [None, lanes])
-    partial = sch.rfactor(inner, len(spatial))
-    *rows, ro, ri = sch.get_loops(partial)
-    sch.reorder(ro, ri)
+    return sch.rfactor(inner, len(spatial))
+
+
+def _lane_partials(sch, partial, block, lane_at: int = -1) -> None:
+    """The partial results of :func:`_lane_split` kept as one vector while the row streams past,
+    and ``block`` folding them after each row: a scalar loop would wait on each add or max in
+    turn (4 cycles each). ``lane_at`` is the lane loop's place in ``partial``'s loops: last as
+    rfactor leaves it, first of its own when compute_at rebuilt them (in the order of the block's
+    iters, the lane's first). The fold goes under the loop just above the reduction."""
+    loops = list(sch.get_loops(partial))
+    lane = loops[lane_at]
+    *rows, ro = [loop for loop in loops if not loop.same_as(lane)]
+    sch.reorder(rows[-1], ro, lane)
     sch.reverse_compute_at(block, rows[-1], preserve_unit_loops=True)
-    cpu._parallelize(sch, rows, cores)
-    sch.vectorize(ri)
+    sch.vectorize(lane)
     init = sch.decompose_reduction(partial, ro)
     sch.vectorize(sch.get_loops(init)[-1])
-    return _names_since(sch, others)
 
 
 MATMUL_RULES: dict[str, Callable] = {
