@@ -256,3 +256,26 @@ def test_attention_reduces_rows_as_vectors_and_tiles_odd_keys_by_eight_rows(targ
     assert re.search(r'T\.unroll\(8\):\s*for \w+ in T\.unroll\(1\):\s*for \w+ in T\.vectorized\(\d+\):'
                      r'\s*with T\.sblock\("attention_dot_update"\)', tir)
     assert "attention_prob" not in tir
+
+
+def test_a_failing_rule_falls_back_visibly(monkeypatch, caplog):
+    """A rule that throws leaves the kernel on the generic schedule (a build never fails on a
+    schedule), but the kernel's TIR carries the reason and the log warns: a silent fallback hid a
+    row_reduce rule that ran layer norm 6x slower."""
+    import logging
+
+    from slimgraph.backends.tvm.schedules import cpu
+
+    def broken(*_):
+        raise ValueError("no schedule for this shape")
+
+    monkeypatch.setitem(cpu.CPU_RULES, "row_reduce", broken)
+    g = Graph("ln")
+    x = g.add_input("x", TensorType("f32", (4, 64)))
+    g.set_outputs([g.call("softmax", x, axis=-1)])
+    data = np.random.default_rng(6).standard_normal((4, 64)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="slimgraph.backends.tvm"):
+        model = build(g, "llvm")
+    np.testing.assert_allclose(model(data), g.run(data)[0], rtol=1e-5, atol=1e-6)
+    assert all(f'"{cpu.FALLBACK_ATTR}": "no schedule for this shape"' in k.tir for k in model.kernels)
+    assert "no schedule for this shape" in caplog.text and "generic schedule" in caplog.text

@@ -30,6 +30,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("tvm")
 
 import slimgraph  # noqa: E402
+from slimgraph.backends.tvm.schedules.cpu import FALLBACK_ATTR  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -164,6 +165,8 @@ def test_text_model_compiles_and_matches_eager(built, name, path, record_propert
     seconds = time.perf_counter() - start
     got = compiled(*(x.numpy() for x in inputs))
     assert got.shape == expected.shape and got.dtype == expected.dtype
+    # every kernel got its rule: a rule that fails falls back to a generic schedule many times slower
+    assert not [k.name for k in compiled.kernels if FALLBACK_ATTR in k.tir]
     error = float(np.abs(got - expected).max() / np.abs(expected).max())
     if path == "torch":
         assert _count(compiled.ir, "attention") == ATTENTION_OPS[name]

@@ -16,7 +16,10 @@ A kernel's PrimFunc is scheduled in three steps:
    vectorized loop nest.
 
 If a rule throws on an unusual kernel, the kernel is rescheduled with the
-generic steps only, so a build never fails on a schedule.
+generic steps only, so a build never fails on a schedule; the kernel carries
+``FALLBACK_ATTR`` with the rule's error (visible in its TIR) and the
+``slimgraph.backends.tvm`` log warns, since the generic schedule is often
+many times slower.
 
 Example::
 
@@ -26,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable
 
@@ -57,6 +61,13 @@ def pick_tile(extent: int, candidates: tuple[int, ...]) -> int:
     return max(d for d in range(1, candidates[0] + 1) if extent % d == 0)
 
 
+log = logging.getLogger("slimgraph.backends.tvm")
+
+#: Attribute of a kernel whose rule failed, giving why; it runs on the generic schedule, often
+#: many times slower, so the kernel's TIR (``Kernel.tir``) says so and the log warns.
+FALLBACK_ATTR = "sg.fallback"
+
+
 def schedule_cpu(func, target):
     """Schedule one PrimFunc for a CPU target; returns the scheduled PrimFunc."""
     from tvm import s_tir
@@ -65,7 +76,11 @@ def schedule_cpu(func, target):
     try:
         sch = s_tir.Schedule(func)
         _schedule(sch, cores, use_rules=True)
-    except Exception:  # noqa: BLE001 - any rule failure falls back to the generic schedule
+    except Exception as exc:  # noqa: BLE001 - any rule failure falls back to the generic schedule
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        name = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs else "a kernel"
+        log.warning("%s: its schedule rule failed (%s); it runs on the generic schedule", name, reason)
+        func = func.with_attr(FALLBACK_ATTR, reason)
         sch = s_tir.Schedule(func)
         try:
             _schedule(sch, cores, use_rules=False)
