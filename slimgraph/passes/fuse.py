@@ -25,6 +25,9 @@ point (nodes are visited in topological order, so regions grow downstream):
    before its bias or activation). A ``quantize`` ends the
    epilogue: its integer result is what should travel between kernels, and
    the ``dequantize`` that reads it becomes the next anchor's prologue.
+   An epilogue that reads the result several times (GPT-2's gelu_new written
+   out) cannot join op by op; the chain it forms (rule 4) joins as a whole
+   when it is the result's only reader (see ``_chain_epilogue``).
 3. Prologue. A region with an anchor takes the producer of one of its inputs
    when the region is that value's only reader and the producer is cheap:
    injective (reshape, transpose, pad, slice, ...), ``cast`` or
@@ -147,6 +150,34 @@ def _channel_scaling(prod: Node, region: Node) -> bool:
     return all(d == 1 for d in conv.inputs[1].type.shape[2:])
 
 
+def _chain_epilogue(anchored: Node, chain: Node, residual: bool) -> bool:
+    """Whether a chain region (elementwise ops, no anchor) is a whole epilogue of the ``anchored``
+    region it reads: GPT-2's gelu_new, ``0.5 x (1 + tanh(c (x + 0.044715 x^3))))``, reads the
+    linear's result three times, so no single op of it could join (rule 2 takes an op only when
+    the result has no reader outside the region), and it ran as a kernel of its own that read
+    the result back. It joins when it is the result's only reader, its ops are elementwise of
+    the result's shape (a matmul's result read through a reshape of unit dims, as rule 2 allows),
+    and it reads nothing else computed unless ``residual``."""
+    body, result = anchored.body, anchored.body.outputs[0]
+    if result.producer.op == "quantize":
+        return False
+    (index,) = [i for i, v in enumerate(chain.inputs) if v is anchored.output] or [None]
+    if index is None:
+        return False
+    shape = chain.output.type.shape
+    read = chain.body.inputs[index]
+    for node in chain.body.nodes:
+        if node.op == "reshape" and node.inputs[0] is read and _unit_dims_only(node) and \
+                anchored.attrs["anchor"] in RESHAPED_EPILOGUE_ANCHORS and node.output.type.shape == shape:
+            continue
+        if not _elementwise(node) or node.op == "requantize" or node.output.type.shape != shape:
+            return False
+    if read.type.shape != shape and not all(u.op == "reshape" for u in read.users):
+        return False
+    others = [v for i, v in enumerate(chain.inputs) if i != index and not v.is_const]
+    return residual or not others
+
+
 def _unit_dims_only(reshape: Node) -> bool:
     """Whether a reshape only adds or drops dims of size 1 ([S, N] -> [1, S, N]). One that splits
     or merges rows would make a tile of the matmul's rows a ragged set of the epilogue's."""
@@ -251,16 +282,21 @@ class _Fuser:
         anchor = region.attrs["anchor"]
         for value in region.inputs:
             prod = value.producer
-            if prod is None or prod.op in ("const", "fused") or len(prod.outputs) != 1:
+            if prod is None or prod.op == "const" or len(prod.outputs) != 1:
+                continue
+            if prod.op == "fused" and (anchor or not prod.attrs["anchor"]):
                 continue
             if anchor:
                 fits = self.options.prologue and (prod.opdef.category == "injective" or prod.op in CHEAP_CONVERSIONS
                                                   or _channel_scaling(prod, region))
+            elif prod.op == "fused" and id(prod.attrs.get("body")) in self.made and prod.attrs["anchor"]:
+                fits = self.options.epilogue and _chain_epilogue(prod, region, self.options.residual)
             else:
                 fits = self.options.chains and _chainable(prod)
             members = [prod, region]
             if fits and _only_reader(value, [region], graph) and self._acceptable(graph, members):
-                return self.merge(graph, members, anchor)
+                # a chain that took its anchored producer is that anchor's region now
+                return self.merge(graph, members, prod.attrs["anchor"] if prod.op == "fused" else anchor)
         return None
 
     def _acceptable(self, graph: Graph, members: list[Node]) -> bool:

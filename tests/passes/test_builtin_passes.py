@@ -387,6 +387,37 @@ def test_a_matmul_takes_its_epilogue_through_a_reshape():
     assert [anchor for anchor, _ in regions(FuseRegions()(g3))] == [""]
 
 
+def test_an_epilogue_that_reads_the_result_several_times_joins_as_a_whole():
+    """GPT-2's gelu_new written out, 0.5 y (1 + tanh(c (y + 0.044715 y^3))), after its linear:
+    y is read three times, so no single op of it can join the linear (each would leave y a
+    reader outside the region); the chain they form joins as a whole. A chain that also reads
+    the anchor's result elsewhere, or broadcasts it, does not."""
+    def gelu_new(g, y):
+        inner = g.call("add", y, g.call("mul", g.call("pow", y, g.const(np.float32(3.0))), g.const(np.float32(0.044715))))
+        t = g.call("tanh", g.call("mul", inner, g.const(np.float32(0.79788456))))
+        return g.call("mul", g.call("mul", y, g.const(np.float32(0.5))), g.call("add", t, g.const(np.float32(1.0))))
+
+    g = Graph("gpt2_mlp")
+    x = g.add_input("x", TensorType("f32", (1, 5, 8)))
+    y = g.call("reshape", g.call("matmul", g.call("reshape", x, shape=(5, 8)), g.const(_w(8, 4))), shape=(1, 5, 4))
+    g.set_outputs([gelu_new(g, y)])
+    out = FuseRegions()(g)
+    assert [anchor for anchor, _ in regions(out)] == ["matmul"] and ops(out) == ["fused"]
+    assert_same_numerics(g, out, rtol=0, atol=0)
+    assert [anchor for anchor, _ in regions(FuseRegions(epilogue=False)(g))] == ["matmul", ""]
+    # the result also read outside the chain: the chain keeps its own kernel
+    g2 = Graph("read_twice")
+    x2 = g2.add_input("x", TensorType("f32", (5, 8)))
+    y2 = g2.call("matmul", x2, g2.const(_w(8, 4)))
+    g2.set_outputs([gelu_new(g2, y2), g2.call("softmax", y2)])
+    assert ops(FuseRegions()(g2)) == ["matmul", "fused", "softmax"]
+    # the result broadcast (a [5, 1] matmul added to a [5, 4] input): the chain keeps its own kernel
+    g3 = Graph("broadcast")
+    y3 = g3.call("matmul", g3.add_input("x", TensorType("f32", (5, 8))), g3.const(_w(8, 1)))
+    g3.set_outputs([gelu_new(g3, g3.call("add", y3, g3.add_input("z", TensorType("f32", (5, 4)))))])
+    assert ops(FuseRegions()(g3)) == ["matmul", "fused"]
+
+
 def test_squeeze_excite_scaling_is_the_next_1x1_convs_prologue():
     """map * gate (one number per channel) is read through the 1x1 conv after it, not a kernel of
     its own; a 3x3 conv keeps the mul apart."""
