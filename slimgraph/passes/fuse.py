@@ -158,10 +158,9 @@ def _chain_epilogue(anchored: Node, chain: Node, residual: bool) -> bool:
     the result back. It joins when it is the result's only reader, its ops are elementwise of
     the result's shape (a matmul's result read through a reshape of unit dims, as rule 2 allows),
     and it reads nothing else computed unless ``residual``."""
-    body, result = anchored.body, anchored.body.outputs[0]
-    if result.producer.op == "quantize":
+    if anchored.body.outputs[0].producer.op == "quantize":
         return False
-    (index,) = [i for i, v in enumerate(chain.inputs) if v is anchored.output] or [None]
+    index = next((i for i, v in enumerate(chain.inputs) if v is anchored.output), None)
     if index is None:
         return False
     shape = chain.output.type.shape
@@ -284,12 +283,13 @@ class _Fuser:
             prod = value.producer
             if prod is None or prod.op == "const" or len(prod.outputs) != 1:
                 continue
-            if prod.op == "fused" and (anchor or not prod.attrs["anchor"]):
+            # a region is taken only by a chain, and only when it is an anchor's region of this run
+            if prod.op == "fused" and (anchor or not prod.attrs["anchor"] or id(prod.attrs["body"]) not in self.made):
                 continue
             if anchor:
                 fits = self.options.prologue and (prod.opdef.category == "injective" or prod.op in CHEAP_CONVERSIONS
                                                   or _channel_scaling(prod, region))
-            elif prod.op == "fused" and id(prod.attrs.get("body")) in self.made and prod.attrs["anchor"]:
+            elif prod.op == "fused":
                 fits = self.options.epilogue and _chain_epilogue(prod, region, self.options.residual)
             else:
                 fits = self.options.chains and _chainable(prod)
