@@ -57,7 +57,7 @@ def _row_tiled(tir: str) -> bool:
 @pytest.mark.parametrize("channels, size, kernel, stride", [
     (7, 14, 3, 1),  # odd channel count, a row of 14 (not a multiple of 16)
     (16, 9, 7, 1),  # ConvNeXt's 7x7 on a 9-wide map
-    (13, 15, 5, 2),  # strided: column phases
+    (13, 15, 5, 2),  # strided: every other column of the padded rows
     (32, 33, 3, 1),  # a row of 33: the padded input's rows round up to 48
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])

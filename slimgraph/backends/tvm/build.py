@@ -20,6 +20,7 @@ import re
 import warnings
 from typing import TYPE_CHECKING, Callable
 
+from slimgraph.backends.tvm import tir_pipeline
 from slimgraph.backends.tvm.compiled import CompiledModel, metadata
 from slimgraph.backends.tvm.lower import AUTO, assert_checks, lower_graph
 from slimgraph.backends.tvm.schedules import schedule_module
@@ -117,7 +118,8 @@ def build(
     # OpenCL models run through PyOpenCL, replaying the kernel launches TVM's host code would make
     with (capture() if spec.runtime == "pyopencl" else contextlib.nullcontext({})) as host:
         try:
-            executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline())
+            executable = tvm.compile(mod, spec.tvm(), relax_pipeline=relax.pipeline.default_build_pipeline(),
+                                     tir_pipeline=tir_pipeline.for_target(spec))
         except Exception as exc:  # TVM's own errors are long C++ traces; keep the first line
             raise BackendError(f"TVM failed to compile @{graph.name} for {spec.text}: "
                                f"{str(exc).strip().splitlines()[0]}") from exc

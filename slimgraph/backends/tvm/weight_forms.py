@@ -152,6 +152,7 @@ def time_kernel_forms(kernel: KernelForms, target: TargetSpec, clock: Clock = ti
     ms, and ``ratio``, the median of the pairs' compressed / decoded times."""
     import tvm
 
+    from slimgraph.backends.tvm import tir_pipeline
     from slimgraph.backends.tvm.schedules import schedule_module
 
     rng = np.random.default_rng(0)
@@ -159,7 +160,7 @@ def time_kernel_forms(kernel: KernelForms, target: TargetSpec, clock: Clock = ti
     for form, lowered in kernel.forms.items():
         mod = schedule_module(tvm.IRModule({"kernel": lowered.func.with_attr("global_symbol", "kernel")}), target)
         try:
-            function = tvm.compile(mod, target.tvm())["kernel"]
+            function = tvm.compile(mod, target.tvm(), tir_pipeline=tir_pipeline.for_target(target))["kernel"]
         except Exception as exc:  # TVM's errors are long C++ traces; keep the first line
             raise BackendError(f"{kernel.node}: building its {form} form alone failed: "
                                f"{str(exc).strip().splitlines()[0]}") from exc

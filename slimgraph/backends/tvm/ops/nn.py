@@ -274,38 +274,16 @@ def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
     read back without the extra columns, and the input is padded to cover them, in whole
     vectors so that the copy vectorizes too.
 
-    With a row stride s > 1 the copy also splits each padded row into s column phases
-    (``[N, C, H, s, W/s]``, phase p holding columns p, p + s, ...): tap ``rw`` of output column
-    ``v`` is then column ``v + rw // s`` of phase ``rw % s``, a contiguous vector read, where the
-    row itself would be read every s-th element (a gather per vector). Dilated strided convs keep
-    the generic loop nest."""
+    With a row stride s > 1 each tap reads every s-th column of the padded row, a vector load
+    the TIR pipeline (``tir_pipeline.py``) turns into s contiguous loads and a shuffle.
+    """
     rh, rw = te.reduce_axis((0, kernel[0]), "rh"), te.reduce_axis((0, kernel[1]), "rw")
     (sh, sw), (dh, dw) = strides, dilations
-    if sw > 1 and dw > 1:
-        xp = pad_spatial(x, begins, ends, tirx.const(0, dtype_of(x)))
-        return te.compute(
-            shape,
-            lambda n, c, h, v: te.sum(up(xp[n, c, h * sh + rh * dh, v * sw + rw * dw]) * up(w[c, 0, rh, rw]),
-                                      axis=[rh, rw]),
-            name="conv",
-            attrs={"sg.rule": "conv"},
-        )
     out_w = int(shape[3])
     rows_w = _vector_multiple(out_w)
-    if sw > 1:
-        xs = _column_phases(x, begins, ends, sw, rows_w + (kernel[1] - 1) // sw)
-        conv = te.compute(
-            (*shape[:3], rows_w),
-            lambda n, c, h, v: te.sum(up(xs[n, c, h * sh + rh * dh, rw % sw, v + rw // sw]) * up(w[c, 0, rh, rw]),
-                                      axis=[rh, rw]),
-            name="conv",
-            attrs={"sg.rule": "depthwise"},
-        )
-        return conv if rows_w == out_w else spatial_compute(shape, lambda *i: conv[i], name="conv_rows",
-                                                            rule="elementwise")
     width = int(x.shape[3]) + begins[1] + ends[1]
-    reach = rows_w + (kernel[1] - 1) * dw  # input columns the whole-vector rows read
-    extra = _vector_multiple(max(width, reach)) - width if sw == 1 and (any(begins) or any(ends) or reach > width) else 0
+    reach = (rows_w - 1) * sw + (kernel[1] - 1) * dw + 1  # input columns the whole-vector rows read
+    extra = _vector_multiple(max(width, reach)) - width if any(begins) or any(ends) or reach > width else 0
     xp = pad_spatial(x, begins, (ends[0], ends[1] + extra), tirx.const(0, dtype_of(x)))
     conv = te.compute(
         (*shape[:3], rows_w),
@@ -317,25 +295,6 @@ def _depthwise_conv2d(x, w, shape, kernel, strides, begins, ends, dilations):
     if rows_w == out_w:
         return conv
     return spatial_compute(shape, lambda *i: conv[i], name="conv_rows", rule="elementwise")
-
-
-def _column_phases(x, begins, ends, stride: int, least: int):
-    """``x`` [N, C, H, W] zero-padded and split into column phases: [N, C, H', stride, W'] with
-    ``[n, c, r, p, j]`` the padded map's ``[n, c, r, j * stride + p]`` (W' whole vectors, at least
-    ``least``: columns past the map read as zeros)."""
-    height, width = int(x.shape[2]), int(x.shape[3])
-    phase_width = _vector_multiple(max(-(-(width + begins[1] + ends[1]) // stride), least))
-    zero = tirx.const(0, dtype_of(x))
-
-    def f(n, c, r, p, j):
-        col = j * stride + p
-        inside = tirx.all(r >= begins[0], r < begins[0] + height, col >= begins[1], col < begins[1] + width)
-        # clamped reads: a vectorized if_then_else may load both sides
-        src = (tirx.max(tirx.min(r - begins[0], height - 1), 0), tirx.max(tirx.min(col - begins[1], width - 1), 0))
-        return tirx.if_then_else(inside, x[(n, c) + src], zero)
-
-    return spatial_compute(list(dims(x)[:2]) + [height + begins[0] + ends[0], stride, phase_width], f,
-                           name="pad", rule="pad")
 
 
 #: AVX512-BF16 ``vdpbf16ps``: 16 float32 lanes, each adding the products of a pair of bf16 values.

@@ -558,9 +558,9 @@ def _depthwise(sch, block, cores: int, outputs) -> set[str]:
     """Depthwise conv: a tile of output rows x a run of each row kept in registers (vectorized
     along the row) while the kernel window is summed into it, then written back through the
     epilogue; enough rows that the tile's registers make DEPTHWISE_CHAINS independent chains.
-    The padded input (``ops/nn.py``: with column phases for strided convs) is copied inside each
-    task of the parallel loop, just before the rows that read it: a channel's plane is copied
-    into cache and read there, in one pass over the threads instead of two."""
+    The padded input (``ops/nn.py``) is copied inside each task of the parallel loop, just
+    before the rows that read it: a channel's plane is copied into cache and read there, in one
+    pass over the threads instead of two."""
     loops = sch.get_loops(block)
     height, width = _extent(sch, loops[2]), _extent(sch, loops[3])
     tile_w = pick_tile(width, DEPTHWISE_TILES)
