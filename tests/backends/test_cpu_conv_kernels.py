@@ -89,7 +89,7 @@ def test_depthwise_rows_are_whole_vectors(channels, size, target):
     (512, 512, 9, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
-def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_outside, target):
+def test_1x1_conv_reads_its_pixels_in_row_runs(c_in, c_out, size, stride, rows_outside, target):
     rng = np.random.default_rng(6)
     g = Graph("pw")
     x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
@@ -104,7 +104,9 @@ def test_1x1_conv_reads_channels_last_pixels(c_in, c_out, size, stride, rows_out
     model = build(g, target, {})
     np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
     tir = model.kernels[0].tir
-    assert f"pixels = T.sblock_alloc_buffer((1, {out}, {out}, {c_in}))" in tir
+    # each output row's pixels as one run per input channel, copied a vector of a run at a time
+    assert f"pixels = T.sblock_alloc_buffer((1, {out}, {c_in}, {out}))" in tir
+    assert re.search(r"T\.vectorized\(\d+\):\s*\n\s*with T\.sblock\(\"pixels\"\)", tir)
     # inside the conv's parallel row loop, or a parallel loop of its own
     assert tir.count("T.parallel") == (1 if rows_outside else 2)
 

@@ -101,7 +101,7 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     """The CPU micro-kernel layout of a 2-d conv with a constant weight: the weight is
     re-laid out once as [C_out/block, C_in, kh, kw, block] so the inner loop reads it
     contiguously; ``widen`` converts each operand before the multiply (int8 -> int32).
-    ``xp`` is the (padded) NCHW input, or with ``pixels`` a 1x1 conv's [N, H_out, W_out, C_in]
+    ``xp`` is the (padded) NCHW input, or with ``pixels`` a 1x1 conv's [N, H_out, C_in, W_out]
     pixels (:func:`conv1x1_pixels`)."""
     c_out, c_in, *kernel = weight.shape
     block = _block(call, c_out)
@@ -112,7 +112,7 @@ def packed_conv2d(call, xp, weight: np.ndarray, shape, strides, dilations, name:
     (sh, sw), (dh, dw) = strides, dilations
 
     def x_at(n, h, v):
-        return xp[n, h + rh, v + rw, rc] if pixels else xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]
+        return xp[n, h + rh, rc, v + rw] if pixels else xp[n, rc, h * sh + rh * dh, v * sw + rw * dw]
 
     return te.compute(
         shape,
@@ -138,14 +138,18 @@ def _two_vector_block(call, c_in: int, c_out: int, kernel: list[int], out_width:
 
 
 def conv1x1_pixels(x, shape, strides):
-    """The pixels a 1x1 conv reads, channels last: [N, H_out, W_out, C_in], materialized once
-    in the conv's kernel (the ``pixels`` stage, computed row by row ahead of the rows reading it). In NCHW each step of the reduction over input
-    channels reads a row segment a whole channel plane away from the last, a new cache line
-    that no prefetcher predicts; channels last, each pixel's channels are one contiguous
-    stream (and a strided conv's copy keeps only the pixels it reads)."""
+    """The pixels a 1x1 conv reads, row by row: [N, H_out, C_in, W_out], each output row's
+    pixels as one run per input channel, materialized once in the conv's kernel (the ``pixels``
+    stage, computed row by row ahead of the rows reading it). A tile of a row then reads its
+    input as one contiguous stream, where in NCHW each step of the reduction over input channels
+    reads a row segment a whole channel plane away from the last, a new cache line that no
+    prefetcher predicts. The copy moves whole row runs; a channels-last copy was a transpose,
+    one scalar load per element (MobileNetV2 3.97 -> 3.87 ms, EfficientNet-B0 8.57 -> 8.35,
+    ResNet-50 34.2 -> 33.7 against channels last). A strided conv's copy keeps only the pixels
+    it reads."""
     sh, sw = strides
-    return spatial_compute((shape[0], shape[2], shape[3], int(x.shape[1])),
-                           lambda n, h, v, c: x[n, c, h * sh, v * sw], name="pixels", rule="pixels")
+    return spatial_compute((shape[0], shape[2], int(x.shape[1]), shape[3]),
+                           lambda n, h, c, v: x[n, c, h * sh, v * sw], name="pixels", rule="pixels")
 
 
 #: (pixel vectors, output channels) tiles of a 1x1 conv over its flattened pixel rows, by the

@@ -390,16 +390,15 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
         lambda n, c, h, w: (n, c // block_c, h, w, c % block_c), cores, intrin, outer_order=order,
         k_block=0 if order or decoding or intrin else _weight_run(sch, block, loops, block_c, tile_w),
     )
-    for producer in pixels:  # a 1x1 conv's channels-last pixels (ops/nn.py: conv1x1_pixels)
+    for producer in pixels:  # a 1x1 conv's pixels in row runs (ops/nn.py: conv1x1_pixels)
         names.add(_stmt(sch, producer).name_hint)
         if order:  # each output row's pixels copied just ahead of it, into L1, by the thread that reads them
             sch.compute_at(producer, list(sch.get_loops(block))[0], preserve_unit_loops=True)
-            inner = list(sch.get_loops(producer))[-1]
-            lanes = next((v for v in (VECTOR, VECTOR // 2, VECTOR // 4) if (_extent(sch, inner) or 0) % v == 0), 0)
-            if lanes:
-                sch.vectorize(sch.split(inner, [None, lanes])[1])
+            _vector_row(sch, list(sch.get_loops(producer))[-1])
         else:
-            _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
+            loops = list(sch.get_loops(producer))
+            _vector_row(sch, loops[-1])
+            _parallelize(sch, loops[:-1], cores)
     if intrin is None:
         _vector_epilogue(sch, block, block_c)
     return names | _schedule_pad(sch, cores)
