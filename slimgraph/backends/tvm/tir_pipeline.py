@@ -2,9 +2,9 @@
 rewrite of ours on the lowered code, registered with TVM as :data:`PIPELINE` by :func:`for_target`
 (GPU targets keep TVM's default).
 
-The rewrite: a vector load with a small constant stride (a stride-2 conv or pooling window read
-along a row, ``x[2 * v]`` for a vectorized ``v``) becomes a few contiguous vector loads and one
-shuffle. TVM's LLVM code generator loads such a vector one lane at a time (16 scalar loads and
+The rewrite: a vector load with a small constant stride (``x[2 * v]`` for a vectorized ``v``: a
+strided depthwise conv's taps, the pixel copy of a strided 1x1 conv) becomes a few contiguous
+vector loads and one shuffle. TVM's LLVM code generator loads such a vector one lane at a time (16 scalar loads and
 inserts for 16 float32 lanes); two loads and a ``vpermt2ps`` do the same, 4.8x faster on a
 stride-2 copy. The loads read no element outside the range the lanes cover.
 
