@@ -65,6 +65,24 @@ def test_depthwise_conv_matches_interpreter(channels, size, kernel, stride, targ
     assert _row_tiled(_check_depthwise(_depthwise_graph(channels, size, kernel, stride), channels, size, target))
 
 
+@pytest.mark.parametrize("size, stride, per_tile", [
+    (96, 2, True),  # a padded plane of 98x112 floats (44 KB) is copied a row tile at a time
+    (96, 1, True),
+    (28, 1, False),  # a small one once per channel, for all its row tiles
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_depthwise_copies_a_large_plane_per_row_tile(size, stride, per_tile, target):
+    rng = np.random.default_rng(9)
+    g = _depthwise_graph(8, size, 3, stride, rng=rng)
+    x = rng.standard_normal((1, 8, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(x), g.run(x)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    # the padded copy's row loop: a tile's rows (and the window's overlap), or the whole padded plane
+    rows = re.search(r"in T\.grid\(1, 1, (\d+), \d+\):\s*\n\s*with T\.sblock\(\"pad\"\)", tir)
+    assert (rows is not None and int(rows.group(1)) < size) == per_tile
+
+
 @pytest.mark.parametrize("channels, size", [
     (8, 28),  # ConvNeXt's second stage: rows of 28 computed as 32, four rows per tile
     (6, 7),  # its last stage: rows of 7 computed as 8, all seven rows in one tile
