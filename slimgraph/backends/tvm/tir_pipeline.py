@@ -4,9 +4,9 @@ rewrite of ours on the lowered code, registered with TVM as :data:`PIPELINE` by 
 
 The rewrite: a vector load with a small constant stride (``x[2 * v]`` for a vectorized ``v``: a
 strided depthwise conv's taps, the pixel copy of a strided 1x1 conv) becomes a few contiguous
-vector loads and one shuffle. TVM's LLVM code generator loads such a vector one lane at a time (16 scalar loads and
-inserts for 16 float32 lanes); two loads and a ``vpermt2ps`` do the same, 4.8x faster on a
-stride-2 copy. The loads read no element outside the range the lanes cover.
+vector loads and one shuffle. TVM's LLVM code generator loads such a vector one lane at a time
+(16 scalar loads and inserts for 16 float32 lanes); two loads and a ``vpermt2ps`` do the same,
+4.8x faster on a stride-2 copy. The loads read no element outside the range the lanes cover.
 
 Example::
 

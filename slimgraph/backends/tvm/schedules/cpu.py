@@ -394,10 +394,9 @@ def _conv2d_packed(sch, block, cores: int, outputs, intrin: str | None = None) -
         names.add(_stmt(sch, producer).name_hint)
         if order:  # each output row's pixels copied just ahead of it, into L1, by the thread that reads them
             sch.compute_at(producer, list(sch.get_loops(block))[0], preserve_unit_loops=True)
-            _vector_row(sch, list(sch.get_loops(producer))[-1])
-        else:
-            loops = list(sch.get_loops(producer))
-            _vector_row(sch, loops[-1])
+        loops = list(sch.get_loops(producer))
+        _vector_row(sch, loops[-1])
+        if not order:  # else a loop of its own
             _parallelize(sch, loops[:-1], cores)
     if intrin is None:
         _vector_epilogue(sch, block, block_c)
