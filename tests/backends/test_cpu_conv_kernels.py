@@ -164,6 +164,33 @@ def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, stride,
             assert " in T.vectorized" in last
 
 
+@pytest.mark.parametrize("c_in, c_out, size, runs", [
+    (16, 64, 32, True),  # widening: runs of pixel tiles outermost, each over every channel run
+    (64, 256, 24, True),  # ResNet-50's widening shape, smaller
+    (64, 16, 32, False),  # narrowing: one tile outermost, so the large input is read once
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_widening_1x1_conv_writes_its_planes_in_runs(c_in, c_out, size, runs, target):
+    rng = np.random.default_rng(c_out)
+    g = Graph("pw")
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    r = g.add_input("r", TensorType("f32", (1, c_out, size, size)))
+    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.3)
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)))
+    g.set_outputs([g.call("relu", g.call("add", y, r))])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, size, size)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    assert '"sg.rule": "conv1x1_rows"' in tir
+    # the loop under the parallel one: a run's pixel tiles (the runs and the channel runs make
+    # the parallel loop), or one tile's channel runs
+    inner = re.search(r"T\.parallel\(\d+\):\s*\n\s*for (\w+) in range\(\d+\)", tir)
+    assert inner.group(1).startswith("p_" if runs else "o_")
+
+
 @pytest.mark.parametrize("c_in, c_out, size, stride, runs", [
     (64, 16, 6, 1, 4),  # weights (37 KB) outweigh the map: runs of 16 input channels, each over every tile
     (96, 16, 8, 2, 4),  # strided: runs of 24 of 96
