@@ -191,6 +191,39 @@ def test_widening_1x1_conv_writes_its_planes_in_runs(c_in, c_out, size, runs, ta
     assert inner.group(1).startswith("p_" if runs else "o_")
 
 
+@pytest.mark.parametrize("c_in, c_out, size, stride, copied", [
+    (256, 64, 16, 1, True),  # ResNet-50's 256->64, smaller: 8 channel runs read each tile
+    (128, 64, 32, 2, True),  # strided: the copy keeps only the pixels the conv reads
+    (144, 24, 16, 1, False),  # MobileNetV2's 144->24: 3 runs (AVX-512), the tile read in place
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_narrowing_1x1_conv_copies_each_tiles_pixels(c_in, c_out, size, stride, copied, target):
+    rng = np.random.default_rng(c_in)
+    g = Graph("pw")
+    out = size // stride
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
+    r = g.add_input("r", TensorType("f32", (1, c_out, out, out)))
+    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.1)
+    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride))
+    g.set_outputs([g.call("relu", g.call("add", y, r))])
+    g = FuseRegions()(g)
+    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
+    rs = rng.standard_normal((1, c_out, out, out)).astype(np.float32)
+    model = build(g, target, {})
+    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
+    tir = model.kernels[0].tir
+    assert '"sg.rule": "conv1x1_rows"' in tir
+    # the copy of a tile's pixels [tiles, C_in, pixels] sits in the parallel tile loop, ahead of
+    # the channel runs, and moves vectors
+    tiled = re.search(r"T\.parallel\(\d+\):\s*\n\s*for ax0, ax1, ax2 in T\.grid\(1, 1, (\d+)\):\s*\n\s*"
+                      r"for ax3 in T\.vectorized\(\d+\):\s*\n\s*with T\.sblock\(\"pixels\"\)", tir)
+    assert (tiled is not None) == copied
+    if copied:
+        assert int(tiled.group(1)) == c_in
+    if target == "llvm" and not copied:  # AVX2's narrower tile has 6 runs of 4 channels: still below 8
+        assert 'T.sblock("pixels")' not in tir
+
+
 @pytest.mark.parametrize("c_in, c_out, size, stride, runs", [
     (64, 16, 6, 1, 4),  # weights (37 KB) outweigh the map: runs of 16 input channels, each over every tile
     (96, 16, 8, 2, 4),  # strided: runs of 24 of 96

@@ -161,7 +161,7 @@ def _inline(sch, outputs, anchors) -> None:
             rule = _rule(sch, block)
             if rule in anchors or _is_reduction(sch, block) or _writes_output(sch, block, outputs):
                 continue
-            if rule in ("pad", "pixels") and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
+            if rule in ("pad", "pixels", "pixel_tiles") and anchors and any(_rule(sch, c) in PACKED_CONVS for c in sch.get_consumers(block)):
                 continue  # materialized once: an if in the micro-kernel's inner loop costs more than a copy
             if rule == "sparse_input" and anchors:
                 continue  # x^T, materialized once: the sparse rows read it as contiguous vectors
@@ -471,10 +471,15 @@ def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
         tiles, order = tiles[:2] + [(1, 0), (pixels, 2)], (0, 2, 1, 3)
     names = _tiled_accumulate(sch, block, outputs, tiles, lambda *i: i, cores, outer_order=order)
     sch.vectorize(sch.get_loops(consumer)[-1])
-    for producer in sch.get_producers(block):  # a strided conv's pixels, copied in rows once
-        if _rule(sch, producer) == "pixels":
+    for producer in sch.get_producers(block):
+        if _rule(sch, producer) == "pixel_tiles":  # each tile's pixels, copied just ahead of it
+            sch.compute_at(producer, list(sch.get_loops(block))[-5], preserve_unit_loops=True)
+            sch.vectorize(sch.get_loops(producer)[-1])
+        elif _rule(sch, producer) == "pixels":  # a strided conv's pixels, copied in rows once
             _parallel_vectorize(sch, producer, list(sch.get_loops(producer)), cores)
-            names.add(_stmt(sch, producer).name_hint)
+        else:
+            continue
+        names.add(_stmt(sch, producer).name_hint)
     return names
 
 
