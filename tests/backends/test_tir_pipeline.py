@@ -1,6 +1,7 @@
 """The TIR pipeline's rewrite of strided vector loads (``tir_pipeline.py``): the shuffle picks the
 same elements as the strided ramp, its loads stay inside the ramp's span, loads it does not apply
-to are left alone, and a strided depthwise conv compiles to it and matches the interpreter."""
+to are left alone, a strided depthwise conv compiles to it and matches the interpreter, and a
+tuning candidate is built with it."""
 
 from __future__ import annotations
 
@@ -64,3 +65,28 @@ def test_strided_depthwise_reads_rows_through_shuffles(channels, size, kernel, s
     # the taps' lanes 0, s, 2s, ... picked from contiguous loads (the LLVM IR's shuffle mask)
     mask = ", ".join(f"i32 {stride * lane}" for lane in range(4))
     assert "shufflevector" in source and f"<{mask}," in source
+
+
+def test_a_tuning_candidate_is_built_with_the_same_pipeline():
+    """MetaSchedule times a candidate as built by ``tune.build_candidate``: it must be the code the
+    final build makes, shuffles included."""
+    from tvm.script import tirx as T
+
+    from slimgraph.backends.tvm.tune import build_candidate
+
+    @T.prim_func(s_tir=True)
+    def every_other(x: T.Buffer((64,), "float32"), y: T.Buffer((32,), "float32")):
+        T.func_attr({"global_symbol": "every_other", "tirx.noalias": True})
+        for i in T.vectorized(32):
+            with T.sblock("copy"):
+                v = T.axis.spatial(32, i)
+                y[v] = x[v * 2]
+
+    mod = tvm.IRModule({"every_other": every_other})
+    lib = build_candidate(mod, tvm.target.Target("llvm"), None)
+    source = lib.inspect_source("ll")
+    assert "shufflevector" in source and "<i32 0, i32 2, i32 4," in source
+    x = np.arange(64, dtype=np.float32)
+    y = tvm.runtime.tensor(np.zeros(32, np.float32))
+    lib["every_other"](tvm.runtime.tensor(x), y)
+    np.testing.assert_array_equal(y.numpy(), x[::2])

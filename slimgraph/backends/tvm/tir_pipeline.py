@@ -88,7 +88,13 @@ def _pipeline():
 def for_target(spec: "TargetSpec") -> str:
     """The name of the TIR pipeline to compile for ``spec`` with (``tvm.compile``'s
     ``tir_pipeline``): slimgraph's, registered with TVM on first use, for CPU targets."""
-    if not spec.is_cpu:
+    return for_cpu(spec.is_cpu)
+
+
+def for_cpu(cpu: bool) -> str:
+    """:func:`for_target` where only the kind of target is known (a tuning candidate's builder
+    sees a TVM target, not a :class:`TargetSpec`): slimgraph's pipeline for a CPU, else TVM's."""
+    if not cpu:
         return "default"
     from tvm.tirx import compilation_pipeline
 

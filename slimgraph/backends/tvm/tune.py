@@ -109,6 +109,8 @@ def build_candidate(mod, target, _params):
     workers for every batch, so each batch hit the 30 s build timeout and no
     candidate was ever measured. A candidate is already scheduled (any
     tensorization applied in the search process), so its build needs none.
+    It compiles with the TIR pipeline the final build uses (``tir_pipeline.py``),
+    so a candidate is timed as the model will run it.
 
     Example::
 
@@ -117,7 +119,10 @@ def build_candidate(mod, target, _params):
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target)
+    from slimgraph.backends.tvm import tir_pipeline
+
+    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target,
+                          pipeline=tir_pipeline.for_cpu(target.kind.name == "llvm"))
 
 
 def _was_tuned(tuned, original) -> bool:

@@ -174,13 +174,17 @@ def _inline(sch, outputs, anchors) -> None:
                 continue
 
 
+def _bits(buffer) -> int:
+    """Bits of one element of ``buffer``."""
+    import tvm
+
+    return tvm.DataType(str(buffer.dtype)).bits
+
+
 def _lanes(sch, block) -> int:
     """VECTOR float32 lanes as lanes of the block's output: the same register width holds half
     as many 64-bit elements (f64, i64)."""
-    import tvm
-
-    bits = tvm.DataType(str(_stmt(sch, block).writes[0].source.dtype)).bits
-    return VECTOR // 2 if bits == 64 else VECTOR
+    return VECTOR // 2 if _bits(_stmt(sch, block).writes[0].source) == 64 else VECTOR
 
 
 def _parallel_vectorize(sch, block, loops: list, cores: int, vectorize: bool = True) -> None:
@@ -627,13 +631,12 @@ DEPTHWISE_PLANE_BYTES = 32 * 1024
 
 def _plane_bytes(sch, block) -> int:
     """Bytes of one channel plane of ``block``'s [N, C, H, W] output (0 when a dim is dynamic)."""
-    import tvm
     from tvm import tirx
 
     buffer = _stmt(sch, block).writes[0].source
     if not all(isinstance(d, tirx.IntImm) for d in buffer.shape[2:]):
         return 0
-    return math.prod(int(d) for d in buffer.shape[2:]) * tvm.DataType(str(buffer.dtype)).bits // 8
+    return math.prod(int(d) for d in buffer.shape[2:]) * _bits(buffer) // 8
 
 
 def _vector_row(sch, loop) -> None:
