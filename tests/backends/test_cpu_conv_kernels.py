@@ -101,19 +101,13 @@ def test_depthwise_rows_are_whole_vectors(channels, size, target):
     assert rows >= size and rows % (16 if size > 8 else 8 if size > 4 else 4) == 0
 
 
-@pytest.mark.parametrize("c_in, c_out, size, stride, rows_outside", [
-    (64, 16, 14, 1, True),  # a map larger than the weights: rows outside, each row's pixels copied ahead of it
-    (48, 32, 14, 2, True),  # strided: the copy keeps only the pixels the conv reads
-    (512, 512, 9, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
-])  # fmt: skip
-@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
-def test_1x1_conv_reads_its_pixels_in_row_runs(c_in, c_out, size, stride, rows_outside, target):
-    rng = np.random.default_rng(6)
+def _check_pointwise_add_relu(c_in: int, c_out: int, size: int, stride: int, target: str, rng, scale: float) -> str:
+    """Build relu(conv1x1(x) + bias + r) for ``target``, compare it with the interpreter; the kernel's TIR."""
     g = Graph("pw")
-    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
-    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.1)
     out = size // stride
+    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
     r = g.add_input("r", TensorType("f32", (1, c_out, out, out)))
+    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * scale)
     y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride))
     g.set_outputs([g.call("relu", g.call("add", y, r))])
     g = FuseRegions()(g)
@@ -121,7 +115,18 @@ def test_1x1_conv_reads_its_pixels_in_row_runs(c_in, c_out, size, stride, rows_o
     rs = rng.standard_normal((1, c_out, out, out)).astype(np.float32)
     model = build(g, target, {})
     np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
-    tir = model.kernels[0].tir
+    return model.kernels[0].tir
+
+
+@pytest.mark.parametrize("c_in, c_out, size, stride, rows_outside", [
+    (64, 16, 14, 1, True),  # a map larger than the weights: rows outside, each row's pixels copied ahead of it
+    (48, 32, 14, 2, True),  # strided: the copy keeps only the pixels the conv reads
+    (512, 512, 9, 1, False),  # weights larger than the map: channel blocks outside, the copy its own loop
+])  # fmt: skip
+@pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
+def test_1x1_conv_reads_its_pixels_in_row_runs(c_in, c_out, size, stride, rows_outside, target):
+    tir = _check_pointwise_add_relu(c_in, c_out, size, stride, target, np.random.default_rng(6), 0.1)
+    out = size // stride
     # each output row's pixels as one run per input channel, copied a vector of a run at a time
     assert f"pixels = T.sblock_alloc_buffer((1, {out}, {c_in}, {out}))" in tir
     assert re.search(r"T\.vectorized\(\d+\):\s*\n\s*with T\.sblock\(\"pixels\"\)", tir)
@@ -171,19 +176,7 @@ def test_1x1_conv_over_pixel_rows_matches_interpreter(c_in, c_out, size, stride,
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_widening_1x1_conv_writes_its_planes_in_runs(c_in, c_out, size, runs, target):
-    rng = np.random.default_rng(c_out)
-    g = Graph("pw")
-    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
-    r = g.add_input("r", TensorType("f32", (1, c_out, size, size)))
-    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.3)
-    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)))
-    g.set_outputs([g.call("relu", g.call("add", y, r))])
-    g = FuseRegions()(g)
-    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
-    rs = rng.standard_normal((1, c_out, size, size)).astype(np.float32)
-    model = build(g, target, {})
-    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
-    tir = model.kernels[0].tir
+    tir = _check_pointwise_add_relu(c_in, c_out, size, 1, target, np.random.default_rng(c_out), 0.3)
     assert '"sg.rule": "conv1x1_rows"' in tir
     # the loop under the parallel one: a run's pixel tiles (the runs and the channel runs make
     # the parallel loop), or one tile's channel runs
@@ -198,20 +191,7 @@ def test_widening_1x1_conv_writes_its_planes_in_runs(c_in, c_out, size, runs, ta
 ])  # fmt: skip
 @pytest.mark.parametrize("target", ["llvm", "llvm:haswell"])
 def test_narrowing_1x1_conv_copies_each_tiles_pixels(c_in, c_out, size, stride, copied, target):
-    rng = np.random.default_rng(c_in)
-    g = Graph("pw")
-    out = size // stride
-    x = g.add_input("x", TensorType("f32", (1, c_in, size, size)))
-    r = g.add_input("r", TensorType("f32", (1, c_out, out, out)))
-    w = g.const(rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float32) * 0.1)
-    y = g.call("conv", x, w, g.const(rng.standard_normal(c_out).astype(np.float32)), strides=(stride, stride))
-    g.set_outputs([g.call("relu", g.call("add", y, r))])
-    g = FuseRegions()(g)
-    xs = rng.standard_normal((1, c_in, size, size)).astype(np.float32)
-    rs = rng.standard_normal((1, c_out, out, out)).astype(np.float32)
-    model = build(g, target, {})
-    np.testing.assert_allclose(model(xs, rs), g.run(xs, rs)[0], rtol=1e-4, atol=1e-4)
-    tir = model.kernels[0].tir
+    tir = _check_pointwise_add_relu(c_in, c_out, size, stride, target, np.random.default_rng(c_in), 0.1)
     assert '"sg.rule": "conv1x1_rows"' in tir
     # the copy of a tile's pixels [tiles, C_in, pixels] sits in the parallel tile loop, ahead of
     # the channel runs, and moves vectors
