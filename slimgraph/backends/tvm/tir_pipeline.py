@@ -88,15 +88,14 @@ def _pipeline():
 def for_target(spec: "TargetSpec") -> str:
     """The name of the TIR pipeline to compile for ``spec`` with (``tvm.compile``'s
     ``tir_pipeline``): slimgraph's, registered with TVM on first use, for CPU targets."""
-    return for_cpu(spec.is_cpu)
+    return registered(PIPELINE) if spec.is_cpu else "default"
 
 
-def for_cpu(cpu: bool) -> str:
-    """:func:`for_target` where only the kind of target is known (a tuning candidate's builder
-    sees a TVM target, not a :class:`TargetSpec`): slimgraph's pipeline for a CPU, else TVM's."""
-    if not cpu:
-        return "default"
-    from tvm.tirx import compilation_pipeline
+def registered(name: str) -> str:
+    """``name`` (one :func:`for_target` returned), registered with TVM in this process: a tuning
+    candidate's builder runs in a worker process of its own."""
+    if name == PIPELINE:
+        from tvm.tirx import compilation_pipeline
 
-    compilation_pipeline.register_tir_pipeline(PIPELINE, _pipeline)
-    return PIPELINE
+        compilation_pipeline.register_tir_pipeline(PIPELINE, _pipeline)
+    return name

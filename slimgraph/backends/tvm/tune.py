@@ -14,9 +14,11 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
+from slimgraph.backends.tvm import tir_pipeline
 from slimgraph.errors import BackendError
 
 #: The JSON files MetaSchedule's JSONDatabase keeps in its work directory.
@@ -47,7 +49,7 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     if trials > 0:
         if progress:
             progress(f"tune {trials} trials", 1, 3)
-        tune_kernels(unscheduled, tvm_target, folder, trials, runner)
+        tune_kernels(unscheduled, tvm_target, folder, trials, runner, tir_pipeline.for_target(target))
     if not database_files(folder):
         return scheduled
     db = ms.database.JSONDatabase(work_dir=str(folder))
@@ -59,11 +61,12 @@ def apply_tuning(scheduled, unscheduled, target, *, trials: int, database: str |
     return scheduled
 
 
-def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None) -> None:
+def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None, pipeline: str = "default") -> None:
     """Search schedules for every kernel of ``mod`` (a Relax IRModule of
     unscheduled PrimFuncs), ``trials`` measurements in all, and add the
-    records to the JSON database in ``folder``. Candidates are measured here,
-    or by ``runner`` (a MetaSchedule runner, e.g. the RPC runner).
+    records to the JSON database in ``folder``. Candidates are built with the
+    TIR pipeline named ``pipeline`` (``tir_pipeline.for_target``) and measured
+    here, or by ``runner`` (a MetaSchedule runner, e.g. the RPC runner).
 
     Example::
 
@@ -89,7 +92,7 @@ def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None) -> Non
             tvm_target,
             str(folder),
             max_trials_global=trials,
-            builder=ms.builder.LocalBuilder(f_build=build_candidate),
+            builder=ms.builder.LocalBuilder(f_build=functools.partial(build_candidate, pipeline=pipeline)),
             runner=runner or "local",
         )
     finally:
@@ -100,7 +103,7 @@ def tune_kernels(mod, tvm_target, folder: Path, trials: int, runner=None) -> Non
             ms_logger.addHandler(handler)
 
 
-def build_candidate(mod, target, _params):
+def build_candidate(mod, target, _params, pipeline: str = "default"):
     """Build one scheduled candidate in a MetaSchedule builder worker.
 
     This is MetaSchedule's default build less its ``import
@@ -109,20 +112,18 @@ def build_candidate(mod, target, _params):
     workers for every batch, so each batch hit the 30 s build timeout and no
     candidate was ever measured. A candidate is already scheduled (any
     tensorization applied in the search process), so its build needs none.
-    It compiles with the TIR pipeline the final build uses (``tir_pipeline.py``),
-    so a candidate is timed as the model will run it.
+    It compiles with ``pipeline``, the TIR pipeline the final build uses
+    (``tir_pipeline.for_target``), so a candidate is timed as the model will run.
 
     Example::
 
-        ms.builder.LocalBuilder(f_build=build_candidate)
+        ms.builder.LocalBuilder(f_build=functools.partial(build_candidate, pipeline="slimgraph"))
     """
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from slimgraph.backends.tvm import tir_pipeline
-
     return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target,
-                          pipeline=tir_pipeline.for_cpu(target.kind.name == "llvm"))
+                          pipeline=tir_pipeline.registered(pipeline))
 
 
 def _was_tuned(tuned, original) -> bool:
