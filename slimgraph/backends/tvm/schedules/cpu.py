@@ -443,10 +443,10 @@ def _plane_run(sch, block, pixels: int, cores: int) -> int:
     prefetchers follow: ResNet-50's 64->256+add+relu at 56x56 ran at 0.37 ms with its data in
     cache and 0.87 ms with its data from memory. Runs of tiles outside the channel runs write
     each plane in runs of several KB (0.37 -> 0.34 and 0.87 -> 0.49 ms; 0.61 -> 0.40 ms in the
-    model). The runs divide evenly among the threads, so each writes the
-    pixels the next kernel's thread reads, as it did before: a split by channels made the next
-    1x1 conv read half its input from the other core (0.50 -> 0.58 ms). Narrowing convs keep one
-    tile outermost: each run re-reads the large input from L2 (256->64 at 56x56: slower)."""
+    model). The runs divide evenly among the threads, so each writes the pixels the next
+    kernel's thread reads, as it did before: a split by channels made the next 1x1 conv read half
+    its input from the other core (0.50 -> 0.58 ms). Narrowing convs keep one tile outermost:
+    each run would re-read their large input from L2 (256->64 at 56x56: slower)."""
     loops = list(sch.get_loops(block))
     c_out, total, c_in = (_extent(sch, loop) for loop in loops[1:4])
     if None in (c_out, total, c_in) or c_out <= c_in:
@@ -477,6 +477,7 @@ def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
     sch.vectorize(sch.get_loops(consumer)[-1])
     for producer in sch.get_producers(block):
         if _rule(sch, producer) == "pixel_tiles":  # each tile's pixels, copied just ahead of it
+            # in the tile loop: the last five are the tiles, channel runs, rc, channels, pixels
             sch.compute_at(producer, list(sch.get_loops(block))[-5], preserve_unit_loops=True)
             sch.vectorize(sch.get_loops(producer)[-1])
         elif _rule(sch, producer) == "pixels":  # a strided conv's pixels, copied in rows once
