@@ -452,8 +452,9 @@ def _plane_run(sch, block, pixels: int, cores: int) -> int:
     if None in (c_out, total, c_in) or c_out <= c_in:
         return 1
     count = total // pixels
+    tile_bytes = c_in * pixels * _bits(_stmt(sch, block).writes[0].source) // 8  # one tile's input
     return max(run for run in range(1, count + 1) if count % run == 0 and (
-        run == 1 or (c_in * run * pixels * 4 <= PLANE_RUN_INPUT_BYTES and (count // run) % cores == 0)))
+        run == 1 or (run * tile_bytes <= PLANE_RUN_INPUT_BYTES and (count // run) % cores == 0)))
 
 
 def _conv1x1_rows(sch, block, cores: int, outputs) -> set[str]:
